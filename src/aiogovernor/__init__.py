@@ -1,0 +1,65 @@
+"""aiogovernor: an asyncio-native concurrency governor.
+
+An async semaphore whose limit a feedback loop resizes while work runs, so
+that you stop hand-tuning concurrency::
+
+    from aiogovernor import Governor
+
+    gov = Governor("uploads")
+    async with gov:
+        await upload(item)
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ._classify import Classifier as Classifier
+from ._classify import OverloadError as OverloadError
+from ._classify import default_classify as default_classify
+from ._clock import Clock as Clock
+from ._clock import loop_time as loop_time
+from ._events import Decision as Decision
+from ._events import DecisionListener as DecisionListener
+from ._governor import Governor as Governor
+from ._governor import GovernorStats as GovernorStats
+from ._governor import Permit as Permit
+from ._samples import Outcome as Outcome
+from ._samples import Sample as Sample
+from ._samples import Window as Window
+from ._samples import WindowAggregator as WindowAggregator
+from ._samples import WindowConfig as WindowConfig
+from .limits import AIMD as AIMD
+from .limits import Adjustment as Adjustment
+from .limits import Fixed as Fixed
+from .limits import LimitPolicy as LimitPolicy
+from .limits import ThroughputAIMD as ThroughputAIMD
+
+try:
+    __version__ = version("aiogovernor")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+__all__ = [
+    "AIMD",
+    "Adjustment",
+    "Classifier",
+    "Clock",
+    "Decision",
+    "DecisionListener",
+    "Fixed",
+    "Governor",
+    "GovernorStats",
+    "LimitPolicy",
+    "Outcome",
+    "OverloadError",
+    "Permit",
+    "Sample",
+    "ThroughputAIMD",
+    "Window",
+    "WindowAggregator",
+    "WindowConfig",
+    "__version__",
+    "default_classify",
+    "loop_time",
+]

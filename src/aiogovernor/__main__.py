@@ -1,0 +1,57 @@
+"""The ``aiogovernor`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``aiogovernor`` command."""
+    parser = argparse.ArgumentParser(prog="aiogovernor", description="An asyncio concurrency governor.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = commands.add_parser(
+        "demo", help="watch a governor find the knee of a simulated upstream (virtual time)"
+    )
+    demo.add_argument("--capacity", type=_positive_int, default=16, help="upstream workers (the knee)")
+    demo.add_argument("--service-time-s", type=_positive_float, default=0.05, help="latency below the knee")
+    demo.add_argument("--duration-s", type=_positive_float, default=60.0, help="simulated seconds")
+    demo.add_argument("--workers", type=_positive_int, default=200, help="callers offering work")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        from ._demo import run_demo
+
+        run_demo(
+            capacity=args.capacity,
+            service_time_s=args.service_time_s,
+            duration_s=args.duration_s,
+            workers=args.workers,
+        )
+        return 0
+    raise AssertionError(f"unhandled command {args.command!r}")  # pragma: no cover
+
+
+if __name__ == "__main__":
+    sys.exit(main())

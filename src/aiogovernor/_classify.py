@@ -1,0 +1,58 @@
+"""How exceptions map to outcomes, and the exception that says "slow down"."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TypeAlias
+
+from ._samples import Outcome
+
+__all__ = ["Classifier", "OverloadError", "default_classify"]
+
+Classifier: TypeAlias = Callable[[BaseException], "Outcome | None"]
+"""Maps the exception that ended a unit of work to an outcome; None defers to `default_classify`."""
+
+
+class OverloadError(Exception):
+    """Raise it inside ``async with governor:`` to say the upstream is full.
+
+    It counts as an ``overload`` sample; with ``retry_after_s`` the governor
+    also pauses new permits for that long (capped by its ``max_pause_s``).
+
+    Args:
+        message: What happened.
+        retry_after_s: How long the upstream asked callers to wait, if it said.
+    """
+
+    def __init__(self, message: str = "upstream overloaded", *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        if retry_after_s is not None and not (
+            isinstance(retry_after_s, int | float) and math.isfinite(retry_after_s) and retry_after_s >= 0
+        ):
+            raise ValueError(f"retry_after_s must be a finite number >= 0 or None, got {retry_after_s!r}")
+        self.retry_after_s = retry_after_s
+
+
+def default_classify(exc: BaseException) -> Outcome:
+    """The default mapping from an exception to an outcome.
+
+    - `OverloadError` and `TimeoutError` (which ``asyncio.TimeoutError`` is) → ``overload``;
+    - an exception group → ``overload`` if any member is, else ``error`` if
+      any member is, else ``ignored``;
+    - anything that is not an `Exception` (``asyncio.CancelledError``,
+      trio's ``Cancelled``, ``KeyboardInterrupt``) → ``ignored``;
+    - every other exception → ``error``: a bug or a bad request is not a
+      reason to lower concurrency.
+    """
+    if isinstance(exc, OverloadError | TimeoutError):
+        return Outcome.OVERLOAD
+    if isinstance(exc, BaseExceptionGroup):
+        found = {default_classify(e) for e in exc.exceptions}
+        for outcome in (Outcome.OVERLOAD, Outcome.ERROR):
+            if outcome in found:
+                return outcome
+        return Outcome.IGNORED
+    if not isinstance(exc, Exception):
+        return Outcome.IGNORED
+    return Outcome.ERROR

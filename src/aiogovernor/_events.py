@@ -1,0 +1,66 @@
+"""Decision records and the listener protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ._samples import Window
+
+__all__ = ["Decision", "DecisionListener"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    """One change (or hold) of a governor's limit, and why.
+
+    Attributes:
+        governor: The governor's name.
+        environment: The environment the governor learns for.
+        at: Clock time of the decision.
+        old_limit: The gate's limit before.
+        new_limit: The gate's limit after.
+        policy_limit: The policy's own (float) limit after.
+        reason: What drove the decision, in words.
+        window: The figures the decision was made on; None for decisions
+            made outside a window (a reset, a restored state).
+        confidence: How much the window could be trusted, in [0, 1].
+    """
+
+    governor: str
+    environment: str
+    at: float
+    old_limit: int
+    new_limit: int
+    policy_limit: float
+    reason: str
+    window: Window | None
+    confidence: float
+
+    @property
+    def changed(self) -> bool:
+        """Whether the gate's limit moved."""
+        return self.new_limit != self.old_limit
+
+    def describe(self) -> str:
+        """A one-line account of the decision, for logs."""
+        head = f"{self.governor}[{self.environment}] limit {self.old_limit} -> {self.new_limit}"
+        w = self.window
+        if w is None:
+            return f"{head}: {self.reason}"
+        return (
+            f"{head}: {self.reason} (n={w.count}, ok={w.ok}, overload={w.overload}, "
+            f"error={w.error}, p50={w.latency_p50_s * 1000:.1f}ms, "
+            f"peak inflight={w.peak_inflight}, confidence={self.confidence:.2f})"
+        )
+
+
+class DecisionListener(Protocol):
+    """Receives every decision a governor makes.
+
+    Listeners are called synchronously on the event loop right after the
+    decision; they must be quick and must not block. An exception raised by
+    a listener is logged and otherwise ignored.
+    """
+
+    def __call__(self, decision: Decision, /) -> None: ...

@@ -1,0 +1,682 @@
+"""The gate: a resizable semaphore that samples the work it admits and lets a policy resize it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+from collections import deque
+from collections.abc import Mapping
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+from types import MappingProxyType, TracebackType
+from typing import Any, Protocol
+
+from ._classify import Classifier, OverloadError, default_classify
+from ._clock import Clock, loop_time
+from ._events import Decision, DecisionListener
+from ._samples import Outcome, Window, WindowAggregator, WindowConfig
+from ._validate import check_float, check_int
+from .limits import LimitPolicy, default_policy, gate_limit
+
+__all__ = ["Governor", "GovernorStats", "Permit"]
+
+logger = logging.getLogger("aiogovernor")
+
+# The permit held by ``async with governor:`` in the current task. ``__aexit__``
+# receives no handle on what ``__aenter__`` returned, and one governor guards
+# many tasks at once, so each task keeps its own permit here; the token chain
+# makes nesting (``async with a: async with b:``) restore the outer permit.
+_current_permit: ContextVar[Permit | None] = ContextVar("aiogovernor_permit", default=None)
+
+_OUTCOMES = tuple(Outcome)
+
+
+class Permit:
+    """The right to run one unit of work now.
+
+    Got from ``async with governor as permit:``, `Governor.acquire` or
+    `Governor.try_acquire`. Set the outcome when the work's own result says
+    more than "no exception" (an HTTP 429 read from a response, say);
+    otherwise it is classified from the exception that ended the block, or
+    ``ok``.
+    """
+
+    __slots__ = ("_generation", "_governor", "_inflight", "_outcome", "_released", "_start", "_token")
+
+    def __init__(self, governor: Governor, start: float, inflight: int, generation: int) -> None:
+        self._governor = governor
+        self._start = start
+        self._inflight = inflight
+        self._generation = generation
+        self._outcome: Outcome | None = None
+        self._released = False
+        self._token: Token[Permit | None] | None = None
+
+    @property
+    def governor(self) -> Governor:
+        """The governor that granted this permit."""
+        return self._governor
+
+    @property
+    def started_at(self) -> float:
+        """Clock time at which the permit was granted."""
+        return self._start
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """The outcome set so far, if any."""
+        return self._outcome
+
+    @property
+    def released(self) -> bool:
+        """Whether the permit has been given back."""
+        return self._released
+
+    def ok(self) -> None:
+        """Mark the work as successful, whatever exception ends the block."""
+        self._outcome = Outcome.OK
+
+    def overload(self, retry_after_s: float | None = None) -> None:
+        """Mark the work as refused for overload; optionally pause the governor.
+
+        Args:
+            retry_after_s: How long the upstream asked to wait (Retry-After);
+                the governor admits nothing new until then (capped).
+        """
+        self._outcome = Outcome.OVERLOAD
+        if retry_after_s is not None:
+            self._governor.pause(retry_after_s)
+
+    def error(self) -> None:
+        """Mark the work as failed for a reason unrelated to load."""
+        self._outcome = Outcome.ERROR
+
+    def ignore(self) -> None:
+        """Keep this unit of work out of the measurements."""
+        self._outcome = Outcome.IGNORED
+
+    def release(self, outcome: Outcome | None = None) -> None:
+        """Give the permit back and record the sample.
+
+        Args:
+            outcome: Overrides the outcome set so far; ``ok`` if none was set.
+
+        Raises:
+            RuntimeError: If the permit was already released.
+        """
+        if self._released:
+            raise RuntimeError("this permit was already released")
+        if outcome is not None:
+            self._outcome = Outcome(outcome)
+        self._governor._release(self, self._outcome or Outcome.OK)
+
+    def __repr__(self) -> str:
+        state = "released" if self._released else "held"
+        return f"<Permit {self._governor.name!r} {state} outcome={self._outcome and self._outcome.value}>"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GovernorStats:
+    """A frozen snapshot of a governor, from `Governor.stats`.
+
+    Attributes:
+        name: The governor's name.
+        environment: The environment it learns for.
+        policy: The policy's name.
+        limit: Permits the gate admits at once.
+        policy_limit: The policy's own float limit.
+        inflight: Permits held now.
+        waiting: Callers queued for a permit.
+        paused_for_s: How much longer new permits are paused (0 when not paused).
+        counts: Finished units of work by outcome, since creation.
+        latency_p50_s: Median latency of the last window, if one closed.
+        latency_p90_s: 90th percentile latency of the last window.
+        latency_p99_s: 99th percentile latency of the last window.
+        last_window: The last closed window, if any.
+        last_decision: The last decision, if any.
+        decisions: How many decisions were made.
+    """
+
+    name: str
+    environment: str
+    policy: str
+    limit: int
+    policy_limit: float
+    inflight: int
+    waiting: int
+    paused_for_s: float
+    counts: Mapping[str, int]
+    latency_p50_s: float | None
+    latency_p90_s: float | None
+    latency_p99_s: float | None
+    last_window: Window | None
+    last_decision: Decision | None
+    decisions: int
+
+
+class _LoopLike(Protocol):
+    def is_running(self) -> bool: ...
+
+
+class _Forever:
+    """Stands in for the loop owning a clock that needs no re-binding."""
+
+    @staticmethod
+    def is_running() -> bool:
+        return True
+
+
+class _Stopped:
+    """Stands in for the loop before the first clock read: forces a binding."""
+
+    @staticmethod
+    def is_running() -> bool:
+        return False
+
+
+_FOREVER = _Forever()
+_STOPPED = _Stopped()
+
+
+class _Waiter:
+    """One queued caller: an asyncio future, or an anyio event on other loops (trio)."""
+
+    __slots__ = ("event", "fut", "granted")
+
+    def __init__(self) -> None:
+        self.fut: asyncio.Future[None] | None = None
+        self.event: Any = None
+        self.granted = False
+
+    def grant(self) -> bool:
+        """Hand this waiter a permit; False if it is already gone (cancelled)."""
+        if self.fut is not None:
+            if self.fut.done():
+                return False
+            self.fut.set_result(None)
+        else:
+            self.event.set()
+        self.granted = True
+        return True
+
+
+def _default_environment() -> str:
+    return os.environ.get("AIOGOVERNOR_ENV") or "default"
+
+
+class Governor:
+    """An async semaphore whose limit a feedback loop resizes while work runs.
+
+    Three ways in::
+
+        async with gov:                      # take a permit, measure, release
+            await call()
+
+        async with gov as permit:            # ... and say how it went
+            r = await client.get(url)
+            if r.status_code == 429:
+                permit.overload(retry_after_s=5)
+
+        permit = await gov.acquire(timeout_s=1.0)   # manual form
+        try:
+            await call()
+        finally:
+            permit.release()
+
+    Each finished unit of work becomes a sample; samples are aggregated into
+    windows; each window goes to the policy, which returns the next limit.
+    Raising the limit wakes waiters at once; lowering it never cancels work
+    (new permits wait until ``inflight < limit``). Waiters are served in
+    arrival order. No permit leaks on exceptions, timeouts or cancellation.
+
+    Args:
+        name: What this governor guards (an upstream, an endpoint); learned
+            state is kept under this name.
+        policy: The limit algorithm; None means `aiogovernor.limits.default_policy`.
+        environment: Where the learned state belongs (production, staging, a
+            host); defaults to ``$AIOGOVERNOR_ENV``, else ``"default"``.
+        clock: Seconds as a float; defaults to the running event loop's time.
+        classify: Maps the exception that ended a unit of work to an outcome;
+            returning None defers to `default_classify`.
+        max_per_second: An optional rate ceiling (GCRA) composed with the
+            concurrency limit, for APIs that meter calls per time window.
+        burst: How many calls the rate ceiling lets through at once.
+        window: When windows close; see `WindowConfig`.
+        history_size: How many decisions `decisions` keeps.
+        max_pause_s: The longest a pause (a Retry-After) may last.
+    """
+
+    def __init__(
+        self,
+        name: str = "default",
+        policy: LimitPolicy | None = None,
+        *,
+        environment: str | None = None,
+        clock: Clock | None = None,
+        classify: Classifier | None = None,
+        max_per_second: float | None = None,
+        burst: int = 1,
+        window: WindowConfig | None = None,
+        history_size: int = 100,
+        max_pause_s: float = 300.0,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        if policy is None:
+            policy = default_policy()
+        elif not isinstance(policy, LimitPolicy):
+            raise TypeError(f"policy must implement LimitPolicy (limit, update, reset, ...), got {policy!r}")
+        if clock is not None and not callable(clock):
+            raise TypeError(f"clock must be a zero-argument callable returning seconds, got {clock!r}")
+        if classify is not None and not callable(classify):
+            raise TypeError(f"classify must be callable, got {classify!r}")
+        if window is not None and not isinstance(window, WindowConfig):
+            raise TypeError(f"window must be a WindowConfig, got {window!r}")
+        environment = _default_environment() if environment is None else environment
+        if not isinstance(environment, str) or not environment:
+            raise ValueError(f"environment must be a non-empty string, got {environment!r}")
+        self._name = name
+        self._environment = environment
+        self._policy = policy
+        # The clock is read twice per unit of work. Reading the loop's time
+        # through asyncio.get_running_loop() costs a getpid() each time, so the
+        # running loop's bound time() is cached while that loop runs.
+        self._time: Clock = clock or loop_time
+        self._clock_owner: _LoopLike = _FOREVER if clock else _STOPPED
+        self._classify = classify
+        self._window_config = window or WindowConfig()
+        self._max_pause_s = check_float("max_pause_s", max_pause_s, low=0.0)
+        self._history: deque[Decision] = deque(maxlen=check_int("history_size", history_size, low=1))
+        self._listeners: list[DecisionListener] = []
+
+        self._limit = gate_limit(policy.limit, policy.min_limit)
+        self._inflight = 0
+        self._waiters: deque[_Waiter] = deque()
+        self._generation = 0  # bumped on every decrease of the limit
+        self._totals = [0, 0, 0, 0]  # closed windows' counts, by Outcome in declaration order
+        self._decision_count = 0
+        self._agg: WindowAggregator | None = None  # made at the first release: it needs the clock
+        self._peak_inflight = 0  # the open window's most permits held at once
+        self._saw_waiters = False  # whether anyone queued during the open window
+        self._last_window: Window | None = None
+
+        # Time gates: a pause (Retry-After) and the optional rate ceiling.
+        self._paused_until = -math.inf
+        if max_per_second is None:
+            self._interval = 0.0
+        else:
+            self._interval = 1.0 / check_float("max_per_second", max_per_second, low=0.0, low_open=True)
+        self._tolerance = (check_int("burst", burst, low=1) - 1) * self._interval
+        self._tat = -math.inf  # GCRA's theoretical arrival time
+        self._time_gated = max_per_second is not None
+        self._wake_at = math.inf
+        self._wake_handle: asyncio.TimerHandle | None = None
+
+    # -- introspection -------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """What this governor guards."""
+        return self._name
+
+    @property
+    def environment(self) -> str:
+        """Where its learned state belongs."""
+        return self._environment
+
+    @property
+    def policy(self) -> LimitPolicy:
+        """The limit algorithm."""
+        return self._policy
+
+    @property
+    def limit(self) -> int:
+        """Permits the gate admits at once."""
+        return self._limit
+
+    @property
+    def inflight(self) -> int:
+        """Permits held now."""
+        return self._inflight
+
+    @property
+    def waiting(self) -> int:
+        """Callers queued for a permit."""
+        return len(self._waiters)
+
+    @property
+    def max_per_second(self) -> float | None:
+        """The rate ceiling, if any."""
+        return 1.0 / self._interval if self._interval else None
+
+    @property
+    def decisions(self) -> tuple[Decision, ...]:
+        """The most recent decisions, oldest first (bounded by ``history_size``)."""
+        return tuple(self._history)
+
+    def paused_for_s(self) -> float:
+        """How much longer new permits are paused; 0 when not paused."""
+        return max(0.0, self._paused_until - self._now()) if self._paused_until > -math.inf else 0.0
+
+    def stats(self) -> GovernorStats:
+        """A frozen snapshot: limit, inflight, waiting, counts, last window and decision."""
+        w = self._last_window
+        return GovernorStats(
+            name=self._name,
+            environment=self._environment,
+            policy=self._policy.name,
+            limit=self._limit,
+            policy_limit=self._policy.limit,
+            inflight=self._inflight,
+            waiting=len(self._waiters),
+            paused_for_s=self.paused_for_s(),
+            counts=MappingProxyType(self._counts()),
+            latency_p50_s=w.latency_p50_s if w else None,
+            latency_p90_s=w.latency_p90_s if w else None,
+            latency_p99_s=w.latency_p99_s if w else None,
+            last_window=w,
+            last_decision=self._history[-1] if self._history else None,
+            decisions=self._decision_count,
+        )
+
+    def _counts(self) -> dict[str, int]:
+        """Finished units of work by outcome: closed windows plus the open one."""
+        totals = list(self._totals)
+        if self._agg is not None:
+            for i, n in enumerate(self._agg.open_counts()):
+                totals[i] += n
+        return {o.value: n for o, n in zip(_OUTCOMES, totals, strict=True)}
+
+    def add_listener(self, listener: DecisionListener) -> None:
+        """Call ``listener(decision)`` after every decision."""
+        if not callable(listener):
+            raise TypeError(f"listener must be callable, got {listener!r}")
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: DecisionListener) -> None:
+        """Stop calling ``listener``; a listener never added is an error (ValueError)."""
+        self._listeners.remove(listener)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Governor {self._name!r} env={self._environment!r} policy={self._policy.name} "
+            f"limit={self._limit} inflight={self._inflight} waiting={len(self._waiters)}>"
+        )
+
+    # -- acquiring -------------------------------------------------------
+
+    async def __aenter__(self) -> Permit:
+        # The uncontended path is inlined: it is the cost every caller pays.
+        if not self._waiters and self._inflight < self._limit and not self._time_gated:
+            self._inflight += 1
+        elif not self._take_now():
+            await self._wait(None)
+        permit = self._new_permit()
+        permit._token = _current_permit.set(permit)
+        return permit
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        permit = _current_permit.get()
+        if permit is None or permit._governor is not self or permit._token is None:
+            raise RuntimeError(f"{self!r} exited without a matching enter in this task")
+        _current_permit.reset(permit._token)
+        if permit._released:
+            return
+        outcome = permit._outcome
+        if outcome is None:
+            outcome = Outcome.OK if exc is None else self._classify_exc(exc)
+        self._release(permit, outcome)
+
+    async def acquire(self, *, timeout_s: float | None = None) -> Permit:
+        """Wait for a permit; the caller must `Permit.release` it.
+
+        Args:
+            timeout_s: Give up after this many seconds (None waits for ever).
+
+        Raises:
+            TimeoutError: When no permit came within ``timeout_s``.
+        """
+        if timeout_s is not None:
+            check_float("timeout_s", timeout_s, low=0.0)
+        if not self._take_now():
+            await self._wait(timeout_s)
+        return self._new_permit()
+
+    def try_acquire(self) -> Permit | None:
+        """A permit if one is free now (and no one is queued), else None."""
+        return self._new_permit() if self._take_now() else None
+
+    def _take_now(self) -> bool:
+        """Take a permit if capacity, pause and rate allow and no one queues ahead."""
+        if self._waiters or self._inflight >= self._limit:
+            return False
+        if self._time_gated and not self._pass_time_gates():
+            return False
+        self._inflight += 1
+        return True
+
+    def _new_permit(self) -> Permit:
+        inflight = self._inflight
+        if inflight > self._peak_inflight:
+            self._peak_inflight = inflight
+        if not self._clock_owner.is_running():
+            self._bind_clock()
+        return Permit(self, self._time(), inflight, self._generation)
+
+    def _now(self) -> float:
+        """The injected clock, or the running loop's time."""
+        if not self._clock_owner.is_running():
+            self._bind_clock()
+        return self._time()
+
+    def _bind_clock(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop_time()  # raises when no loop runs at all: bind nothing then
+            # trio, through anyio: loop_time() finds the running trio clock each time.
+            self._clock_owner, self._time = _FOREVER, loop_time
+        else:
+            self._clock_owner, self._time = loop, loop.time
+
+    async def _wait(self, timeout_s: float | None) -> None:
+        waiter = _Waiter()
+        self._waiters.append(waiter)
+        self._saw_waiters = True
+        try:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                await self._wait_anyio(waiter, timeout_s)
+            else:
+                waiter.fut = loop.create_future()
+                if timeout_s is None:
+                    await waiter.fut
+                else:
+                    async with asyncio.timeout(timeout_s):
+                        await waiter.fut
+        except BaseException:
+            if waiter.granted:
+                # Woken, then cancelled before running: pass the permit on.
+                self._inflight -= 1
+                self._dispatch()
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            raise
+
+    @staticmethod
+    async def _wait_anyio(waiter: _Waiter, timeout_s: float | None) -> None:
+        import anyio
+
+        waiter.event = anyio.Event()
+        if timeout_s is None:
+            await waiter.event.wait()
+        else:
+            with anyio.fail_after(timeout_s):
+                await waiter.event.wait()
+
+    def _dispatch(self) -> None:
+        """Hand free permits to waiters, in arrival order."""
+        waiters = self._waiters
+        while waiters and self._inflight < self._limit:
+            if self._time_gated and not self._pass_time_gates():
+                return
+            if waiters.popleft().grant():
+                self._inflight += 1
+            elif self._interval:
+                self._tat -= self._interval  # the token was not used
+
+    # -- time gates: pause and rate ceiling --------------------------------
+
+    def _pass_time_gates(self) -> bool:
+        """Whether a permit may be granted now; if not, arrange a wake-up."""
+        now = self._now()
+        if now < self._paused_until:
+            self._wake_later(self._paused_until, now)
+            return False
+        self._paused_until = -math.inf
+        if not self._interval:
+            self._time_gated = False
+            return True
+        allowed_at = self._tat - self._tolerance
+        if now < allowed_at:
+            self._wake_later(allowed_at, now)
+            return False
+        self._tat = max(self._tat, now) + self._interval
+        return True
+
+    def _wake_later(self, at: float, now: float) -> None:
+        if self._wake_at <= at:
+            return  # an earlier wake-up will look again
+        if self._wake_handle is not None:
+            self._wake_handle.cancel()
+            self._wake_handle = None
+        self._wake_at = at
+        delay = at - now
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            import trio  # the only other loop anyio runs on
+
+            trio.lowlevel.spawn_system_task(self._trio_wake, delay)
+        else:
+            self._wake_handle = loop.call_later(delay, self._on_wake)
+
+    async def _trio_wake(self, delay: float) -> None:
+        import trio
+
+        await trio.sleep(delay)
+        self._on_wake()
+
+    def _on_wake(self) -> None:
+        self._wake_handle = None
+        self._wake_at = math.inf
+        self._dispatch()
+
+    def pause(self, seconds: float) -> None:
+        """Admit nothing new for ``seconds`` (capped at ``max_pause_s``).
+
+        Work in flight goes on and is still sampled; a pause never shortens
+        an existing one.
+        """
+        check_float("seconds", seconds, low=0.0)
+        self.pause_until(self._now() + seconds)
+
+    def pause_until(self, t: float) -> None:
+        """Admit nothing new until clock time ``t`` (capped at ``max_pause_s`` from now)."""
+        check_float("t", t)
+        now = self._now()
+        t = min(t, now + self._max_pause_s)
+        if t <= now or t <= self._paused_until:
+            return
+        self._paused_until = t
+        self._time_gated = True
+        logger.debug("%s[%s] paused for %.3fs", self._name, self._environment, t - now)
+
+    # -- releasing, sampling and deciding -----------------------------------
+
+    def _classify_exc(self, exc: BaseException) -> Outcome:
+        outcome: Outcome | None = None
+        if self._classify is not None:
+            outcome = self._classify(exc)
+        outcome = default_classify(exc) if outcome is None else Outcome(outcome)
+        if isinstance(exc, OverloadError) and exc.retry_after_s is not None:
+            self.pause(exc.retry_after_s)
+        return outcome
+
+    def _release(self, permit: Permit, outcome: Outcome) -> None:
+        permit._released = True
+        permit._outcome = outcome
+        self._inflight -= 1
+        now = self._time()  # bound when the permit was granted, in this same task
+        agg = self._agg
+        if agg is None:
+            agg = self._agg = WindowAggregator(self._window_config, start=permit._start)
+        if agg.record(now - permit._start, outcome, permit._generation == self._generation, now, self._limit):
+            self._close_window(agg, now)
+        if self._waiters:
+            self._dispatch()
+
+    def _close_window(self, agg: WindowAggregator, now: float) -> None:
+        window = agg.close(now, self._limit, peak_inflight=self._peak_inflight, saw_waiters=self._saw_waiters)
+        totals = self._totals
+        for i, n in enumerate(
+            (window.ok, window.overload + window.stale_overload, window.error, window.ignored)
+        ):
+            totals[i] += n
+        # Work still running belongs to the next window too.
+        self._peak_inflight = self._inflight
+        self._saw_waiters = bool(self._waiters)
+        self._last_window = window
+        adjustment = self._policy.update(window)
+        self._decide(adjustment.limit, adjustment.reason, window, now)
+
+    def _decide(self, policy_limit: float, reason: str, window: Window | None, now: float) -> None:
+        old = self._limit
+        new = gate_limit(policy_limit, self._policy.min_limit)
+        if new < old:
+            self._generation += 1  # work started before now cannot cause another decrease
+        self._limit = new
+        decision = Decision(
+            governor=self._name,
+            environment=self._environment,
+            at=now,
+            old_limit=old,
+            new_limit=new,
+            policy_limit=policy_limit,
+            reason=reason,
+            window=window,
+            confidence=window.confidence if window is not None else 1.0,
+        )
+        self._history.append(decision)
+        self._decision_count += 1
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s", decision.describe())
+        for listener in tuple(self._listeners):
+            try:
+                listener(decision)
+            except Exception:
+                logger.exception("decision listener %r failed", listener)
+        if new > old:
+            self._dispatch()
+
+    def reset_limit(self, limit: float, *, reason: str = "reset") -> None:
+        """Set the limit by hand (e.g. from learned state), clamped to the policy's bounds.
+
+        The policy is reset to ``limit`` and the change is recorded as a decision.
+        """
+        self._policy.reset(limit)
+        try:
+            now = self._now()
+        except RuntimeError:  # no running loop: the default clock cannot be read
+            now = math.nan
+        self._decide(self._policy.limit, reason, None, now)

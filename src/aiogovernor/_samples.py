@@ -1,0 +1,332 @@
+"""Outcomes, samples, and their aggregation into windows.
+
+A *sample* is one finished unit of work. Samples are folded into a *window*
+that closes when it is both long enough (a multiple of the recent minimum
+latency, never less than a floor) and full enough (a minimum sample count);
+a window that is too thin carries over. One window is what a policy sees
+when it makes one decision.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import operator
+from collections import deque
+from dataclasses import dataclass
+
+from ._validate import check_float, check_int
+
+__all__ = ["Outcome", "Sample", "Window", "WindowAggregator", "WindowConfig"]
+
+
+class Outcome(enum.StrEnum):
+    """How one unit of work ended, as far as concurrency control cares.
+
+    Only `OVERLOAD` means "too much concurrency"; a plain `ERROR` counts for
+    the error rate but must not collapse the limit.
+    """
+
+    OK = "ok"
+    """The work succeeded."""
+    OVERLOAD = "overload"
+    """The upstream is full: 429, 503, a timeout, an explicit "slow down"."""
+    ERROR = "error"
+    """The work failed for a reason unrelated to load (a bug, a 500, bad input)."""
+    IGNORED = "ignored"
+    """Not a measurement: cancelled, or the caller said so."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One finished unit of work.
+
+    Attributes:
+        start: When the permit was granted, in the governor's clock.
+        latency_s: How long the permit was held.
+        inflight: Permits held when this one was granted (itself included).
+        outcome: How the work ended.
+        fresh: False when the work started before the latest decrease of the
+            limit; such a sample cannot trigger another decrease for the same
+            congestion event.
+    """
+
+    start: float
+    latency_s: float
+    inflight: int
+    outcome: Outcome
+    fresh: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """What a policy sees for one decision: the samples of one interval, aggregated.
+
+    Latency figures are taken over successful samples (failures are often
+    fast and would hide queueing); when a window has none, over every
+    counted sample. Ignored samples count nowhere but in `ignored`.
+    """
+
+    start: float
+    """Clock time of the window's opening."""
+    end: float
+    """Clock time of the window's closing."""
+    count: int
+    """Samples counted (ignored ones excluded)."""
+    ok: int
+    overload: int
+    """Overloads from work that started after the latest decrease."""
+    error: int
+    ignored: int
+    stale_overload: int
+    """Overloads from work that started before the latest decrease (not a new event)."""
+    latency_min_s: float
+    latency_mean_s: float
+    latency_p50_s: float
+    latency_p90_s: float
+    latency_p99_s: float
+    latency_cv: float
+    """Coefficient of variation of the latencies (stdev / mean)."""
+    peak_inflight: int
+    """The most permits held at once during the window."""
+    limit: int
+    """The gate's limit when the window closed."""
+    limit_bound: bool
+    """Whether the limit was the bottleneck: inflight reached it, or callers queued."""
+
+    @property
+    def duration_s(self) -> float:
+        """How long the window lasted."""
+        return self.end - self.start
+
+    @property
+    def throughput(self) -> float:
+        """Successful samples per second."""
+        return self.ok / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def overload_rate(self) -> float:
+        """Fresh and stale overloads as a fraction of counted samples."""
+        return (self.overload + self.stale_overload) / self.count if self.count else 0.0
+
+    @property
+    def error_rate(self) -> float:
+        """Plain errors as a fraction of counted samples."""
+        return self.error / self.count if self.count else 0.0
+
+    @property
+    def confidence(self) -> float:
+        """How much to trust this window, in [0, 1].
+
+        Grows with the number of samples and falls with the spread of their
+        latencies: a window of three scattered samples says little.
+        """
+        size = self.count / (self.count + 10.0)
+        return size / (1.0 + self.latency_cv)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WindowConfig:
+    """When a window closes.
+
+    A window closes once it has lasted ``max(latency_multiple × recent minimum
+    latency, min_duration_s)`` *and* holds at least ``min_samples`` counted
+    samples (or as many as the limit, when the limit is smaller, so that a
+    limit of 1 still decides). It closes early once it holds ``max_samples``.
+    A fresh overload (from work started after the latest decrease) closes it
+    at once, whatever its count: congestion is answered within one sample,
+    and the overloads of the same event that follow are stale.
+
+    Attributes:
+        min_samples: Fewest counted samples for a decision.
+        max_samples: Count bound: a window never holds more.
+        min_duration_s: Floor of a window's duration.
+        latency_multiple: How many recent minimum latencies a window lasts.
+        min_latency_memory: How many past windows the recent minimum latency
+            is taken over.
+        limit_bound_utilization: The fraction of the limit that peak inflight
+            must reach for the limit to count as the bottleneck.
+    """
+
+    min_samples: int = 10
+    max_samples: int = 1000
+    min_duration_s: float = 0.1
+    latency_multiple: float = 2.0
+    min_latency_memory: int = 10
+    limit_bound_utilization: float = 0.9
+
+    def __post_init__(self) -> None:
+        check_int("min_samples", self.min_samples, low=1)
+        check_int("max_samples", self.max_samples, low=self.min_samples)
+        check_float("min_duration_s", self.min_duration_s, low=0.0)
+        check_float("latency_multiple", self.latency_multiple, low=0.0)
+        check_int("min_latency_memory", self.min_latency_memory, low=1)
+        check_float("limit_bound_utilization", self.limit_bound_utilization, low=0.0, high=1.0, low_open=True)
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ordered, non-empty list."""
+    rank = max(0, math.ceil(q * len(ordered)) - 1)
+    return ordered[rank]
+
+
+class WindowAggregator:
+    """Folds samples into windows.
+
+    Not thread-safe and not async: the governor calls it from the event
+    loop; a simulation or a test can drive it directly with `add`,
+    `should_close` and `close`.
+
+    Args:
+        config: When windows close.
+        start: Clock time at which the first window opens.
+    """
+
+    __slots__ = (
+        "_close_at",
+        "_config",
+        "_counts",
+        "_lat_ok",
+        "_lat_other",
+        "_min_latencies",
+        "_need",
+        "_start",
+        "_target_s",
+    )
+
+    def __init__(self, config: WindowConfig | None = None, *, start: float = 0.0) -> None:
+        self._config = config or WindowConfig()
+        self._min_latencies: deque[float] = deque(maxlen=self._config.min_latency_memory)
+        self._target_s = self._config.min_duration_s
+        self._need = self._config.min_samples
+        self._reset(start)
+
+    @property
+    def config(self) -> WindowConfig:
+        """The closing rules."""
+        return self._config
+
+    @property
+    def count(self) -> int:
+        """Counted samples in the open window."""
+        return len(self._lat_ok) + len(self._lat_other)
+
+    @property
+    def recent_min_latency_s(self) -> float | None:
+        """The smallest latency seen over the last few windows, if any."""
+        return min(self._min_latencies) if self._min_latencies else None
+
+    def open_counts(self) -> tuple[int, int, int, int]:
+        """The open window's samples so far: ok, overload (fresh and stale), error, ignored."""
+        ok, overload, error, ignored, stale = self._counts
+        return ok, overload + stale, error, ignored
+
+    def _reset(self, start: float) -> None:
+        self._start = start
+        self._close_at = start + self._target_s
+        self._lat_ok: list[float] = []
+        self._lat_other: list[float] = []
+        # ok, overload, error, ignored, stale overload
+        self._counts = [0, 0, 0, 0, 0]
+
+    def add(self, sample: Sample, *, now: float, limit: int) -> bool:
+        """Fold one sample into the open window at clock time ``now``, under ``limit``.
+
+        Returns:
+            Whether the window should now close (see `should_close`).
+        """
+        return self.record(sample.latency_s, sample.outcome, sample.fresh, now, limit)
+
+    def record(self, latency_s: float, outcome: Outcome, fresh: bool, now: float, limit: int) -> bool:
+        """Fold one sample in and say whether the window should close (the allocation-free `add`).
+
+        This is the governor's hot path: one call per finished unit of work.
+        """
+        counts = self._counts
+        if outcome is Outcome.OK:
+            counts[0] += 1
+            self._lat_ok.append(latency_s)
+        elif outcome is Outcome.IGNORED:
+            counts[3] += 1
+            return False
+        else:
+            if outcome is Outcome.ERROR:
+                counts[2] += 1
+            elif fresh:
+                counts[1] += 1
+            else:
+                counts[4] += 1
+            self._lat_other.append(latency_s)
+        count = len(self._lat_ok) + len(self._lat_other)
+        if counts[1]:
+            return True  # congestion is answered at once, whatever the count
+        if count < self._need and count < limit:
+            return False
+        return now >= self._close_at or count >= self._config.max_samples
+
+    def should_close(self, now: float, limit: int) -> bool:
+        """Whether the open window has enough in it to decide on at ``now``, under ``limit``.
+
+        A fresh overload closes it at once. Otherwise it needs
+        ``min(min_samples, limit)`` counted samples, and then either its
+        duration or ``max_samples``.
+        """
+        count = len(self._lat_ok) + len(self._lat_other)
+        if self._counts[1]:
+            return True
+        if (count < self._need and count < limit) or count == 0:
+            return False
+        return now >= self._close_at or count >= self._config.max_samples
+
+    def close(self, now: float, limit: int, *, peak_inflight: int, saw_waiters: bool = False) -> Window:
+        """Close the open window at ``now`` and open the next one.
+
+        Args:
+            now: Clock time of the closing.
+            limit: The gate's limit now.
+            peak_inflight: The most permits held at once during the window.
+            saw_waiters: Whether callers queued for a permit during the window.
+        """
+        ok, overload, error, ignored, stale = self._counts
+        latencies = self._lat_ok or self._lat_other
+        latencies.sort()
+        if latencies:
+            n = len(latencies)
+            mean = sum(latencies) / n
+            var = max(0.0, sum(map(operator.mul, latencies, latencies)) / n - mean * mean)
+            cv = math.sqrt(var) / mean if mean > 0 else 0.0
+            low = latencies[0]
+            p50, p90, p99 = (_percentile(latencies, q) for q in (0.5, 0.9, 0.99))
+            floor = min(low, min(self._lat_other, default=math.inf))
+            self._min_latencies.append(floor if floor > 0 else low)
+        else:
+            mean = cv = low = p50 = p90 = p99 = 0.0
+        bound = saw_waiters or peak_inflight >= max(
+            1, math.ceil(limit * self._config.limit_bound_utilization)
+        )
+        window = Window(
+            start=self._start,
+            end=now,
+            count=ok + overload + error + stale,
+            ok=ok,
+            overload=overload,
+            error=error,
+            ignored=ignored,
+            stale_overload=stale,
+            latency_min_s=low,
+            latency_mean_s=mean,
+            latency_p50_s=p50,
+            latency_p90_s=p90,
+            latency_p99_s=p99,
+            latency_cv=cv,
+            peak_inflight=peak_inflight,
+            limit=limit,
+            limit_bound=bound,
+        )
+        recent = self.recent_min_latency_s
+        self._target_s = max(
+            self._config.min_duration_s,
+            self._config.latency_multiple * recent if recent is not None else 0.0,
+        )
+        self._reset(now)
+        return window

@@ -1,0 +1,49 @@
+"""Validation helpers shared by every config object: clear errors, never silent clamps."""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["check_bounds", "check_float", "check_int"]
+
+
+def check_int(name: str, value: object, *, low: int) -> int:
+    """Return ``value`` if it is an integer >= ``low``, else raise ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def check_float(
+    name: str,
+    value: object,
+    *,
+    low: float = -math.inf,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """Return ``value`` as a float if it is a finite number in the range, else raise ValueError.
+
+    The message names the parameter and the accepted range.
+    """
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok:
+        v = float(value)  # type: ignore[arg-type]
+        ok = math.isfinite(v) and (v > low if low_open else v >= low)
+        ok = ok and (v < high if high_open else v <= high)
+    if not ok:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        raise ValueError(f"{name} must be a finite number in {left}{low}, {high}{right}, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def check_bounds(min_limit: int, max_limit: int, initial_limit: float | None) -> None:
+    """Check ``min_limit <= initial_limit <= max_limit`` with clear errors."""
+    check_int("min_limit", min_limit, low=1)
+    check_int("max_limit", max_limit, low=1)
+    if min_limit > max_limit:
+        raise ValueError(f"min_limit ({min_limit}) must not exceed max_limit ({max_limit})")
+    if initial_limit is not None:
+        check_float("initial_limit", initial_limit, low=min_limit, high=max_limit)

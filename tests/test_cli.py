@@ -1,0 +1,40 @@
+"""The command line."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import pytest
+
+from aiogovernor.__main__ import main
+from aiogovernor._demo import run_demo
+
+
+def test_demo_finds_the_knee_and_reports() -> None:
+    out = io.StringIO()
+    gov = run_demo(capacity=8, duration_s=30, workers=50, out=out)
+    text = out.getvalue()
+    assert "limit=" in text
+    assert "Final limit" in text
+    assert 5 <= gov.limit <= 12
+    assert gov.inflight == 0
+
+
+def test_module_entry_point_runs_the_demo() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "aiogovernor", "demo", "--duration-s", "5", "--capacity", "4"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert "Final limit" in done.stdout
+
+
+def test_bad_arguments_exit_with_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--capacity", "0"])
+    assert exc.value.code == 2
+    assert "must be >= 1" in capsys.readouterr().err

@@ -1,0 +1,62 @@
+"""The public surface: sorted re-exports, documented names, no integration pulled in by the core."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import pytest
+
+import aiogovernor
+import aiogovernor.limits
+import aiogovernor.sim
+import aiogovernor.testing
+
+PUBLIC_MODULES = [aiogovernor, aiogovernor.limits, aiogovernor.sim, aiogovernor.testing]
+
+
+@pytest.mark.parametrize("module", PUBLIC_MODULES, ids=lambda m: m.__name__)
+def test_all_is_sorted_and_complete(module: object) -> None:
+    names = module.__all__  # type: ignore[attr-defined]
+    assert list(names) == sorted(names), "keep __all__ sorted"
+    assert len(set(names)) == len(names)
+    for name in names:
+        assert hasattr(module, name), name
+
+
+@pytest.mark.parametrize("module", PUBLIC_MODULES, ids=lambda m: m.__name__)
+def test_public_names_are_documented(module: object) -> None:
+    for name in module.__all__:  # type: ignore[attr-defined]
+        obj = getattr(module, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert inspect.getdoc(obj), f"{module.__name__}.{name} has no docstring"  # type: ignore[attr-defined]
+
+
+def test_public_classes_live_in_private_modules() -> None:
+    for name in aiogovernor.__all__:
+        obj = getattr(aiogovernor, name)
+        if inspect.isclass(obj):
+            assert obj.__module__.split(".")[-1].startswith("_"), (name, obj.__module__)
+
+
+def test_version_comes_from_metadata() -> None:
+    from importlib.metadata import version
+
+    assert aiogovernor.__version__ == version("aiogovernor")
+
+
+def test_core_import_pulls_in_no_integration() -> None:
+    heavy = ["httpx", "redis", "optuna", "rich", "matplotlib", "aiofiles", "psutil", "trio", "anyio"]
+    code = (
+        "import sys, aiogovernor, aiogovernor.limits\n"
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_py_typed_is_shipped() -> None:
+    from importlib.resources import files
+
+    assert files("aiogovernor").joinpath("py.typed").is_file()
