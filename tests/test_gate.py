@@ -414,3 +414,38 @@ def test_repr_names_the_state() -> None:
     text = repr(Governor("uploads", Fixed(3)))
     assert "uploads" in text
     assert "limit=3" in text
+
+
+def test_a_governor_follows_the_loop_it_runs_on() -> None:
+    from aiogovernor.sim import run_virtual
+
+    gov = Governor("t", Fixed(1), window=ONE_SAMPLE_WINDOWS)
+
+    async def timed(seconds: float) -> float:
+        async with gov:
+            await anyio.sleep(seconds)
+        window = gov.stats().last_window
+        assert window is not None
+        return window.latency_p50_s
+
+    # Two loops with clocks far apart: the second must not read the first's clock.
+    assert run_virtual(timed(2.0), start=0.0) == pytest.approx(2.0)
+    assert run_virtual(timed(3.0), start=1e6) == pytest.approx(3.0)
+
+
+def test_a_user_clock_is_read_instead_of_the_loop() -> None:
+    from aiogovernor.sim import run_virtual
+    from aiogovernor.testing import ManualClock
+
+    clock = ManualClock(100.0)
+    gov = Governor("t", Fixed(1), clock=clock, window=ONE_SAMPLE_WINDOWS)
+
+    async def main() -> None:
+        async with gov:
+            clock.advance(0.5)
+
+    run_virtual(main())
+    window = gov.stats().last_window
+    assert window is not None
+    assert window.latency_p50_s == pytest.approx(0.5)
+    assert window.end == pytest.approx(100.5)

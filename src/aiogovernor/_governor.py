@@ -7,12 +7,13 @@ import contextlib
 import logging
 import math
 import os
+import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 from ._classify import Classifier, OverloadError, default_classify
 from ._clock import Clock, loop_time
@@ -30,6 +31,8 @@ logger = logging.getLogger("aiogovernor")
 # many tasks at once, so each task keeps its own permit here; the token chain
 # makes nesting (``async with a: async with b:``) restore the outer permit.
 _current_permit: ContextVar[Permit | None] = ContextVar("aiogovernor_permit", default=None)
+_get_permit, _set_permit, _reset_permit = _current_permit.get, _current_permit.set, _current_permit.reset
+_OK = Outcome.OK
 
 _OUTCOMES = tuple(Outcome)
 
@@ -53,7 +56,8 @@ class Permit:
         self._generation = generation
         self._outcome: Outcome | None = None
         self._released = False
-        self._token: Token[Permit | None] | None = None
+        # _token is set only for permits entered with `async with` (never read otherwise).
+        self._token: Token[Permit | None]
 
     @property
     def governor(self) -> Governor:
@@ -157,10 +161,6 @@ class GovernorStats:
     decisions: int
 
 
-class _LoopLike(Protocol):
-    def is_running(self) -> bool: ...
-
-
 class _Forever:
     """Stands in for the loop owning a clock that needs no re-binding."""
 
@@ -201,6 +201,19 @@ class _Waiter:
             self.event.set()
         self.granted = True
         return True
+
+
+def _fast_time(loop: asyncio.AbstractEventLoop) -> Clock:
+    """The loop's time(), or the C function it merely wraps.
+
+    asyncio's stock ``BaseEventLoop.time`` is ``return time.monotonic()``; calling
+    the C function directly saves a Python frame twice per unit of work. A loop
+    that overrides ``time`` (virtual time, looptime) keeps its own method.
+    """
+    bound = loop.time
+    if getattr(bound, "__func__", None) is asyncio.BaseEventLoop.time:
+        return time.monotonic
+    return bound
 
 
 def _default_environment() -> str:
@@ -285,7 +298,7 @@ class Governor:
         # through asyncio.get_running_loop() costs a getpid() each time, so the
         # running loop's bound time() is cached while that loop runs.
         self._time: Clock = clock or loop_time
-        self._clock_owner: _LoopLike = _FOREVER if clock else _STOPPED
+        self._clock_bound: Callable[[], bool] = (_FOREVER if clock else _STOPPED).is_running
         self._classify = classify
         self._window_config = window or WindowConfig()
         self._max_pause_s = check_float("max_pause_s", max_pause_s, low=0.0)
@@ -298,7 +311,13 @@ class Governor:
         self._generation = 0  # bumped on every decrease of the limit
         self._totals = [0, 0, 0, 0]  # closed windows' counts, by Outcome in declaration order
         self._decision_count = 0
-        self._agg: WindowAggregator | None = None  # made at the first release: it needs the clock
+        # The first window opens at the first sample's start (the clock needs a loop).
+        self._agg = WindowAggregator(self._window_config, start=None)
+        # The fast path appends successful latencies straight into the open
+        # window and looks no further until its duration or count is reached.
+        self._ok_latencies = self._agg.ok_latencies
+        self._close_at = -math.inf
+        self._max_samples = self._window_config.max_samples
         self._peak_inflight = 0  # the open window's most permits held at once
         self._saw_waiters = False  # whether anyone queued during the open window
         self._last_window: Window | None = None
@@ -385,9 +404,8 @@ class Governor:
     def _counts(self) -> dict[str, int]:
         """Finished units of work by outcome: closed windows plus the open one."""
         totals = list(self._totals)
-        if self._agg is not None:
-            for i, n in enumerate(self._agg.open_counts()):
-                totals[i] += n
+        for i, n in enumerate(self._agg.open_counts()):
+            totals[i] += n
         return {o.value: n for o, n in zip(_OUTCOMES, totals, strict=True)}
 
     def add_listener(self, listener: DecisionListener) -> None:
@@ -409,13 +427,20 @@ class Governor:
     # -- acquiring -------------------------------------------------------
 
     async def __aenter__(self) -> Permit:
-        # The uncontended path is inlined: it is the cost every caller pays.
-        if not self._waiters and self._inflight < self._limit and not self._time_gated:
+        # This is the cost every caller pays, so the uncontended path is written
+        # out here rather than shared with acquire() through helper calls.
+        if self._waiters or self._inflight >= self._limit or self._time_gated:
+            if not self._take_now():
+                await self._wait(None)
+        else:
             self._inflight += 1
-        elif not self._take_now():
-            await self._wait(None)
-        permit = self._new_permit()
-        permit._token = _current_permit.set(permit)
+        inflight = self._inflight
+        if inflight > self._peak_inflight:
+            self._peak_inflight = inflight
+        if not self._clock_bound():
+            self._bind_clock()
+        permit = Permit(self, self._time(), inflight, self._generation)
+        permit._token = _set_permit(permit)
         return permit
 
     async def __aexit__(
@@ -424,15 +449,28 @@ class Governor:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        permit = _current_permit.get()
-        if permit is None or permit._governor is not self or permit._token is None:
+        permit = _get_permit()
+        if permit is None or permit._governor is not self:
             raise RuntimeError(f"{self!r} exited without a matching enter in this task")
-        _current_permit.reset(permit._token)
+        _reset_permit(permit._token)
         if permit._released:
             return
         outcome = permit._outcome
+        if outcome is None and exc is None:
+            # The common case, written out: no helper frames on the hot path.
+            permit._released = True
+            permit._outcome = _OK
+            self._inflight -= 1
+            now = self._time()
+            lat = self._ok_latencies
+            lat.append(now - permit._start)
+            if now >= self._close_at or len(lat) >= self._max_samples:
+                self._window_check(now, permit._start)
+            if self._waiters:
+                self._dispatch()
+            return
         if outcome is None:
-            outcome = Outcome.OK if exc is None else self._classify_exc(exc)
+            outcome = self._classify_exc(exc)  # type: ignore[arg-type]
         self._release(permit, outcome)
 
     async def acquire(self, *, timeout_s: float | None = None) -> Permit:
@@ -467,13 +505,13 @@ class Governor:
         inflight = self._inflight
         if inflight > self._peak_inflight:
             self._peak_inflight = inflight
-        if not self._clock_owner.is_running():
+        if not self._clock_bound():
             self._bind_clock()
         return Permit(self, self._time(), inflight, self._generation)
 
     def _now(self) -> float:
         """The injected clock, or the running loop's time."""
-        if not self._clock_owner.is_running():
+        if not self._clock_bound():
             self._bind_clock()
         return self._time()
 
@@ -483,9 +521,9 @@ class Governor:
         except RuntimeError:
             loop_time()  # raises when no loop runs at all: bind nothing then
             # trio, through anyio: loop_time() finds the running trio clock each time.
-            self._clock_owner, self._time = _FOREVER, loop_time
+            self._clock_bound, self._time = _FOREVER.is_running, loop_time
         else:
-            self._clock_owner, self._time = loop, loop.time
+            self._clock_bound, self._time = loop.is_running, _fast_time(loop)
 
     async def _wait(self, timeout_s: float | None) -> None:
         waiter = _Waiter()
@@ -619,15 +657,26 @@ class Governor:
         self._inflight -= 1
         now = self._time()  # bound when the permit was granted, in this same task
         agg = self._agg
-        if agg is None:
-            agg = self._agg = WindowAggregator(self._window_config, start=permit._start)
-        if agg.record(now - permit._start, outcome, permit._generation == self._generation, now, self._limit):
+        if agg.start is None:
+            agg.open(permit._start)
+        fresh = permit._generation == self._generation
+        if agg.record(now - permit._start, outcome, fresh, now, self._limit):
             self._close_window(agg, now)
         if self._waiters:
             self._dispatch()
 
+    def _window_check(self, now: float, sample_start: float) -> None:
+        """After a fast-path sample: open the first window, or close the open one if it is due."""
+        agg = self._agg
+        if agg.start is None:
+            agg.open(sample_start)
+        if agg.should_close(now, self._limit):
+            self._close_window(agg, now)
+        self._close_at = agg.close_at
+
     def _close_window(self, agg: WindowAggregator, now: float) -> None:
         window = agg.close(now, self._limit, peak_inflight=self._peak_inflight, saw_waiters=self._saw_waiters)
+        self._close_at = agg.close_at
         totals = self._totals
         for i, n in enumerate(
             (window.ok, window.overload + window.stale_overload, window.error, window.ignored)

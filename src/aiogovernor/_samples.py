@@ -188,18 +188,28 @@ class WindowAggregator:
         "_counts",
         "_lat_ok",
         "_lat_other",
+        "_max",
         "_min_latencies",
         "_need",
         "_start",
         "_target_s",
     )
 
-    def __init__(self, config: WindowConfig | None = None, *, start: float = 0.0) -> None:
+    def __init__(self, config: WindowConfig | None = None, *, start: float | None = 0.0) -> None:
         self._config = config or WindowConfig()
         self._min_latencies: deque[float] = deque(maxlen=self._config.min_latency_memory)
         self._target_s = self._config.min_duration_s
         self._need = self._config.min_samples
-        self._reset(start)
+        self._max = self._config.max_samples
+        # Both lists live as long as the aggregator (cleared, never replaced), so
+        # that a caller may hold on to `ok_latencies` across windows.
+        self._lat_ok: list[float] = []
+        self._lat_other: list[float] = []
+        self._start: float | None = None
+        self._close_at = -math.inf
+        self._counts = [0, 0, 0, 0, 0]
+        if start is not None:
+            self.open(start)
 
     @property
     def config(self) -> WindowConfig:
@@ -212,22 +222,45 @@ class WindowAggregator:
         return len(self._lat_ok) + len(self._lat_other)
 
     @property
+    def start(self) -> float | None:
+        """When the open window opened; None until `open` (when made with ``start=None``)."""
+        return self._start
+
+    @property
+    def close_at(self) -> float:
+        """The earliest time the open window may close on duration."""
+        return self._close_at
+
+    @property
+    def ok_latencies(self) -> list[float]:
+        """The open window's successful latencies: the same list object for the aggregator's life.
+
+        The governor's fast path appends to it directly instead of calling
+        `record`, and asks `should_close` once ``now >= close_at`` or the list
+        holds ``max_samples``.
+        """
+        return self._lat_ok
+
+    @property
     def recent_min_latency_s(self) -> float | None:
         """The smallest latency seen over the last few windows, if any."""
         return min(self._min_latencies) if self._min_latencies else None
 
-    def open_counts(self) -> tuple[int, int, int, int]:
-        """The open window's samples so far: ok, overload (fresh and stale), error, ignored."""
-        ok, overload, error, ignored, stale = self._counts
-        return ok, overload + stale, error, ignored
-
-    def _reset(self, start: float) -> None:
+    def open(self, start: float) -> None:
+        """Open the window at ``start`` (an aggregator made with ``start=None`` waits for this)."""
         self._start = start
         self._close_at = start + self._target_s
-        self._lat_ok: list[float] = []
-        self._lat_other: list[float] = []
-        # ok, overload, error, ignored, stale overload
-        self._counts = [0, 0, 0, 0, 0]
+
+    def open_counts(self) -> tuple[int, int, int, int]:
+        """The open window's samples so far: ok, overload (fresh and stale), error, ignored."""
+        _, overload, error, ignored, stale = self._counts
+        return len(self._lat_ok), overload + stale, error, ignored
+
+    def _reset(self, start: float) -> None:
+        self.open(start)
+        self._lat_ok.clear()
+        self._lat_other.clear()
+        self._counts = [0, 0, 0, 0, 0]  # (ok: len(_lat_ok)), overload, error, ignored, stale
 
     def add(self, sample: Sample, *, now: float, limit: int) -> bool:
         """Fold one sample into the open window at clock time ``now``, under ``limit``.
@@ -237,32 +270,40 @@ class WindowAggregator:
         """
         return self.record(sample.latency_s, sample.outcome, sample.fresh, now, limit)
 
+    def record_ok(self, latency_s: float, now: float, limit: int) -> bool:
+        """`record` for a successful sample: the governor's hottest path, kept short."""
+        lat = self._lat_ok
+        lat.append(latency_s)
+        if now < self._close_at:
+            return len(lat) + len(self._lat_other) >= self._max
+        count = len(lat) + len(self._lat_other)
+        return count >= self._need or count >= limit
+
     def record(self, latency_s: float, outcome: Outcome, fresh: bool, now: float, limit: int) -> bool:
         """Fold one sample in and say whether the window should close (the allocation-free `add`).
 
         This is the governor's hot path: one call per finished unit of work.
         """
-        counts = self._counts
         if outcome is Outcome.OK:
-            counts[0] += 1
             self._lat_ok.append(latency_s)
         elif outcome is Outcome.IGNORED:
-            counts[3] += 1
+            self._counts[3] += 1
             return False
         else:
+            counts = self._counts
             if outcome is Outcome.ERROR:
                 counts[2] += 1
             elif fresh:
                 counts[1] += 1
+                self._lat_other.append(latency_s)
+                return True  # congestion is answered at once, whatever the count
             else:
                 counts[4] += 1
             self._lat_other.append(latency_s)
+        if now < self._close_at:
+            return len(self._lat_ok) + len(self._lat_other) >= self._max
         count = len(self._lat_ok) + len(self._lat_other)
-        if counts[1]:
-            return True  # congestion is answered at once, whatever the count
-        if count < self._need and count < limit:
-            return False
-        return now >= self._close_at or count >= self._config.max_samples
+        return count >= self._need or count >= limit
 
     def should_close(self, now: float, limit: int) -> bool:
         """Whether the open window has enough in it to decide on at ``now``, under ``limit``.
@@ -276,7 +317,7 @@ class WindowAggregator:
             return True
         if (count < self._need and count < limit) or count == 0:
             return False
-        return now >= self._close_at or count >= self._config.max_samples
+        return now >= self._close_at or count >= self._max
 
     def close(self, now: float, limit: int, *, peak_inflight: int, saw_waiters: bool = False) -> Window:
         """Close the open window at ``now`` and open the next one.
@@ -287,14 +328,19 @@ class WindowAggregator:
             peak_inflight: The most permits held at once during the window.
             saw_waiters: Whether callers queued for a permit during the window.
         """
-        ok, overload, error, ignored, stale = self._counts
+        _, overload, error, ignored, stale = self._counts
+        ok = len(self._lat_ok)
         latencies = self._lat_ok or self._lat_other
         latencies.sort()
         if latencies:
             n = len(latencies)
             mean = sum(latencies) / n
-            var = max(0.0, sum(map(operator.mul, latencies, latencies)) / n - mean * mean)
-            cv = math.sqrt(var) / mean if mean > 0 else 0.0
+            # The spread is estimated on an evenly strided subsample of the sorted
+            # latencies: the same distribution, at a fixed cost per window.
+            sub = latencies[:: max(1, n // 256)]
+            sub_mean = sum(sub) / len(sub)
+            var = max(0.0, sum(map(operator.mul, sub, sub)) / len(sub) - sub_mean * sub_mean)
+            cv = math.sqrt(var) / sub_mean if sub_mean > 0 else 0.0
             low = latencies[0]
             p50, p90, p99 = (_percentile(latencies, q) for q in (0.5, 0.9, 0.99))
             floor = min(low, min(self._lat_other, default=math.inf))
@@ -305,7 +351,7 @@ class WindowAggregator:
             1, math.ceil(limit * self._config.limit_bound_utilization)
         )
         window = Window(
-            start=self._start,
+            start=now if self._start is None else self._start,
             end=now,
             count=ok + overload + error + stale,
             ok=ok,
