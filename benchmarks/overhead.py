@@ -62,7 +62,12 @@ async def measure(name_to_run: dict[str, Callable[[], Awaitable[float]]], rounds
 
 def table(title: str, medians: dict[str, float]) -> str:
     base = medians["asyncio.Semaphore"]
-    lines = [f"### {title}", "", "| gate | median per op | ratio to asyncio.Semaphore |", "| --- | ---: | ---: |"]
+    lines = [
+        f"### {title}",
+        "",
+        "| gate | median per op | ratio to asyncio.Semaphore |",
+        "| --- | ---: | ---: |",
+    ]
     for name, value in medians.items():
         lines.append(f"| {name} | {value * 1e9:.0f} ns | {value / base:.2f}x |")
     return "\n".join(lines)
@@ -88,7 +93,9 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--ops", type=int, default=200_000)
     parser.add_argument("--handoff-rounds", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=7)
