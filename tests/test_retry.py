@@ -51,7 +51,7 @@ def test_should_retry_counts_attempts_and_outcomes() -> None:
     assert not retry.should_retry(3, Outcome.OVERLOAD)
     assert not retry.should_retry(1, Outcome.ERROR)
     assert not retry.should_retry(1, Outcome.OK)
-    both = Retry(retry_on={Outcome.OVERLOAD, Outcome.ERROR})
+    both = Retry(retry_on=frozenset({Outcome.OVERLOAD, Outcome.ERROR}))
     assert both.should_retry(1, Outcome.ERROR)
     assert isinstance(both.retry_on, frozenset)
 

@@ -104,7 +104,8 @@ class Retry:
             check_float("budget_ratio", self.budget_ratio, low=0.0)
         check_int("budget_reserve", self.budget_reserve, low=0)
         check_float("max_retry_after_s", self.max_retry_after_s, low=0.0)
-        if isinstance(self.retry_on, str) or not all(isinstance(o, Outcome) for o in self.retry_on):
+        retry_on: object = self.retry_on
+        if isinstance(retry_on, str) or not all(isinstance(o, Outcome) for o in self.retry_on):
             raise TypeError(f"retry_on must be a collection of Outcome, got {self.retry_on!r}")
         # Accept any collection of outcomes, keep a hashable frozenset.
         object.__setattr__(self, "retry_on", frozenset(self.retry_on))
@@ -249,12 +250,7 @@ def parse_retry_after(value: str | bytes | None, *, now: datetime | None = None)
     if value is None:
         return None
     if isinstance(value, bytes):
-        try:
-            value = value.decode("latin-1")
-        except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
-            return None
-    if not isinstance(value, str):
-        return None
+        value = value.decode("latin-1")  # every byte decodes: garbage is caught below
     text = value.strip()
     if not text:
         return None
