@@ -20,7 +20,7 @@ import random
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from ._chunking import AdaptiveChunker
 from ._governor import Governor, Permit
@@ -147,6 +147,7 @@ class _Pool:
         self._room = anyio.Event()
         self._room_wanted = False
         self._workers = 0
+        self._backing_off = 0  # workers asleep before a retry
         self._tg: anyio.abc.TaskGroup | None = None
         self.scope = anyio.CancelScope()
 
@@ -253,12 +254,14 @@ class _Pool:
                 now = gov._now()
                 if now >= self._next_report:
                     self._report(now)
-            # Follow the limit: one worker per permit the governor allows.
+            # Follow the limit: one worker per permit the governor allows
+            # (workers waiting out a retry's backoff hold none).
             limit = gov.limit
-            if self._workers > limit and self._workers > 1:
+            active = self._workers - self._backing_off
+            if active > limit and active > 1:
                 return
-            if self._workers < limit and not self.exhausted:
-                self._spawn(limit - self._workers)
+            if active < limit and not self.exhausted:
+                self._spawn(limit - active)
 
     async def _pull_async(self) -> tuple[bool, Any]:
         # An async generator cannot be advanced by two tasks at once.
@@ -334,7 +337,19 @@ class _Pool:
                 delay_s = retry.delay_s(attempt, rng=self._rng, retry_after_s=retry_after_s)
                 if retry_after_s is not None:
                     gov.pause(delay_s)
-            await anyio.sleep(delay_s)
+            # The permit is free while this worker waits: let another use it,
+            # but with at most ``limit`` retries waiting, so memory stays O(limit).
+            self._backing_off += 1
+            try:
+                if (
+                    not self.exhausted
+                    and self._backing_off <= gov.limit
+                    and self._workers - self._backing_off < gov.limit
+                ):
+                    self._spawn(1)
+                await anyio.sleep(delay_s)
+            finally:
+                self._backing_off -= 1
             attempt += 1
 
     async def _attempt(self, unit: Any) -> Any:
@@ -394,6 +409,37 @@ async def _run_collecting(pool: _Pool, bar: RichBar | None) -> dict[int, Any]:
     return results
 
 
+@overload
+async def governed_map(
+    fn: Callable[[T], Awaitable[R]],
+    items: Iterable[T] | AsyncIterable[T],
+    *,
+    governor: Governor | None = None,
+    return_exceptions: Literal[False] = False,
+    retry: Retry | None = None,
+    retry_budget: RetryBudget | None = None,
+    timeout_s: float | None = None,
+    progress: ProgressCallback | bool | None = None,
+    seed: int | None = None,
+) -> list[R]: ...
+
+
+@overload
+async def governed_map(
+    fn: Callable[[T], Awaitable[R]],
+    items: Iterable[T] | AsyncIterable[T],
+    *,
+    governor: Governor | None = None,
+    return_exceptions: Literal[True],
+    retry: Retry | None = None,
+    retry_budget: RetryBudget | None = None,
+    timeout_s: float | None = None,
+    progress: ProgressCallback | bool | None = None,
+    seed: int | None = None,
+) -> list[R | Exception]: ...
+
+
+@overload
 async def governed_map(
     fn: Callable[[T], Awaitable[R]],
     items: Iterable[T] | AsyncIterable[T],
@@ -405,7 +451,21 @@ async def governed_map(
     timeout_s: float | None = None,
     progress: ProgressCallback | bool | None = None,
     seed: int | None = None,
-) -> list[R]:
+) -> list[R] | list[R | Exception]: ...
+
+
+async def governed_map(
+    fn: Callable[[T], Awaitable[R]],
+    items: Iterable[T] | AsyncIterable[T],
+    *,
+    governor: Governor | None = None,
+    return_exceptions: bool = False,
+    retry: Retry | None = None,
+    retry_budget: RetryBudget | None = None,
+    timeout_s: float | None = None,
+    progress: ProgressCallback | bool | None = None,
+    seed: int | None = None,
+) -> list[R] | list[R | Exception]:
     """Call ``await fn(item)`` for every item, as many at once as the governor allows; results in input order.
 
     A pool of workers drains ``items`` lazily: at most about ``limit`` items
@@ -645,17 +705,23 @@ def _stream(
 
         if bar is not None:
             bar.start()
+        failure: Exception | None = None
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(drive)
                 try:
                     yield stream
+                except Exception as exc:
+                    # Raised past the task group it would come out wrapped in a group.
+                    failure = exc
                 finally:
                     # The consumer is done (or gone): stop the calls still running.
                     pool.scope.cancel()
         finally:
             if bar is not None:
                 bar.stop()
+        if failure is not None:
+            raise failure
 
     return run()
 
