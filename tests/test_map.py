@@ -462,7 +462,7 @@ async def test_bad_items_chunker_and_buffer_are_refused() -> None:
     with pytest.raises(TypeError, match="items"):
         await governed_map(Tracker(), 5)  # type: ignore[call-overload]
     with pytest.raises(TypeError, match="items"):
-        await governed_map(Tracker(), "abc")  # type: ignore[call-overload]
+        await governed_map(Tracker(), "abc")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="chunker"):
         await governed_batches(Tracker(), range(3), chunker=10)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="buffer_size"):
