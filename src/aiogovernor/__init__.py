@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._chunking import AdaptiveChunker as AdaptiveChunker
 from ._classify import Classifier as Classifier
 from ._classify import OverloadError as OverloadError
 from ._classify import default_classify as default_classify
@@ -24,6 +25,15 @@ from ._events import DecisionListener as DecisionListener
 from ._governor import Governor as Governor
 from ._governor import GovernorStats as GovernorStats
 from ._governor import Permit as Permit
+from ._map import governed_batches as governed_batches
+from ._map import governed_imap as governed_imap
+from ._map import governed_imap_unordered as governed_imap_unordered
+from ._map import governed_map as governed_map
+from ._progress import MapProgress as MapProgress
+from ._progress import ProgressCallback as ProgressCallback
+from ._retry import Retry as Retry
+from ._retry import RetryBudget as RetryBudget
+from ._retry import parse_retry_after as parse_retry_after
 from ._samples import Outcome as Outcome
 from ._samples import Sample as Sample
 from ._samples import Window as Window
@@ -42,6 +52,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "AIMD",
+    "AdaptiveChunker",
     "Adjustment",
     "Classifier",
     "Clock",
@@ -51,9 +62,13 @@ __all__ = [
     "Governor",
     "GovernorStats",
     "LimitPolicy",
+    "MapProgress",
     "Outcome",
     "OverloadError",
     "Permit",
+    "ProgressCallback",
+    "Retry",
+    "RetryBudget",
     "Sample",
     "ThroughputAIMD",
     "Window",
@@ -61,5 +76,10 @@ __all__ = [
     "WindowConfig",
     "__version__",
     "default_classify",
+    "governed_batches",
+    "governed_imap",
+    "governed_imap_unordered",
+    "governed_map",
     "loop_time",
+    "parse_retry_after",
 ]

@@ -1,0 +1,188 @@
+"""governed_map against a task per item, aiometer and a fixed worker pool; streamed memory.
+
+Runs every contender side by side in one process, interleaved round by round,
+and prints medians, ratios and a markdown table::
+
+    python benchmarks/map.py            # ~1 minute
+    python benchmarks/map.py --rounds 7 --items 200000 --stream-items 2000000
+
+1. Mapping ``--items`` trivial coroutines at 100 in flight: asyncio.Semaphore
+   + TaskGroup (a task per item), ``aiometer.amap``, a fixed pool of 100
+   workers draining one iterator (the floor), and `governed_map` under a
+   governor fixed at 100.
+2. Peak traced memory (tracemalloc) while streaming ``--stream-items`` items
+   from a generator through `governed_imap`, beside ``asyncio.gather`` over a
+   task per item (measured on ``--gather-items`` items: it keeps them all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+import tracemalloc
+from collections.abc import Awaitable, Callable, Iterator
+
+import aiometer
+
+from aiogovernor import Fixed, Governor, governed_imap, governed_map
+
+LIMIT = 100
+
+
+async def instant(x: int) -> int:
+    return x
+
+
+async def yields(x: int) -> int:
+    # Real I/O always suspends at least once: the honest "trivial coroutine".
+    await asyncio.sleep(0)
+    return x
+
+
+work = instant
+
+
+async def task_per_item(n: int) -> list[int]:
+    sem = asyncio.Semaphore(LIMIT)
+
+    async def one(x: int) -> int:
+        async with sem:
+            return await work(x)
+
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(one(x)) for x in range(n)]
+    return [t.result() for t in tasks]
+
+
+async def aiometer_amap(n: int) -> list[int]:
+    out: list[int] = []
+    async with aiometer.amap(work, range(n), max_at_once=LIMIT) as results:
+        async for r in results:
+            out.append(r)
+    return out
+
+
+async def fixed_pool(n: int) -> list[int]:
+    results: list[int] = [0] * n
+    it = iter(range(n))
+
+    async def worker() -> None:
+        for x in it:
+            results[x] = await work(x)
+
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(LIMIT):
+            tg.create_task(worker())
+    return results
+
+
+async def gated_pool(n: int) -> list[int]:
+    results: list[int] = [0] * n
+    it = iter(range(n))
+    gov = Governor("bench", Fixed(LIMIT))
+
+    async def worker() -> None:
+        for x in it:
+            async with gov:
+                results[x] = await work(x)
+
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(LIMIT):
+            tg.create_task(worker())
+    return results
+
+
+async def governed(n: int) -> list[int]:
+    return await governed_map(work, range(n), governor=Governor("bench", Fixed(LIMIT)))
+
+
+CONTENDERS: dict[str, Callable[[int], Awaitable[list[int]]]] = {
+    "asyncio.Semaphore + TaskGroup (task per item)": task_per_item,
+    "aiometer.amap": aiometer_amap,
+    "fixed pool of 100 workers (floor)": fixed_pool,
+    "fixed pool, each call under the governor": gated_pool,
+    "governed_map (Fixed(100))": governed,
+}
+
+
+def time_one(fn: Callable[[int], Awaitable[list[int]]], n: int) -> float:
+    start = time.perf_counter()
+    result = asyncio.run(fn(n))
+    elapsed = time.perf_counter() - start
+    assert len(result) == n and result[-1] == n - 1 and result[n // 2] == n // 2
+    return elapsed
+
+
+def endless() -> Iterator[int]:
+    i = 0
+    while True:
+        yield i
+        i += 1
+
+
+async def stream(n: int) -> int:
+    count = 0
+    async with governed_imap(work, endless(), governor=Governor("bench", Fixed(LIMIT))) as results:
+        async for _ in results:
+            count += 1
+            if count == n:
+                break
+    return count
+
+
+async def gather(n: int) -> int:
+    sem = asyncio.Semaphore(LIMIT)
+
+    async def one(x: int) -> int:
+        async with sem:
+            return await work(x)
+
+    return len(await asyncio.gather(*(one(x) for x in range(n))))
+
+
+def peak_mb(fn: Callable[[int], Awaitable[int]], n: int) -> float:
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    assert asyncio.run(fn(n)) == n
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return (peak - base) / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--stream-items", type=int, default=1_000_000)
+    parser.add_argument("--gather-items", type=int, default=100_000)
+    args = parser.parse_args()
+
+    global work
+    for label, fn_ in (("that never suspend", instant), ("that suspend once (asyncio.sleep(0))", yields)):
+        work = fn_
+        times: dict[str, list[float]] = {name: [] for name in CONTENDERS}
+        for _ in range(args.rounds):
+            for name, fn in CONTENDERS.items():
+                times[name].append(time_one(fn, args.items))
+        med = {name: statistics.median(ts) for name, ts in times.items()}
+        ours = med["governed_map (Fixed(100))"]
+        print(f"\n{args.items:,} coroutines {label}, limit {LIMIT}, median of {args.rounds} rounds\n")
+        print("| contender | median | its time / governed_map's |")
+        print("| --- | --- | --- |")
+        for name, m in med.items():
+            print(f"| {name} | {m * 1e3:.0f} ms | {m / ours:.2f}× |")
+    work = instant
+
+    stream_mb = peak_mb(stream, args.stream_items)
+    gather_mb = peak_mb(gather, args.gather_items)
+    print("\nPeak traced memory (tracemalloc)\n")
+    print("| contender | items | peak growth |")
+    print("| --- | --- | --- |")
+    print(f"| governed_imap over a generator | {args.stream_items:,} | {stream_mb:.2f} MB |")
+    print(f"| asyncio.gather, a task per item | {args.gather_items:,} | {gather_mb:.1f} MB |")
+
+
+if __name__ == "__main__":
+    main()
