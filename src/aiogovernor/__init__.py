@@ -24,6 +24,9 @@ from ._events import DecisionListener as DecisionListener
 from ._governor import Governor as Governor
 from ._governor import GovernorStats as GovernorStats
 from ._governor import Permit as Permit
+from ._retry import Retry as Retry
+from ._retry import RetryBudget as RetryBudget
+from ._retry import parse_retry_after as parse_retry_after
 from ._samples import Outcome as Outcome
 from ._samples import Sample as Sample
 from ._samples import Window as Window
@@ -54,6 +57,8 @@ __all__ = [
     "Outcome",
     "OverloadError",
     "Permit",
+    "Retry",
+    "RetryBudget",
     "Sample",
     "ThroughputAIMD",
     "Window",
@@ -62,4 +67,5 @@ __all__ = [
     "__version__",
     "default_classify",
     "loop_time",
+    "parse_retry_after",
 ]
