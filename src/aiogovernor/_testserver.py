@@ -194,7 +194,7 @@ async def _read_multipart(request: Request, state: UpstreamState) -> list[_Part]
 
     parser = MultipartParser(
         boundary,
-        {  # type: ignore[arg-type]
+        {
             "on_part_begin": on_part_begin,
             "on_header_field": on_header_field,
             "on_header_value": on_header_value,

@@ -22,21 +22,22 @@ from __future__ import annotations
 import copy
 import logging
 import random
-import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from email.utils import parsedate_to_datetime
 from types import MappingProxyType
 from typing import TypeAlias
 
+import anyio
 import httpx
 
 from ._classify import default_classify
 from ._governor import Governor, Permit
+from ._retry import Retry, parse_retry_after
 from ._samples import Outcome
 from ._validate import check_float
 
-__all__ = ["GovernedTransport", "HTTPClassifier", "classify_http", "origin_of"]
+__all__ = ["GovernedTransport", "HTTPClassifier", "classify_http", "origin_of", "retry_after_s"]
 
 logger = logging.getLogger("aiogovernor.httpx")
 
@@ -80,25 +81,6 @@ def origin_of(url: httpx.URL | str) -> str:
     port = url.port if url.port is not None else _DEFAULT_PORTS.get(url.scheme, 0)
     host = f"[{url.host}]" if ":" in url.host else url.host
     return f"{url.scheme}://{host}:{port}"
-
-
-def _parse_retry_after(value: str, *, now: float) -> float | None:
-    """Seconds to wait from a Retry-After value (delay-seconds or HTTP-date), or None.
-
-    None for garbage and for a date that is not in the future. ``now`` is the
-    wall-clock time the date is measured from (the response's Date header
-    when it has one, so that clock skew between the hosts does not count).
-    """
-    # TODO(issue 4): unify with the retry policy's public Retry-After parser once merged.
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return float(int(value))
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    delay = when.timestamp() - now
-    return delay if delay > 0 else None
 
 
 class _GovernedStream(httpx.AsyncByteStream):
@@ -148,6 +130,7 @@ class GovernedTransport(httpx.AsyncBaseTransport):
       ``max_retry_after_s`` and lengthened by up to ``retry_after_jitter``
       so that paused clients do not return in lockstep. Dates in the past
       and garbage are ignored.
+    - With ``retry``, failed attempts are sent again (see below).
     - With ``per_host=True`` each origin (scheme, host, port) gets its own
       governor, made on first use and named ``"<name>@<origin>"`` so that
       its learned state is kept apart.
@@ -166,6 +149,12 @@ class GovernedTransport(httpx.AsyncBaseTransport):
         per_host: One governor per origin instead of one for every request.
         classify: Maps a response or an exception to an outcome; returning
             None defers to `classify_http`.
+        retry: Retry attempts whose outcome this `aiogovernor.Retry` policy
+            retries (by default overloads), with the same policy object as
+            ``governed_map``: backoff with full jitter, or the Retry-After
+            when the upstream named one; one retry budget per transport.
+            Each attempt takes its own permit and is its own sample; a
+            request with a one-shot body (an async generator) is never retried.
         max_retry_after_s: The longest pause a Retry-After may cause.
         retry_after_jitter: The pause is multiplied by a random factor in
             ``[1, 1 + retry_after_jitter]``.
@@ -188,6 +177,7 @@ class GovernedTransport(httpx.AsyncBaseTransport):
         classify: HTTPClassifier | None = None,
         max_retry_after_s: float = 60.0,
         retry_after_jitter: float = 0.1,
+        retry: Retry | None = None,
         governor_factory: Callable[[str], Governor] | None = None,
         seed: int | None = None,
     ) -> None:
@@ -199,12 +189,16 @@ class GovernedTransport(httpx.AsyncBaseTransport):
             raise TypeError(f"transport must be an httpx.AsyncBaseTransport, got {transport!r}")
         if classify is not None and not callable(classify):
             raise TypeError(f"classify must be callable, got {classify!r}")
+        if retry is not None and not isinstance(retry, Retry):
+            raise TypeError(f"retry must be an aiogovernor.Retry or None, got {retry!r}")
         if governor_factory is not None and not callable(governor_factory):
             raise TypeError(f"governor_factory must be callable, got {governor_factory!r}")
         self._max_retry_after_s = check_float("max_retry_after_s", max_retry_after_s, low=0.0)
         self._jitter = check_float("retry_after_jitter", retry_after_jitter, low=0.0)
         self._per_host = bool(per_host)
         self._classify = classify
+        self._retry = retry
+        self._budget = retry.new_budget() if retry is not None else None
         self._rng = random.Random(seed)
         self._governor = governor
         # Copied before the template is used, so every origin starts from the same place.
@@ -273,55 +267,98 @@ class GovernedTransport(httpx.AsyncBaseTransport):
         outcome = self._classify(result) if self._classify is not None else None
         return classify_http(result) if outcome is None else Outcome(outcome)
 
-    def _pause_for(self, governor: Governor, response: httpx.Response) -> None:
-        """Honour a Retry-After on an overload response."""
-        value = response.headers.get("retry-after")
-        if value is None:
-            return
-        now = time.time()
-        date = response.headers.get("date")
-        if date is not None and not (value.strip().isascii() and value.strip().isdigit()):
-            # Measure an HTTP-date against the server's own clock when it sent one.
-            server_now = _parse_http_date(date)
-            if server_now is not None:
-                now = server_now
-        delay = _parse_retry_after(value, now=now)
+    def _retry_after(self, governor: Governor, response: httpx.Response) -> float | None:
+        """Honour a Retry-After on an overload response: pause the origin; return the wait asked for."""
+        delay = retry_after_s(response)
         if delay is None:
-            return
-        delay = min(delay, self._max_retry_after_s) * (1.0 + self._jitter * self._rng.random())
-        governor.pause(delay)
-        logger.debug("%s: paused %.3fs after %d with Retry-After", governor.name, delay, response.status_code)
+            return None
+        delay = min(delay, self._max_retry_after_s)
+        paused = delay * (1.0 + self._jitter * self._rng.random())
+        governor.pause(paused)
+        logger.debug("%s: paused %.3fs after %d (Retry-After)", governor.name, paused, response.status_code)
+        return delay
+
+    def _may_retry(self, request: httpx.Request, attempt: int, outcome: Outcome) -> bool:
+        retry = self._retry
+        if retry is None or not retry.should_retry(attempt, outcome):
+            return False
+        # A one-shot body (an async generator) cannot be sent twice.
+        if not isinstance(request.stream, httpx.ByteStream):
+            return False
+        return self._budget is None or self._budget.try_spend()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Take a permit, send the request, and tie the permit to the response's lifetime."""
+        """Take a permit, send the request, and tie the permit to the response's lifetime.
+
+        With ``retry``, an attempt whose outcome the policy retries is closed,
+        its permit released (each attempt is its own sample), and the request
+        sent again after the policy's delay; the last attempt's response or
+        exception is what the caller gets.
+        """
         governor = self.governor_for(request.url)
-        permit = await governor.acquire()
-        try:
-            response = await self._transport.handle_async_request(request)
-        except BaseException as exc:
-            permit.release(self._classify_result(exc))
-            raise
-        try:
-            outcome = self._classify_result(response)
-            if outcome is Outcome.OVERLOAD:
-                self._pause_for(governor, response)
-        except BaseException:
-            permit.release(Outcome.ERROR)
-            await response.aclose()
-            raise
-        response.stream = _GovernedStream(response.stream, permit, outcome, self)  # type: ignore[arg-type]
-        return response
+        if self._budget is not None:
+            self._budget.record_request()
+        attempt = 1
+        while True:
+            permit = await governor.acquire()
+            try:
+                response = await self._transport.handle_async_request(request)
+            except BaseException as exc:
+                outcome = self._classify_result(exc)
+                permit.release(outcome)
+                if not isinstance(exc, Exception) or not self._may_retry(request, attempt, outcome):
+                    raise
+                await self._backoff(attempt, None)
+                attempt += 1
+                continue
+            try:
+                outcome = self._classify_result(response)
+                retry_after = self._retry_after(governor, response) if outcome is Outcome.OVERLOAD else None
+                again = self._may_retry(request, attempt, outcome)
+                if again:
+                    try:
+                        await response.aread()  # a small error body: keeps the connection reusable
+                    finally:
+                        await response.aclose()
+            except BaseException as exc:
+                permit.release(Outcome.ERROR if isinstance(exc, Exception) else Outcome.IGNORED)
+                await response.aclose()
+                raise
+            if not again:
+                response.stream = _GovernedStream(response.stream, permit, outcome, self)  # type: ignore[arg-type]
+                return response
+            permit.release(outcome)
+            await self._backoff(attempt, retry_after)
+            attempt += 1
+
+    async def _backoff(self, attempt: int, asked_s: float | None) -> None:
+        assert self._retry is not None
+        await anyio.sleep(self._retry.delay_s(attempt, rng=self._rng, retry_after_s=asked_s))
 
     async def aclose(self) -> None:
         """Close the wrapped transport."""
         await self._transport.aclose()
 
 
-def _parse_http_date(value: str) -> float | None:
-    try:
-        return parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError, OverflowError):
+def retry_after_s(response: httpx.Response) -> float | None:
+    """Seconds a response's ``Retry-After`` asks to wait, or None (absent, garbage, a past date).
+
+    An HTTP-date is measured against the server's own clock when the
+    response has a ``Date`` header, so that clock skew between the hosts
+    does not count. Parsing is `aiogovernor.parse_retry_after`'s; the result
+    is not capped.
+    """
+    value = response.headers.get("retry-after")
+    if value is None:
         return None
+    now = None
+    date = response.headers.get("date")
+    if date is not None:
+        try:
+            now = parsedate_to_datetime(date)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            now = None
+    return parse_retry_after(value, now=now)
 
 
 def _pool_size(transport: httpx.AsyncBaseTransport) -> int | None:
