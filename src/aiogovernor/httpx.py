@@ -325,7 +325,11 @@ class GovernedTransport(httpx.AsyncBaseTransport):
                 await response.aclose()
                 raise
             if not again:
-                response.stream = _GovernedStream(response.stream, permit, outcome, self)  # type: ignore[arg-type]
+                if response.is_closed:
+                    # The wrapped transport read the body already (a mock, a cache): nothing left to hold.
+                    permit.release(outcome)
+                else:
+                    response.stream = _GovernedStream(response.stream, permit, outcome, self)  # type: ignore[arg-type]
                 return response
             permit.release(outcome)
             await self._backoff(attempt, retry_after)
