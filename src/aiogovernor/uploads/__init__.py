@@ -32,8 +32,8 @@ from ._uploader import upload_files as upload_files
 from ._uploader import upload_items as upload_items
 
 __all__ = [
-    "DEFAULT_RETRY",
     "Chunker",
+    "DEFAULT_RETRY",
     "ItemReadError",
     "ItemResult",
     "ItemStatus",
