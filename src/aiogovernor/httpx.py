@@ -1,0 +1,373 @@
+"""Govern an httpx client: a transport that takes a permit per request and reads HTTP's own signals.
+
+::
+
+    import httpx
+    from aiogovernor import Governor
+    from aiogovernor.httpx import GovernedTransport
+
+    gov = Governor("api")
+    async with httpx.AsyncClient(transport=GovernedTransport(gov)) as client:
+        r = await client.get("https://api.example.com/items")
+
+The permit is taken before the connection pool and held until the response
+is closed (its body read, or the stream closed), so a streaming download
+keeps its permit for as long as it streams. Status codes and transport
+errors become outcomes (429, 503 and timeouts are ``overload``), and a
+``Retry-After`` on an overload pauses new permits for that origin.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import warnings
+from collections.abc import AsyncIterator, Callable, Mapping
+from email.utils import parsedate_to_datetime
+from types import MappingProxyType
+from typing import TypeAlias
+
+import anyio
+import httpx
+
+from ._classify import default_classify
+from ._governor import Governor, Permit
+from ._retry import Retry, parse_retry_after
+from ._samples import Outcome
+from ._validate import check_float
+
+__all__ = ["GovernedTransport", "HTTPClassifier", "classify_http", "origin_of", "retry_after_s"]
+
+logger = logging.getLogger("aiogovernor.httpx")
+
+HTTPClassifier: TypeAlias = Callable[["httpx.Response | BaseException"], "Outcome | None"]
+"""Maps a response, or the exception that ended a request, to an outcome; None defers to `classify_http`."""
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def classify_http(result: httpx.Response | BaseException) -> Outcome:
+    """The default mapping from a response or an exception to an outcome.
+
+    - 429 Too Many Requests and 503 Service Unavailable → ``overload``;
+    - any other 5xx → ``error`` (a server bug is not a reason to lower concurrency);
+    - any other 4xx → ``ignored`` (the request was wrong, the upstream is fine);
+    - 1xx, 2xx and 3xx → ``ok``;
+    - `httpx.TimeoutException` (connect, read, write and pool timeouts) → ``overload``;
+    - anything else goes to `aiogovernor.default_classify`: cancellation is
+      ``ignored``, other exceptions are ``error``.
+    """
+    if isinstance(result, httpx.Response):
+        code = result.status_code
+        if code in (429, 503):
+            return Outcome.OVERLOAD
+        if code >= 500:
+            return Outcome.ERROR
+        if code >= 400:
+            return Outcome.IGNORED
+        return Outcome.OK
+    if isinstance(result, httpx.TimeoutException):
+        return Outcome.OVERLOAD
+    return default_classify(result)
+
+
+def origin_of(url: httpx.URL | str) -> str:
+    """The origin of a URL, ``scheme://host:port``, with the default port made explicit.
+
+    User info, path and query are dropped: an origin never carries a secret.
+    """
+    url = httpx.URL(url)
+    port = url.port if url.port is not None else _DEFAULT_PORTS.get(url.scheme, 0)
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    return f"{url.scheme}://{host}:{port}"
+
+
+class _GovernedStream(httpx.AsyncByteStream):
+    """A response body that gives the permit back when it is closed."""
+
+    def __init__(
+        self, inner: httpx.AsyncByteStream, permit: Permit, outcome: Outcome, transport: GovernedTransport
+    ) -> None:
+        self._inner = inner
+        self._permit = permit
+        self._outcome = outcome
+        self._transport = transport
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._inner:
+                yield chunk
+        except GeneratorExit:
+            raise  # the reader stopped early: its choice, not the upstream's
+        except BaseException as exc:
+            # A read timeout or a dropped connection halfway through the body
+            # says more than the status line did; cancellation is ignored.
+            self._outcome = self._transport._classify_result(exc)
+            raise
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            if not self._permit.released:
+                self._permit.release(self._outcome)
+
+
+class GovernedTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that runs each request under a governor's permit.
+
+    Pass it to ``httpx.AsyncClient(transport=...)``. Event hooks, timeouts,
+    redirects, HTTP/2 (``transport=httpx.AsyncHTTPTransport(http2=True, ...)``)
+    and streaming work unchanged.
+
+    - The permit is taken before the wrapped transport's connection pool and
+      released when the response is closed: after the body is read, or when
+      a streamed response is closed. Each request is one sample.
+    - Outcomes come from `classify_http` unless ``classify`` says otherwise.
+    - An ``overload`` response with a ``Retry-After`` header (seconds or an
+      HTTP-date) pauses new permits for that origin's governor, capped at
+      ``max_retry_after_s`` and lengthened by up to ``retry_after_jitter``
+      so that paused clients do not return in lockstep. Dates in the past
+      and garbage are ignored.
+    - With ``retry``, failed attempts are sent again (see below).
+    - With ``per_host=True`` each origin (scheme, host, port) gets its own
+      governor, made on first use and named ``"<name>@<origin>"`` so that
+      its learned state is kept apart.
+
+    The governor, not the pool, must decide how many requests run: the
+    default transport's pool is sized to the governor's ``max_limit`` (no
+    bound at all with ``per_host``), and a transport whose pool is smaller
+    gets a `RuntimeWarning`, since requests would then queue in the pool
+    and fail with `httpx.PoolTimeout` (httpx issue #1171).
+
+    Args:
+        governor: The governor (or, with ``per_host``, the template whose
+            name, environment and policy each origin's governor copies).
+            None makes ``Governor("http")``.
+        transport: The transport to wrap; defaults to `httpx.AsyncHTTPTransport`.
+        per_host: One governor per origin instead of one for every request.
+        classify: Maps a response or an exception to an outcome; returning
+            None defers to `classify_http`.
+        retry: Retry attempts whose outcome this `aiogovernor.Retry` policy
+            retries (by default overloads), with the same policy object as
+            ``governed_map``: backoff with full jitter, or the Retry-After
+            when the upstream named one; one retry budget per transport.
+            Each attempt takes its own permit and is its own sample; a
+            request with a one-shot body (an async generator) is never retried.
+        max_retry_after_s: The longest pause a Retry-After may cause.
+        retry_after_jitter: The pause is multiplied by a random factor in
+            ``[1, 1 + retry_after_jitter]``.
+        governor_factory: With ``per_host``, makes the governor for an
+            origin (called with the origin string) instead of copying the template.
+        seed: Seeds the jitter, for reproducible tests.
+
+    Raises:
+        TypeError: If ``transport`` is not an `httpx.AsyncBaseTransport`,
+            ``governor`` not a `Governor`, or a callable argument is not callable.
+        ValueError: If a number is out of range.
+    """
+
+    def __init__(
+        self,
+        governor: Governor | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        per_host: bool = False,
+        classify: HTTPClassifier | None = None,
+        max_retry_after_s: float = 60.0,
+        retry_after_jitter: float = 0.1,
+        retry: Retry | None = None,
+        governor_factory: Callable[[str], Governor] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if governor is None:
+            governor = Governor("http")
+        elif not isinstance(governor, Governor):
+            raise TypeError(f"governor must be an aiogovernor.Governor or None, got {governor!r}")
+        if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
+            raise TypeError(f"transport must be an httpx.AsyncBaseTransport, got {transport!r}")
+        if classify is not None and not callable(classify):
+            raise TypeError(f"classify must be callable, got {classify!r}")
+        if retry is not None and not isinstance(retry, Retry):
+            raise TypeError(f"retry must be an aiogovernor.Retry or None, got {retry!r}")
+        if governor_factory is not None and not callable(governor_factory):
+            raise TypeError(f"governor_factory must be callable, got {governor_factory!r}")
+        self._max_retry_after_s = check_float("max_retry_after_s", max_retry_after_s, low=0.0)
+        self._jitter = check_float("retry_after_jitter", retry_after_jitter, low=0.0)
+        self._per_host = bool(per_host)
+        self._classify = classify
+        self._retry = retry
+        self._budget = retry.new_budget() if retry is not None else None
+        self._rng = random.Random(seed)
+        self._governor = governor
+        # Copied before the template is used, so every origin starts from the same place.
+        self._policy_template = copy.deepcopy(governor.policy)
+        self._factory = governor_factory
+        self._governors: dict[str, Governor] = {}
+
+        max_limit = governor.policy.max_limit
+        if transport is None:
+            transport = httpx.AsyncHTTPTransport(
+                limits=httpx.Limits(
+                    max_connections=None if self._per_host else max_limit,
+                    max_keepalive_connections=max_limit,
+                )
+            )
+        else:
+            pool_size = _pool_size(transport)
+            if pool_size is not None and pool_size < max_limit:
+                warnings.warn(
+                    f"the wrapped transport's pool holds {pool_size} connections, fewer than the "
+                    f"governor's max_limit ({max_limit}): requests would queue in the pool and fail "
+                    "with PoolTimeout instead of waiting for a permit; pass "
+                    "limits=httpx.Limits(max_connections=None) to the transport",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        self._transport = transport
+
+    @property
+    def transport(self) -> httpx.AsyncBaseTransport:
+        """The wrapped transport."""
+        return self._transport
+
+    @property
+    def governor(self) -> Governor:
+        """The governor (with ``per_host``, the template)."""
+        return self._governor
+
+    @property
+    def governors(self) -> Mapping[str, Governor]:
+        """With ``per_host``, the governors made so far, by origin (read-only)."""
+        return MappingProxyType(self._governors)
+
+    def governor_for(self, url: httpx.URL | str) -> Governor:
+        """The governor that admits requests to ``url`` (made on first use with ``per_host``)."""
+        if not self._per_host:
+            return self._governor
+        origin = origin_of(url)
+        gov = self._governors.get(origin)
+        if gov is None:
+            if self._factory is not None:
+                gov = self._factory(origin)
+                if not isinstance(gov, Governor):
+                    raise TypeError(f"governor_factory must return a Governor, got {gov!r}")
+            else:
+                template = self._governor
+                gov = Governor(
+                    f"{template.name}@{origin}",
+                    copy.deepcopy(self._policy_template),
+                    environment=template.environment,
+                )
+            self._governors[origin] = gov
+        return gov
+
+    def _classify_result(self, result: httpx.Response | BaseException) -> Outcome:
+        outcome = self._classify(result) if self._classify is not None else None
+        return classify_http(result) if outcome is None else Outcome(outcome)
+
+    def _retry_after(self, governor: Governor, response: httpx.Response) -> float | None:
+        """Honour a Retry-After on an overload response: pause the origin; return the wait asked for."""
+        delay = retry_after_s(response)
+        if delay is None:
+            return None
+        delay = min(delay, self._max_retry_after_s)
+        paused = delay * (1.0 + self._jitter * self._rng.random())
+        governor.pause(paused)
+        logger.debug("%s: paused %.3fs after %d (Retry-After)", governor.name, paused, response.status_code)
+        return delay
+
+    def _may_retry(self, request: httpx.Request, attempt: int, outcome: Outcome) -> bool:
+        retry = self._retry
+        if retry is None or not retry.should_retry(attempt, outcome):
+            return False
+        # A one-shot body (an async generator) cannot be sent twice.
+        if not isinstance(request.stream, httpx.ByteStream):
+            return False
+        return self._budget is None or self._budget.try_spend()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Take a permit, send the request, and tie the permit to the response's lifetime.
+
+        With ``retry``, an attempt whose outcome the policy retries is closed,
+        its permit released (each attempt is its own sample), and the request
+        sent again after the policy's delay; the last attempt's response or
+        exception is what the caller gets.
+        """
+        governor = self.governor_for(request.url)
+        if self._budget is not None:
+            self._budget.record_request()
+        attempt = 1
+        while True:
+            permit = await governor.acquire()
+            try:
+                response = await self._transport.handle_async_request(request)
+            except BaseException as exc:
+                outcome = self._classify_result(exc)
+                permit.release(outcome)
+                if not isinstance(exc, Exception) or not self._may_retry(request, attempt, outcome):
+                    raise
+                await self._backoff(attempt, None)
+                attempt += 1
+                continue
+            try:
+                outcome = self._classify_result(response)
+                retry_after = self._retry_after(governor, response) if outcome is Outcome.OVERLOAD else None
+                again = self._may_retry(request, attempt, outcome)
+                if again:
+                    try:
+                        await response.aread()  # a small error body: keeps the connection reusable
+                    finally:
+                        await response.aclose()
+            except BaseException as exc:
+                permit.release(Outcome.ERROR if isinstance(exc, Exception) else Outcome.IGNORED)
+                await response.aclose()
+                raise
+            if not again:
+                if response.is_closed:
+                    # The wrapped transport read the body already (a mock, a cache): nothing left to hold.
+                    permit.release(outcome)
+                else:
+                    response.stream = _GovernedStream(response.stream, permit, outcome, self)  # type: ignore[arg-type]
+                return response
+            permit.release(outcome)
+            await self._backoff(attempt, retry_after)
+            attempt += 1
+
+    async def _backoff(self, attempt: int, asked_s: float | None) -> None:
+        assert self._retry is not None
+        await anyio.sleep(self._retry.delay_s(attempt, rng=self._rng, retry_after_s=asked_s))
+
+    async def aclose(self) -> None:
+        """Close the wrapped transport."""
+        await self._transport.aclose()
+
+
+def retry_after_s(response: httpx.Response) -> float | None:
+    """Seconds a response's ``Retry-After`` asks to wait, or None (absent, garbage, a past date).
+
+    An HTTP-date is measured against the server's own clock when the
+    response has a ``Date`` header, so that clock skew between the hosts
+    does not count. Parsing is `aiogovernor.parse_retry_after`'s; the result
+    is not capped.
+    """
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    now = None
+    date = response.headers.get("date")
+    if date is not None:
+        try:
+            now = parsedate_to_datetime(date)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            now = None
+    return parse_retry_after(value, now=now)
+
+
+def _pool_size(transport: httpx.AsyncBaseTransport) -> int | None:
+    """The most connections the transport's pool opens, when it can be read (httpx's own transport)."""
+    if isinstance(transport, httpx.AsyncHTTPTransport):
+        size = getattr(transport._pool, "_max_connections", None)
+        return size if isinstance(size, int) else None
+    return None

@@ -1,0 +1,49 @@
+"""Batched uploads over httpx: files streamed from disk, requests governed, every item accounted for.
+
+::
+
+    import httpx
+    from aiogovernor.uploads import upload_files
+
+    async with httpx.AsyncClient() as client:
+        report = await upload_files(client, paths, url="https://api.example.com/upload",
+                                    manifest="upload-manifest.jsonl")
+    for failure in report.failed:
+        print(failure.key, failure.reason)
+
+Needs the ``httpx`` and ``files`` extras (``rich`` for the progress bar).
+"""
+
+from __future__ import annotations
+
+from ._items import ItemReadError as ItemReadError
+from ._items import ItemResult as ItemResult
+from ._items import ItemStatus as ItemStatus
+from ._items import UploadItem as UploadItem
+from ._items import UploadReport as UploadReport
+from ._manifest import Manifest as Manifest
+from ._multipart import MultipartBody as MultipartBody
+from ._progress import UploadProgress as UploadProgress
+from ._uploader import DEFAULT_RETRY as DEFAULT_RETRY
+from ._uploader import Chunker as Chunker
+from ._uploader import RequestBuilder as RequestBuilder
+from ._uploader import UploadBatch as UploadBatch
+from ._uploader import upload_files as upload_files
+from ._uploader import upload_items as upload_items
+
+__all__ = [
+    "Chunker",
+    "DEFAULT_RETRY",
+    "ItemReadError",
+    "ItemResult",
+    "ItemStatus",
+    "Manifest",
+    "MultipartBody",
+    "RequestBuilder",
+    "UploadBatch",
+    "UploadItem",
+    "UploadProgress",
+    "UploadReport",
+    "upload_files",
+    "upload_items",
+]

@@ -1,0 +1,158 @@
+"""Uploads against a real local upstream (starlette on uvicorn, in a thread), in real time, on asyncio.
+
+aiofiles runs on asyncio's executor, so these tests run on asyncio only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aiogovernor import AIMD, Governor
+from aiogovernor._testserver import LocalUpstream, UpstreamConfig
+from aiogovernor.httpx import GovernedTransport
+from aiogovernor.uploads import ItemStatus, Manifest, UploadBatch, UploadItem, upload_files, upload_items
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # real time: a real server
+
+
+@pytest.fixture
+def upstream() -> Iterator[LocalUpstream]:
+    config = UpstreamConfig(capacity=16, service_time_s=0.0, max_inflight=48, retry_after="0", seed=7)
+    with LocalUpstream(config) as up:
+        yield up
+
+
+def _files(folder: Path, n: int, *, seed: int = 0, size: int = 300) -> list[Path]:
+    rng = random.Random(seed)
+    paths = []
+    for i in range(n):
+        path = folder / f"f{i:04d}.bin"
+        path.write_bytes(rng.randbytes(size + rng.randrange(size)))
+        paths.append(path)
+    return paths
+
+
+async def test_a_thousand_files_against_random_failures_are_all_accounted_for(
+    upstream: LocalUpstream, tmp_path: Path
+) -> None:
+    upstream.config.failure_rate = 0.15
+    paths = _files(tmp_path, 1000)
+    gov = Governor("uploads", AIMD(max_limit=32))
+    async with httpx.AsyncClient() as client:
+        report = await upload_files(
+            client, paths, url=f"{upstream.url}/upload", governor=gov, batch_size=4, seed=1
+        )
+    assert len(report) == 1000 and [r.key for r in report] == [str(p) for p in paths]
+    assert {r.status for r in report} <= {ItemStatus.UPLOADED, ItemStatus.FAILED}
+    for r in report.failed:
+        assert r.reason and r.reason.startswith("HTTP 500")
+    uploaded = {Path(r.key).name for r in report.uploaded}
+    assert uploaded == set(upstream.state.files)  # exactly what the server stored
+    assert all(n == 1 for n in upstream.state.files.values())  # none twice
+    assert len(report.uploaded) >= 990 and upstream.state.failed > 0  # retries did their job
+    assert upstream.state.checksum_failures == 0
+    assert gov.inflight == 0
+
+
+async def test_a_resumed_run_uploads_only_the_rest(upstream: LocalUpstream, tmp_path: Path) -> None:
+    paths = _files(tmp_path, 30)
+    manifest = tmp_path / "state" / "manifest.jsonl"
+    async with httpx.AsyncClient() as client:
+        first = await upload_files(client, paths[:12], url=f"{upstream.url}/upload", manifest=manifest)
+        assert len(first.uploaded) == 12
+        # A crash mid-write leaves a torn last line: it is ignored, and the next line starts fresh.
+        with manifest.open("ab") as f:
+            f.write(b'{"key": "torn')
+        second = await upload_files(client, paths, url=f"{upstream.url}/upload", manifest=manifest)
+    assert [r.key for r in second.skipped] == [str(p) for p in paths[:12]]
+    assert [r.key for r in second.uploaded] == [str(p) for p in paths[12:]]
+    assert all(n == 1 for n in upstream.state.files.values()) and len(upstream.state.files) == 30
+    assert Manifest(manifest).load() == {str(p) for p in paths}
+    assert oct(manifest.stat().st_mode & 0o777) == "0o600"
+    for line in manifest.read_text().splitlines()[-18:]:
+        assert json.loads(line)["status"] == "uploaded"
+
+
+async def test_checksums_are_verified_server_side(upstream: LocalUpstream, tmp_path: Path) -> None:
+    item = UploadItem.from_bytes("k", b"payload")
+
+    def lying(batch: UploadBatch) -> httpx.Request:
+        body = b"".join(
+            [
+                b'--b\r\nContent-Disposition: form-data; name="file"; filename="k"\r\n\r\npayload\r\n',
+                b'--b\r\nContent-Disposition: form-data; name="sha256"\r\n\r\n',
+                hashlib.sha256(b"other").hexdigest().encode(),
+                b"\r\n--b--\r\n",
+            ]
+        )
+        return httpx.Request(
+            "POST",
+            f"{upstream.url}/upload",
+            content=body,
+            headers={"Content-Type": "multipart/form-data; boundary=b"},
+        )
+
+    async with httpx.AsyncClient() as client:
+        bad = await upload_items(client, [item], build_request=lying)
+        good = await upload_files(client, [item], url=f"{upstream.url}/upload")
+    assert bad.failed[0].reason == "HTTP 422" and bad.failed[0].attempts == 1  # a 4xx is not retried
+    assert upstream.state.checksum_failures == 1
+    assert good.uploaded[0].key == "k" and upstream.state.files["k"] == 1
+
+
+async def test_bad_items_fail_alone_and_the_batch_goes_on(
+    upstream: LocalUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths: list[str | os.PathLike[str]] = [*_files(tmp_path, 6)]
+    locked = tmp_path / "locked.bin"
+    locked.write_bytes(b"secret")
+    vanishing = tmp_path / "vanishing.bin"
+    vanishing.write_bytes(b"here at stat time")
+    bad = [tmp_path / "missing.bin", tmp_path, locked, vanishing]
+    real_open = __import__("aiofiles").open
+
+    def failing_open(path: object, *args: object, **kwargs: object) -> object:
+        if Path(str(path)) == locked:
+            raise PermissionError(13, "Permission denied")
+        if Path(str(path)) == vanishing:
+            raise FileNotFoundError(2, "No such file or directory")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("aiofiles.open", failing_open)
+    async with httpx.AsyncClient() as client:
+        report = await upload_files(client, [*bad, *paths], url=f"{upstream.url}/upload", batch_size=3)
+    reasons = {Path(r.key).name: r.reason for r in report.failed}
+    assert reasons == {
+        "missing.bin": "file not found",
+        tmp_path.name: "is a directory",
+        "locked.bin": "cannot read: Permission denied",
+        "vanishing.bin": "cannot read: No such file or directory",
+    }
+    assert len(report.uploaded) == 6 and set(upstream.state.files) == {Path(p).name for p in paths}
+
+
+async def test_bad_arguments_are_refused_clearly(upstream: LocalUpstream) -> None:
+    async with httpx.AsyncClient(transport=GovernedTransport()) as governed, httpx.AsyncClient() as plain:
+        with pytest.raises(ValueError, match="GovernedTransport"):
+            await upload_files(governed, [], url=upstream.url)
+        with pytest.raises(TypeError, match="client"):
+            await upload_files("client", [], url=upstream.url)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="duplicate"):
+            await upload_files(plain, ["a", "a"], url=upstream.url)
+        with pytest.raises(ValueError, match="batch_size"):
+            await upload_files(plain, ["a"], url=upstream.url, batch_size=0)
+        with pytest.raises(TypeError, match="path"):
+            await upload_files(plain, [3], url=upstream.url)  # type: ignore[list-item]
