@@ -156,3 +156,19 @@ async def test_bad_arguments_are_refused_clearly(upstream: LocalUpstream) -> Non
             await upload_files(plain, ["a"], url=upstream.url, batch_size=0)
         with pytest.raises(TypeError, match="path"):
             await upload_files(plain, [3], url=upstream.url)  # type: ignore[list-item]
+
+
+async def test_an_adaptive_chunker_sets_how_many_files_a_request_carries(
+    upstream: LocalUpstream, tmp_path: Path
+) -> None:
+    from aiogovernor import AdaptiveChunker
+
+    paths = _files(tmp_path, 200, size=100)
+    # Requests here take tens of milliseconds: a target of half a second asks for bigger batches.
+    chunker = AdaptiveChunker(initial_size=1, max_size=32, target_duration_s=0.5, min_samples=2)
+    async with httpx.AsyncClient() as client:
+        report = await upload_files(client, paths, url=f"{upstream.url}/upload", batch_size=chunker)
+    assert len(report.uploaded) == 200
+    assert chunker.size > 1
+    assert upstream.state.requests < 200  # batches carried several files
+    assert all(n == 1 for n in upstream.state.files.values()) and len(upstream.state.files) == 200
