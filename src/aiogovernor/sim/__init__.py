@@ -20,6 +20,7 @@ and test closed-loop behaviour deterministically::
 from __future__ import annotations
 
 from ._loop import VirtualTimeEventLoop as VirtualTimeEventLoop
+from ._catalog import standard_scenarios as standard_scenarios
 from ._loop import run_virtual as run_virtual
 from ._oracle import Oracle as Oracle
 from ._oracle import sweep_fixed as sweep_fixed
@@ -44,5 +45,6 @@ __all__ = [
     "jain_index",
     "run_scenario",
     "run_virtual",
+    "standard_scenarios",
     "sweep_fixed",
 ]
