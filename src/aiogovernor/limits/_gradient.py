@@ -1,4 +1,4 @@
-"""`Gradient`: short-term latency against the no-load latency, in the spirit of Netflix Gradient2 and Envoy."""
+"""`Gradient`: latency against the no-load latency, in the spirit of Netflix Gradient2 and Envoy."""
 
 from __future__ import annotations
 

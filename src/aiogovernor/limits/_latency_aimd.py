@@ -141,7 +141,9 @@ class LatencyAIMD(BoundedPolicy):
         limit = self._limit
         if window.count and window.overload / window.count > self._threshold:
             return self._cut(
-                limit * self._backoff, window, f"overload {window.overload}/{window.count}: x{self._backoff:g}",
+                limit * self._backoff,
+                window,
+                f"overload {window.overload}/{window.count}: x{self._backoff:g}",
                 ceiling=True,
             )
         if window.stale_overload:
@@ -157,7 +159,9 @@ class LatencyAIMD(BoundedPolicy):
         if queueing and not cooldown:
             target = max(limit / ratio, limit * (1.0 - self._max_decrease))
             return self._cut(
-                target, window, f"latency p50 {ratio:.2f}x baseline > {1 + self._tolerance + noise:.2f}",
+                target,
+                window,
+                f"latency p50 {ratio:.2f}x baseline > {1 + self._tolerance + noise:.2f}",
                 ceiling=False,
             )
         if queueing:
@@ -178,7 +182,9 @@ class LatencyAIMD(BoundedPolicy):
             # Only refusals set a ceiling: a hard wall gives no warning before it.
             if self._quiet < self._probe_interval:
                 new = max(limit, ceiling - 1.0)
-                return self._set(new, f"near the ceiling {ceiling:g}: wait {self._quiet}/{self._probe_interval}")
+                return self._set(
+                    new, f"near the ceiling {ceiling:g}: wait {self._quiet}/{self._probe_interval}"
+                )
             self._quiet = 0
             self._ceiling = None  # the probe: if it stays clean, the ceiling is forgotten
             return self._set(limit + 1.0, f"probe past the ceiling {ceiling:g}")
@@ -217,7 +223,9 @@ class LatencyAIMD(BoundedPolicy):
             self._probe_ok += window.ok
             self._probe_medians.append((window.ok, window.latency_p50_s))
         if self._probe_ok < self._probe_samples:
-            return self._hold(f"measuring the latency baseline: {self._probe_ok}/{self._probe_samples} samples")
+            return self._hold(
+                f"measuring the latency baseline: {self._probe_ok}/{self._probe_samples} samples"
+            )
         medians = sorted(m for _, m in self._probe_medians)
         baseline = medians[len(medians) // 2]
         self._baseline.seed(baseline)

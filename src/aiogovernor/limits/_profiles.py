@@ -108,7 +108,7 @@ PROFILES: dict[str, Profile] = {
     )
 }
 """The built-in profiles by name. Resource targets are off in all three (they need the
-``resources`` extra); set them with ``dataclasses.replace(profile("balanced"), cpu_target_percent=80, ...)``."""
+``resources`` extra); set them with ``dataclasses.replace(profile("balanced"), cpu_target_percent=80)``."""
 
 
 def profile(name: str | None = None) -> Profile:

@@ -19,8 +19,8 @@ and test closed-loop behaviour deterministically::
 
 from __future__ import annotations
 
-from ._loop import VirtualTimeEventLoop as VirtualTimeEventLoop
 from ._catalog import standard_scenarios as standard_scenarios
+from ._loop import VirtualTimeEventLoop as VirtualTimeEventLoop
 from ._loop import run_virtual as run_virtual
 from ._oracle import Oracle as Oracle
 from ._oracle import sweep_fixed as sweep_fixed

@@ -153,10 +153,8 @@ class ScenarioResult:
         for t, limit in self.limits():
             if t < start_s or t > end_s:
                 continue
-            if low <= limit <= high:
-                settled = t if settled is None else settled
-            else:
-                settled = None
+            inside = low <= limit <= high
+            settled = (t if settled is None else settled) if inside else None
         return None if settled is None else settled - start_s
 
     def windows_between(self, start_s: float, end_s: float) -> int:
