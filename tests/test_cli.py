@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import pathlib
 import subprocess
 import sys
 
@@ -24,7 +25,7 @@ def test_demo_finds_the_knee_and_reports() -> None:
 
 def test_module_entry_point_runs_the_demo() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "aiogovernor", "demo", "--duration-s", "5", "--capacity", "4"],
+        [sys.executable, "-m", "aiogovernor", "demo", "--duration-s", "5", "--capacity", "4", "--no-plot"],
         capture_output=True,
         text=True,
         check=True,
@@ -38,3 +39,12 @@ def test_bad_arguments_exit_with_usage(capsys: pytest.CaptureFixture[str]) -> No
         main(["demo", "--capacity", "0"])
     assert exc.value.code == 2
     assert "must be >= 1" in capsys.readouterr().err
+
+
+def test_demo_follows_a_capacity_shift_and_writes_a_plot(tmp_path: pathlib.Path) -> None:
+    out = io.StringIO()
+    path = tmp_path / "demo.png"
+    gov = run_demo(capacity=16, shift_to=8, duration_s=30, workers=100, plot_path=str(path), out=out)
+    assert "capacity changes to 8" in out.getvalue()
+    assert 13 <= gov.limit <= 20
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

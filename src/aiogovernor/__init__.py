@@ -42,8 +42,12 @@ from ._samples import WindowConfig as WindowConfig
 from .limits import AIMD as AIMD
 from .limits import Adjustment as Adjustment
 from .limits import Fixed as Fixed
+from .limits import Gradient as Gradient
+from .limits import LatencyAIMD as LatencyAIMD
 from .limits import LimitPolicy as LimitPolicy
+from .limits import ResourceCeiling as ResourceCeiling
 from .limits import ThroughputAIMD as ThroughputAIMD
+from .limits import Vegas as Vegas
 
 try:
     __version__ = version("aiogovernor")
@@ -61,16 +65,20 @@ __all__ = [
     "Fixed",
     "Governor",
     "GovernorStats",
+    "Gradient",
+    "LatencyAIMD",
     "LimitPolicy",
     "MapProgress",
     "Outcome",
     "OverloadError",
     "Permit",
     "ProgressCallback",
+    "ResourceCeiling",
     "Retry",
     "RetryBudget",
     "Sample",
     "ThroughputAIMD",
+    "Vegas",
     "Window",
     "WindowAggregator",
     "WindowConfig",

@@ -34,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--service-time-s", type=_positive_float, default=0.05, help="latency below the knee")
     demo.add_argument("--duration-s", type=_positive_float, default=60.0, help="simulated seconds")
     demo.add_argument("--workers", type=_positive_int, default=200, help="callers offering work")
+    demo.add_argument(
+        "--shift-to", type=_positive_int, default=None, help="capacity for the middle third of the run"
+    )
+    demo.add_argument("--plot", default="aiogovernor-demo.png", help="PNG file for the limit over time")
+    demo.add_argument("--no-plot", action="store_true", help="write no plot")
     return parser
 
 
@@ -48,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             service_time_s=args.service_time_s,
             duration_s=args.duration_s,
             workers=args.workers,
+            shift_to=args.shift_to,
+            plot_path=None if args.no_plot else args.plot,
         )
         return 0
     raise AssertionError(f"unhandled command {args.command!r}")  # pragma: no cover

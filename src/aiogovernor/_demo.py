@@ -7,7 +7,7 @@ import sys
 from typing import TextIO
 
 from ._governor import Governor
-from .limits import AIMD, LimitPolicy
+from .limits import LimitPolicy, default_policy
 from .sim import KneeUpstream, run_virtual
 
 __all__ = ["run_demo"]
@@ -18,15 +18,32 @@ def _bar(value: float, scale: float, width: int = 40) -> str:
 
 
 async def _demo(
-    *, capacity: int, service_time_s: float, duration_s: float, workers: int, policy: LimitPolicy, out: TextIO
+    *,
+    capacity: int,
+    service_time_s: float,
+    duration_s: float,
+    workers: int,
+    policy: LimitPolicy,
+    shift_to: int | None,
+    trace: list[tuple[float, int, int]],
+    out: TextIO,
 ) -> Governor:
-    # A queue bound a quarter past the knee: AIMD reads only overload, so it finds the
-    # knee where the upstream starts refusing. (A latency-aware policy finds it earlier.)
-    upstream = KneeUpstream(
-        capacity=capacity, service_time_s=service_time_s, queue_limit=capacity + max(1, capacity // 4)
-    )
+    # A real knee: latency rises past `capacity` long before the queue bound (4 x capacity)
+    # refuses anything, so the policy must find it from latency alone.
+    upstream = KneeUpstream(capacity=capacity, service_time_s=service_time_s)
     gov = Governor("demo", policy, environment="demo")
     loop = asyncio.get_running_loop()
+
+    async def shifter() -> None:
+        if shift_to is None:
+            return
+        await asyncio.sleep(duration_s / 3)
+        upstream.capacity = shift_to
+        print(f"--- capacity changes to {shift_to} ---", file=out)
+        await asyncio.sleep(duration_s / 3)
+        upstream.capacity = capacity
+        print(f"--- capacity back to {capacity} ---", file=out)
+
     report_every_s = duration_s / 30
     best = capacity / service_time_s
 
@@ -44,6 +61,7 @@ async def _demo(
             await asyncio.sleep(report_every_s)
             rate = (upstream.completed - done) / report_every_s
             done = upstream.completed
+            trace.append((loop.time(), gov.limit, upstream.capacity))
             print(
                 f"t={loop.time():6.1f}s  limit={gov.limit:4d} {_bar(gov.limit, 4 * capacity, 24):24s} "
                 f"goodput={rate:6.1f}/s ({rate / best:4.0%} of best)",
@@ -56,7 +74,7 @@ async def _demo(
         f"Policy: {policy!r}. Virtual time: {duration_s:.0f} simulated seconds.\n",
         file=out,
     )
-    await asyncio.gather(reporter(), *(worker() for _ in range(workers)))
+    await asyncio.gather(reporter(), shifter(), *(worker() for _ in range(workers)))
     return gov
 
 
@@ -67,17 +85,27 @@ def run_demo(
     duration_s: float = 60.0,
     workers: int = 200,
     policy: LimitPolicy | None = None,
+    shift_to: int | None = None,
+    plot_path: str | None = None,
     out: TextIO | None = None,
 ) -> Governor:
-    """Run the demo in virtual time and print the limit as it moves; return the governor."""
+    """Run the demo in virtual time and print the limit as it moves; return the governor.
+
+    With ``shift_to`` the capacity changes to it for the middle third of the
+    run. With ``plot_path`` the limit over time is drawn to that PNG file
+    (needs matplotlib, the ``plot`` extra; without it a note is printed).
+    """
     out = out or sys.stdout
+    trace: list[tuple[float, int, int]] = []
     gov = run_virtual(
         _demo(
             capacity=capacity,
             service_time_s=service_time_s,
             duration_s=duration_s,
             workers=workers,
-            policy=policy or AIMD(max_limit=20 * capacity),
+            policy=policy or default_policy(),
+            shift_to=shift_to,
+            trace=trace,
             out=out,
         )
     )
@@ -87,4 +115,27 @@ def run_demo(
     )
     if stats.last_decision is not None:
         print(f"Last decision: {stats.last_decision.describe()}", file=out)
+    if plot_path is not None:
+        _plot(trace, plot_path, out)
     return gov
+
+
+def _plot(trace: list[tuple[float, int, int]], path: str, out: TextIO) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is missing (pip install 'aiogovernor[plot]'): no plot written", file=out)
+        return
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.step([t for t, _, _ in trace], [c for _, _, c in trace], where="post", label="capacity (the knee)")
+    ax.plot([t for t, _, _ in trace], [lim for _, lim, _ in trace], label="limit")
+    ax.set_xlabel("simulated seconds")
+    ax.set_ylabel("concurrency")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    print(f"Plot written to {path}", file=out)

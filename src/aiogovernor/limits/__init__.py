@@ -11,21 +11,37 @@ from ._base import Adjustment as Adjustment
 from ._base import BoundedPolicy as BoundedPolicy
 from ._base import LimitPolicy as LimitPolicy
 from ._base import gate_limit as gate_limit
+from ._baseline import LatencyBaseline as LatencyBaseline
 from ._fixed import Fixed as Fixed
+from ._gradient import Gradient as Gradient
+from ._latency_aimd import LatencyAIMD as LatencyAIMD
+from ._profiles import PROFILES as PROFILES
+from ._profiles import Profile as Profile
+from ._profiles import default_policy as default_policy
+from ._profiles import profile as profile
+from ._resources import ResourceCeiling as ResourceCeiling
+from ._resources import ResourceReading as ResourceReading
+from ._resources import psutil_reading as psutil_reading
 from ._throughput import ThroughputAIMD as ThroughputAIMD
+from ._vegas import Vegas as Vegas
 
 __all__ = [
     "AIMD",
     "Adjustment",
     "BoundedPolicy",
     "Fixed",
+    "Gradient",
+    "LatencyAIMD",
+    "LatencyBaseline",
     "LimitPolicy",
+    "PROFILES",
+    "Profile",
+    "ResourceCeiling",
+    "ResourceReading",
     "ThroughputAIMD",
+    "Vegas",
     "default_policy",
     "gate_limit",
+    "profile",
+    "psutil_reading",
 ]
-
-
-def default_policy() -> LimitPolicy:
-    """A new instance of the policy a governor uses when given none."""
-    return AIMD()

@@ -1,0 +1,86 @@
+"""Control quality side by side: every policy on the standard scenarios, as fractions of the oracle.
+
+    .venv/bin/python benchmarks/control.py            # ~30 s, writes docs/img/control-*.png
+    .venv/bin/python benchmarks/control.py --no-plot
+
+Virtual time: the figures are deterministic, not timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+from collections.abc import Callable
+
+from aiogovernor.limits import AIMD, Gradient, LatencyAIMD, LimitPolicy, ThroughputAIMD, Vegas
+from aiogovernor.sim import ScenarioResult, run_scenario, standard_scenarios, sweep_fixed
+
+POLICIES: dict[str, Callable[[], LimitPolicy]] = {
+    "LatencyAIMD (default)": LatencyAIMD,
+    "Gradient": Gradient,
+    "Vegas": Vegas,
+    "AIMD": AIMD,
+    "ThroughputAIMD (seed)": ThroughputAIMD,
+}
+ORACLE_OF = {"knee-high-start": "knee", "low-demand": None, "shift": None, "shared": None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--capacity", type=int, default=16)
+    parser.add_argument("--no-plot", action="store_true")
+    args = parser.parse_args()
+    c = args.capacity
+    scenarios = standard_scenarios(capacity=c)
+    oracles = {}
+    for name in ("knee", "wall", "heavy-tail", "flaky"):
+        oracles[name] = sweep_fixed(scenarios[name], range(c - 3, c + 4))
+    rows = [
+        "| scenario | policy | goodput / oracle | overload | p99 ms | mean limit | converged (s) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    results: dict[str, dict[str, ScenarioResult]] = {}
+    for sname, scenario in scenarios.items():
+        oracle_name = ORACLE_OF.get(sname, sname)
+        entries: dict[str, Callable[[], LimitPolicy] | int] = dict(POLICIES)
+        if oracle_name is not None:
+            entries[f"Fixed({oracles[oracle_name].limit}) = oracle"] = oracles[oracle_name].limit
+        for pname, policy in entries.items():
+            r = run_scenario(scenario, policy)
+            results.setdefault(sname, {})[pname] = r
+            ratio = f"{r.goodput / oracles[oracle_name].goodput:.2f}" if oracle_name else f"{r.goodput:.0f}/s"
+            target = r.phases[0][2] if sname != "shared" else None
+            conv = r.convergence_s(target, end_s=r.phases[0][1]) if target and sname != "low-demand" else None
+            rows.append(
+                f"| {sname} | {pname} | {ratio} | {r.overload_rate:.2%} | {r.latency_p99_s * 1000:.0f} | "
+                f"{r.mean_limit:.1f} | {'-' if conv is None else f'{conv:.1f}'} |"
+            )
+    print("\n".join(rows))
+    if not args.no_plot:
+        plot(results, pathlib.Path(__file__).parent.parent / "docs" / "img")
+
+
+def plot(results: dict[str, dict[str, ScenarioResult]], folder: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for sname in ("knee", "wall", "shift"):
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        for pname, r in results[sname].items():
+            ax.plot([t for t, _ in r.limits()], [lim for _, lim in r.limits()], label=pname, linewidth=1)
+        ax.set_title(f"limit over time: {sname}")
+        ax.set_xlabel("simulated seconds")
+        ax.set_ylabel("limit")
+        ax.set_ylim(0, 4 * max(r.phases[0][2] for r in results[sname].values()))
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(folder / f"control-{sname}.png", dpi=90)
+        plt.close(fig)
+        print(f"wrote {folder / f'control-{sname}.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""`LatencyAIMD`, the default policy: additive increase, decrease on queueing latency or overload."""
+
+from __future__ import annotations
+
+import math
+
+from aiogovernor._samples import Window
+from aiogovernor._validate import check_float, check_int
+
+from ._base import Adjustment, BoundedPolicy
+from ._baseline import LatencyBaseline, median_noise
+
+__all__ = ["LatencyAIMD"]
+
+
+class LatencyAIMD(BoundedPolicy):
+    """Find the knee: grow while latency stays at its baseline, cut when queueing or refusals show.
+
+    Two congestion signals, one controller:
+
+    - **Overload** (429, 503, timeouts): a window with fresh overload above
+      ``overload_threshold`` multiplies the limit by ``backoff_ratio``
+      (always at least −1). Stale overloads (work started before the last
+      decrease) hold. Plain errors never move the limit.
+    - **Queueing latency**: the window's median latency over the
+      upstream's no-load baseline (`LatencyBaseline`). Above ``1 +
+      tolerance`` (plus twice the median's own standard error, so noise is
+      not taken for queueing) the limit drops to ``limit / ratio``, Little's
+      law's estimate of the knee: at a fixed throughput, concurrency is
+      proportional to latency. The cut is at most ``max_decrease`` per window,
+      and the window right after a cut is not cut again (its samples started
+      before it: one congestion event, one decrease).
+
+    Growth happens only while the limit is the bottleneck (demand-aware):
+    by a step that doubles after each clean window (so from a start of 1 it
+    doubles, like slow start) and falls back to 1 after any decrease or while
+    latency is rising. The limit at which congestion last showed is
+    remembered as a ceiling: the limit climbs to just below it and waits
+    ``probe_interval_windows`` clean windows before probing one past it,
+    which keeps the refusals of a hard wall rare and the limit steady at a
+    knee. A probe that stays clean forgets the ceiling, so a capacity that
+    grows is followed.
+
+    Without a baseline, a policy started above twice ``probe_limit`` (a high
+    start, a learned limit) first pins the limit at ``probe_limit`` to measure the no-load
+    latency, as Envoy's adaptive concurrency filter does, then return.
+
+    Args:
+        min_limit: The floor, at least 1.
+        max_limit: The ceiling.
+        initial_limit: Where to start; defaults to ``min(max(min_limit, 4), max_limit)``.
+        tolerance: How much the median latency may exceed the baseline
+            before it counts as queueing, > 0.
+        backoff_ratio: Multiplier on overload, in [0.5, 1).
+        max_decrease: The deepest cut one window may make, as a fraction of
+            the limit, in (0, 1).
+        overload_threshold: Fraction of a window's samples that must be
+            fresh overloads to back off, in [0, 1); 0 means any overload.
+        probe_interval_windows: Clean windows spent just below the ceiling
+            before probing past it, >= 1.
+        max_step_ratio: The largest growth step, as a fraction of the limit, > 0.
+        probe_limit: The limit at which the no-load latency is measured.
+        probe_samples: Successful samples the baseline measurement needs.
+        baseline: How the no-load latency is estimated; a default `LatencyBaseline`.
+        floor_probe_windows: Windows at the floor before an upward probe, >= 1.
+        min_latency_samples: Successful samples a window needs before its
+            latency can cut the limit, >= 2.
+    """
+
+    name = "latency-aimd"
+
+    def __init__(
+        self,
+        *,
+        min_limit: int = 1,
+        max_limit: int = 1000,
+        initial_limit: float | None = None,
+        tolerance: float = 0.1,
+        backoff_ratio: float = 0.9,
+        max_decrease: float = 0.5,
+        overload_threshold: float = 0.0,
+        probe_interval_windows: int = 5,
+        max_step_ratio: float = 0.5,
+        probe_limit: int = 3,
+        probe_samples: int = 20,
+        baseline: LatencyBaseline | None = None,
+        floor_probe_windows: int = 5,
+        min_latency_samples: int = 5,
+    ) -> None:
+        if initial_limit is None and isinstance(min_limit, int) and isinstance(max_limit, int):
+            initial_limit = min(max(min_limit, 4), max_limit)
+        super().__init__(min_limit=min_limit, max_limit=max_limit, initial_limit=initial_limit)
+        self._tolerance = check_float("tolerance", tolerance, low=0.0, low_open=True)
+        self._backoff = check_float("backoff_ratio", backoff_ratio, low=0.5, high=1.0, high_open=True)
+        self._max_decrease = check_float(
+            "max_decrease", max_decrease, low=0.0, high=1.0, low_open=True, high_open=True
+        )
+        self._threshold = check_float(
+            "overload_threshold", overload_threshold, low=0.0, high=1.0, high_open=True
+        )
+        self._probe_interval = check_int("probe_interval_windows", probe_interval_windows, low=1)
+        self._max_step_ratio = check_float("max_step_ratio", max_step_ratio, low=0.0, low_open=True)
+        self._probe_limit = check_int("probe_limit", probe_limit, low=1)
+        self._probe_samples = check_int("probe_samples", probe_samples, low=1)
+        if baseline is not None and not isinstance(baseline, LatencyBaseline):
+            raise TypeError(f"baseline must be a LatencyBaseline, got {baseline!r}")
+        self._baseline = baseline or LatencyBaseline()
+        self._floor_probe = check_int("floor_probe_windows", floor_probe_windows, low=1)
+        self._min_latency_samples = check_int("min_latency_samples", min_latency_samples, low=2)
+        self._step = 1.0
+        self._ceiling: float | None = None
+        self._quiet = 0  # windows since the last decrease or probe
+        self._clean = 0  # consecutive growing windows with latency at the baseline
+        self._cooldown = False  # the window after a cut is not cut again for latency
+        self._windows_at_floor = 0
+        self._resume: float | None = None  # the limit to return to after measuring the baseline
+        self._probe_ok = 0
+        self._probe_medians: list[tuple[int, float]] = []
+
+    @property
+    def baseline_s(self) -> float | None:
+        """The estimated no-load latency, once measured."""
+        return self._baseline.value
+
+    @property
+    def ceiling(self) -> float | None:
+        """The limit at which congestion last showed, while remembered."""
+        return self._ceiling
+
+    def update(self, window: Window) -> Adjustment:
+        """Measure the baseline if needed; else cut on overload or queueing, grow while limit-bound."""
+        if self._resume is None and self._baseline.value is None and self._limit > 2 * self._probe_limit:
+            self._resume = self._limit
+            self._probe_ok = 0
+            self._probe_medians = []
+            self._limit = self._clamp(self._probe_limit)
+            return Adjustment(self._limit, "no latency baseline: measure it at the probe limit")
+        if self._resume is not None:
+            return self._measure(window)
+
+        limit = self._limit
+        if window.count and window.overload / window.count > self._threshold:
+            return self._cut(
+                limit * self._backoff,
+                window,
+                f"overload {window.overload}/{window.count}: x{self._backoff:g}",
+                ceiling=True,
+            )
+        if window.stale_overload:
+            self._cooldown = False
+            return self._hold("overload from before the last decrease")
+
+        ratio = self._baseline.ratio(window)
+        # Too few samples say nothing about a median: such windows never cut for latency.
+        noise = 2.0 * median_noise(window) if window.ok >= self._min_latency_samples else math.inf
+        self._baseline.observe(window)
+        cooldown, self._cooldown = self._cooldown, False
+        queueing = ratio > 1.0 + self._tolerance + noise
+        if queueing and not cooldown:
+            target = max(limit / ratio, limit * (1.0 - self._max_decrease))
+            return self._cut(
+                target,
+                window,
+                f"latency p50 {ratio:.2f}x baseline > {1 + self._tolerance + noise:.2f}",
+                ceiling=False,
+            )
+        if queueing:
+            return self._hold(f"latency {ratio:.2f}x baseline, from work started before the last cut")
+
+        at_floor = limit <= self._min_limit
+        self._windows_at_floor = self._windows_at_floor + 1 if at_floor else 0
+        if not window.limit_bound:
+            self._step = 1.0
+            if at_floor and self._windows_at_floor >= self._floor_probe:
+                self._windows_at_floor = 0
+                return self._set(limit + 1.0, "probe up from the floor")
+            return self._hold("not limit-bound")
+        self._quiet += 1
+        rising = ratio > 1.0 + self._tolerance / 2
+        ceiling = self._ceiling
+        if ceiling is not None and limit + 1.0 >= ceiling:
+            # Only refusals set a ceiling: a hard wall gives no warning before it.
+            if self._quiet < self._probe_interval:
+                new = max(limit, ceiling - 1.0)
+                return self._set(
+                    new, f"near the ceiling {ceiling:g}: wait {self._quiet}/{self._probe_interval}"
+                )
+            self._quiet = 0
+            self._ceiling = None  # the probe: if it stays clean, the ceiling is forgotten
+            return self._set(limit + 1.0, f"probe past the ceiling {ceiling:g}")
+        if rising:
+            self._clean = 0
+        else:
+            self._clean += 1
+        step = self._step
+        if ceiling is not None:
+            step = min(step, ceiling - 1.0 - limit)
+        # Steps double only after a run of clean windows: that finds a grown capacity in a
+        # few windows, while near a knee steps stay additive, which makes sharing fair
+        # (Chiu-Jain: additive increase, multiplicative decrease).
+        if self._clean >= self._probe_interval:
+            self._step = min(step * 2.0, max(1.0, limit * self._max_step_ratio))
+        else:
+            self._step = 1.0
+        why = f"latency {ratio:.2f}x baseline, rising" if rising else f"latency {ratio:.2f}x baseline"
+        return self._set(limit + step, f"limit-bound, {why}: +{step:g}")
+
+    def _cut(self, target: float, window: Window, reason: str, *, ceiling: bool) -> Adjustment:
+        limit = self._limit
+        if ceiling:
+            self._ceiling = float(window.limit)
+        self._clean = 0
+        self._step = 1.0
+        self._quiet = 0
+        self._cooldown = True
+        self._windows_at_floor = 0
+        return self._set(min(target, limit - 1.0), reason)
+
+    def _measure(self, window: Window) -> Adjustment:
+        """Pin the limit at the probe limit until the work from before has drained, then measure."""
+        assert self._resume is not None
+        if window.peak_inflight <= self._probe_limit and window.ok:
+            self._probe_ok += window.ok
+            self._probe_medians.append((window.ok, window.latency_p50_s))
+        if self._probe_ok < self._probe_samples:
+            return self._hold(
+                f"measuring the latency baseline: {self._probe_ok}/{self._probe_samples} samples"
+            )
+        medians = sorted(m for _, m in self._probe_medians)
+        baseline = medians[len(medians) // 2]
+        self._baseline.seed(baseline)
+        resume, self._resume = self._resume, None
+        self._step = 1.0
+        return self._set(resume, f"latency baseline {baseline * 1000:.1f} ms measured; back to {resume:g}")
+
+    def reset(self, limit: float) -> None:
+        """Start over from ``limit`` (e.g. a learned value); the latency baseline is kept."""
+        super().reset(limit)
+        self._step = 1.0
+        self._ceiling = None
+        self._quiet = 0
+        self._clean = 0
+        self._cooldown = False
+        self._windows_at_floor = 0
+        self._resume = None
