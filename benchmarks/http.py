@@ -23,17 +23,19 @@ import time  # noqa: E402
 
 import httpx  # noqa: E402
 
-from aiogovernor import AIMD, Governor  # noqa: E402
+from aiogovernor import AIMD, Governor, LatencyAIMD, LimitPolicy  # noqa: E402
 from aiogovernor.httpx import GovernedTransport  # noqa: E402
 
 
-async def run(url: str, seconds: float, *, fixed: int | None) -> tuple[float, float, int]:
+async def run(
+    url: str, seconds: float, *, fixed: int | None, policy: LimitPolicy | None = None
+) -> tuple[float, float, int]:
     """Returns (goodput/s over the second half, 429 share over the second half, final limit)."""
     stop = time.monotonic() + seconds
     half = time.monotonic() + seconds / 2
     ok = rejected = 0
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=200)
-    gov = Governor("bench", AIMD(max_limit=128, initial_limit=4))
+    gov = Governor("bench", policy)
     if fixed is None:
         client = httpx.AsyncClient(
             transport=GovernedTransport(gov, transport=httpx.AsyncHTTPTransport(limits=limits))
@@ -87,16 +89,21 @@ def main() -> None:
         for c in [int(x) for x in args.sweep.split(",")]:
             rows.append((f"fixed {c}", *asyncio.run(run(url, args.seconds, fixed=c))))
         rows.append(("fixed 96", *asyncio.run(run(url, args.seconds, fixed=96))))
-        governed = asyncio.run(run(url, args.seconds * 2, fixed=None))
+        policies: dict[str, LimitPolicy] = {
+            "governed, default (LatencyAIMD)": LatencyAIMD(max_limit=128),
+            "governed, AIMD": AIMD(max_limit=128, initial_limit=4),
+        }
+        governed = {
+            name: asyncio.run(run(url, args.seconds * 2, fixed=None, policy=policy))
+            for name, policy in policies.items()
+        }
         best = max(rows[:-1], key=lambda r: r[1])
         print("| client | goodput (req/s) | 429 share | vs best fixed |")
         print("| --- | --- | --- | --- |")
         for name, goodput, share, _ in rows:
             print(f"| {name} | {goodput:.0f} | {share:.1%} | {goodput / best[1]:.2f} |")
-        print(
-            f"| governed (final limit {governed[2]}) | {governed[0]:.0f} | {governed[1]:.1%} | "
-            f"{governed[0] / best[1]:.2f} |"
-        )
+        for name, (goodput, share, limit) in governed.items():
+            print(f"| {name}, final limit {limit} | {goodput:.0f} | {share:.1%} | {goodput / best[1]:.2f} |")
     finally:
         server.terminate()
         server.wait()
