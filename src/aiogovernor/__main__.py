@@ -34,12 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--service-time-s", type=_positive_float, default=0.05, help="latency below the knee")
     demo.add_argument("--duration-s", type=_positive_float, default=60.0, help="simulated seconds")
     demo.add_argument("--workers", type=_positive_int, default=200, help="callers offering work")
+    from ._state_cli import add_state_parser
+
+    add_state_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "demo":
         from ._demo import run_demo
 
@@ -50,6 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=args.workers,
         )
         return 0
+    if args.command == "state":
+        from ._state_cli import run_state
+
+        return run_state(args, parser)
     raise AssertionError(f"unhandled command {args.command!r}")  # pragma: no cover
 
 

@@ -25,7 +25,8 @@ async def _demo(
     upstream = KneeUpstream(
         capacity=capacity, service_time_s=service_time_s, queue_limit=capacity + max(1, capacity // 4)
     )
-    gov = Governor("demo", policy, environment="demo")
+    # No store: the demo shows the knee being found from scratch on every run.
+    gov = Governor("demo", policy, environment="demo", store=None)
     loop = asyncio.get_running_loop()
     report_every_s = duration_s / 30
     best = capacity / service_time_s
