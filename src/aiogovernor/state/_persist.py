@@ -31,16 +31,17 @@ def state_disabled() -> bool:
 
 def resolve_store(store: StateStore | Literal["default"] | None) -> StateStore | None:
     """The store a governor uses: the JSON file store for ``"default"``, nothing when disabled."""
-    if store is None or state_disabled():
-        return None
     if isinstance(store, str):
         if store != "default":
             raise ValueError(f"store must be a StateStore, None or 'default', got {store!r}")
+    elif store is not None and not isinstance(store, StateStore):
+        raise TypeError(f"store must implement StateStore (load, save, delete, list, ...), got {store!r}")
+    if store is None or state_disabled():
+        return None
+    if isinstance(store, str):
         from ._json import JsonFileStore
 
         return JsonFileStore()
-    if not isinstance(store, StateStore):
-        raise TypeError(f"store must implement StateStore (load, save, delete, list, ...), got {store!r}")
     return store
 
 
