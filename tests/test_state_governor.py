@@ -89,7 +89,9 @@ async def test_the_learned_limit_is_clamped_to_the_bounds() -> None:
 async def test_state_older_than_the_max_age_is_ignored() -> None:
     store = MemoryStore()
     await store.save("prod", "api", learned(40, age_s=3600))
-    gov = Governor("api", AIMD(max_limit=64, initial_limit=4), environment="prod", store=store, state_max_age_s=60)
+    gov = Governor(
+        "api", AIMD(max_limit=64, initial_limit=4), environment="prod", store=store, state_max_age_s=60
+    )
     (await gov.acquire()).release()
     assert gov.limit == 4
     fresh = Governor("api", AIMD(max_limit=64), environment="prod", store=store, state_max_age_s=7200)

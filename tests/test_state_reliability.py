@@ -101,5 +101,7 @@ async def test_concurrent_saves_in_one_process_lose_nothing(tmp_path: Path) -> N
     store = JsonFileStore(tmp_path)
     async with anyio.create_task_group() as tg:
         for n in range(16):
-            tg.start_soon(store.save, "prod", f"g{n}", LearnedState(limit=n + 1, policy="aimd", updated_at=0.0))
+            tg.start_soon(
+                store.save, "prod", f"g{n}", LearnedState(limit=n + 1, policy="aimd", updated_at=0.0)
+            )
     assert sorted(await store.list("prod")) == sorted(f"g{n}" for n in range(16))

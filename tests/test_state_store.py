@@ -47,7 +47,10 @@ def test_record_round_trips_through_json() -> None:
         ({"schema_version": 1, "limit": "8", "policy": "aimd", "updated_at": 0, "sample_count": 0}, "limit"),
         ({"schema_version": 1, "limit": -1, "policy": "aimd", "updated_at": 0, "sample_count": 0}, "limit"),
         ({"schema_version": 1, "limit": 2, "policy": 3, "updated_at": 0, "sample_count": 0}, "policy"),
-        ({"schema_version": 1, "limit": 2, "policy": "a", "updated_at": 0, "sample_count": -1}, "sample_count"),
+        (
+            {"schema_version": 1, "limit": 2, "policy": "a", "updated_at": 0, "sample_count": -1},
+            "sample_count",
+        ),
     ],
 )
 def test_bad_records_are_refused(data: object, message: str) -> None:

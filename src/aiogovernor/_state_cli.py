@@ -86,7 +86,9 @@ def _rows(entries: list[tuple[str, str, LearnedState]]) -> list[list[str]]:
     rows = [["ENVIRONMENT", "GOVERNOR", "LIMIT", "POLICY", "SAMPLES", "LATENCY FLOOR", "UPDATED"]]
     for env, name, s in entries:
         floor = "-" if s.latency_floor_s is None else f"{s.latency_floor_s * 1000:.1f} ms"
-        rows.append([env, name, f"{s.limit:g}", s.policy, str(s.sample_count), floor, _age(s.updated_at, now)])
+        rows.append(
+            [env, name, f"{s.limit:g}", s.policy, str(s.sample_count), floor, _age(s.updated_at, now)]
+        )
     return rows
 
 
@@ -97,7 +99,9 @@ def _as_json(entries: list[tuple[str, str, LearnedState]]) -> dict[str, dict[str
     return doc
 
 
-async def _entries(store: StateStore, env: str | None, name: str | None) -> list[tuple[str, str, LearnedState]]:
+async def _entries(
+    store: StateStore, env: str | None, name: str | None
+) -> list[tuple[str, str, LearnedState]]:
     envs = [env] if env is not None else await store.environments()
     entries = []
     for e in envs:

@@ -10,7 +10,8 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from .._validate import check_float, check_int
+from aiogovernor._validate import check_float, check_int
+
 from ._names import check_governor_name
 from ._protocol import StateStoreError
 from ._redis import connect_redis, redis_errors
@@ -18,7 +19,7 @@ from ._redis import connect_redis, redis_errors
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from .._governor import Governor, Permit
+    from aiogovernor._governor import Governor, Permit
 
 __all__ = ["FleetCeiling", "FleetPermit"]
 
@@ -202,7 +203,9 @@ class FleetCeiling:
         token = uuid.uuid4().hex
         while True:
             try:
-                granted = await self._acquire_script(keys=[self._key], args=[self._cap, token, self._lease_ms])
+                granted = await self._acquire_script(
+                    keys=[self._key], args=[self._cap, token, self._lease_ms]
+                )
             except redis_errors() as exc:
                 self._unavailable(exc)
                 return FleetPermit(self, None)

@@ -14,8 +14,8 @@ from ._protocol import StateStore
 from ._record import LearnedState
 
 if TYPE_CHECKING:
-    from .._events import Decision
-    from .._governor import Governor
+    from aiogovernor._events import Decision
+    from aiogovernor._governor import Governor
 
 __all__ = ["GovernorPersistence", "resolve_store", "state_disabled"]
 
@@ -145,10 +145,8 @@ class GovernorPersistence:
         self._latency_floor_s = state.latency_floor_s
         self._restoring = True
         try:
-            gov.reset_limit(
-                state.limit,
-                reason=f"restored learned limit {state.limit:g} ({state.policy}, saved {max(0.0, age_s):.0f}s ago)",
-            )
+            saved = f"{state.policy}, saved {max(0.0, age_s):.0f}s ago"
+            gov.reset_limit(state.limit, reason=f"restored learned limit {state.limit:g} ({saved})")
         finally:
             self._restoring = False
 

@@ -7,7 +7,8 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .._validate import check_float
+from aiogovernor._validate import check_float
+
 from ._protocol import StateStoreError
 from ._record import LearnedState
 
@@ -24,7 +25,9 @@ def connect_redis(url: str, timeout_s: float) -> Redis:
     try:
         from redis.asyncio import Redis
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the Redis store needs the 'redis' extra: pip install 'aiogovernor[redis]'") from exc
+        raise ImportError(
+            "the Redis store needs the 'redis' extra: pip install 'aiogovernor[redis]'"
+        ) from exc
     return Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
 
 
