@@ -12,6 +12,7 @@ import aiogovernor
 import aiogovernor.httpx
 import aiogovernor.limits
 import aiogovernor.sim
+import aiogovernor.state
 import aiogovernor.testing
 import aiogovernor.uploads
 
@@ -20,6 +21,7 @@ PUBLIC_MODULES = [
     aiogovernor.httpx,
     aiogovernor.limits,
     aiogovernor.sim,
+    aiogovernor.state,
     aiogovernor.testing,
     aiogovernor.uploads,
 ]
@@ -58,7 +60,8 @@ def test_version_comes_from_metadata() -> None:
 def test_core_import_pulls_in_no_integration() -> None:
     heavy = ["httpx", "redis", "optuna", "rich", "matplotlib", "aiofiles", "psutil", "trio", "anyio"]
     code = (
-        "import sys, aiogovernor, aiogovernor.limits\n"
+        "import sys, aiogovernor, aiogovernor.limits, aiogovernor.state\n"
+        "aiogovernor.Governor('x', store=None)\n"
         f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

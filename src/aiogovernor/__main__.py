@@ -39,12 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--plot", default="aiogovernor-demo.png", help="PNG file for the limit over time")
     demo.add_argument("--no-plot", action="store_true", help="write no plot")
+    from ._state_cli import add_state_parser
+
+    add_state_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "demo":
         from ._demo import run_demo
 
@@ -57,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             plot_path=None if args.no_plot else args.plot,
         )
         return 0
+    if args.command == "state":
+        from ._state_cli import run_state
+
+        return run_state(args, parser)
     raise AssertionError(f"unhandled command {args.command!r}")  # pragma: no cover
 
 

@@ -31,7 +31,8 @@ async def _demo(
     # A real knee: latency rises past `capacity` long before the queue bound (4 x capacity)
     # refuses anything, so the policy must find it from latency alone.
     upstream = KneeUpstream(capacity=capacity, service_time_s=service_time_s)
-    gov = Governor("demo", policy, environment="demo")
+    # No store: the demo shows the knee being found from scratch on every run.
+    gov = Governor("demo", policy, environment="demo", store=None)
     loop = asyncio.get_running_loop()
 
     async def shifter() -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ._classify import Classifier, OverloadError, default_classify
 from ._clock import Clock, loop_time
@@ -21,6 +21,10 @@ from ._events import Decision, DecisionListener
 from ._samples import Outcome, Window, WindowAggregator, WindowConfig
 from ._validate import check_float, check_int
 from .limits import LimitPolicy, default_policy, gate_limit
+
+if TYPE_CHECKING:
+    from .state import StateStore
+    from .state._persist import GovernorPersistence
 
 __all__ = ["Governor", "GovernorStats", "Permit"]
 
@@ -260,6 +264,15 @@ class Governor:
         window: When windows close; see `WindowConfig`.
         history_size: How many decisions `decisions` keeps.
         max_pause_s: The longest a pause (a Retry-After) may last.
+        store: Where the learned state is kept (see `aiogovernor.state`):
+            ``"default"`` is a `aiogovernor.state.JsonFileStore` in the user's
+            state directory; None (or ``$AIOGOVERNOR_DISABLE_STATE=1``) keeps
+            nothing. The learned limit is loaded on the first awaited acquire
+            and clamped to the policy's bounds; decisions are saved in the
+            background, debounced; `aclose` saves what is left.
+        state_max_age_s: Learned state older than this (wall time) is ignored;
+            None uses it whatever its age.
+        save_interval_s: At most one background save per this many seconds.
     """
 
     def __init__(
@@ -275,6 +288,9 @@ class Governor:
         window: WindowConfig | None = None,
         history_size: int = 100,
         max_pause_s: float = 300.0,
+        store: StateStore | Literal["default"] | None = "default",
+        state_max_age_s: float | None = 30 * 86400.0,
+        save_interval_s: float = 5.0,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string, got {name!r}")
@@ -288,9 +304,10 @@ class Governor:
             raise TypeError(f"classify must be callable, got {classify!r}")
         if window is not None and not isinstance(window, WindowConfig):
             raise TypeError(f"window must be a WindowConfig, got {window!r}")
-        environment = _default_environment() if environment is None else environment
-        if not isinstance(environment, str) or not environment:
-            raise ValueError(f"environment must be a non-empty string, got {environment!r}")
+        from .state._names import check_environment, check_governor_name
+
+        check_governor_name(name)
+        environment = check_environment(_default_environment() if environment is None else environment)
         self._name = name
         self._environment = environment
         self._policy = policy
@@ -333,6 +350,12 @@ class Governor:
         self._time_gated = max_per_second is not None
         self._wake_at = math.inf
         self._wake_handle: asyncio.TimerHandle | None = None
+
+        # Learned state: until it is loaded, `_time_gated` sends callers to the
+        # slow path, where the first one loads it; the fast path checks nothing more.
+        self._state: GovernorPersistence | None = None
+        self._state_pending = False
+        self._bind_store(store, state_max_age_s, save_interval_s)
 
     # -- introspection -------------------------------------------------
 
@@ -430,6 +453,8 @@ class Governor:
         # This is the cost every caller pays, so the uncontended path is written
         # out here rather than shared with acquire() through helper calls.
         if self._waiters or self._inflight >= self._limit or self._time_gated:
+            if self._state_pending:
+                await self._load_state()
             if not self._take_now():
                 await self._wait(None)
         else:
@@ -484,6 +509,8 @@ class Governor:
         """
         if timeout_s is not None:
             check_float("timeout_s", timeout_s, low=0.0)
+        if self._state_pending:
+            await self._load_state()
         if not self._take_now():
             await self._wait(timeout_s)
         return self._new_permit()
@@ -583,7 +610,7 @@ class Governor:
             return False
         self._paused_until = -math.inf
         if not self._interval:
-            self._time_gated = False
+            self._time_gated = self._state_pending
             return True
         allowed_at = self._tat - self._tolerance
         if now < allowed_at:
@@ -729,3 +756,48 @@ class Governor:
         except RuntimeError:  # no running loop: the default clock cannot be read
             now = math.nan
         self._decide(self._policy.limit, reason, None, now)
+
+    # -- learned state ---------------------------------------------------------
+
+    def _bind_store(
+        self, store: StateStore | Literal["default"] | None, max_age_s: float | None, save_interval_s: float
+    ) -> None:
+        from .state._persist import GovernorPersistence, resolve_store
+
+        if max_age_s is not None:
+            check_float("state_max_age_s", max_age_s, low=0.0)
+        check_float("save_interval_s", save_interval_s, low=0.0)
+        resolved = resolve_store(store)
+        if resolved is None:
+            return
+        self._state = GovernorPersistence(
+            self, resolved, max_age_s=max_age_s, save_interval_s=save_interval_s
+        )
+        self._state_pending = True
+        self._time_gated = True
+
+    @property
+    def store(self) -> StateStore | None:
+        """Where the learned state is kept; None when persistence is off."""
+        return self._state.store if self._state is not None else None
+
+    async def _load_state(self) -> None:
+        assert self._state is not None
+        await self._state.load()
+
+    def _state_ready(self) -> None:
+        """The learned state is loaded: let the fast path through again."""
+        self._state_pending = False
+        self._time_gated = bool(self._interval) or self._paused_until > -math.inf
+
+    async def aclose(self) -> None:
+        """Save the learned state now (if anything changed) and stop the pending background save.
+
+        ``async with gov:`` takes a permit, so it cannot also mean "the
+        governor's lifetime"; for a block that saves on the way out use
+        ``async with contextlib.aclosing(Governor(...)) as gov:``. The
+        governor stays usable after `aclose`; later decisions are saved again.
+        Never raises for a store failure: that is logged.
+        """
+        if self._state is not None:
+            await self._state.flush()

@@ -1,0 +1,193 @@
+"""``aiogovernor state ...``: inspect, export and reset learned state."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from .state import JsonFileStore, LearnedState, StateStore, StateStoreError, check_environment
+from .state._names import check_governor_name
+
+__all__ = ["EXIT_NOT_FOUND", "EXIT_OK", "EXIT_REFUSED", "EXIT_STORE_ERROR", "add_state_parser", "run_state"]
+
+EXIT_OK = 0
+EXIT_NOT_FOUND = 1
+# 2 is argparse's: bad usage or a bad name.
+EXIT_STORE_ERROR = 3
+EXIT_REFUSED = 4
+
+
+def add_state_parser(commands: Any) -> None:
+    """Add the ``state`` command and its subcommands to ``commands`` (argparse sub-parsers)."""
+    state = commands.add_parser(
+        "state",
+        help="inspect, export and reset learned state",
+        description=(
+            "Inspect, export and reset what governors learned. Exit codes: 0 done; 1 no such state; "
+            "2 bad usage or name; 3 the store cannot be read or written; 4 reset refused (no --yes)."
+        ),
+    )
+    state.add_argument("--dir", help="state directory (default: $AIOGOVERNOR_STATE_DIR or the user's)")
+    state.add_argument("--redis", metavar="URL", help="read a Redis store instead of the JSON files")
+    actions = state.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def common(p: argparse.ArgumentParser, *, name: bool, env_default: bool) -> None:
+        if name:
+            p.add_argument("name", nargs="?", help="a governor's name (default: every governor)")
+        p.add_argument(
+            "--env",
+            help="the environment (default: $AIOGOVERNOR_ENV or 'default')"
+            if env_default
+            else "only this environment (default: every environment)",
+        )
+        p.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    common(actions.add_parser("list", help="every governor's learned limit"), name=False, env_default=False)
+    common(actions.add_parser("show", help="one governor's learned state"), name=True, env_default=True)
+    reset = actions.add_parser("reset", help="forget learned state (asks unless --yes)")
+    common(reset, name=True, env_default=True)
+    reset.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    export = actions.add_parser("export", help="dump learned state as JSON")
+    export.add_argument("--env", help="only this environment (default: every environment)")
+
+
+def _store(args: argparse.Namespace) -> StateStore:
+    if args.redis:
+        from .state import RedisStore
+
+        return RedisStore(args.redis)
+    return JsonFileStore(args.dir)
+
+
+def _age(updated_at: float, now: float) -> str:
+    age = max(0.0, now - updated_at)
+    for unit, seconds in (("d", 86400), ("h", 3600), ("m", 60)):
+        if age >= seconds:
+            return f"{age / seconds:.0f}{unit} ago"
+    return f"{age:.0f}s ago"
+
+
+def _table(rows: list[list[str]], out: TextIO) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip(), file=out)
+        if n == 0:
+            print("  ".join("-" * w for w in widths), file=out)
+
+
+def _rows(entries: list[tuple[str, str, LearnedState]]) -> list[list[str]]:
+    now = time.time()
+    rows = [["ENVIRONMENT", "GOVERNOR", "LIMIT", "POLICY", "SAMPLES", "LATENCY FLOOR", "UPDATED"]]
+    for env, name, s in entries:
+        floor = "-" if s.latency_floor_s is None else f"{s.latency_floor_s * 1000:.1f} ms"
+        rows.append(
+            [env, name, f"{s.limit:g}", s.policy, str(s.sample_count), floor, _age(s.updated_at, now)]
+        )
+    return rows
+
+
+def _as_json(entries: list[tuple[str, str, LearnedState]]) -> dict[str, dict[str, Any]]:
+    doc: dict[str, dict[str, Any]] = {}
+    for env, name, state in entries:
+        doc.setdefault(env, {})[name] = state.to_json()
+    return doc
+
+
+async def _entries(
+    store: StateStore, env: str | None, name: str | None
+) -> list[tuple[str, str, LearnedState]]:
+    envs = [env] if env is not None else await store.environments()
+    entries = []
+    for e in envs:
+        for n, state in sorted((await store.list(e)).items()):
+            if name is None or n == name:
+                entries.append((e, n, state))
+    return entries
+
+
+async def _run(
+    args: argparse.Namespace, store: StateStore, out: TextIO, err: TextIO, confirm: Callable[[str], bool]
+) -> int:
+    action = args.action
+    env = args.env
+    if env is None and action in ("show", "reset"):
+        env = os.environ.get("AIOGOVERNOR_ENV") or "default"
+    name = getattr(args, "name", None)
+    entries = await _entries(store, env, name)
+    if action == "export":
+        json.dump({"environments": _as_json(entries)}, out, indent=2, sort_keys=True)
+        print(file=out)
+        return EXIT_OK
+    if not entries and (name is not None or action != "list"):
+        what = f"{name!r} in environment {env!r}" if name else f"environment {env!r}"
+        print(f"aiogovernor: no learned state for {what}", file=err)
+        return EXIT_NOT_FOUND
+    if action in ("list", "show"):
+        if args.json:
+            json.dump(_as_json(entries), out, indent=2, sort_keys=True)
+            print(file=out)
+        elif entries:
+            _table(_rows(entries), out)
+        else:
+            print("no learned state", file=out)
+        return EXIT_OK
+    # reset
+    what = ", ".join(f"{n}[{e}]" for e, n, _ in entries)
+    if not args.yes and not confirm(f"forget the learned state of {what}? [y/N] "):
+        print("aiogovernor: reset refused (pass --yes to confirm)", file=err)
+        return EXIT_REFUSED
+    removed = [(e, n) for e, n, _ in entries if await store.delete(e, n)]
+    if args.json:
+        json.dump({"reset": [{"environment": e, "name": n} for e, n in removed]}, out, indent=2)
+        print(file=out)
+    else:
+        for e, n in removed:
+            print(f"reset {n}[{e}]", file=out)
+    return EXIT_OK
+
+
+def _ask(prompt: str) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    try:
+        return input(prompt).strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+def run_state(
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    *,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    confirm: Callable[[str], bool] = _ask,
+) -> int:
+    """Run ``aiogovernor state ...``; return the exit code."""
+    out, err = out or sys.stdout, err or sys.stderr
+    try:
+        if args.env is not None:
+            check_environment(args.env)
+        if getattr(args, "name", None) is not None:
+            check_governor_name(args.name)
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
+
+    async def main() -> int:
+        store = _store(args)
+        try:
+            return await _run(args, store, out, err, confirm)
+        finally:
+            await store.aclose()
+
+    try:
+        return asyncio.run(main())
+    except StateStoreError as exc:
+        print(f"aiogovernor: {exc}", file=err)
+        return EXIT_STORE_ERROR

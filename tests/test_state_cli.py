@@ -1,0 +1,114 @@
+"""``aiogovernor state list | show | reset | export``: tables, JSON and exit codes."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from aiogovernor.__main__ import build_parser, main
+from aiogovernor._state_cli import EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_STORE_ERROR, run_state
+from aiogovernor.state import JsonFileStore, LearnedState
+
+
+@pytest.fixture
+def filled(state_dir: Path) -> JsonFileStore:
+    store = JsonFileStore()
+    now = time.time()
+    for env, name, limit in [("prod", "api", 24.0), ("prod", "db", 6.0), ("staging", "api", 3.0)]:
+        s = LearnedState(limit=limit, policy="aimd", updated_at=now - 7200, sample_count=10)
+        anyio.run(store.save, env, name, s)
+    return store
+
+
+def run(argv: list[str], *, confirm: bool = False) -> tuple[int, str, str]:
+    parser = build_parser()
+    args = parser.parse_args(["state", *argv])
+    out, err = io.StringIO(), io.StringIO()
+    code = run_state(args, parser, out=out, err=err, confirm=lambda _: confirm)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_list_prints_a_table_of_every_environment(filled: JsonFileStore) -> None:
+    code, out, _ = run(["list"])
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["ENVIRONMENT", "GOVERNOR", "LIMIT"]
+    assert [line.split()[:3] for line in lines[2:]] == [
+        ["prod", "api", "24"],
+        ["prod", "db", "6"],
+        ["staging", "api", "3"],
+    ]
+    assert "2h ago" in out
+
+
+def test_show_and_json(filled: JsonFileStore) -> None:
+    code, out, _ = run(["show", "api", "--env", "prod", "--json"])
+    assert code == 0
+    assert json.loads(out)["prod"]["api"]["limit"] == 24.0
+    code, _, err = run(["show", "nope", "--env", "prod"])
+    assert code == EXIT_NOT_FOUND
+    assert "no learned state" in err
+
+
+def test_export_dumps_everything(filled: JsonFileStore) -> None:
+    code, out, _ = run(["export"])
+    assert code == 0
+    doc = json.loads(out)["environments"]
+    assert sorted(doc) == ["prod", "staging"]
+    assert LearnedState.from_json(doc["prod"]["db"]).limit == 6.0
+
+
+def test_reset_asks_and_refuses_without_yes(filled: JsonFileStore) -> None:
+    code, _, err = run(["reset", "api", "--env", "prod"])
+    assert code == EXIT_REFUSED
+    assert "--yes" in err
+    assert anyio.run(filled.load, "prod", "api") is not None
+    code, out, _ = run(["reset", "api", "--env", "prod"], confirm=True)
+    assert code == 0
+    assert "reset api[prod]" in out
+    assert anyio.run(filled.load, "prod", "api") is None
+    code, out, _ = run(["reset", "--env", "prod", "--yes", "--json"])
+    assert code == 0
+    assert json.loads(out) == {"reset": [{"environment": "prod", "name": "db"}]}
+    assert anyio.run(filled.list, "prod") == {}
+    assert run(["reset", "--env", "prod", "--yes"])[0] == EXIT_NOT_FOUND
+
+
+def test_bad_names_are_usage_errors(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["state", "show", "--env", "../../etc"])
+    assert exc.value.code == 2
+    assert "separators" in capsys.readouterr().err
+
+
+def test_an_unreachable_store_exits_3(state_dir: Path) -> None:
+    # Port 1 on loopback: nothing listens there, the connection is refused at once.
+    code, _, err = run(["--redis", "redis://127.0.0.1:1/0", "list"])
+    assert code == EXIT_STORE_ERROR
+    assert "unreachable" in err
+
+
+def test_the_entry_point(filled: JsonFileStore) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "aiogovernor", "state", "list", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["staging"]["api"]["limit"] == 3.0
+    done = subprocess.run(
+        [sys.executable, "-m", "aiogovernor", "state", "reset", "--env", "prod"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == EXIT_REFUSED
