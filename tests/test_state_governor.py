@@ -218,4 +218,4 @@ async def test_background_save_runs_without_aclose() -> None:
     gov = Governor("api", environment="prod", store=store, save_interval_s=0)
     await drive(gov, workers=20, seconds=3, overload_above=6)
     await wait_until(lambda: bool(store.saves))
-    assert store.saves[-1].policy == "aimd"
+    assert store.saves[-1].policy == gov.policy.name
