@@ -183,9 +183,9 @@ class _Endpoint:
             job = await self.queue.get()
             if not warm and self.b.cold_start_s and job.cancel.is_set() is False:
                 await asyncio.sleep(self.b.cold_start_s)
+            warm = True
             if job.cancel.is_set():
                 continue  # cancelled while queued (or while the worker warmed up)
-            warm = True
             await self.execute(job)
 
     async def execute(self, job: _Job) -> None:
