@@ -154,8 +154,9 @@ class _Job:
 
 
 class _Endpoint:
-    def __init__(self, name: str, behaviour: FakeEndpoint) -> None:
+    def __init__(self, name: str, behaviour: FakeEndpoint, changed: threading.Condition) -> None:
         self.name = name
+        self.changed = changed
         self.b = behaviour
         self.rng = random.Random(behaviour.seed)
         self.jobs: dict[str, _Job] = {}
@@ -193,6 +194,7 @@ class _Endpoint:
         job.state, job.started = _S.IN_PROGRESS, loop.time()
         self.running += 1
         self.peak_running = max(self.peak_running, self.running)
+        self.notify()
         try:
             duration = self.b.job_duration_s
             if isinstance(job.input, Mapping) and isinstance(job.input.get("duration_s"), int | float):
@@ -215,6 +217,11 @@ class _Endpoint:
                     self.finish(job, _S.COMPLETED, output=output)
         finally:
             self.running -= 1
+            self.notify()
+
+    def notify(self) -> None:
+        with self.changed:
+            self.changed.notify_all()
 
     def finish(self, job: _Job, state: _S, *, output: Any = None, error: str | None = None) -> None:
         job.state, job.output, job.error = state, output, error
@@ -254,7 +261,8 @@ class LocalServerless:
         for name, behaviour in endpoints.items():
             if not isinstance(behaviour, FakeEndpoint):
                 raise TypeError(f"endpoint {name!r} must be a FakeEndpoint, got {behaviour!r}")
-        self._endpoints = {name: _Endpoint(name, b) for name, b in endpoints.items()}
+        self._changed = threading.Condition()
+        self._endpoints = {name: _Endpoint(name, b, self._changed) for name, b in endpoints.items()}
         self._api_key = api_key
         self._host = host
         self._port: int | None = None
@@ -289,6 +297,23 @@ class LocalServerless:
             peak_running=ep.peak_running,
             **ep.counts,
         )
+
+    def jobs(self, endpoint_id: str) -> dict[str, str]:
+        """One endpoint's known jobs: id → state (``IN_QUEUE``, ``IN_PROGRESS``, ...)."""
+        return {job_id: job.state.value for job_id, job in self._endpoints[endpoint_id].jobs.items()}
+
+    def wait_for(self, condition: Callable[[], bool], *, timeout_s: float = 10.0) -> None:
+        """Block until ``condition()`` holds, woken by every job change (not by polling).
+
+        Call it from a thread (``await asyncio.to_thread(server.wait_for, ...)``)
+        when an event loop runs in the caller's.
+
+        Raises:
+            TimeoutError: When the condition still fails after ``timeout_s``.
+        """
+        with self._changed:
+            if not self._changed.wait_for(condition, timeout=timeout_s):
+                raise TimeoutError(f"condition {condition!r} still false after {timeout_s:g}s")
 
     def live_jobs(self) -> int:
         """Jobs queued or running on every endpoint: 0 means nothing is orphaned."""
@@ -335,24 +360,25 @@ class LocalServerless:
         if ep is None:
             assert refusal is not None
             return None, refusal
-        limit = ep.b.queue_limit
-        if limit is not None and ep.queued() >= limit:
-            ep.counts["rejected"] += 1
-            return None, JSONResponse(
-                {"error": "queue full"}, status_code=429, headers={"Retry-After": f"{ep.b.retry_after_s:g}"}
-            )
         try:
             body = await request.json()
         except ValueError:
             return None, JSONResponse({"error": "body must be JSON"}, status_code=400)
         if not isinstance(body, dict) or "input" not in body:
             return None, JSONResponse({"error": "body must be {'input': ...}"}, status_code=400)
+        limit = ep.b.queue_limit  # checked after the last await: submits race
+        if limit is not None and ep.queued() >= limit:
+            ep.counts["rejected"] += 1
+            return None, JSONResponse(
+                {"error": "queue full"}, status_code=429, headers={"Retry-After": f"{ep.b.retry_after_s:g}"}
+            )
         job = _Job(
             id=f"{ep.name}-{next(self._ids)}", input=body["input"], created=asyncio.get_running_loop().time()
         )
         ep.jobs[job.id] = job
         ep.counts["submitted"] += 1
         ep.ensure_workers().put_nowait(job)
+        ep.notify()
         return ep, job
 
     async def _run(self, request: Request) -> JSONResponse:
