@@ -28,6 +28,11 @@ KEY = "sk-test-SECRET-0123456789"
 # -- circuit breaker, on a manual clock ------------------------------------------------
 
 
+def state_of(breaker: CircuitBreaker) -> BreakerState:
+    """The state, read through a call: mypy would otherwise keep a narrowed property."""
+    return breaker.state
+
+
 def test_breaker_opens_after_consecutive_failures_only() -> None:
     clock = ManualClock()
     breaker = CircuitBreaker(failure_threshold=3, reset_timeout_s=10, clock=clock)
@@ -38,14 +43,9 @@ def test_breaker_opens_after_consecutive_failures_only() -> None:
     breaker.record_failure()
     assert breaker.state is BreakerState.CLOSED and breaker.allow()
     breaker.record_failure()
-    assert breaker.state is BreakerState.OPEN
+    assert state_of(breaker) is BreakerState.OPEN
     assert not breaker.allow() and not breaker.available()
     assert breaker.retry_in_s() == 10
-
-
-def state_of(breaker: CircuitBreaker) -> BreakerState:
-    """The state, read through a call: mypy would otherwise keep a narrowed property."""
-    return breaker.state
 
 
 def test_breaker_half_opens_probes_and_closes_or_reopens() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -65,8 +66,8 @@ class EndpointPool:
     up on is cancelled (see `JobClient.run`).
 
     Use it as an async context manager: entering reads each endpoint's
-    ``/health`` and starts its governor at the number of workers it reports;
-    leaving closes the clients.
+    ``/health`` and starts its governor from the number of workers it
+    reports (times ``health_limit_factor``); leaving closes the clients.
 
     Args:
         clients: One `JobClient` per endpoint; ids must be distinct.
@@ -77,6 +78,9 @@ class EndpointPool:
         local_fallback: Runs a payload locally when remote attempts are used
             up or no endpoint is available.
         local_limit: Local runs at once.
+        health_limit_factor: An endpoint's governor starts at its ``/health``
+            worker count times this (>= 1): a short queue on the endpoint hides
+            the polling delay between one job's end and the next one's start.
         progress: A tracker to report to; by default the pool makes one.
         on_progress: Called with a `Progress` after every change (when the
             pool makes the tracker).
@@ -92,6 +96,7 @@ class EndpointPool:
         max_attempts: int = 3,
         local_fallback: LocalFallback | None = None,
         local_limit: int = 1,
+        health_limit_factor: float = 2.0,
         progress: ProgressTracker | None = None,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> None:
@@ -111,6 +116,7 @@ class EndpointPool:
         if local_fallback is not None and not callable(local_fallback):
             raise TypeError(f"local_fallback must be an async callable, got {local_fallback!r}")
         check_int("local_limit", local_limit, low=1)
+        self._health_factor = check_float("health_limit_factor", health_limit_factor, low=1.0)
         if progress is not None and not isinstance(progress, ProgressTracker):
             raise TypeError(f"progress must be a ProgressTracker, got {progress!r}")
         if progress is not None and on_progress is not None:
@@ -177,7 +183,7 @@ class EndpointPool:
         await self.aclose()
 
     async def start(self) -> None:
-        """Read each endpoint's ``/health`` and start its governor at its worker count.
+        """Read each endpoint's ``/health`` and start its governor from its worker count.
 
         An endpoint that does not answer keeps its governor's limit, and the
         failure counts against its breaker.
@@ -192,7 +198,8 @@ class EndpointPool:
             self._breakers[client.endpoint_id].record_failure()
             return
         if health.workers > 0:
-            client.governor.reset_limit(health.workers, reason=f"/health: {health.workers} workers")
+            limit = math.ceil(health.workers * self._health_factor)
+            client.governor.reset_limit(limit, reason=f"/health: {health.workers} workers")
 
     async def aclose(self) -> None:
         """Close every client."""
