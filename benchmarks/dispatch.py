@@ -126,7 +126,9 @@ def main() -> None:
             orphans = max(orphans, server.live_jobs())
 
     print(f"{args.trials} trials, {args.workers} workers per live endpoint, jobs of {args.job_s:g}s, ")
-    print(f"3 endpoints (healthy, 30% failing, dead); ideal wall time {ideal:.2f}s; medians of {args.repeat}\n")
+    print(
+        f"3 endpoints (healthy, 30% failing, dead); ideal wall time {ideal:.2f}s; medians of {args.repeat}\n"
+    )
     print("| driver | COMPLETE | FAIL | FAIL without reason | unfinished | wall / ideal |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, runs in rows.items():

@@ -242,7 +242,7 @@ def test_wrong_key_is_an_auth_error_and_the_key_leaks_nowhere(
 def test_pool_seeds_limits_from_health_and_spreads_by_free_capacity(server: LocalServerless) -> None:
     async def main() -> list[str]:
         async with EndpointPool([client(server, "ok"), client(server, "ok2")]) as pool:
-            assert [c.governor.limit for c in pool.clients] == [3, 3]
+            assert [c.governor.limit for c in pool.clients] == [6, 6]  # 3 workers × health_limit_factor
             results = await asyncio.gather(*(pool.run({"i": i}) for i in range(6)))
             return [r.endpoint for r in results]
 

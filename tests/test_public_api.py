@@ -9,11 +9,20 @@ import sys
 import pytest
 
 import aiogovernor
+import aiogovernor.dispatch
+import aiogovernor.dispatch.testing
 import aiogovernor.limits
 import aiogovernor.sim
 import aiogovernor.testing
 
-PUBLIC_MODULES = [aiogovernor, aiogovernor.limits, aiogovernor.sim, aiogovernor.testing]
+PUBLIC_MODULES = [
+    aiogovernor,
+    aiogovernor.dispatch,
+    aiogovernor.dispatch.testing,
+    aiogovernor.limits,
+    aiogovernor.sim,
+    aiogovernor.testing,
+]
 
 
 @pytest.mark.parametrize("module", PUBLIC_MODULES, ids=lambda m: m.__name__)
