@@ -45,9 +45,8 @@ async def main(server: LocalServerless) -> None:
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0, constant_liar=True))
     async with EndpointPool(clients, on_progress=show, reset_timeout_s=2.0) as pool:
         result = await optimize_remote(study, 60, build_input, lambda out: out["loss"], pool=pool)
-    print(
-        f"\n{result.completed} complete, {result.failed} failed; best {study.best_value:.4g} at {study.best_params}"
-    )
+    print(f"\n{result.completed} complete, {result.failed} failed")
+    print(f"best {study.best_value:.4g} at {study.best_params}")
     for client in clients:
         print(client.endpoint_id, client.stats(), f"limit={client.governor.limit}")
     print("jobs left running on the endpoints:", server.live_jobs())
