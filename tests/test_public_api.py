@@ -9,6 +9,8 @@ import sys
 import pytest
 
 import aiogovernor
+import aiogovernor.dispatch
+import aiogovernor.dispatch.testing
 import aiogovernor.httpx
 import aiogovernor.limits
 import aiogovernor.sim
@@ -18,6 +20,8 @@ import aiogovernor.uploads
 
 PUBLIC_MODULES = [
     aiogovernor,
+    aiogovernor.dispatch,
+    aiogovernor.dispatch.testing,
     aiogovernor.httpx,
     aiogovernor.limits,
     aiogovernor.sim,

@@ -1,0 +1,72 @@
+"""Trial dispatch to remote serverless endpoints (RunPod's API shape by default).
+
+- `JobClient`: submit, poll and cancel jobs on one endpoint, each API call
+  governed; every state handled; the remote job cancelled whenever the
+  caller stops waiting for it.
+- `EndpointPool`: several endpoints, each with its own governor and
+  `CircuitBreaker`; trials go where capacity is free, fail over, and fall
+  back to a bounded local callable.
+- `ProgressTracker` / `Progress`: counts, best value and an ETA measured
+  from observed durations.
+- `optimize_remote`: an Optuna study driven by asyncio tasks (needs the
+  ``optuna`` extra).
+
+Needs the ``httpx`` extra. `aiogovernor.dispatch.testing` has a local
+serverless server for tests and examples.
+"""
+
+from __future__ import annotations
+
+from ._breaker import BreakerState as BreakerState
+from ._breaker import CircuitBreaker as CircuitBreaker
+from ._client import JobClient as JobClient
+from ._client import JobClientStats as JobClientStats
+from ._optuna import ConcurrentTPEWarning as ConcurrentTPEWarning
+from ._optuna import RemoteStudyResult as RemoteStudyResult
+from ._optuna import optimize_remote as optimize_remote
+from ._pool import DispatchResult as DispatchResult
+from ._pool import EndpointPool as EndpointPool
+from ._pool import LocalFallback as LocalFallback
+from ._progress import Progress as Progress
+from ._progress import ProgressTracker as ProgressTracker
+from ._protocol import RunPodProtocol as RunPodProtocol
+from ._protocol import ServerlessProtocol as ServerlessProtocol
+from ._states import AuthError as AuthError
+from ._states import DispatchError as DispatchError
+from ._states import EndpointError as EndpointError
+from ._states import EndpointHealth as EndpointHealth
+from ._states import JobError as JobError
+from ._states import JobExpired as JobExpired
+from ._states import JobFailed as JobFailed
+from ._states import JobState as JobState
+from ._states import JobStatus as JobStatus
+from ._states import JobTimeout as JobTimeout
+from ._states import TrialFailed as TrialFailed
+
+__all__ = [
+    "AuthError",
+    "BreakerState",
+    "CircuitBreaker",
+    "ConcurrentTPEWarning",
+    "DispatchError",
+    "DispatchResult",
+    "EndpointError",
+    "EndpointHealth",
+    "EndpointPool",
+    "JobClient",
+    "JobClientStats",
+    "JobError",
+    "JobExpired",
+    "JobFailed",
+    "JobState",
+    "JobStatus",
+    "JobTimeout",
+    "LocalFallback",
+    "Progress",
+    "ProgressTracker",
+    "RemoteStudyResult",
+    "RunPodProtocol",
+    "ServerlessProtocol",
+    "TrialFailed",
+    "optimize_remote",
+]

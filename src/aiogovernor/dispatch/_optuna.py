@@ -1,0 +1,190 @@
+"""`optimize_remote`: an Optuna study driven by asyncio tasks over an `EndpointPool`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiogovernor._validate import check_int
+
+from ._pool import DispatchResult, EndpointPool
+from ._progress import Progress
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["ConcurrentTPEWarning", "RemoteStudyResult", "optimize_remote"]
+
+logger = logging.getLogger("aiogovernor.dispatch")
+
+
+class ConcurrentTPEWarning(UserWarning):
+    """TPE without ``constant_liar`` under concurrency: parallel trials sample near-identical points."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteStudyResult:
+    """What `optimize_remote` did.
+
+    Attributes:
+        completed: Trials told ``COMPLETE``.
+        failed: Trials told ``FAIL`` (each with a ``fail_reason`` user attribute).
+        retried: Extra runs made for failed trials under ``retries``.
+        progress: The pool's progress at the end.
+    """
+
+    completed: int
+    failed: int
+    retried: int
+    progress: Progress
+
+
+def _warn_if_tpe_without_liar(study: optuna.Study, concurrency: int) -> None:
+    import optuna
+
+    sampler = study.sampler
+    if (
+        concurrency > 1
+        and isinstance(sampler, optuna.samplers.TPESampler)
+        and not getattr(sampler, "_constant_liar", False)
+    ):
+        warnings.warn(
+            "the study's TPESampler has constant_liar=False while trials run concurrently: "
+            "parallel trials will sample near-identical points; use TPESampler(constant_liar=True)",
+            ConcurrentTPEWarning,
+            stacklevel=3,
+        )
+
+
+async def optimize_remote(
+    study: optuna.Study,
+    n_trials: int,
+    build_input: Callable[[optuna.Trial], Any],
+    read_value: Callable[[Any], float | Sequence[float]],
+    *,
+    pool: EndpointPool,
+    retries: int = 0,
+    max_in_flight: int | None = None,
+    sync: bool = False,
+) -> RemoteStudyResult:
+    """Run ``n_trials`` trials of an Optuna study on remote endpoints, from asyncio tasks.
+
+    Ask-and-tell with no thread per trial: a trial is asked only when the
+    pool has room for it (its endpoints' governors decide how many run at
+    once, so a late ask gives the sampler the latest results), its input is
+    built with ``build_input(trial)``, it runs through `EndpointPool.run`
+    (failover, breakers, local fallback, remote cancellation on exit), and
+    ``read_value(output)`` becomes the value told to the study. A trial that
+    fails everywhere is told ``FAIL`` with its reason in the trial's
+    ``fail_reason`` user attribute, after ``retries`` extra runs. If the
+    caller is cancelled, running trials are cancelled (their remote jobs
+    too) and told ``FAIL``.
+
+    Warns `ConcurrentTPEWarning` when the sampler is TPE without
+    ``constant_liar`` and more than one trial may run at once.
+
+    Args:
+        study: The Optuna study.
+        n_trials: Trials to run, >= 1.
+        build_input: Makes a job's input from a trial (calls ``trial.suggest_*``).
+        read_value: Reads the objective value(s) from a job's output.
+        pool: Where trials run.
+        retries: Extra runs of a trial whose run failed, >= 0.
+        max_in_flight: A hard cap on trials at once, above the pool's capacity.
+        sync: Submit through ``/runsync``.
+
+    Returns:
+        Counts of completed, failed and retried trials, and the final progress.
+    """
+    import optuna
+
+    check_int("n_trials", n_trials, low=1)
+    check_int("retries", retries, low=0)
+    if max_in_flight is not None:
+        check_int("max_in_flight", max_in_flight, low=1)
+    if not isinstance(pool, EndpointPool):
+        raise TypeError(f"pool must be an EndpointPool, got {pool!r}")
+    if not callable(build_input) or not callable(read_value):
+        raise TypeError("build_input and read_value must be callable")
+    _warn_if_tpe_without_liar(study, min(max_in_flight or n_trials, n_trials, max(2, pool.capacity())))
+
+    pool.progress.total = n_trials
+    if len(study.directions) == 1:
+        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        pool.progress.direction = "maximize" if maximize else "minimize"
+    counts = {"completed": 0, "failed": 0, "retried": 0}
+    in_flight = 0
+    finished = asyncio.Event()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(trial: optuna.Trial) -> None:
+        nonlocal in_flight
+        try:
+            payload = build_input(trial)
+            result: DispatchResult | None = None
+            error: BaseException | None = None
+            for run in range(retries + 1):
+                if run:
+                    counts["retried"] += 1
+                try:
+                    result = await pool.run(payload, sync=sync)
+                    break
+                except Exception as exc:
+                    error = exc
+            if result is None:
+                raise RuntimeError(f"trial {trial.number} failed: {error}")
+            value = read_value(result.output)
+            trial.set_user_attr("endpoint", result.endpoint)
+            trial.set_user_attr("attempts", result.attempts)
+            study.tell(trial, value)
+            counts["completed"] += 1
+            if isinstance(value, int | float) and math.isfinite(value):
+                pool.progress.observe(float(value))
+        except asyncio.CancelledError:
+            _tell_fail(study, trial, "cancelled")
+            counts["failed"] += 1
+            raise
+        except Exception as exc:
+            _tell_fail(study, trial, f"{type(exc).__name__}: {exc}")
+            counts["failed"] += 1
+        finally:
+            in_flight -= 1
+            finished.set()
+
+    try:
+        asked = 0
+        while asked < n_trials:
+            room = max(1, pool.capacity())
+            if max_in_flight is not None:
+                room = min(room, max_in_flight)
+            if in_flight >= room:
+                finished.clear()
+                await finished.wait()
+                continue
+            trial = study.ask()
+            asked += 1
+            in_flight += 1
+            task = asyncio.create_task(one(trial), name=f"aiogovernor-trial-{trial.number}")
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        while tasks:
+            await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+    return RemoteStudyResult(**counts, progress=pool.progress.snapshot())
+
+
+def _tell_fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+    import optuna
+
+    logger.info("trial %d failed: %s", trial.number, reason)
+    trial.set_user_attr("fail_reason", reason)
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)

@@ -1,0 +1,334 @@
+"""`EndpointPool`: trials spread by free capacity, with breakers, failover and a local fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from aiogovernor._governor import Governor
+from aiogovernor._validate import check_float, check_int
+from aiogovernor.limits import Fixed
+
+from ._breaker import BreakerState, CircuitBreaker
+from ._client import JobClient
+from ._progress import Progress, ProgressTracker
+from ._states import EndpointError, TrialFailed
+
+__all__ = ["DispatchResult", "EndpointPool", "LocalFallback"]
+
+logger = logging.getLogger("aiogovernor.dispatch")
+
+LocalFallback = Callable[[Any], Awaitable[Any]]
+"""An async callable running a trial's payload locally and returning its output."""
+
+LOCAL = "local"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DispatchResult:
+    """A trial's result, from `EndpointPool.run`.
+
+    Attributes:
+        output: The job's output (or the local fallback's return value).
+        endpoint: The endpoint that produced it, or ``"local"``.
+        job_id: The remote job's id (None when local).
+        attempts: Runs it took, the successful one included.
+        errors: What each earlier failed attempt raised.
+        duration_s: Time from the first start to the result.
+    """
+
+    output: Any
+    endpoint: str
+    job_id: str | None
+    attempts: int
+    errors: tuple[BaseException, ...]
+    duration_s: float
+
+
+class EndpointPool:
+    """Several endpoints, each with its own governor and circuit breaker, and an optional local fallback.
+
+    `run` sends a trial to the endpoint with the most free capacity (its
+    governor's limit minus work in flight and queued) among those whose
+    breaker lets calls through, preferring endpoints the trial has not
+    failed on. A failed attempt (the job failed, timed out, expired, the
+    endpoint errored) counts against that endpoint's breaker and fails over
+    to another endpoint, up to ``max_attempts`` remote runs; then, or when no
+    endpoint is available, the local fallback runs it, at most
+    ``local_limit`` at once. A trial that fails everywhere raises
+    `TrialFailed` with every attempt's error. Every remote job a trial gives
+    up on is cancelled (see `JobClient.run`).
+
+    Use it as an async context manager: entering reads each endpoint's
+    ``/health`` and starts its governor from the number of workers it
+    reports (times ``health_limit_factor``); leaving closes the clients.
+
+    Args:
+        clients: One `JobClient` per endpoint; ids must be distinct.
+        failure_threshold: Consecutive failures that open an endpoint's breaker.
+        reset_timeout_s: How long a breaker stays open before half-open probes.
+        half_open_max_calls: Probe trials at once on a half-open endpoint.
+        max_attempts: Remote runs per trial before giving up (or going local).
+        local_fallback: Runs a payload locally when remote attempts are used
+            up or no endpoint is available.
+        local_limit: Local runs at once.
+        health_limit_factor: An endpoint's governor starts at its ``/health``
+            worker count times this (>= 1): a short queue on the endpoint hides
+            the polling delay between one job's end and the next one's start.
+        progress: A tracker to report to; by default the pool makes one.
+        on_progress: Called with a `Progress` after every change (when the
+            pool makes the tracker).
+    """
+
+    def __init__(
+        self,
+        clients: Sequence[JobClient],
+        *,
+        failure_threshold: int = 5,
+        reset_timeout_s: float = 30.0,
+        half_open_max_calls: int = 1,
+        max_attempts: int = 3,
+        local_fallback: LocalFallback | None = None,
+        local_limit: int = 1,
+        health_limit_factor: float = 2.0,
+        progress: ProgressTracker | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        clients = list(clients) if not isinstance(clients, JobClient) else [clients]
+        if not clients:
+            raise ValueError("clients must name at least one endpoint; the pool is empty")
+        for client in clients:
+            if not isinstance(client, JobClient):
+                raise TypeError(f"clients must be JobClient instances, got {client!r}")
+        ids = [c.endpoint_id for c in clients]
+        if len(set(ids)) != len(ids) or LOCAL in ids:
+            raise ValueError(f"endpoint ids must be distinct and not {LOCAL!r}, got {ids!r}")
+        check_int("failure_threshold", failure_threshold, low=1)
+        check_float("reset_timeout_s", reset_timeout_s, low=0.0, low_open=True)
+        check_int("half_open_max_calls", half_open_max_calls, low=1)
+        self._max_attempts = check_int("max_attempts", max_attempts, low=1)
+        if local_fallback is not None and not callable(local_fallback):
+            raise TypeError(f"local_fallback must be an async callable, got {local_fallback!r}")
+        check_int("local_limit", local_limit, low=1)
+        self._health_factor = check_float("health_limit_factor", health_limit_factor, low=1.0)
+        if progress is not None and not isinstance(progress, ProgressTracker):
+            raise TypeError(f"progress must be a ProgressTracker, got {progress!r}")
+        if progress is not None and on_progress is not None:
+            raise ValueError("pass on_progress to the ProgressTracker you give, not to the pool")
+        self._clients = clients
+        self._breakers = {
+            c.endpoint_id: CircuitBreaker(
+                failure_threshold=failure_threshold,
+                reset_timeout_s=reset_timeout_s,
+                half_open_max_calls=half_open_max_calls,
+                name=c.endpoint_id,
+                on_change=lambda old, new: self._notify(),
+            )
+            for c in clients
+        }
+        self._local_fallback = local_fallback
+        self._local = Governor("dispatch:local", Fixed(local_limit)) if local_fallback else None
+        self._progress = progress or ProgressTracker(on_change=on_progress)
+        self._changed: asyncio.Event | None = None
+
+    # -- introspection ----------------------------------------------------
+
+    @property
+    def clients(self) -> tuple[JobClient, ...]:
+        """The endpoints' clients, in the order given."""
+        return tuple(self._clients)
+
+    @property
+    def progress(self) -> ProgressTracker:
+        """The tracker trials are reported to."""
+        return self._progress
+
+    @property
+    def local_governor(self) -> Governor | None:
+        """The governor bounding local fallback runs, if there is a fallback."""
+        return self._local
+
+    def breaker(self, endpoint_id: str) -> CircuitBreaker:
+        """The circuit breaker of one endpoint."""
+        return self._breakers[endpoint_id]
+
+    def capacity(self) -> int:
+        """Trials the pool can run at once now: the limits of endpoints whose breaker
+        lets calls through, plus the local fallback's slots."""
+        total = sum(c.governor.limit for c in self._clients if self._breakers[c.endpoint_id].available())
+        return total + (self._local.limit if self._local is not None else 0)
+
+    def __repr__(self) -> str:
+        parts = ", ".join(
+            f"{c.endpoint_id}:{self._breakers[c.endpoint_id].state.value}:{c.governor.inflight}/{c.governor.limit}"
+            for c in self._clients
+        )
+        return f"<EndpointPool [{parts}]{' +local' if self._local else ''}>"
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def __aenter__(self) -> EndpointPool:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Read each endpoint's ``/health`` and start its governor from its worker count.
+
+        An endpoint that does not answer keeps its governor's limit, and the
+        failure counts against its breaker.
+        """
+        await asyncio.gather(*(self._seed_limit(c) for c in self._clients))
+
+    async def _seed_limit(self, client: JobClient) -> None:
+        try:
+            health = await client.health()
+        except EndpointError as exc:
+            logger.warning("endpoint %r health check failed: %s", client.endpoint_id, exc)
+            self._breakers[client.endpoint_id].record_failure()
+            return
+        if health.workers > 0:
+            limit = math.ceil(health.workers * self._health_factor)
+            client.governor.reset_limit(limit, reason=f"/health: {health.workers} workers")
+
+    async def aclose(self) -> None:
+        """Close every client."""
+        for client in self._clients:
+            await client.aclose()
+
+    # -- running trials -------------------------------------------------------
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def _wait_for_change(self) -> None:
+        """Wait until an attempt ends or the first open breaker half-opens."""
+        waits = [b.retry_in_s() for b in self._breakers.values() if b.state is BreakerState.OPEN]
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        event = self._changed
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(waits) if waits else None):
+                await event.wait()
+
+    def _pick(self, tried: set[str]) -> JobClient | None:
+        """The endpoint with the most free capacity whose breaker allows a call; untried ones first."""
+
+        def free(c: JobClient) -> int:
+            g = c.governor
+            return g.limit - g.inflight - g.waiting
+
+        candidates = [c for c in self._clients if self._breakers[c.endpoint_id].available()]
+        fresh = [c for c in candidates if c.endpoint_id not in tried]
+        for client in sorted(fresh or candidates, key=free, reverse=True):
+            if self._breakers[client.endpoint_id].allow():
+                return client
+        return None
+
+    async def run(self, payload: Any, *, sync: bool = False) -> DispatchResult:
+        """Run one trial: remote with failover, then the local fallback.
+
+        Args:
+            payload: The job's input (JSON-serialisable).
+            sync: Submit through ``/runsync``.
+
+        Returns:
+            The result, with where it ran and how many attempts it took.
+
+        Raises:
+            TrialFailed: When every attempt failed; ``errors`` holds each one.
+        """
+        progress = self._progress
+        progress.queued()
+        token: int | None = None
+        ok: bool | None = None
+        errors: list[BaseException] = []
+        tried: set[str] = set()
+        loop = asyncio.get_running_loop()
+        started_at = loop.time()
+        attempts = 0
+        try:
+            while attempts < self._max_attempts:
+                client = self._pick(tried)
+                if client is None:
+                    if self._local is not None:
+                        break  # nothing remote is available now: run it here
+                    await self._wait_for_change()
+                    continue
+                breaker = self._breakers[client.endpoint_id]
+                async with client.governor as permit:
+                    if breaker.state is BreakerState.OPEN:
+                        # It opened while this trial queued for a permit: go elsewhere.
+                        permit.ignore()
+                        continue
+                    if token is None:
+                        token = progress.started()
+                        started_at = loop.time()
+                    attempts += 1
+                    try:
+                        status = await client._run(payload, sync, permit)
+                    except asyncio.CancelledError:
+                        breaker.record_ignored()
+                        raise
+                    except Exception as exc:
+                        breaker.record_failure()
+                        errors.append(exc)
+                        tried.add(client.endpoint_id)
+                        logger.info("trial attempt %d on %r failed: %s", attempts, client.endpoint_id, exc)
+                        continue
+                    finally:
+                        self._notify()
+                breaker.record_success()
+                ok = True
+                return DispatchResult(
+                    output=status.output,
+                    endpoint=client.endpoint_id,
+                    job_id=status.job_id,
+                    attempts=attempts,
+                    errors=tuple(errors),
+                    duration_s=loop.time() - started_at,
+                )
+            if self._local is not None and self._local_fallback is not None:
+                async with self._local as permit:
+                    if token is None:
+                        token = progress.started()
+                        started_at = loop.time()
+                    attempts += 1
+                    try:
+                        output = await self._local_fallback(payload)
+                    except Exception as exc:
+                        permit.error()
+                        errors.append(exc)
+                    else:
+                        ok = True
+                        return DispatchResult(
+                            output=output,
+                            endpoint=LOCAL,
+                            job_id=None,
+                            attempts=attempts,
+                            errors=tuple(errors),
+                            duration_s=loop.time() - started_at,
+                        )
+            ok = False
+            last = f": {errors[-1]}" if errors else ""
+            raise TrialFailed(f"trial failed after {attempts} attempt(s){last}", errors)
+        finally:
+            if token is None and ok is False:
+                # Failed without ever starting: still a finished (failed) trial.
+                progress.finished(progress.started(), ok=False)
+            elif token is None:
+                progress.unqueued()
+            else:
+                progress.finished(token, ok=ok)

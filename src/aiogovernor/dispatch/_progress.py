@@ -1,0 +1,201 @@
+"""`Progress` snapshots and the `ProgressTracker` that measures them: counts, best value, ETA."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiogovernor._clock import Clock, loop_time
+from aiogovernor._validate import check_int
+
+__all__ = ["Progress", "ProgressTracker"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Progress:
+    """Where a run of trials stands.
+
+    Attributes:
+        total: Trials planned, if known.
+        queued: Trials waiting for capacity (a permit or a local slot).
+        running: Trials running (remote or local).
+        completed: Trials that ended with a result.
+        failed: Trials that ended without one.
+        best_value: The best objective value reported so far.
+        mean_duration_s: Mean duration of the finished trials' runs.
+        elapsed_s: Time since the tracker started.
+        eta_s: Estimated time left, from observed durations and the current
+            concurrency; None until a trial has finished or when ``total`` is unknown.
+    """
+
+    total: int | None
+    queued: int
+    running: int
+    completed: int
+    failed: int
+    best_value: float | None
+    mean_duration_s: float | None
+    elapsed_s: float
+    eta_s: float | None
+
+    @property
+    def finished(self) -> int:
+        """Completed plus failed."""
+        return self.completed + self.failed
+
+    def describe(self) -> str:
+        """One line for a log or a terminal."""
+        total = "?" if self.total is None else str(self.total)
+        eta = "?" if self.eta_s is None else f"{self.eta_s:.1f}s"
+        best = "-" if self.best_value is None else f"{self.best_value:.6g}"
+        return (
+            f"{self.finished}/{total} done ({self.completed} ok, {self.failed} failed), "
+            f"{self.running} running, {self.queued} queued, best {best}, ETA {eta}"
+        )
+
+
+class ProgressTracker:
+    """Counts trials through their life and estimates the time left.
+
+    The ETA is the work left divided by the concurrency now: each trial not
+    yet started costs the mean observed duration, each running one what is
+    left of it (at least nothing), and that sum is shared by the trials
+    running now (at least one). It reads an injected clock, so it can be
+    driven by hand.
+
+    Args:
+        total: Trials planned (None: unknown, no ETA).
+        direction: ``"minimize"`` or ``"maximize"``: which value is best.
+        clock: Seconds as a float; defaults to the running event loop's time.
+        on_change: Called with a fresh `Progress` after every change.
+    """
+
+    def __init__(
+        self,
+        *,
+        total: int | None = None,
+        direction: str = "minimize",
+        clock: Clock | None = None,
+        on_change: Callable[[Progress], None] | None = None,
+    ) -> None:
+        if total is not None:
+            check_int("total", total, low=0)
+        if direction not in ("minimize", "maximize"):
+            raise ValueError(f"direction must be 'minimize' or 'maximize', got {direction!r}")
+        if clock is not None and not callable(clock):
+            raise TypeError(f"clock must be a zero-argument callable returning seconds, got {clock!r}")
+        if on_change is not None and not callable(on_change):
+            raise TypeError(f"on_change must be callable, got {on_change!r}")
+        self._total = total
+        self._sign = 1.0 if direction == "minimize" else -1.0
+        self._clock: Clock = clock or loop_time
+        self._on_change = on_change
+        self._started: float | None = None
+        self._queued = 0
+        self._running: dict[int, float] = {}  # token -> start time
+        self._next_token = 0
+        self._completed = 0
+        self._failed = 0
+        self._best: float | None = None
+        self._durations_sum = 0.0
+        self._durations_n = 0
+
+    @property
+    def total(self) -> int | None:
+        """Trials planned, if known."""
+        return self._total
+
+    @total.setter
+    def total(self, value: int | None) -> None:
+        if value is not None:
+            check_int("total", value, low=0)
+        self._total = value
+
+    @property
+    def direction(self) -> str:
+        """``"minimize"`` or ``"maximize"``: which value is best."""
+        return "minimize" if self._sign > 0 else "maximize"
+
+    @direction.setter
+    def direction(self, value: str) -> None:
+        if value not in ("minimize", "maximize"):
+            raise ValueError(f"direction must be 'minimize' or 'maximize', got {value!r}")
+        self._sign = 1.0 if value == "minimize" else -1.0
+
+    def _now(self) -> float:
+        now = self._clock()
+        if self._started is None:
+            self._started = now
+        return now
+
+    def queued(self) -> None:
+        """A trial waits for capacity."""
+        self._now()
+        self._queued += 1
+        self._notify()
+
+    def unqueued(self) -> None:
+        """A waiting trial left without starting (cancelled)."""
+        self._queued = max(0, self._queued - 1)
+        self._notify()
+
+    def started(self) -> int:
+        """A queued trial starts running; returns a token for `finished`."""
+        now = self._now()
+        self._queued = max(0, self._queued - 1)
+        token = self._next_token
+        self._next_token += 1
+        self._running[token] = now
+        self._notify()
+        return token
+
+    def finished(self, token: int, *, ok: bool | None) -> None:
+        """A run ended: ``ok`` True (a result), False (a failure), None (abandoned, counts nowhere).
+
+        A failed or abandoned run may be retried: only its trial's last run
+        should be counted, so callers pass ``ok=None`` for runs that will be retried.
+        """
+        start = self._running.pop(token)
+        if ok is not None:
+            self._durations_sum += self._now() - start
+            self._durations_n += 1
+            if ok:
+                self._completed += 1
+            else:
+                self._failed += 1
+        self._notify()
+
+    def observe(self, value: float) -> None:
+        """Report a trial's objective value; the best so far is kept."""
+        value = float(value)
+        if not math.isnan(value) and (self._best is None or self._sign * value < self._sign * self._best):
+            self._best = value
+            self._notify()
+
+    def snapshot(self) -> Progress:
+        """The progress now."""
+        now = self._now()
+        assert self._started is not None
+        mean = self._durations_sum / self._durations_n if self._durations_n else None
+        eta: float | None = None
+        if mean is not None and self._total is not None:
+            finished = self._completed + self._failed
+            not_started = max(0, self._total - finished - len(self._running))
+            left_of_running = sum(max(0.0, mean - (now - t)) for t in self._running.values())
+            eta = (not_started * mean + left_of_running) / max(1, len(self._running))
+        return Progress(
+            total=self._total,
+            queued=self._queued,
+            running=len(self._running),
+            completed=self._completed,
+            failed=self._failed,
+            best_value=self._best,
+            mean_duration_s=mean,
+            elapsed_s=now - self._started,
+            eta_s=eta,
+        )
+
+    def _notify(self) -> None:
+        if self._on_change is not None:
+            self._on_change(self.snapshot())
