@@ -35,7 +35,7 @@ async def run(
     half = time.monotonic() + seconds / 2
     ok = rejected = 0
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=200)
-    gov = Governor("bench", policy)
+    gov = Governor("bench", policy, store=None)
     if fixed is None:
         client = httpx.AsyncClient(
             transport=GovernedTransport(gov, transport=httpx.AsyncHTTPTransport(limits=limits))

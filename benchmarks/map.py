@@ -81,7 +81,7 @@ async def fixed_pool(n: int) -> list[int]:
 async def gated_pool(n: int) -> list[int]:
     results: list[int] = [0] * n
     it = iter(range(n))
-    gov = Governor("bench", Fixed(LIMIT))
+    gov = Governor("bench", Fixed(LIMIT), store=None)
 
     async def worker() -> None:
         for x in it:
@@ -95,7 +95,7 @@ async def gated_pool(n: int) -> list[int]:
 
 
 async def governed(n: int) -> list[int]:
-    return await governed_map(work, range(n), governor=Governor("bench", Fixed(LIMIT)))
+    return await governed_map(work, range(n), governor=Governor("bench", Fixed(LIMIT), store=None))
 
 
 CONTENDERS: dict[str, Callable[[int], Awaitable[list[int]]]] = {
@@ -124,7 +124,9 @@ def endless() -> Iterator[int]:
 
 async def stream(n: int) -> int:
     count = 0
-    async with governed_imap(work, endless(), governor=Governor("bench", Fixed(LIMIT))) as results:
+    async with governed_imap(
+        work, endless(), governor=Governor("bench", Fixed(LIMIT), store=None)
+    ) as results:
         async for _ in results:
             count += 1
             if count == n:

@@ -27,8 +27,10 @@ Factory = Callable[[int], AbstractAsyncContextManager[Any]]
 
 CONTENDERS: dict[str, Factory] = {
     "asyncio.Semaphore": lambda n: asyncio.Semaphore(n),
-    "Governor(Fixed)": lambda n: Governor("bench", Fixed(n)),
-    "Governor(AIMD)": lambda n: Governor("bench", AIMD(initial_limit=n, min_limit=n, max_limit=n)),
+    "Governor(Fixed)": lambda n: Governor("bench", Fixed(n), store=None),
+    "Governor(AIMD)": lambda n: Governor(
+        "bench", AIMD(initial_limit=n, min_limit=n, max_limit=n), store=None
+    ),
     "anyio.CapacityLimiter": lambda n: anyio.CapacityLimiter(n),
 }
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from aiogovernor import AIMD, Governor
+from aiogovernor import Governor
 from aiogovernor._testserver import LocalUpstream, UpstreamConfig
 from aiogovernor.uploads import upload_files
 
@@ -29,7 +29,7 @@ async def main(url: str, folder: Path) -> None:
         path.write_bytes(rng.randbytes(rng.randrange(10_000, 200_000)))
         paths.append(path)
     manifest = folder / "manifest.jsonl"
-    gov = Governor("uploads", AIMD(max_limit=64))
+    gov = Governor("uploads", environment="example")
     async with httpx.AsyncClient() as client:
         first = await upload_files(client, paths, url=url, governor=gov, manifest=manifest, progress=True)
         print(f"first run: {len(first.uploaded)} uploaded, {len(first.failed)} failed, limit {gov.limit}")
