@@ -4,27 +4,21 @@ The upstream (uvicorn, its own process) serves 24 requests at once in 50 ms, que
 (latency grows past the knee), and answers 429 with Retry-After past a hard bound. Each
 client runs closed-loop workers for the same time; goodput is 200s per second.
 
-    .venv/bin/python benchmarks/http.py [--seconds 6] [--bound 48]
+    .venv/bin/python benchmarks/governed_http.py [--seconds 6] [--bound 48]
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import subprocess
 import sys
-from pathlib import Path
+import time
 
-# Run as a script, this file's folder comes first on sys.path and its name would
-# shadow the standard library's http package (which httpx imports): drop it.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import httpx
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-
-import httpx  # noqa: E402
-
-from aiogovernor import AIMD, Governor, LatencyAIMD, LimitPolicy  # noqa: E402
-from aiogovernor.httpx import GovernedTransport  # noqa: E402
+from aiogovernor import AIMD, Governor, LatencyAIMD, LimitPolicy
+from aiogovernor.httpx import GovernedTransport
 
 
 async def run(
