@@ -1,7 +1,12 @@
 """Control quality side by side: every policy on the standard scenarios, as fractions of the oracle.
 
-    .venv/bin/python benchmarks/control.py            # ~30 s, writes docs/img/control-*.png
+Beside aiogovernor's policies it runs the other installable Python adaptive limiters
+(gentlify, ace-concurrency, adaptive-concurrency, aimd-limiter: ``pip install --group bench``)
+through the adapters in ``_adapters.py``, on the same scenarios.
+
+    .venv/bin/python benchmarks/control.py            # ~2 min, writes docs/img/control-*.png
     .venv/bin/python benchmarks/control.py --no-plot
+    .venv/bin/python benchmarks/control.py --no-outside   # aiogovernor's policies only
 
 Virtual time: the figures are deterministic, not timings.
 """
@@ -9,11 +14,12 @@ Virtual time: the figures are deterministic, not timings.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import pathlib
 from collections.abc import Callable
 
 from aiogovernor.limits import AIMD, Gradient, LatencyAIMD, LimitPolicy, ThroughputAIMD, Vegas
-from aiogovernor.sim import ScenarioResult, run_scenario, standard_scenarios, sweep_fixed
+from aiogovernor.sim import Gate, Scenario, ScenarioResult, run_scenario, standard_scenarios, sweep_fixed
 
 POLICIES: dict[str, Callable[[], LimitPolicy]] = {
     "LatencyAIMD (default)": LatencyAIMD,
@@ -23,12 +29,24 @@ POLICIES: dict[str, Callable[[], LimitPolicy]] = {
     "ThroughputAIMD (seed)": ThroughputAIMD,
 }
 ORACLE_OF = {"knee-high-start": "knee", "low-demand": None, "shift": None, "shared": None}
+Entry = Callable[[], LimitPolicy | Gate] | int
+
+
+def outside_limiters(scenario: Scenario) -> dict[str, tuple[Entry, contextlib.AbstractContextManager[None]]]:
+    """The other libraries' adapters for ``scenario``, each with the context it must run in."""
+    try:
+        from _adapters import ADAPTERS, gate_factory, virtual_clock
+    except ImportError as exc:  # the bench group is not installed
+        print(f"(skipping the other libraries: {exc}; pip install --group bench)")
+        return {}
+    return {name: (gate_factory(name, scenario), virtual_clock()) for name in ADAPTERS}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--capacity", type=int, default=16)
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--no-outside", action="store_true", help="skip the other libraries")
     args = parser.parse_args()
     c = args.capacity
     scenarios = standard_scenarios(capacity=c)
@@ -42,11 +60,19 @@ def main() -> None:
     results: dict[str, dict[str, ScenarioResult]] = {}
     for sname, scenario in scenarios.items():
         oracle_name = ORACLE_OF.get(sname, sname)
-        entries: dict[str, Callable[[], LimitPolicy] | int] = dict(POLICIES)
+        entries: dict[str, tuple[Entry, contextlib.AbstractContextManager[None]]] = {
+            name: (policy, contextlib.nullcontext()) for name, policy in POLICIES.items()
+        }
+        if not args.no_outside:
+            entries.update(outside_limiters(scenario))
         if oracle_name is not None:
-            entries[f"Fixed({oracles[oracle_name].limit}) = oracle"] = oracles[oracle_name].limit
-        for pname, policy in entries.items():
-            r = run_scenario(scenario, policy)
+            entries[f"Fixed({oracles[oracle_name].limit}) = oracle"] = (
+                oracles[oracle_name].limit,
+                contextlib.nullcontext(),
+            )
+        for pname, (policy, context) in entries.items():
+            with context:
+                r = run_scenario(scenario, policy)
             results.setdefault(sname, {})[pname] = r
             ratio = f"{r.goodput / oracles[oracle_name].goodput:.2f}" if oracle_name else f"{r.goodput:.0f}/s"
             target = r.phases[0][2] if sname != "shared" else None
@@ -68,14 +94,21 @@ def plot(results: dict[str, dict[str, ScenarioResult]], folder: pathlib.Path) ->
 
     folder.mkdir(parents=True, exist_ok=True)
     for sname in ("knee", "wall", "shift"):
-        fig, ax = plt.subplots(figsize=(8, 3.5))
+        fig, ax = plt.subplots(figsize=(10, 3.5))
         for pname, r in results[sname].items():
-            ax.plot([t for t, _ in r.limits()], [lim for _, lim in r.limits()], label=pname, linewidth=1)
+            style = "-" if pname in POLICIES or "oracle" in pname else "--"
+            ax.plot(
+                [t for t, _ in r.limits()],
+                [lim for _, lim in r.limits()],
+                style,
+                label=pname,
+                linewidth=1,
+            )
         ax.set_title(f"limit over time: {sname}")
         ax.set_xlabel("simulated seconds")
         ax.set_ylabel("limit")
         ax.set_ylim(0, 4 * max(r.phases[0][2] for r in results[sname].values()))
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # off-scale lines: see the table
         fig.tight_layout()
         fig.savefig(folder / f"control-{sname}.png", dpi=90)
         plt.close(fig)

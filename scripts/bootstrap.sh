@@ -11,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade "pip>=25.1"
-.venv/bin/python -m pip install --quiet -e ".[all]" --group test --group lint --group docs
+.venv/bin/python -m pip install --quiet -e ".[all]" --group test --group lint --group docs --group bench
 
 # redis-server for the Redis store and fleet tests (a real server, started by the fixtures).
 if ! command -v redis-server >/dev/null 2>&1; then

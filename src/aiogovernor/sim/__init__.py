@@ -25,6 +25,7 @@ from ._loop import run_virtual as run_virtual
 from ._oracle import Oracle as Oracle
 from ._oracle import sweep_fixed as sweep_fixed
 from ._scenario import Client as Client
+from ._scenario import Gate as Gate
 from ._scenario import Scenario as Scenario
 from ._scenario import ScenarioResult as ScenarioResult
 from ._scenario import jain_index as jain_index
@@ -35,6 +36,7 @@ from ._upstreams import WallUpstream as WallUpstream
 
 __all__ = [
     "Client",
+    "Gate",
     "KneeUpstream",
     "Oracle",
     "Scenario",

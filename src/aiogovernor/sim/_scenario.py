@@ -7,6 +7,8 @@ import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Protocol, runtime_checkable
 
 from aiogovernor._classify import OverloadError
 from aiogovernor._events import Decision
@@ -18,9 +20,43 @@ from aiogovernor.limits import Fixed, LimitPolicy
 from ._loop import run_virtual
 from ._upstreams import KneeUpstream, UpstreamError
 
-__all__ = ["Client", "Scenario", "ScenarioResult", "jain_index", "run_scenario"]
+__all__ = ["Client", "Gate", "Scenario", "ScenarioResult", "jain_index", "run_scenario"]
 
-PolicyFactory = Callable[[], LimitPolicy]
+
+@runtime_checkable
+class Gate(Protocol):
+    """What the scenario runner drives per client: a `Governor`, or an adapter standing in for one.
+
+    The hook for comparing other limiters on the same scenarios: a factory given to
+    `run_scenario` may return a gate instead of a `LimitPolicy`. All of a client's
+    callers enter its one gate at once (``async with gate:``), so per-request state
+    belongs to the task (a context variable or a dict keyed by the task). The request's
+    outcome reaches ``__aexit__`` as its exception: `OverloadError` for a refusal,
+    `UpstreamError` for a failure unrelated to load, none for a success; the gate must
+    let it propagate (return a falsy value).
+
+    Attributes:
+        name: What results and tables call it.
+        limit: Its concurrency limit now, sampled into the trace.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def limit(self) -> int: ...
+
+    async def __aenter__(self) -> object: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None: ...
+
+
+PolicyFactory = Callable[[], LimitPolicy | Gate]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,7 +139,7 @@ class ScenarioResult:
 
     Attributes:
         scenario: The scenario's name.
-        policy: The first client's policy name.
+        policy: The first client's policy name (or gate name).
         goodput: Successful requests per second in steady state, all clients.
         overload_rate: Refusals as a fraction of requests, in steady state.
         error_rate: Plain failures as a fraction of requests, in steady state.
@@ -112,7 +148,8 @@ class ScenarioResult:
         mean_limit: Time-averaged limit of the first client, in steady state.
         oscillation: Coefficient of variation of that limit, in steady state.
         trace: ``(t, limit of each client)`` every ``trace_every_s``.
-        decision_times: When the first client's windows closed.
+        decision_times: When the first client's windows closed (empty for a `Gate`
+            that is not a `Governor`).
         shares: Successful requests per client over the time all were present.
         fairness: Jain's index of ``shares`` (1 = equal).
         phases: ``(start_s, end_s, capacity)`` of each capacity phase.
@@ -188,13 +225,15 @@ def jain_index(shares: Sequence[float]) -> float:
     return 1.0 if squares == 0 else total * total / (len(shares) * squares)
 
 
-def _policy(policy: PolicyFactory | int) -> LimitPolicy:
-    if isinstance(policy, int):
-        return Fixed(policy)
-    made = policy()
-    if not isinstance(made, LimitPolicy):
-        raise TypeError(f"policy must be an int or a factory of LimitPolicy, got {made!r}")
-    return made
+def _gate(policy: PolicyFactory | int, scenario: Scenario, index: int) -> Gate:
+    made: object = Fixed(policy) if isinstance(policy, int) else policy()
+    if isinstance(made, LimitPolicy):
+        if scenario.initial_limit is not None:
+            made.reset(scenario.initial_limit)
+        return Governor(f"client-{index}", made, environment="sim", window=scenario.window)
+    if isinstance(made, Gate):
+        return made
+    raise TypeError(f"policy must be an int or a factory of LimitPolicy or Gate, got {made!r}")
 
 
 def run_scenario(scenario: Scenario, policy: PolicyFactory | int) -> ScenarioResult:
@@ -203,7 +242,11 @@ def run_scenario(scenario: Scenario, policy: PolicyFactory | int) -> ScenarioRes
     Args:
         scenario: The model and demand.
         policy: A zero-argument factory of a fresh policy per client (a policy
-            class works), or an int for a fixed limit per client.
+            class works), or an int for a fixed limit per client. The factory may
+            instead return a `Gate` (an adapter for another limiter): the runner
+            then drives it in place of a `Governor`, called once per client inside
+            the virtual-time loop, and the gate starts where it chooses
+            (``initial_limit`` and ``window`` apply to policies only).
 
     Returns:
         A frozen `ScenarioResult`. Runs are deterministic: the same scenario and
@@ -218,18 +261,15 @@ async def _run(scenario: Scenario, policy_spec: PolicyFactory | int) -> Scenario
     phases = scenario.phases(upstream.capacity)
     steady_from, steady_to = scenario.settle_s, phases[0][1]
     n = len(scenario.clients)
-    governors: list[Governor] = []
-    for i in range(n):
-        policy = _policy(policy_spec)
-        if scenario.initial_limit is not None:
-            policy.reset(scenario.initial_limit)
-        governors.append(Governor(f"client-{i}", policy, environment="sim", window=scenario.window))
+    governors = [_gate(policy_spec, scenario, i) for i in range(n)]
     decision_times: list[float] = []
 
     def on_decision(decision: Decision) -> None:
         decision_times.append(decision.at)
 
-    governors[0].add_listener(on_decision)
+    first = governors[0]
+    if isinstance(first, Governor):
+        first.add_listener(on_decision)
     # Shares are counted while every client is present.
     share_from = max(c.start_s for c in scenario.clients)
     share_to = min(scenario.duration_s, *(c.stop_s or scenario.duration_s for c in scenario.clients))
@@ -292,7 +332,7 @@ async def _run(scenario: Scenario, policy_spec: PolicyFactory | int) -> Scenario
     latencies.sort()
     return ScenarioResult(
         scenario=scenario.name,
-        policy=governors[0].policy.name,
+        policy=first.policy.name if isinstance(first, Governor) else first.name,
         goodput=counts[0] / (steady_to - steady_from),
         overload_rate=counts[1] / total if total else 0.0,
         error_rate=counts[2] / total if total else 0.0,
