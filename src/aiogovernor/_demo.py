@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from dataclasses import dataclass, field
 from typing import TextIO
 
 from ._governor import Governor
@@ -11,6 +12,15 @@ from .limits import LimitPolicy, default_policy
 from .sim import KneeUpstream, run_virtual
 
 __all__ = ["run_demo"]
+
+
+@dataclass
+class _Trace:
+    """What the plot shows: (time, value) pairs."""
+
+    limit: list[tuple[float, int]] = field(default_factory=list)
+    capacity: list[tuple[float, int]] = field(default_factory=list)
+    goodput: list[tuple[float, float]] = field(default_factory=list)  # fraction of the best
 
 
 def _bar(value: float, scale: float, width: int = 40) -> str:
@@ -25,7 +35,7 @@ async def _demo(
     workers: int,
     policy: LimitPolicy,
     shift_to: int | None,
-    trace: list[tuple[float, int, int]],
+    trace: _Trace,
     out: TextIO,
 ) -> Governor:
     # A real knee: latency rises past `capacity` long before the queue bound (4 x capacity)
@@ -34,15 +44,20 @@ async def _demo(
     # No store: the demo shows the knee being found from scratch on every run.
     gov = Governor("demo", policy, environment="demo", store=None)
     loop = asyncio.get_running_loop()
+    trace.limit.append((loop.time(), gov.limit))
+    trace.capacity.append((loop.time(), capacity))
+    gov.add_listener(lambda d: trace.limit.append((d.at, d.new_limit)) if d.changed else None)
 
     async def shifter() -> None:
         if shift_to is None:
             return
         await asyncio.sleep(duration_s / 3)
         upstream.capacity = shift_to
+        trace.capacity.append((loop.time(), shift_to))
         print(f"--- capacity changes to {shift_to} ---", file=out)
         await asyncio.sleep(duration_s / 3)
         upstream.capacity = capacity
+        trace.capacity.append((loop.time(), capacity))
         print(f"--- capacity back to {capacity} ---", file=out)
 
     report_every_s = duration_s / 30
@@ -62,10 +77,14 @@ async def _demo(
             await asyncio.sleep(report_every_s)
             rate = (upstream.completed - done) / report_every_s
             done = upstream.completed
-            trace.append((loop.time(), gov.limit, upstream.capacity))
+            # The best goodput is that of the capacity in force (it moves with --shift-to).
+            middle = loop.time() - report_every_s / 2
+            in_force = [c for t, c in trace.capacity if t <= middle][-1]
+            share = rate / (in_force / service_time_s)
+            trace.goodput.append((middle, share))
             print(
                 f"t={loop.time():6.1f}s  limit={gov.limit:4d} {_bar(gov.limit, 4 * capacity, 24):24s} "
-                f"goodput={rate:6.1f}/s ({rate / best:4.0%} of best)",
+                f"goodput={rate:6.1f}/s ({share:4.0%} of best)",
                 file=out,
             )
 
@@ -97,7 +116,7 @@ def run_demo(
     (needs matplotlib, the ``plot`` extra; without it a note is printed).
     """
     out = out or sys.stdout
-    trace: list[tuple[float, int, int]] = []
+    trace = _Trace()
     gov = run_virtual(
         _demo(
             capacity=capacity,
@@ -117,11 +136,13 @@ def run_demo(
     if stats.last_decision is not None:
         print(f"Last decision: {stats.last_decision.describe()}", file=out)
     if plot_path is not None:
-        _plot(trace, plot_path, out)
+        trace.capacity.append((duration_s, trace.capacity[-1][1]))
+        trace.limit.append((duration_s, gov.limit))
+        _plot(trace, plot_path, out=out)
     return gov
 
 
-def _plot(trace: list[tuple[float, int, int]], path: str, out: TextIO) -> None:
+def _plot(trace: _Trace, path: str, *, out: TextIO) -> None:
     try:
         import matplotlib
 
@@ -130,12 +151,23 @@ def _plot(trace: list[tuple[float, int, int]], path: str, out: TextIO) -> None:
     except ImportError:
         print("matplotlib is missing (pip install 'aiogovernor[plot]'): no plot written", file=out)
         return
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    ax.step([t for t, _, _ in trace], [c for _, _, c in trace], where="post", label="capacity (the knee)")
-    ax.plot([t for t, _, _ in trace], [lim for _, lim, _ in trace], label="limit")
+    fig, ax = plt.subplots(figsize=(9, 4))
+    ax.step(
+        *zip(*trace.capacity, strict=True), where="post", color="grey", ls="--", label="capacity (the knee)"
+    )
+    ax.step(*zip(*trace.limit, strict=True), where="post", color="tab:blue", label="limit (every decision)")
     ax.set_xlabel("simulated seconds")
     ax.set_ylabel("concurrency")
-    ax.legend()
+    ax.set_ylim(bottom=0)
+    share = ax.twinx()
+    times, shares = zip(*trace.goodput, strict=True) if trace.goodput else ((), ())
+    share.plot(times, shares, color="tab:green", marker=".", label="goodput / best at that capacity")
+    share.set_ylabel("goodput, fraction of the best")
+    share.set_ylim(0, 1.1)
+    lines = ax.get_legend_handles_labels()
+    more = share.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="lower right")
+    ax.set_title("aiogovernor demo: the default policy against a simulated knee")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
