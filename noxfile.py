@@ -50,6 +50,6 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run every benchmark under benchmarks/; each prints its ratios."""
-    _install(session, "test")
-    for script in sorted(pathlib.Path("benchmarks").glob("*.py")):
+    _install(session, "test", "bench")
+    for script in sorted(pathlib.Path("benchmarks").glob("[!_]*.py")):  # _name.py: helpers
         session.run("python", str(script), *session.posargs)
