@@ -153,6 +153,19 @@ async def test_files_are_private_and_versioned(tmp_path: Path) -> None:
     assert [p.name for p in store.directory.iterdir() if p.suffix == ".tmp"] == []
 
 
+async def test_a_save_leaves_other_environments_temporary_files_alone(tmp_path: Path) -> None:
+    # Another process is writing "prod-eu" (under its own lock): its temporary
+    # file must survive a save to an environment whose name holds glob characters.
+    store = JsonFileStore(tmp_path)
+    tmp_path.mkdir(exist_ok=True)
+    in_flight = tmp_path / ".prod-eu.json.abc123.tmp"
+    in_flight.write_bytes(b"{}")
+    await store.save("prod*", "api", state())
+    await store.save("prod-[e]u", "api", state())
+    assert in_flight.exists()
+    assert (await store.load("prod*", "api")) == state()
+
+
 DAMAGE = {
     "empty": b"",
     "corrupted bytes": b"\xff\xfe\x00garbage\x80",
