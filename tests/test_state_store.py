@@ -248,3 +248,25 @@ async def test_a_read_only_directory_raises_a_store_error(tmp_path: Path) -> Non
             await store.save("prod", "api", state())
     finally:
         store.directory.chmod(0o700)
+
+
+async def test_a_redis_password_never_reaches_the_logs(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("redis")
+    monkeypatch.delenv("AIOGOVERNOR_DISABLE_STATE")
+    from aiogovernor.state import RedisStore
+
+    class Unreachable(RedisStore):
+        async def load(self, environment: str, name: str) -> LearnedState | None:
+            raise StateStoreError("Redis is unreachable")
+
+    store = Unreachable("redis://admin:s3cret-pw@127.0.0.1:1/0")
+    assert "s3cret-pw" not in repr(store) and "127.0.0.1:1" in repr(store)
+    gov = Governor("api", store=store)
+    with caplog.at_level(logging.WARNING, logger="aiogovernor"):
+        async with gov:
+            pass
+    assert "cannot load learned state" in caplog.text
+    assert "s3cret-pw" not in caplog.text
+
