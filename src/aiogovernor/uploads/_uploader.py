@@ -251,7 +251,12 @@ class _Run:
             while self.pending:
                 # Permit first, then the batch: its size is the chunker's latest word.
                 permit = await self.governor.acquire()
-                items, sizes = await self.next_batch()
+                try:
+                    items, sizes = await self.next_batch()
+                except BaseException:
+                    # The manifest could not be written, or the caller cancelled.
+                    permit.release(Outcome.IGNORED)
+                    raise
                 if not items:
                     permit.release(Outcome.IGNORED)
                     break
