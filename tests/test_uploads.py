@@ -182,6 +182,18 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+async def test_a_manifest_given_as_a_path_is_closed_after_the_run(tmp_path: Path) -> None:
+    items = [UploadItem.from_bytes(f"k{i}", b"x") for i in range(3)]
+    async with _accept_all() as client:
+        await upload_files(client, items, url="http://up/upload", manifest=tmp_path / "m.jsonl")
+        before = _open_fds()
+        for _ in range(5):
+            report = await upload_files(client, items, url="http://up/upload", manifest=tmp_path / "m.jsonl")
+            assert len(report.skipped) == 3
+        assert _open_fds() == before
+
+
 async def test_a_manifest_that_cannot_be_written_leaks_no_permit(tmp_path: Path) -> None:
     class Full(Manifest):
         async def record(self, results: object) -> None:

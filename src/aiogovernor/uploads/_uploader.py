@@ -354,25 +354,30 @@ async def upload_items(
         if item.key in seen:
             raise ValueError(f"duplicate item key {item.key!r}")
         seen.add(item.key)
+    owned: Manifest | None = None
     if manifest is not None and not isinstance(manifest, Manifest):
-        manifest = Manifest(manifest)
-    with UploadProgress(total_items=len(item_list), governor=governor, enabled=progress) as bar:
-        run = _Run(
-            client,
-            item_list,
-            build_request,
-            governor,
-            manifest,
-            batch_size,
-            retry,
-            classify,
-            chunk_size_bytes,
-            bar,
-            random.Random(seed),
-        )
-        for _ in run.results:  # the skipped ones
-            bar.finished(failed=False)
-        return await run.run()
+        manifest = owned = Manifest(manifest)
+    try:
+        with UploadProgress(total_items=len(item_list), governor=governor, enabled=progress) as bar:
+            run = _Run(
+                client,
+                item_list,
+                build_request,
+                governor,
+                manifest,
+                batch_size,
+                retry,
+                classify,
+                chunk_size_bytes,
+                bar,
+                random.Random(seed),
+            )
+            for _ in run.results:  # the skipped ones
+                bar.finished(failed=False)
+            return await run.run()
+    finally:
+        if owned is not None:
+            owned.close()  # made from a path here: its file is ours to close
 
 
 async def upload_files(
