@@ -157,7 +157,6 @@ async def test_a_save_leaves_other_environments_temporary_files_alone(tmp_path: 
     # Another process is writing "prod-eu" (under its own lock): its temporary
     # file must survive a save to an environment whose name holds glob characters.
     store = JsonFileStore(tmp_path)
-    tmp_path.mkdir(exist_ok=True)
     in_flight = tmp_path / ".prod-eu.json.abc123.tmp"
     in_flight.write_bytes(b"{}")
     await store.save("prod*", "api", state())
@@ -269,4 +268,3 @@ async def test_a_redis_password_never_reaches_the_logs(
             pass
     assert "cannot load learned state" in caplog.text
     assert "s3cret-pw" not in caplog.text
-
