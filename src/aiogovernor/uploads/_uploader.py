@@ -16,7 +16,7 @@ from aiogovernor._governor import Governor, Permit
 from aiogovernor._retry import Retry
 from aiogovernor._samples import Outcome
 from aiogovernor._validate import check_int
-from aiogovernor.httpx import GovernedTransport, HTTPClassifier, classify_http, retry_after_s
+from aiogovernor.httpx import GovernedTransport, HTTPClassifier, _classify_with, retry_after_s
 
 from ._items import ItemReadError, ItemResult, ItemStatus, UploadItem, UploadReport
 from ._manifest import Manifest
@@ -136,8 +136,7 @@ class _Run:
         self.progress.sent(n)
 
     def _outcome(self, result: httpx.Response | BaseException) -> Outcome:
-        outcome = self.classify(result) if self.classify is not None else None
-        return classify_http(result) if outcome is None else Outcome(outcome)
+        return _classify_with(self.classify, result)
 
     async def _finish(self, results: Sequence[ItemResult]) -> None:
         for r in results:
