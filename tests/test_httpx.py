@@ -264,6 +264,21 @@ async def test_per_host_governors_are_isolated() -> None:
     assert template.stats().counts["ok"] == 0
 
 
+async def test_per_host_governors_keep_their_state_where_the_template_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aiogovernor.state import MemoryStore
+
+    monkeypatch.delenv("AIOGOVERNOR_DISABLE_STATE")
+    mock = httpx.MockTransport(lambda request: httpx.Response(200))
+    for store in (MemoryStore(), None):
+        template = Governor("api", Fixed(2), store=store)
+        transport = GovernedTransport(template, transport=mock, per_host=True)
+        async with _client(transport) as client:
+            await client.get("http://a/x")
+        assert transport.governor_for("http://a/x").store is store  # not the default JSON file
+
+
 @respx.mock
 async def test_retries_each_attempt_its_own_sample() -> None:
     route = respx.get("http://up/x").mock(

@@ -159,7 +159,7 @@ class GovernedTransport(httpx.AsyncBaseTransport):
 
     Args:
         governor: The governor (or, with ``per_host``, the template whose
-            name, environment and policy each origin's governor copies).
+            name, environment, policy and store each origin's governor copies).
             None makes ``Governor("http")``.
         transport: The transport to wrap; defaults to `httpx.AsyncHTTPTransport`.
         per_host: One governor per origin instead of one for every request.
@@ -275,6 +275,7 @@ class GovernedTransport(httpx.AsyncBaseTransport):
                     f"{template.name}@{origin}",
                     copy.deepcopy(self._policy_template),
                     environment=template.environment,
+                    store=template.store,  # None when the template keeps nothing
                 )
             self._governors[origin] = gov
         return gov
