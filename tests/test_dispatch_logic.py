@@ -335,6 +335,6 @@ def test_a_trial_cancelled_while_queued_on_a_half_open_endpoint_frees_its_probe(
         held.release()
         assert breaker.available(), "the cancelled trial's probe slot must be given back"
         result = await pool.run({"x": 2})
-        assert result.endpoint == "ep1" and breaker.state is BreakerState.CLOSED
+        assert result.endpoint == "ep1" and state_of(breaker) is BreakerState.CLOSED
 
     run_virtual(main())
