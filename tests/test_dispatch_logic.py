@@ -310,3 +310,31 @@ def test_remote_terminal_states_end_polling_at_once(terminal: str) -> None:
 
     assert run_virtual(main()) == JobState(terminal)
     assert calls == ["run", "status", "status"], "terminal means no more polls and no cancel"
+
+
+def test_a_trial_cancelled_while_queued_on_a_half_open_endpoint_frees_its_probe() -> None:
+    import asyncio
+
+    from aiogovernor import Fixed, Governor
+    from aiogovernor.testing import wait_until
+
+    async def main() -> None:
+        gov = Governor("ep1", Fixed(1))
+        client = JobClient("ep1", api_key=KEY, http=_mock(["COMPLETED"], []), governor=gov)
+        pool = EndpointPool([client], failure_threshold=1, reset_timeout_s=1.0)
+        breaker = pool.breaker("ep1")
+        breaker.record_failure()
+        await asyncio.sleep(1.5)
+        assert breaker.state is BreakerState.HALF_OPEN
+        held = await gov.acquire()  # the endpoint is busy: the trial queues for a permit
+        trial = asyncio.ensure_future(pool.run({"x": 1}))
+        await wait_until(lambda: gov.waiting == 1)
+        trial.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await trial
+        held.release()
+        assert breaker.available(), "the cancelled trial's probe slot must be given back"
+        result = await pool.run({"x": 2})
+        assert result.endpoint == "ep1" and state_of(breaker) is BreakerState.CLOSED
+
+    run_virtual(main())

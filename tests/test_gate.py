@@ -212,6 +212,22 @@ async def test_a_custom_classifier_replaces_the_default() -> None:
     assert gov.stats().counts["error"] == 1
 
 
+async def test_a_failing_or_wrong_classifier_leaks_no_permit(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(exc: BaseException) -> Outcome | None:
+        if isinstance(exc, KeyError):
+            raise RuntimeError("bug in the classifier")
+        return "overloaded"  # type: ignore[return-value]  # not an Outcome
+
+    gov = Governor("t", Fixed(1), classify=broken)
+    for exc in (KeyError("k"), ValueError("v")):
+        with pytest.raises(type(exc)):  # the work's own exception, not the classifier's
+            async with gov:
+                raise exc
+        assert gov.inflight == 0
+    assert gov.stats().counts["error"] == 2  # fell back to the default classification
+    assert "classifier" in caplog.text
+
+
 async def test_nesting_two_governors_restores_the_outer_permit() -> None:
     outer, inner = Governor("outer", Fixed(1)), Governor("inner", Fixed(1))
     async with outer as a:

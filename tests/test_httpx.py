@@ -129,6 +129,24 @@ async def test_a_transport_exception_releases_the_permit_with_its_outcome() -> N
     assert gov.stats().counts == {"ok": 0, "overload": 1, "error": 1, "ignored": 0}
 
 
+async def test_a_failing_classifier_leaks_no_permit_and_hides_no_error() -> None:
+    gov = Governor("t", Fixed(1))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    def broken(result: httpx.Response | BaseException) -> Outcome | None:
+        raise RuntimeError("bug in the classifier")
+
+    transport = GovernedTransport(gov, transport=httpx.MockTransport(handler), classify=broken)
+    async with _client(transport) as client:
+        for _ in range(2):
+            with pytest.raises(httpx.ConnectError):
+                await client.get("http://up/down")
+    assert gov.inflight == 0
+    assert gov.stats().counts["error"] == 2  # the default classification
+
+
 async def test_cancellation_releases_the_permit_as_ignored() -> None:
     gov = Governor("t", Fixed(4))
     entered = anyio.Event()
@@ -244,6 +262,21 @@ async def test_per_host_governors_are_isolated() -> None:
     assert a.paused_for_s() > 0 and b.paused_for_s() == 0.0
     assert b.stats().counts["ok"] == 2 and a.stats().counts["overload"] == 1
     assert template.stats().counts["ok"] == 0
+
+
+async def test_per_host_governors_keep_their_state_where_the_template_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aiogovernor.state import MemoryStore
+
+    monkeypatch.delenv("AIOGOVERNOR_DISABLE_STATE")
+    mock = httpx.MockTransport(lambda request: httpx.Response(200))
+    for store in (MemoryStore(), None):
+        template = Governor("api", Fixed(2), store=store)
+        transport = GovernedTransport(template, transport=mock, per_host=True)
+        async with _client(transport) as client:
+            await client.get("http://a/x")
+        assert transport.governor_for("http://a/x").store is store  # not the default JSON file
 
 
 @respx.mock

@@ -397,6 +397,24 @@ async def test_batches_come_back_flattened_in_order() -> None:
     assert sum(sizes) == 200 and max(sizes) > 3  # it grew toward 0.2 s (20 items)
 
 
+async def test_chunks_from_an_async_iterable_are_contiguous_and_in_order() -> None:
+    async def source() -> AsyncIterator[int]:
+        for i in range(40):
+            yield i
+
+    chunks: list[list[int]] = []
+
+    async def fn(chunk: list[int]) -> list[int]:
+        chunks.append(chunk)
+        await anyio.sleep(0.01)
+        return chunk
+
+    chunker = AdaptiveChunker(initial_size=4, min_size=4, max_size=4)
+    out = await governed_batches(fn, source(), chunker=chunker, governor=Governor("t", Fixed(4)))
+    assert out == list(range(40))
+    assert all(c == list(range(c[0], c[0] + len(c))) for c in chunks)
+
+
 async def test_a_failed_chunk_fails_each_of_its_items_or_the_whole_map() -> None:
     async def fn(chunk: list[int]) -> list[int]:
         if 4 in chunk:

@@ -153,6 +153,18 @@ async def test_files_are_private_and_versioned(tmp_path: Path) -> None:
     assert [p.name for p in store.directory.iterdir() if p.suffix == ".tmp"] == []
 
 
+async def test_a_save_leaves_other_environments_temporary_files_alone(tmp_path: Path) -> None:
+    # Another process is writing "prod-eu" (under its own lock): its temporary
+    # file must survive a save to an environment whose name holds glob characters.
+    store = JsonFileStore(tmp_path)
+    in_flight = tmp_path / ".prod-eu.json.abc123.tmp"
+    in_flight.write_bytes(b"{}")
+    await store.save("prod*", "api", state())
+    await store.save("prod-[e]u", "api", state())
+    assert in_flight.exists()
+    assert (await store.load("prod*", "api")) == state()
+
+
 DAMAGE = {
     "empty": b"",
     "corrupted bytes": b"\xff\xfe\x00garbage\x80",
@@ -235,3 +247,24 @@ async def test_a_read_only_directory_raises_a_store_error(tmp_path: Path) -> Non
             await store.save("prod", "api", state())
     finally:
         store.directory.chmod(0o700)
+
+
+async def test_a_redis_password_never_reaches_the_logs(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("redis")
+    monkeypatch.delenv("AIOGOVERNOR_DISABLE_STATE")
+    from aiogovernor.state import RedisStore
+
+    class Unreachable(RedisStore):
+        async def load(self, environment: str, name: str) -> LearnedState | None:
+            raise StateStoreError("Redis is unreachable")
+
+    store = Unreachable("redis://admin:s3cret-pw@127.0.0.1:1/0")
+    assert "s3cret-pw" not in repr(store) and "127.0.0.1:1" in repr(store)
+    gov = Governor("api", store=store)
+    with caplog.at_level(logging.WARNING, logger="aiogovernor"):
+        async with gov:
+            pass
+    assert "cannot load learned state" in caplog.text
+    assert "s3cret-pw" not in caplog.text

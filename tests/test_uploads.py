@@ -172,3 +172,39 @@ async def test_an_adaptive_chunker_sets_how_many_files_a_request_carries(
     assert chunker.size > 1
     assert upstream.state.requests < 200  # batches carried several files
     assert all(n == 1 for n in upstream.state.files.values()) and len(upstream.state.files) == 200
+
+
+def _accept_all() -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.MockTransport(lambda request: httpx.Response(201)))
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+async def test_a_manifest_given_as_a_path_is_closed_after_the_run(tmp_path: Path) -> None:
+    items = [UploadItem.from_bytes(f"k{i}", b"x") for i in range(3)]
+    async with _accept_all() as client:
+        await upload_files(client, items, url="http://up/upload", manifest=tmp_path / "m.jsonl")
+        before = _open_fds()
+        for _ in range(5):
+            report = await upload_files(client, items, url="http://up/upload", manifest=tmp_path / "m.jsonl")
+            assert len(report.skipped) == 3
+        assert _open_fds() == before
+
+
+async def test_a_manifest_that_cannot_be_written_leaks_no_permit(tmp_path: Path) -> None:
+    class Full(Manifest):
+        async def record(self, results: object) -> None:
+            raise OSError(28, "No space left on device")
+
+    missing = UploadItem.from_path(tmp_path / "missing.bin")  # fails while its batch is pulled
+    gov = Governor("uploads", AIMD(max_limit=4))
+    async with _accept_all() as client:
+        with pytest.raises(BaseExceptionGroup) as caught:
+            await upload_files(
+                client, [missing], url="http://up/upload", manifest=Full(tmp_path / "m.jsonl"), governor=gov
+            )
+    assert caught.group_contains(OSError)
+    assert gov.inflight == 0

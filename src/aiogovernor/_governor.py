@@ -672,8 +672,14 @@ class Governor:
     def _classify_exc(self, exc: BaseException) -> Outcome:
         outcome: Outcome | None = None
         if self._classify is not None:
-            outcome = self._classify(exc)
-        outcome = default_classify(exc) if outcome is None else Outcome(outcome)
+            # A broken classifier must not leak the permit nor replace the work's own exception.
+            try:
+                outcome = self._classify(exc)
+                outcome = None if outcome is None else Outcome(outcome)
+            except Exception:
+                logger.exception("%s: the classifier failed on %r; using the default", self._name, exc)
+                outcome = None
+        outcome = default_classify(exc) if outcome is None else outcome
         if isinstance(exc, OverloadError) and exc.retry_after_s is not None:
             self.pause(exc.retry_after_s)
         return outcome

@@ -267,15 +267,19 @@ class _Pool:
         # An async generator cannot be advanced by two tasks at once.
         assert self._anext is not None
         async with self._lock:
-            if self.exhausted:
-                return False, None
-            try:
-                return True, await self._anext()
-            except StopAsyncIteration:
-                self.exhausted = True
-            except Exception as exc:
-                self._fatal(exc)
+            return await self._pull_async_locked()
+
+    async def _pull_async_locked(self) -> tuple[bool, Any]:
+        assert self._anext is not None
+        if self.exhausted:
             return False, None
+        try:
+            return True, await self._anext()
+        except StopAsyncIteration:
+            self.exhausted = True
+        except Exception as exc:
+            self._fatal(exc)
+        return False, None
 
     async def _pull_chunk(self) -> list[Any]:
         assert self._chunker is not None
@@ -293,11 +297,13 @@ class _Pool:
                 self._fatal(exc)
                 return []
             return chunk
-        while len(chunk) < size:
-            found, item = await self._pull_async()
-            if not found:
-                break
-            chunk.append(item)
+        # One chunk is pulled under the lock: items of concurrent chunks must not interleave.
+        async with self._lock:
+            while len(chunk) < size:
+                found, item = await self._pull_async_locked()
+                if not found:
+                    break
+                chunk.append(item)
         return chunk
 
     async def _call(self, unit: Any) -> Any:

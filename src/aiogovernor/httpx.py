@@ -72,6 +72,22 @@ def classify_http(result: httpx.Response | BaseException) -> Outcome:
     return default_classify(result)
 
 
+def _classify_with(classify: HTTPClassifier | None, result: httpx.Response | BaseException) -> Outcome:
+    """``classify``'s word, else `classify_http`'s; a classifier that fails is logged, never raised.
+
+    A permit is released with this outcome: a broken classifier must neither
+    leak it nor replace the request's own exception.
+    """
+    if classify is not None:
+        try:
+            outcome = classify(result)
+            if outcome is not None:
+                return Outcome(outcome)
+        except Exception:
+            logger.exception("the classifier failed on %s; using classify_http", type(result).__name__)
+    return classify_http(result)
+
+
 def origin_of(url: httpx.URL | str) -> str:
     """The origin of a URL, ``scheme://host:port``, with the default port made explicit.
 
@@ -143,7 +159,7 @@ class GovernedTransport(httpx.AsyncBaseTransport):
 
     Args:
         governor: The governor (or, with ``per_host``, the template whose
-            name, environment and policy each origin's governor copies).
+            name, environment, policy and store each origin's governor copies).
             None makes ``Governor("http")``.
         transport: The transport to wrap; defaults to `httpx.AsyncHTTPTransport`.
         per_host: One governor per origin instead of one for every request.
@@ -259,13 +275,13 @@ class GovernedTransport(httpx.AsyncBaseTransport):
                     f"{template.name}@{origin}",
                     copy.deepcopy(self._policy_template),
                     environment=template.environment,
+                    store=template.store,  # None when the template keeps nothing
                 )
             self._governors[origin] = gov
         return gov
 
     def _classify_result(self, result: httpx.Response | BaseException) -> Outcome:
-        outcome = self._classify(result) if self._classify is not None else None
-        return classify_http(result) if outcome is None else Outcome(outcome)
+        return _classify_with(self._classify, result)
 
     def _retry_after(self, governor: Governor, response: httpx.Response) -> float | None:
         """Honour a Retry-After on an overload response: pause the origin; return the wait asked for."""

@@ -268,28 +268,38 @@ class EndpointPool:
                     await self._wait_for_change()
                     continue
                 breaker = self._breakers[client.endpoint_id]
-                async with client.governor as permit:
-                    if breaker.state is BreakerState.OPEN:
-                        # It opened while this trial queued for a permit: go elsewhere.
-                        permit.ignore()
-                        continue
-                    if token is None:
-                        token = progress.started()
-                        started_at = loop.time()
-                    attempts += 1
-                    try:
-                        status = await client._run(payload, sync, permit)
-                    except asyncio.CancelledError:
+                entered = False
+                try:
+                    async with client.governor as permit:
+                        entered = True
+                        if breaker.state is BreakerState.OPEN:
+                            # It opened while this trial queued for a permit: go elsewhere.
+                            permit.ignore()
+                            continue
+                        if token is None:
+                            token = progress.started()
+                            started_at = loop.time()
+                        attempts += 1
+                        try:
+                            status = await client._run(payload, sync, permit)
+                        except asyncio.CancelledError:
+                            breaker.record_ignored()
+                            raise
+                        except Exception as exc:
+                            breaker.record_failure()
+                            errors.append(exc)
+                            tried.add(client.endpoint_id)
+                            logger.info(
+                                "trial attempt %d on %r failed: %s", attempts, client.endpoint_id, exc
+                            )
+                            continue
+                        finally:
+                            self._notify()
+                except BaseException:
+                    if not entered:
+                        # Cancelled while queued for a permit: give back the probe slot `_pick` took.
                         breaker.record_ignored()
-                        raise
-                    except Exception as exc:
-                        breaker.record_failure()
-                        errors.append(exc)
-                        tried.add(client.endpoint_id)
-                        logger.info("trial attempt %d on %r failed: %s", attempts, client.endpoint_id, exc)
-                        continue
-                    finally:
-                        self._notify()
+                    raise
                 breaker.record_success()
                 ok = True
                 return DispatchResult(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import glob
 import json
 import logging
 import os
@@ -267,7 +268,8 @@ class JsonFileStore:
     def _remove_stale_temporaries(self, environment: str) -> None:
         # Every writer holds the lock while its temporary file exists, so any
         # found while holding it was left by a writer that died (kill -9).
-        for tmp in self._directory.glob(f".{environment}.json.*.tmp"):
+        # The name is escaped: "prod*" must not match (and delete) "prod-eu"'s live temporaries.
+        for tmp in self._directory.glob(f".{glob.escape(environment)}.json.*.tmp"):
             with contextlib.suppress(OSError):
                 tmp.unlink()
 

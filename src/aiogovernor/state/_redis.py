@@ -38,6 +38,21 @@ def redis_errors() -> tuple[type[BaseException], ...]:
     return (ConnectionError, TimeoutError, OSError)
 
 
+def _redact(url: str) -> str:
+    """``url`` with its password (if any) replaced: a URL shown in a log must not carry a secret."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    except ValueError:
+        return "<unparsable URL>"
+
+
 def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
@@ -86,7 +101,7 @@ class RedisStore:
         return f"{self._namespace}:{environment}:{name}"
 
     def __repr__(self) -> str:
-        return f"RedisStore({self._url!r}, namespace={self._namespace!r})"
+        return f"RedisStore({_redact(self._url)!r}, namespace={self._namespace!r})"
 
     def _parse(self, key: str, raw: bytes | None) -> tuple[str, str, LearnedState] | None:
         if raw is None:

@@ -16,7 +16,7 @@ from aiogovernor._governor import Governor, Permit
 from aiogovernor._retry import Retry
 from aiogovernor._samples import Outcome
 from aiogovernor._validate import check_int
-from aiogovernor.httpx import GovernedTransport, HTTPClassifier, classify_http, retry_after_s
+from aiogovernor.httpx import GovernedTransport, HTTPClassifier, _classify_with, retry_after_s
 
 from ._items import ItemReadError, ItemResult, ItemStatus, UploadItem, UploadReport
 from ._manifest import Manifest
@@ -136,8 +136,7 @@ class _Run:
         self.progress.sent(n)
 
     def _outcome(self, result: httpx.Response | BaseException) -> Outcome:
-        outcome = self.classify(result) if self.classify is not None else None
-        return classify_http(result) if outcome is None else Outcome(outcome)
+        return _classify_with(self.classify, result)
 
     async def _finish(self, results: Sequence[ItemResult]) -> None:
         for r in results:
@@ -251,7 +250,12 @@ class _Run:
             while self.pending:
                 # Permit first, then the batch: its size is the chunker's latest word.
                 permit = await self.governor.acquire()
-                items, sizes = await self.next_batch()
+                try:
+                    items, sizes = await self.next_batch()
+                except BaseException:
+                    # The manifest could not be written, or the caller cancelled.
+                    permit.release(Outcome.IGNORED)
+                    raise
                 if not items:
                     permit.release(Outcome.IGNORED)
                     break
@@ -349,25 +353,30 @@ async def upload_items(
         if item.key in seen:
             raise ValueError(f"duplicate item key {item.key!r}")
         seen.add(item.key)
+    owned: Manifest | None = None
     if manifest is not None and not isinstance(manifest, Manifest):
-        manifest = Manifest(manifest)
-    with UploadProgress(total_items=len(item_list), governor=governor, enabled=progress) as bar:
-        run = _Run(
-            client,
-            item_list,
-            build_request,
-            governor,
-            manifest,
-            batch_size,
-            retry,
-            classify,
-            chunk_size_bytes,
-            bar,
-            random.Random(seed),
-        )
-        for _ in run.results:  # the skipped ones
-            bar.finished(failed=False)
-        return await run.run()
+        manifest = owned = Manifest(manifest)
+    try:
+        with UploadProgress(total_items=len(item_list), governor=governor, enabled=progress) as bar:
+            run = _Run(
+                client,
+                item_list,
+                build_request,
+                governor,
+                manifest,
+                batch_size,
+                retry,
+                classify,
+                chunk_size_bytes,
+                bar,
+                random.Random(seed),
+            )
+            for _ in run.results:  # the skipped ones
+                bar.finished(failed=False)
+            return await run.run()
+    finally:
+        if owned is not None:
+            owned.close()  # made from a path here: its file is ours to close
 
 
 async def upload_files(
