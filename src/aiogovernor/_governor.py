@@ -309,6 +309,20 @@ class Governor:
         check_governor_name(name)
         environment = check_environment(_default_environment() if environment is None else environment)
         self._name = name
+        # Everything but the name and the policy, for `derive`.
+        self._settings: dict[str, Any] = {
+            "environment": environment,
+            "clock": clock,
+            "classify": classify,
+            "max_per_second": max_per_second,
+            "burst": burst,
+            "window": window,
+            "history_size": history_size,
+            "max_pause_s": max_pause_s,
+            "store": store,
+            "state_max_age_s": state_max_age_s,
+            "save_interval_s": save_interval_s,
+        }
         self._environment = environment
         self._policy = policy
         # The clock is read twice per unit of work. Reading the loop's time
@@ -430,6 +444,24 @@ class Governor:
         for i, n in enumerate(self._agg.open_counts()):
             totals[i] += n
         return {o.value: n for o, n in zip(_OUTCOMES, totals, strict=True)}
+
+    def derive(self, name: str, policy: LimitPolicy | None = None) -> Governor:
+        """A new governor set up like this one, under another name.
+
+        It shares this governor's settings (environment, store, clock,
+        classifier, rate ceiling, window, history size, pause cap, state age
+        and save interval), but nothing it learned or holds: its own permits,
+        its own limit. Used for one governor per upstream host, say.
+
+        Args:
+            name: The new governor's name (its learned state is kept under it).
+            policy: Its limit algorithm: pass a fresh one (a policy keeps
+                state, so two governors must not share one); None means the
+                default policy.
+        """
+        if policy is self._policy:
+            raise ValueError("a derived governor needs its own policy object, not this governor's")
+        return Governor(name, policy, **self._settings)
 
     def add_listener(self, listener: DecisionListener) -> None:
         """Call ``listener(decision)`` after every decision."""

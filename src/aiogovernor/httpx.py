@@ -270,13 +270,10 @@ class GovernedTransport(httpx.AsyncBaseTransport):
                 if not isinstance(gov, Governor):
                     raise TypeError(f"governor_factory must return a Governor, got {gov!r}")
             else:
+                # The template's settings (store, clock, classifier, rate ceiling, ...),
+                # a fresh copy of its policy as it was configured.
                 template = self._governor
-                gov = Governor(
-                    f"{template.name}@{origin}",
-                    copy.deepcopy(self._policy_template),
-                    environment=template.environment,
-                    store=template.store,  # None when the template keeps nothing
-                )
+                gov = template.derive(f"{template.name}@{origin}", copy.deepcopy(self._policy_template))
             self._governors[origin] = gov
         return gov
 
