@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 
 from aiogovernor._samples import Window
 from aiogovernor._validate import check_float, check_int
@@ -75,7 +76,7 @@ class LatencyAIMD(BoundedPolicy):
         min_limit: int = 1,
         max_limit: int = 1000,
         initial_limit: float | None = None,
-        tolerance: float = 0.1,
+        tolerance: float = 0.05,
         backoff_ratio: float = 0.9,
         max_decrease: float = 0.5,
         overload_threshold: float = 0.0,
@@ -116,6 +117,11 @@ class LatencyAIMD(BoundedPolicy):
         self._resume: float | None = None  # the limit to return to after measuring the baseline
         self._probe_ok = 0
         self._probe_medians: list[tuple[int, float]] = []
+        self._max_probe_windows = 4 * self._probe_interval
+        self._probe_from: float | None = None  # the limit a probe started from, while it runs
+        self._pool_limit: float | None = None
+        self._pool_windows = 0
+        self._pool_terms: deque[tuple[float, float, float]] = deque(maxlen=self._max_probe_windows)
 
     @property
     def baseline_s(self) -> float | None:
@@ -140,32 +146,54 @@ class LatencyAIMD(BoundedPolicy):
 
         limit = self._limit
         if window.count and window.overload / window.count > self._threshold:
+            self._ceiling = float(window.limit)
             return self._cut(
                 limit * self._backoff,
                 window,
                 f"overload {window.overload}/{window.count}: x{self._backoff:g}",
-                ceiling=True,
             )
         if window.stale_overload:
             self._cooldown = False
             return self._hold("overload from before the last decrease")
 
         ratio = self._baseline.ratio(window)
-        # Too few samples say nothing about a median: such windows never cut for latency.
-        noise = 2.0 * median_noise(window) if window.ok >= self._min_latency_samples else math.inf
+        noise = median_noise(window) if window.ok >= self._min_latency_samples else math.inf
         self._baseline.observe(window)
+        est, se = self._pool(ratio, window.ok, noise)
         cooldown, self._cooldown = self._cooldown, False
-        queueing = ratio > 1.0 + self._tolerance + noise
+        threshold = 1.0 + self._tolerance
+        queueing = est - 2.0 * se > threshold
+        probing = self._probe_from is not None
         if queueing and not cooldown:
-            target = max(limit / ratio, limit * (1.0 - self._max_decrease))
+            if probing:
+                back = self._probe_from
+                assert back is not None
+                self._ceiling = float(window.limit)
+                return self._cut(
+                    back,
+                    window,
+                    f"probe to {window.limit} did not pay: latency {est:.2f}x baseline > {threshold:.2f}",
+                )
+            target = max(limit / est, limit * (1.0 - self._max_decrease))
+            self._ceiling = float(window.limit)
             return self._cut(
-                target,
-                window,
-                f"latency p50 {ratio:.2f}x baseline > {1 + self._tolerance + noise:.2f}",
-                ceiling=False,
+                target, window, f"latency p50 {est:.2f}x baseline > {threshold:.2f} (+-{2 * se:.2f})"
             )
         if queueing:
-            return self._hold(f"latency {ratio:.2f}x baseline, from work started before the last cut")
+            return self._hold(f"latency {est:.2f}x baseline, from work started before the last cut")
+        if probing:
+            settled = est + 2.0 * se < threshold
+            if not settled and self._pool_windows < self._max_probe_windows:
+                return self._hold(
+                    f"probing {window.limit}: latency {est:.2f}x baseline (+-{2 * se:.2f}), not yet decided"
+                )
+            if est > threshold:
+                back = self._probe_from
+                assert back is not None
+                self._ceiling = float(window.limit)
+                return self._cut(back, window, f"probe to {window.limit} did not pay: latency {est:.2f}x")
+            self._probe_from = None
+            self._ceiling = None  # the probe stayed clean: the ceiling is forgotten
 
         at_floor = limit <= self._min_limit
         self._windows_at_floor = self._windows_at_floor + 1 if at_floor else 0
@@ -179,14 +207,13 @@ class LatencyAIMD(BoundedPolicy):
         rising = ratio > 1.0 + self._tolerance / 2
         ceiling = self._ceiling
         if ceiling is not None and limit + 1.0 >= ceiling:
-            # Only refusals set a ceiling: a hard wall gives no warning before it.
             if self._quiet < self._probe_interval:
                 new = max(limit, ceiling - 1.0)
                 return self._set(
                     new, f"near the ceiling {ceiling:g}: wait {self._quiet}/{self._probe_interval}"
                 )
             self._quiet = 0
-            self._ceiling = None  # the probe: if it stays clean, the ceiling is forgotten
+            self._probe_from = limit
             return self._set(limit + 1.0, f"probe past the ceiling {ceiling:g}")
         if rising:
             self._clean = 0
@@ -205,10 +232,32 @@ class LatencyAIMD(BoundedPolicy):
         why = f"latency {ratio:.2f}x baseline, rising" if rising else f"latency {ratio:.2f}x baseline"
         return self._set(limit + step, f"limit-bound, {why}: +{step:g}")
 
-    def _cut(self, target: float, window: Window, reason: str, *, ceiling: bool) -> Adjustment:
+    def _pool(self, ratio: float, ok: int, noise: float) -> tuple[float, float]:
+        """Fold one window into the evidence for the current limit: (latency ratio, its standard error).
+
+        The evidence is the recent windows since the limit last changed, but the first of
+        them (much of its work started under the old limit) only while it is the only one.
+        """
+        pool = self._pool_terms
+        if self._pool_limit != self._limit:
+            self._pool_limit = self._limit
+            self._pool_windows = 0
+            pool.clear()
+        self._pool_windows += 1
+        if ok and not math.isinf(noise):
+            if self._pool_windows == 2 and pool:
+                pool.clear()  # the first window is superseded
+            # Weighted by samples: sum(n * ratio) / sum(n), with variance sum(n^2 * noise^2) / sum(n)^2.
+            pool.append((float(ok), ok * ratio, ok * ok * noise * noise))
+        if not pool:
+            return ratio, math.inf
+        n = sum(t[0] for t in pool)
+        return sum(t[1] for t in pool) / n, math.sqrt(sum(t[2] for t in pool)) / n
+
+    def _cut(self, target: float, window: Window, reason: str) -> Adjustment:
         limit = self._limit
-        if ceiling:
-            self._ceiling = float(window.limit)
+        self._probe_from = None
+        self._pool_limit = None  # whatever the new limit, the evidence starts over
         self._clean = 0
         self._step = 1.0
         self._quiet = 0
@@ -243,3 +292,5 @@ class LatencyAIMD(BoundedPolicy):
         self._cooldown = False
         self._windows_at_floor = 0
         self._resume = None
+        self._probe_from = None
+        self._pool_limit = None
