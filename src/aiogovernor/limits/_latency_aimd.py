@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
 
 from aiogovernor._samples import Window
 from aiogovernor._validate import check_float, check_int
@@ -122,6 +123,8 @@ class LatencyAIMD(BoundedPolicy):
         self._pool_limit: float | None = None
         self._pool_windows = 0
         self._pool_terms: deque[tuple[float, float, float]] = deque(maxlen=self._max_probe_windows)
+        self._provisional = False  # whether the pool's last term is the first window after a change
+        self._base_terms: list[tuple[float, float, float]] = []  # the evidence below a running probe
 
     @property
     def baseline_s(self) -> float | None:
@@ -157,43 +160,41 @@ class LatencyAIMD(BoundedPolicy):
             return self._hold("overload from before the last decrease")
 
         ratio = self._baseline.ratio(window)
-        noise = median_noise(window) if window.ok >= self._min_latency_samples else math.inf
+        noise = median_noise(window)
         self._baseline.observe(window)
-        est, se = self._pool(ratio, window.ok, noise)
+        est, se = self._evidence(ratio, window.ok, noise)
         cooldown, self._cooldown = self._cooldown, False
         threshold = 1.0 + self._tolerance
-        queueing = est - 2.0 * se > threshold
         probing = self._probe_from is not None
+        # A probe is judged against the limit below it (next), not against the baseline.
+        queueing = est - 2.0 * se > threshold and not probing
         if queueing and not cooldown:
-            if probing:
-                back = self._probe_from
-                assert back is not None
-                self._ceiling = float(window.limit)
-                return self._cut(
-                    back,
-                    window,
-                    f"probe to {window.limit} did not pay: latency {est:.2f}x baseline > {threshold:.2f}",
-                )
-            target = max(limit / est, limit * (1.0 - self._max_decrease))
             self._ceiling = float(window.limit)
+            target = max(limit / est, limit * (1.0 - self._max_decrease))
             return self._cut(
                 target, window, f"latency p50 {est:.2f}x baseline > {threshold:.2f} (+-{2 * se:.2f})"
             )
         if queueing:
             return self._hold(f"latency {est:.2f}x baseline, from work started before the last cut")
-        if probing:
-            settled = est + 2.0 * se < threshold
-            if not settled and self._pool_windows < self._max_probe_windows:
+        if self._probe_from is not None:
+            # Little's law: throughput is limit / latency. The probe pays if it raised
+            # throughput by at least half of what one more permit could give.
+            base_est, base_se = _combine(self._base_terms)
+            step = window.limit / max(1.0, math.floor(self._probe_from + 1e-9))
+            pays = step / (1.0 + (step - 1.0) / 2.0)
+            rel = est / base_est if base_est > 0 else est
+            margin = 2.0 * math.sqrt(se * se + base_se * base_se)
+            decided = abs(rel - pays) > margin or self._pool_windows >= self._max_probe_windows
+            if not decided:
                 return self._hold(
-                    f"probing {window.limit}: latency {est:.2f}x baseline (+-{2 * se:.2f}), not yet decided"
+                    f"probing {window.limit}: latency {rel:.3f}x the level below (+-{margin:.3f}), "
+                    f"pays below {pays:.3f}"
                 )
-            if est > threshold:
-                back = self._probe_from
-                assert back is not None
+            if rel > pays:
                 self._ceiling = float(window.limit)
-                return self._cut(back, window, f"probe to {window.limit} did not pay: latency {est:.2f}x")
+                return self._undo(window, f"latency {rel:.3f}x the level below >= {pays:.3f}")
             self._probe_from = None
-            self._ceiling = None  # the probe stayed clean: the ceiling is forgotten
+            self._ceiling = None  # the probe paid: the ceiling is forgotten
 
         at_floor = limit <= self._min_limit
         self._windows_at_floor = self._windows_at_floor + 1 if at_floor else 0
@@ -214,6 +215,7 @@ class LatencyAIMD(BoundedPolicy):
                 )
             self._quiet = 0
             self._probe_from = limit
+            self._base_terms = list(self._pool_terms)
             return self._set(limit + 1.0, f"probe past the ceiling {ceiling:g}")
         if rising:
             self._clean = 0
@@ -232,27 +234,44 @@ class LatencyAIMD(BoundedPolicy):
         why = f"latency {ratio:.2f}x baseline, rising" if rising else f"latency {ratio:.2f}x baseline"
         return self._set(limit + step, f"limit-bound, {why}: +{step:g}")
 
-    def _pool(self, ratio: float, ok: int, noise: float) -> tuple[float, float]:
+    def _evidence(self, ratio: float, ok: int, noise: float) -> tuple[float, float]:
         """Fold one window into the evidence for the current limit: (latency ratio, its standard error).
 
-        The evidence is the recent windows since the limit last changed, but the first of
-        them (much of its work started under the old limit) only while it is the only one.
+        The evidence is the recent windows at the current limit. The first window after a
+        change (much of its work started under the old limit) counts only until the next.
         """
         pool = self._pool_terms
         if self._pool_limit != self._limit:
             self._pool_limit = self._limit
             self._pool_windows = 0
+            self._provisional = False
             pool.clear()
         self._pool_windows += 1
+        if self._provisional and self._pool_windows > 1:
+            pool.pop()
+            self._provisional = False
         if ok and not math.isinf(noise):
-            if self._pool_windows == 2 and pool:
-                pool.clear()  # the first window is superseded
-            # Weighted by samples: sum(n * ratio) / sum(n), with variance sum(n^2 * noise^2) / sum(n)^2.
+            # Weighted by samples: sum(n * ratio) / sum(n), variance sum(n^2 * noise^2) / sum(n)^2.
             pool.append((float(ok), ok * ratio, ok * ok * noise * noise))
-        if not pool:
-            return ratio, math.inf
-        n = sum(t[0] for t in pool)
-        return sum(t[1] for t in pool) / n, math.sqrt(sum(t[2] for t in pool)) / n
+            self._provisional = self._pool_windows == 1
+        est, se = _combine(pool) if pool else (ratio, math.inf)
+        # Too few samples say nothing about a median: such evidence never decides.
+        return (est, se) if sum(t[0] for t in pool) >= self._min_latency_samples else (est, math.inf)
+
+    def _undo(self, window: Window, why: str) -> Adjustment:
+        """The probe did not pay: back to the limit it started from, with that limit's evidence."""
+        back = self._probe_from
+        assert back is not None
+        # Back to where it started, less whatever queueing that level showed itself (Little's
+        # law again): sharing an upstream, the larger limits give back more.
+        base_est, _ = _combine(self._base_terms)
+        adjustment = self._cut(back / max(1.0, base_est), window, f"probe to {window.limit} did not pay: {why}")
+        self._pool_limit = self._limit
+        self._pool_windows = 0
+        self._provisional = False
+        self._pool_terms.clear()
+        self._pool_terms.extend(self._base_terms)
+        return adjustment
 
     def _cut(self, target: float, window: Window, reason: str) -> Adjustment:
         limit = self._limit
@@ -294,3 +313,13 @@ class LatencyAIMD(BoundedPolicy):
         self._resume = None
         self._probe_from = None
         self._pool_limit = None
+
+
+def _combine(terms: Iterable[tuple[float, float, float]]) -> tuple[float, float]:
+    """Pooled (ratio, standard error) of windows' (n, n * ratio, n^2 * noise^2) terms; (1, inf) for none."""
+    n = total = var = 0.0
+    for count, weighted, variance in terms:
+        n += count
+        total += weighted
+        var += variance
+    return (total / n, math.sqrt(var) / n) if n else (1.0, math.inf)
