@@ -106,7 +106,7 @@ class LatencyAIMD(BoundedPolicy):
         self._probe_samples = check_int("probe_samples", probe_samples, low=1)
         if baseline is not None and not isinstance(baseline, LatencyBaseline):
             raise TypeError(f"baseline must be a LatencyBaseline, got {baseline!r}")
-        self._baseline = baseline or LatencyBaseline()
+        self._baseline = baseline or LatencyBaseline(memory_windows=200)
         self._floor_probe = check_int("floor_probe_windows", floor_probe_windows, low=1)
         self._min_latency_samples = check_int("min_latency_samples", min_latency_samples, low=2)
         self._step = 1.0
@@ -118,7 +118,7 @@ class LatencyAIMD(BoundedPolicy):
         self._resume: float | None = None  # the limit to return to after measuring the baseline
         self._probe_ok = 0
         self._probe_medians: list[tuple[int, float]] = []
-        self._max_probe_windows = 4 * self._probe_interval
+        self._max_probe_windows = 2 * self._probe_interval
         self._probe_from: float | None = None  # the limit a probe started from, while it runs
         self._pool_limit: float | None = None
         self._pool_windows = 0
