@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections import deque
-from collections.abc import Iterable
 
 from aiogovernor._samples import Window
 from aiogovernor._validate import check_float, check_int
@@ -77,7 +75,7 @@ class LatencyAIMD(BoundedPolicy):
         min_limit: int = 1,
         max_limit: int = 1000,
         initial_limit: float | None = None,
-        tolerance: float = 0.05,
+        tolerance: float = 0.1,
         backoff_ratio: float = 0.9,
         max_decrease: float = 0.5,
         overload_threshold: float = 0.0,
@@ -106,7 +104,7 @@ class LatencyAIMD(BoundedPolicy):
         self._probe_samples = check_int("probe_samples", probe_samples, low=1)
         if baseline is not None and not isinstance(baseline, LatencyBaseline):
             raise TypeError(f"baseline must be a LatencyBaseline, got {baseline!r}")
-        self._baseline = baseline or LatencyBaseline(memory_windows=200)
+        self._baseline = baseline or LatencyBaseline()
         self._floor_probe = check_int("floor_probe_windows", floor_probe_windows, low=1)
         self._min_latency_samples = check_int("min_latency_samples", min_latency_samples, low=2)
         self._step = 1.0
@@ -118,13 +116,6 @@ class LatencyAIMD(BoundedPolicy):
         self._resume: float | None = None  # the limit to return to after measuring the baseline
         self._probe_ok = 0
         self._probe_medians: list[tuple[int, float]] = []
-        self._max_probe_windows = 2 * self._probe_interval
-        self._probe_from: float | None = None  # the limit a probe started from, while it runs
-        self._pool_limit: float | None = None
-        self._pool_windows = 0
-        self._pool_terms: deque[tuple[float, float, float]] = deque(maxlen=self._max_probe_windows)
-        self._provisional = False  # whether the pool's last term is the first window after a change
-        self._base_terms: list[tuple[float, float, float]] = []  # the evidence below a running probe
 
     @property
     def baseline_s(self) -> float | None:
@@ -149,52 +140,32 @@ class LatencyAIMD(BoundedPolicy):
 
         limit = self._limit
         if window.count and window.overload / window.count > self._threshold:
-            self._ceiling = float(window.limit)
             return self._cut(
                 limit * self._backoff,
                 window,
                 f"overload {window.overload}/{window.count}: x{self._backoff:g}",
+                ceiling=True,
             )
         if window.stale_overload:
             self._cooldown = False
             return self._hold("overload from before the last decrease")
 
         ratio = self._baseline.ratio(window)
-        noise = median_noise(window)
+        # Too few samples say nothing about a median: such windows never cut for latency.
+        noise = 2.0 * median_noise(window) if window.ok >= self._min_latency_samples else math.inf
         self._baseline.observe(window)
-        est, se = self._evidence(ratio, window.ok, noise)
         cooldown, self._cooldown = self._cooldown, False
-        threshold = 1.0 + self._tolerance
-        probing = self._probe_from is not None
-        # A probe is judged against the limit below it (next), not against the baseline.
-        queueing = est - 2.0 * se > threshold and not probing
+        queueing = ratio > 1.0 + self._tolerance + noise
         if queueing and not cooldown:
-            self._ceiling = float(window.limit)
-            target = max(limit / est, limit * (1.0 - self._max_decrease))
+            target = max(limit / ratio, limit * (1.0 - self._max_decrease))
             return self._cut(
-                target, window, f"latency p50 {est:.2f}x baseline > {threshold:.2f} (+-{2 * se:.2f})"
+                target,
+                window,
+                f"latency p50 {ratio:.2f}x baseline > {1 + self._tolerance + noise:.2f}",
+                ceiling=False,
             )
         if queueing:
-            return self._hold(f"latency {est:.2f}x baseline, from work started before the last cut")
-        if self._probe_from is not None:
-            # Little's law: throughput is limit / latency. The probe pays if it raised
-            # throughput by at least half of what one more permit could give.
-            base_est, base_se = _combine(self._base_terms)
-            step = window.limit / max(1.0, math.floor(self._probe_from + 1e-9))
-            pays = step / (1.0 + (step - 1.0) / 2.0)
-            rel = est / base_est if base_est > 0 else est
-            margin = 2.0 * math.sqrt(se * se + base_se * base_se)
-            decided = abs(rel - pays) > margin or self._pool_windows >= self._max_probe_windows
-            if not decided:
-                return self._hold(
-                    f"probing {window.limit}: latency {rel:.3f}x the level below (+-{margin:.3f}), "
-                    f"pays below {pays:.3f}"
-                )
-            if rel > pays:
-                self._ceiling = float(window.limit)
-                return self._undo(window, f"latency {rel:.3f}x the level below >= {pays:.3f}")
-            self._probe_from = None
-            self._ceiling = None  # the probe paid: the ceiling is forgotten
+            return self._hold(f"latency {ratio:.2f}x baseline, from work started before the last cut")
 
         at_floor = limit <= self._min_limit
         self._windows_at_floor = self._windows_at_floor + 1 if at_floor else 0
@@ -208,14 +179,14 @@ class LatencyAIMD(BoundedPolicy):
         rising = ratio > 1.0 + self._tolerance / 2
         ceiling = self._ceiling
         if ceiling is not None and limit + 1.0 >= ceiling:
+            # Only refusals set a ceiling: a hard wall gives no warning before it.
             if self._quiet < self._probe_interval:
                 new = max(limit, ceiling - 1.0)
                 return self._set(
                     new, f"near the ceiling {ceiling:g}: wait {self._quiet}/{self._probe_interval}"
                 )
             self._quiet = 0
-            self._probe_from = limit
-            self._base_terms = list(self._pool_terms)
+            self._ceiling = None  # the probe: if it stays clean, the ceiling is forgotten
             return self._set(limit + 1.0, f"probe past the ceiling {ceiling:g}")
         if rising:
             self._clean = 0
@@ -234,49 +205,10 @@ class LatencyAIMD(BoundedPolicy):
         why = f"latency {ratio:.2f}x baseline, rising" if rising else f"latency {ratio:.2f}x baseline"
         return self._set(limit + step, f"limit-bound, {why}: +{step:g}")
 
-    def _evidence(self, ratio: float, ok: int, noise: float) -> tuple[float, float]:
-        """Fold one window into the evidence for the current limit: (latency ratio, its standard error).
-
-        The evidence is the recent windows at the current limit. The first window after a
-        change (much of its work started under the old limit) counts only until the next.
-        """
-        pool = self._pool_terms
-        if self._pool_limit != self._limit:
-            self._pool_limit = self._limit
-            self._pool_windows = 0
-            self._provisional = False
-            pool.clear()
-        self._pool_windows += 1
-        if self._provisional and self._pool_windows > 1:
-            pool.pop()
-            self._provisional = False
-        if ok and not math.isinf(noise):
-            # Weighted by samples: sum(n * ratio) / sum(n), variance sum(n^2 * noise^2) / sum(n)^2.
-            pool.append((float(ok), ok * ratio, ok * ok * noise * noise))
-            self._provisional = self._pool_windows == 1
-        est, se = _combine(pool) if pool else (ratio, math.inf)
-        # Too few samples say nothing about a median: such evidence never decides.
-        return (est, se) if sum(t[0] for t in pool) >= self._min_latency_samples else (est, math.inf)
-
-    def _undo(self, window: Window, why: str) -> Adjustment:
-        """The probe did not pay: back to the limit it started from, with that limit's evidence."""
-        back = self._probe_from
-        assert back is not None
-        # Back to where it started, less whatever queueing that level showed itself (Little's
-        # law again): sharing an upstream, the larger limits give back more.
-        base_est, _ = _combine(self._base_terms)
-        adjustment = self._cut(back / max(1.0, base_est), window, f"probe to {window.limit} did not pay: {why}")
-        self._pool_limit = self._limit
-        self._pool_windows = 0
-        self._provisional = False
-        self._pool_terms.clear()
-        self._pool_terms.extend(self._base_terms)
-        return adjustment
-
-    def _cut(self, target: float, window: Window, reason: str) -> Adjustment:
+    def _cut(self, target: float, window: Window, reason: str, *, ceiling: bool) -> Adjustment:
         limit = self._limit
-        self._probe_from = None
-        self._pool_limit = None  # whatever the new limit, the evidence starts over
+        if ceiling:
+            self._ceiling = float(window.limit)
         self._clean = 0
         self._step = 1.0
         self._quiet = 0
@@ -311,15 +243,3 @@ class LatencyAIMD(BoundedPolicy):
         self._cooldown = False
         self._windows_at_floor = 0
         self._resume = None
-        self._probe_from = None
-        self._pool_limit = None
-
-
-def _combine(terms: Iterable[tuple[float, float, float]]) -> tuple[float, float]:
-    """Pooled (ratio, standard error) of windows' (n, n * ratio, n^2 * noise^2) terms; (1, inf) for none."""
-    n = total = var = 0.0
-    for count, weighted, variance in terms:
-        n += count
-        total += weighted
-        var += variance
-    return (total / n, math.sqrt(var) / n) if n else (1.0, math.inf)
