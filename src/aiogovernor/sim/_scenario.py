@@ -230,7 +230,9 @@ def _gate(policy: PolicyFactory | int, scenario: Scenario, index: int) -> Gate:
     if isinstance(made, LimitPolicy):
         if scenario.initial_limit is not None:
             made.reset(scenario.initial_limit)
-        return Governor(f"client-{index}", made, environment="sim", window=scenario.window)
+        # No store: a learned limit from an earlier run would make runs depend on the user's
+        # state folder (and the runs would write to it).
+        return Governor(f"client-{index}", made, environment="sim", window=scenario.window, store=None)
     if isinstance(made, Gate):
         return made
     raise TypeError(f"policy must be an int or a factory of LimitPolicy or Gate, got {made!r}")
