@@ -465,3 +465,30 @@ def test_a_user_clock_is_read_instead_of_the_loop() -> None:
     assert window is not None
     assert window.latency_p50_s == pytest.approx(0.5)
     assert window.end == pytest.approx(100.5)
+
+
+def test_derive_shares_settings_but_nothing_learned() -> None:
+    from aiogovernor.testing import ManualClock
+
+    clock = ManualClock()
+    base = Governor(
+        "api",
+        Fixed(3),
+        environment="prod",
+        clock=clock,
+        max_per_second=5,
+        max_pause_s=7,
+        store=None,
+    )
+    child = base.derive("api@host", AIMD(initial_limit=2, max_limit=9))
+    assert child.name == "api@host"
+    assert child.environment == "prod"
+    assert child.max_per_second == 5
+    assert child.store is None
+    assert child.limit == 2
+    assert child.inflight == 0
+    child.pause(60)
+    assert child.paused_for_s() == 7  # the pause cap came along, and the injected clock
+    assert base.paused_for_s() == 0
+    with pytest.raises(ValueError, match="its own policy"):
+        base.derive("x", base.policy)

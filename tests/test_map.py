@@ -289,7 +289,8 @@ async def test_retry_after_delays_the_retry_and_pauses_the_governor(form: str) -
         return x
 
     assert await governed_map(fn, [0, 1, 2], governor=gov, retry=Retry(), seed=0) == [0, 1, 2]
-    assert gaps(flaky.times) == [pytest.approx(3.0)]
+    (gap,) = gaps(flaky.times)
+    assert 3.0 <= gap <= 3.0 * 1.1  # as asked, lengthened by up to retry_after_jitter
     assert gov.inflight == 0
 
 

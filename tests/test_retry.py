@@ -36,12 +36,27 @@ def test_huge_attempt_numbers_do_not_overflow() -> None:
 
 
 def test_retry_after_wins_over_backoff_and_is_capped() -> None:
-    retry = Retry(max_retry_after_s=30.0)
+    retry = Retry(max_retry_after_s=30.0, retry_after_jitter=0.0)
     rng = random.Random(0)
     assert retry.delay_s(1, rng=rng, retry_after_s=7.0) == 7.0
     assert retry.delay_s(1, rng=rng, retry_after_s=3600.0) == 30.0
     assert retry.delay_s(1, rng=rng, retry_after_s=0.0) == 0.0
     assert 0.0 <= retry.delay_s(1, rng=rng, retry_after_s=None) <= retry.base_delay_s
+
+
+def test_retry_after_is_jittered_upward_only() -> None:
+    retry = Retry(max_retry_after_s=30.0, retry_after_jitter=0.2)
+    rng = random.Random(0)
+    delays = [retry.delay_s(1, rng=rng, retry_after_s=10.0) for _ in range(200)]
+    assert all(10.0 <= d <= 12.0 for d in delays)
+    assert len(set(delays)) > 100  # spread, not one instant for every caller
+    assert 30.0 <= retry.delay_s(1, rng=rng, retry_after_s=3600.0) <= 36.0  # capped, then jittered
+    with pytest.raises(ValueError, match="retry_after_jitter"):
+        Retry(retry_after_jitter=1.5)
+
+
+def test_zero_base_delay_never_overflows() -> None:
+    assert Retry(base_delay_s=0.0).backoff_s(10**6, rng=random.Random(0)) == 0.0
 
 
 def test_should_retry_counts_attempts_and_outcomes() -> None:

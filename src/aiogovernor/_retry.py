@@ -75,6 +75,9 @@ class Retry:
         budget_reserve: Retries allowed before any request paid for them, and
             the most the budget can save up (lets a short burst retry).
         max_retry_after_s: A Retry-After longer than this is cut to it.
+        retry_after_jitter: A Retry-After wait is lengthened by up to this
+            fraction of itself, at random, so that callers told the same time
+            do not all come back at once (0 waits exactly as told).
 
     Raises:
         ValueError: For out-of-range values (naming the parameter), or
@@ -90,6 +93,7 @@ class Retry:
     budget_ratio: float | None = 0.2
     budget_reserve: int = 10
     max_retry_after_s: float = 60.0
+    retry_after_jitter: float = 0.1
 
     def __post_init__(self) -> None:
         check_int("attempts", self.attempts, low=1)
@@ -104,6 +108,7 @@ class Retry:
             check_float("budget_ratio", self.budget_ratio, low=0.0)
         check_int("budget_reserve", self.budget_reserve, low=0)
         check_float("max_retry_after_s", self.max_retry_after_s, low=0.0)
+        check_float("retry_after_jitter", self.retry_after_jitter, low=0.0, high=1.0)
         retry_on: object = self.retry_on
         if isinstance(retry_on, str) or not all(isinstance(o, Outcome) for o in self.retry_on):
             raise TypeError(f"retry_on must be a collection of Outcome, got {self.retry_on!r}")
@@ -130,6 +135,8 @@ class Retry:
             A uniform draw from ``[0, min(max_delay_s, base_delay_s * multiplier ** (attempt - 1))]``.
         """
         check_int("attempt", attempt, low=1)
+        if self.base_delay_s == 0.0:
+            return 0.0  # and no power of the multiplier to overflow
         # The exponent is bounded so that a large attempt number cannot overflow.
         steps = attempt - 1
         if self.multiplier > 1.0 and self.base_delay_s > 0.0:
@@ -147,12 +154,15 @@ class Retry:
                 None when it said nothing usable.
 
         Returns:
-            ``retry_after_s`` capped at ``max_retry_after_s`` when given, else
-            `backoff_s`.
+            ``retry_after_s`` capped at ``max_retry_after_s`` and lengthened by
+            up to ``retry_after_jitter`` of itself when given, else `backoff_s`.
         """
         if retry_after_s is not None:
             check_float("retry_after_s", retry_after_s, low=0.0)
-            return min(retry_after_s, self.max_retry_after_s)
+            asked = min(retry_after_s, self.max_retry_after_s)
+            return (
+                asked * (1.0 + self.retry_after_jitter * rng.random()) if self.retry_after_jitter else asked
+            )
         return self.backoff_s(attempt, rng=rng)
 
     def new_budget(self) -> RetryBudget | None:

@@ -282,7 +282,9 @@ class JobClient:
         if self._http is None:
             import httpx
 
-            self._http = httpx.AsyncClient()
+            # The governors bound the calls in flight; a connection pool smaller than
+            # they allow would turn their headroom into PoolTimeouts (httpx #1171).
+            self._http = httpx.AsyncClient(limits=httpx.Limits(max_connections=None))
         return self._http
 
     # -- one API call ---------------------------------------------------------
