@@ -492,3 +492,15 @@ def test_derive_shares_settings_but_nothing_learned() -> None:
     assert base.paused_for_s() == 0
     with pytest.raises(ValueError, match="its own policy"):
         base.derive("x", base.policy)
+
+
+async def test_queueing_while_holding_a_permit_of_the_same_governor_warns() -> None:
+    gov = Governor("t", Fixed(1), store=None)
+    async with gov:
+        with pytest.warns(RuntimeWarning, match="holds one of its permits"), pytest.raises(TimeoutError):
+            await gov.acquire(timeout_s=1)
+    assert gov.inflight == 0
+    # Nesting two different governors is fine, and says nothing.
+    other = Governor("u", Fixed(1), store=None)
+    async with gov, other:
+        pass

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
@@ -351,6 +352,7 @@ class Governor:
         self._max_samples = self._window_config.max_samples
         self._peak_inflight = 0  # the open window's most permits held at once
         self._saw_waiters = False  # whether anyone queued during the open window
+        self._warned_nested = False
         self._last_window: Window | None = None
 
         # Time gates: a pause (Retry-After) and the optional rate ceiling.
@@ -585,6 +587,17 @@ class Governor:
             self._clock_bound, self._time = loop.is_running, _fast_time(loop)
 
     async def _wait(self, timeout_s: float | None) -> None:
+        held = _get_permit()
+        if held is not None and held._governor is self and not held._released and not self._warned_nested:
+            # Checked only when about to queue, so the fast path pays nothing for it.
+            self._warned_nested = True
+            warnings.warn(
+                f"{self!r}: a task that holds one of its permits is queueing for another; if every "
+                "permit is held this way, nothing is ever released (with governed_map, the function "
+                "mapped already runs under a permit and must not take one from the same governor)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         waiter = _Waiter()
         self._waiters.append(waiter)
         self._saw_waiters = True
