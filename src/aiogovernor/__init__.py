@@ -12,8 +12,6 @@ that you stop hand-tuning concurrency::
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from ._chunking import AdaptiveChunker as AdaptiveChunker
 from ._classify import Classifier as Classifier
 from ._classify import OverloadError as OverloadError
@@ -48,11 +46,6 @@ from .limits import LimitPolicy as LimitPolicy
 from .limits import ResourceCeiling as ResourceCeiling
 from .limits import ThroughputAIMD as ThroughputAIMD
 from .limits import Vegas as Vegas
-
-try:
-    __version__ = version("aiogovernor")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0+unknown"
 
 __all__ = [
     "AIMD",
@@ -91,3 +84,16 @@ __all__ = [
     "loop_time",
     "parse_retry_after",
 ]
+
+
+def __getattr__(name: str) -> str:
+    # The version is read from the installed metadata on first use: importing
+    # importlib.metadata would otherwise cost every `import aiogovernor` ~30 ms.
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("aiogovernor")
+        except PackageNotFoundError:  # pragma: no cover - running from a source tree
+            return "0+unknown"
+    raise AttributeError(f"module 'aiogovernor' has no attribute {name!r}")
