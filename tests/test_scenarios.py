@@ -18,7 +18,7 @@ import pathlib
 
 import pytest
 
-from aiogovernor.limits import LatencyAIMD, default_policy
+from aiogovernor.limits import PROFILES, LatencyAIMD, default_policy
 from aiogovernor.sim import Oracle, ScenarioResult, run_scenario, standard_scenarios, sweep_fixed
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
@@ -104,6 +104,14 @@ def test_follows_a_capacity_shift() -> None:
 def test_governors_sharing_an_upstream_are_fair() -> None:
     r = result("shared")
     assert r.fairness >= 0.95, r.shares
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_sharing_is_fair_at_every_profile(name: str) -> None:
+    # Chiu-Jain: additive increase with decreases proportional to the limit shares fairly,
+    # whatever the tolerance, step sizes and cooldown of the profile.
+    r = run_scenario(SCENARIOS["shared"], PROFILES[name].policy)
+    assert r.fairness >= 0.95, (name, r.shares)
 
 
 def test_default_policy_is_latency_aimd() -> None:
