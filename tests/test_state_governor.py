@@ -240,3 +240,18 @@ async def test_a_decision_right_after_aclose_is_saved() -> None:
     await anyio.sleep(10)  # virtual time: well past the interval
     saved = await store.load("prod", "api")
     assert saved is not None and saved.limit == 14
+
+
+class HangingStore(MemoryStore):
+    async def load(self, environment: str, name: str) -> LearnedState | None:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+async def test_acquire_timeout_covers_the_first_load() -> None:
+    gov = Governor("api", environment="prod", store=HangingStore())
+    start = anyio.current_time()
+    with anyio.move_on_after(60), pytest.raises(TimeoutError):
+        await gov.acquire(timeout_s=2)
+    assert anyio.current_time() - start == pytest.approx(2)
+    assert gov.inflight == 0 and gov.waiting == 0
