@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import random
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -208,3 +209,23 @@ async def test_a_manifest_that_cannot_be_written_leaks_no_permit(tmp_path: Path)
             )
     assert caught.group_contains(OSError)
     assert gov.inflight == 0
+
+
+async def test_the_manifest_is_read_off_the_event_loop(tmp_path: Path) -> None:
+    threads: list[int] = []
+
+    class Watched(Manifest):
+        def load(self) -> frozenset[str]:
+            threads.append(threading.get_ident())
+            return super().load()
+
+    manifest = Watched(tmp_path / "m.jsonl")
+    try:
+        async with _accept_all() as client:
+            report = await upload_files(
+                client, [UploadItem.from_bytes("k", b"x")], url="http://up/u", manifest=manifest
+            )
+    finally:
+        manifest.close()
+    assert report.ok
+    assert threads and threading.get_ident() not in threads

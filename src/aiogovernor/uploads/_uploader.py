@@ -101,6 +101,7 @@ class _Run:
         build_request: RequestBuilder,
         governor: Governor,
         manifest: Manifest | None,
+        done: frozenset[str],
         batch_size: int | Chunker,
         retry: Retry,
         classify: HTTPClassifier | None,
@@ -124,7 +125,6 @@ class _Run:
         self.attempts: dict[str, int] = {}
         self.pending: deque[UploadItem] = deque()
         self.report = UploadReport()
-        done = manifest.load() if manifest is not None else frozenset()
         for item in items:
             if item.key in done:
                 self.results[item.key] = ItemResult(key=item.key, status=ItemStatus.SKIPPED)
@@ -357,6 +357,8 @@ async def upload_items(
     if manifest is not None and not isinstance(manifest, Manifest):
         manifest = owned = Manifest(manifest)
     try:
+        # Reading the manifest is file I/O: off the event loop, like every write to it.
+        done = await anyio.to_thread.run_sync(manifest.load) if manifest is not None else frozenset()
         with UploadProgress(total_items=len(item_list), governor=governor, enabled=progress) as bar:
             run = _Run(
                 client,
@@ -364,6 +366,7 @@ async def upload_items(
                 build_request,
                 governor,
                 manifest,
+                done,
                 batch_size,
                 retry,
                 classify,
