@@ -269,7 +269,11 @@ class JsonFileStore:
         # Every writer holds the lock while its temporary file exists, so any
         # found while holding it was left by a writer that died (kill -9).
         # The name is escaped: "prod*" must not match (and delete) "prod-eu"'s live temporaries.
-        for tmp in self._directory.glob(f".{glob.escape(environment)}.json.*.tmp"):
+        # And the random part is mkstemp's (no dot): "api" must not take "api.json.eu"'s for its own.
+        prefix = f".{environment}.json."
+        for tmp in self._directory.glob(f"{glob.escape(prefix)}*.tmp"):
+            if "." in tmp.name[len(prefix) : -len(".tmp")]:
+                continue
             with contextlib.suppress(OSError):
                 tmp.unlink()
 
