@@ -49,6 +49,15 @@ def default_state_dir() -> Path:
     return base_dir / "aiogovernor"
 
 
+def _is_environment(stem: str) -> bool:
+    """Whether a file's stem is an environment's name (a foreign file's may not be one)."""
+    try:
+        check_environment(stem)
+    except ValueError:
+        return False
+    return True
+
+
 class _Damaged(Exception):
     """The file exists but holds nothing this store can read."""
 
@@ -166,7 +175,7 @@ class JsonFileStore:
         return await self._run(self._list_sync, environment)
 
     async def environments(self) -> builtins.list[str]:
-        """The environments that have a file, sorted."""
+        """The environments that have a file, sorted (skipping `.json` files not named like one)."""
         return await self._run(self._environments_sync)
 
     async def aclose(self) -> None:
@@ -238,7 +247,7 @@ class JsonFileStore:
             paths = builtins.list(self._directory.glob("*.json"))
         except OSError:
             return []
-        return sorted(p.stem for p in paths if p.is_file() and not p.stem.startswith("."))
+        return sorted(p.stem for p in paths if p.is_file() and _is_environment(p.stem))
 
     def _update_sync(self, environment: str, mutate: Callable[[dict[str, Any]], bool]) -> bool:
         path = self.path_for(environment)
