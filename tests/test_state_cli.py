@@ -123,3 +123,11 @@ def test_a_foreign_json_file_in_the_state_dir_is_not_an_environment(filled: Json
     assert code == 0 and "staging" in out
     code, out, _ = run(["export"])
     assert code == 0 and set(json.loads(out)["environments"]) == {"prod", "staging"}
+
+
+def test_a_bad_redis_url_is_a_usage_error(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["state", "--redis", "http://user:hunter2@host/0", "list"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--redis" in err and "hunter2" not in err
