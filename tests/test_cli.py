@@ -48,3 +48,24 @@ def test_demo_follows_a_capacity_shift_and_writes_a_plot(tmp_path: pathlib.Path)
     assert "capacity changes to 8" in out.getvalue()
     assert 13 <= gov.limit <= 20
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("option", ["--duration-s", "--service-time-s"])
+def test_an_infinite_time_is_a_usage_error_not_a_demo_that_never_ends(
+    option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", option, "inf", "--no-plot"])
+    assert exc.value.code == 2
+    assert "finite" in capsys.readouterr().err
+
+
+def test_a_plot_that_cannot_be_written_is_a_clear_error(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "missing-folder" / "demo.png"
+    assert main(["demo", "--duration-s", "2", "--capacity", "4", "--plot", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert "Final limit" in captured.out
+    assert "cannot write the plot" in captured.err and str(path) in captured.err

@@ -112,3 +112,22 @@ def test_the_entry_point(filled: JsonFileStore) -> None:
         stdin=subprocess.DEVNULL,
     )
     assert done.returncode == EXIT_REFUSED
+
+
+def test_a_foreign_json_file_in_the_state_dir_is_not_an_environment(filled: JsonFileStore) -> None:
+    # Not names a governor can have: list and export skip them instead of crashing.
+    for stem in ("notes:old", " spaced", "x" * 200):
+        (filled.directory / f"{stem}.json").write_text("{}")
+    assert anyio.run(filled.environments) == ["prod", "staging"]
+    code, out, _ = run(["list"])
+    assert code == 0 and "staging" in out
+    code, out, _ = run(["export"])
+    assert code == 0 and set(json.loads(out)["environments"]) == {"prod", "staging"}
+
+
+def test_a_bad_redis_url_is_a_usage_error(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["state", "--redis", "http://user:hunter2@host/0", "list"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--redis" in err and "hunter2" not in err

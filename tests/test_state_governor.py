@@ -219,3 +219,39 @@ async def test_background_save_runs_without_aclose() -> None:
     await drive(gov, workers=20, seconds=3, overload_above=6)
     await wait_until(lambda: bool(store.saves))
     assert store.saves[-1].policy == gov.policy.name
+
+
+async def test_a_decision_right_after_aclose_is_saved() -> None:
+    store = CountingStore()
+    gov = Governor("api", AIMD(max_limit=64), environment="prod", store=store, save_interval_s=5.0)
+    async with gov:
+        pass
+    gov.reset_limit(10)  # the first save goes at once
+    await wait_until(lambda: len(store.saves) == 1)
+    gov.reset_limit(12)  # the next waits for the interval
+    await anyio.sleep(1)
+    # aclose() need not yield after cancelling the pending save (an uncontended lock, a
+    # store that answers at once; trio may also just run its caller first): the caller's
+    # next decision can come before the cancelled save's task has woken.
+    assert gov._state is not None
+    gov._state._lock = anyio.Lock(fast_acquire=True)
+    await gov.aclose()  # cancels that pending save and saves 12 now
+    gov.reset_limit(14)
+    await anyio.sleep(10)  # virtual time: well past the interval
+    saved = await store.load("prod", "api")
+    assert saved is not None and saved.limit == 14
+
+
+class HangingStore(MemoryStore):
+    async def load(self, environment: str, name: str) -> LearnedState | None:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+async def test_acquire_timeout_covers_the_first_load() -> None:
+    gov = Governor("api", environment="prod", store=HangingStore())
+    start = anyio.current_time()
+    with anyio.move_on_after(60), pytest.raises(TimeoutError):
+        await gov.acquire(timeout_s=2)
+    assert anyio.current_time() - start == pytest.approx(2)
+    assert gov.inflight == 0 and gov.waiting == 0

@@ -165,6 +165,21 @@ async def test_a_save_leaves_other_environments_temporary_files_alone(tmp_path: 
     assert (await store.load("prod*", "api")) == state()
 
 
+async def test_a_save_leaves_the_temporary_files_of_an_environment_named_like_its_own_alone(
+    tmp_path: Path,
+) -> None:
+    # "api" and "api.json.eu" are two environments with two locks: a writer of "api" must not
+    # take "api.json.eu"'s in-flight temporary file for a stale one of its own.
+    store = JsonFileStore(tmp_path)
+    in_flight = tmp_path / ".api.json.eu.json.abc123.tmp"
+    in_flight.write_bytes(b"{}")
+    stale = tmp_path / ".api.json.k2x_9q0z.tmp"  # what mkstemp names: this one is "api"'s own
+    stale.write_bytes(b"{}")
+    await store.save("api", "gov", state())
+    assert in_flight.exists()
+    assert not stale.exists()
+
+
 DAMAGE = {
     "empty": b"",
     "corrupted bytes": b"\xff\xfe\x00garbage\x80",

@@ -9,16 +9,26 @@ import hashlib
 import json
 import os
 import random
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
 import pytest
 
-from aiogovernor import AIMD, Governor
+from aiogovernor import AIMD, Fixed, Governor
 from aiogovernor._testserver import LocalUpstream, UpstreamConfig
 from aiogovernor.httpx import GovernedTransport
-from aiogovernor.uploads import ItemStatus, Manifest, UploadBatch, UploadItem, upload_files, upload_items
+from aiogovernor.uploads import (
+    ItemResult,
+    ItemStatus,
+    Manifest,
+    ManifestError,
+    UploadBatch,
+    UploadItem,
+    upload_files,
+    upload_items,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -202,9 +212,63 @@ async def test_a_manifest_that_cannot_be_written_leaks_no_permit(tmp_path: Path)
     missing = UploadItem.from_path(tmp_path / "missing.bin")  # fails while its batch is pulled
     gov = Governor("uploads", AIMD(max_limit=4))
     async with _accept_all() as client:
-        with pytest.raises(BaseExceptionGroup) as caught:
+        with pytest.raises(ManifestError) as caught:
             await upload_files(
                 client, [missing], url="http://up/upload", manifest=Full(tmp_path / "m.jsonl"), governor=gov
             )
-    assert caught.group_contains(OSError)
+    assert isinstance(caught.value.__cause__, OSError)
+    assert [r.status for r in caught.value.report] == [ItemStatus.FAILED]
     assert gov.inflight == 0
+
+
+async def test_a_manifest_that_fails_stops_the_upload_with_one_clear_error_and_the_report(
+    tmp_path: Path,
+) -> None:
+    class FullAfterOne(Manifest):
+        calls = 0
+
+        async def record(self, results: Sequence[ItemResult]) -> None:
+            self.calls += 1
+            if self.calls > 1:
+                raise OSError(28, "No space left on device")
+            await super().record(results)
+
+    items = [UploadItem.from_bytes(f"k{i}", b"x") for i in range(8)]
+    gov = Governor("uploads", Fixed(1))
+    manifest = FullAfterOne(tmp_path / "m.jsonl")
+    try:
+        async with _accept_all() as client:
+            with pytest.raises(ManifestError, match="No space left on device") as caught:
+                await upload_files(client, items, url="http://up/upload", manifest=manifest, governor=gov)
+    finally:
+        manifest.close()
+    assert isinstance(caught.value.__cause__, OSError)
+    report = caught.value.report
+    assert [r.key for r in report] == [it.key for it in items]  # every item has an outcome
+    assert [r.status for r in report][:2] == [ItemStatus.UPLOADED] * 2  # the second is not in the manifest
+    unsent = report.failed
+    assert unsent and report.results[-1] in unsent
+    assert all(r.reason is not None and "manifest" in r.reason and r.attempts == 0 for r in unsent)
+    assert report.requests == len(report.uploaded) < len(items)  # nothing new was sent
+    assert gov.inflight == 0
+    assert Manifest(tmp_path / "m.jsonl").load() == {"k0"}
+
+
+async def test_the_manifest_is_read_off_the_event_loop(tmp_path: Path) -> None:
+    threads: list[int] = []
+
+    class Watched(Manifest):
+        def load(self) -> frozenset[str]:
+            threads.append(threading.get_ident())
+            return super().load()
+
+    manifest = Watched(tmp_path / "m.jsonl")
+    try:
+        async with _accept_all() as client:
+            report = await upload_files(
+                client, [UploadItem.from_bytes("k", b"x")], url="http://up/u", manifest=manifest
+            )
+    finally:
+        manifest.close()
+    assert report.ok
+    assert threads and threading.get_ident() not in threads

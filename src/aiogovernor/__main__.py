@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 
@@ -18,8 +19,8 @@ def _positive_int(text: str) -> int:
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {value}")
     return value
 
 
@@ -50,16 +51,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "demo":
-        from ._demo import run_demo
+        from ._demo import PlotError, run_demo
 
-        run_demo(
-            capacity=args.capacity,
-            service_time_s=args.service_time_s,
-            duration_s=args.duration_s,
-            workers=args.workers,
-            shift_to=args.shift_to,
-            plot_path=None if args.no_plot else args.plot,
-        )
+        try:
+            run_demo(
+                capacity=args.capacity,
+                service_time_s=args.service_time_s,
+                duration_s=args.duration_s,
+                workers=args.workers,
+                shift_to=args.shift_to,
+                plot_path=None if args.no_plot else args.plot,
+            )
+        except PlotError as exc:
+            print(f"aiogovernor: {exc}", file=sys.stderr)
+            return 1
         return 0
     if args.command == "state":
         from ._state_cli import run_state

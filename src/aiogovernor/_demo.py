@@ -11,7 +11,11 @@ from ._governor import Governor
 from .limits import LimitPolicy, default_policy
 from .sim import KneeUpstream, run_virtual
 
-__all__ = ["run_demo"]
+__all__ = ["PlotError", "run_demo"]
+
+
+class PlotError(OSError):
+    """The plot file could not be written (the run itself completed)."""
 
 
 @dataclass
@@ -114,6 +118,9 @@ def run_demo(
     With ``shift_to`` the capacity changes to it for the middle third of the
     run. With ``plot_path`` the limit over time is drawn to that PNG file
     (needs matplotlib, the ``plot`` extra; without it a note is printed).
+
+    Raises:
+        PlotError: When the plot file cannot be written.
     """
     out = out or sys.stdout
     trace = _Trace()
@@ -169,6 +176,10 @@ def _plot(trace: _Trace, path: str, *, out: TextIO) -> None:
     ax.legend(lines[0] + more[0], lines[1] + more[1], loc="lower right")
     ax.set_title("aiogovernor demo: the default policy against a simulated knee")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as exc:
+        raise PlotError(f"cannot write the plot to {path}: {exc.strerror or exc}") from exc
+    finally:
+        plt.close(fig)
     print(f"Plot written to {path}", file=out)

@@ -544,7 +544,16 @@ class Governor:
         if timeout_s is not None:
             check_float("timeout_s", timeout_s, low=0.0)
         if self._state_pending:
-            await self._load_state()
+            if timeout_s is None:
+                await self._load_state()
+            else:
+                # The first load counts against the timeout too: a store that hangs must not.
+                import anyio
+
+                deadline = anyio.current_time() + timeout_s
+                with anyio.fail_after(timeout_s):
+                    await self._load_state()
+                timeout_s = max(0.0, deadline - anyio.current_time())
         if not self._take_now():
             await self._wait(timeout_s)
         return self._new_permit()

@@ -178,9 +178,15 @@ def run_state(
             check_governor_name(args.name)
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
+    try:
+        store = _store(args)
+    except ValueError as exc:  # a malformed --redis URL; redis' message does not repeat it
+        parser.error(f"--redis: {exc}")
+    except ImportError as exc:  # --redis without the redis extra
+        print(f"aiogovernor: {exc}", file=err)
+        return EXIT_STORE_ERROR
 
     async def main() -> int:
-        store = _store(args)
         try:
             return await _run(args, store, out, err, confirm)
         finally:

@@ -49,6 +49,15 @@ def default_state_dir() -> Path:
     return base_dir / "aiogovernor"
 
 
+def _is_environment(stem: str) -> bool:
+    """Whether a file's stem is an environment's name (a foreign file's may not be one)."""
+    try:
+        check_environment(stem)
+    except ValueError:
+        return False
+    return True
+
+
 class _Damaged(Exception):
     """The file exists but holds nothing this store can read."""
 
@@ -166,7 +175,7 @@ class JsonFileStore:
         return await self._run(self._list_sync, environment)
 
     async def environments(self) -> builtins.list[str]:
-        """The environments that have a file, sorted."""
+        """The environments that have a file, sorted (skipping `.json` files not named like one)."""
         return await self._run(self._environments_sync)
 
     async def aclose(self) -> None:
@@ -238,7 +247,7 @@ class JsonFileStore:
             paths = builtins.list(self._directory.glob("*.json"))
         except OSError:
             return []
-        return sorted(p.stem for p in paths if p.is_file() and not p.stem.startswith("."))
+        return sorted(p.stem for p in paths if p.is_file() and _is_environment(p.stem))
 
     def _update_sync(self, environment: str, mutate: Callable[[dict[str, Any]], bool]) -> bool:
         path = self.path_for(environment)
@@ -269,7 +278,11 @@ class JsonFileStore:
         # Every writer holds the lock while its temporary file exists, so any
         # found while holding it was left by a writer that died (kill -9).
         # The name is escaped: "prod*" must not match (and delete) "prod-eu"'s live temporaries.
-        for tmp in self._directory.glob(f".{glob.escape(environment)}.json.*.tmp"):
+        # And the random part is mkstemp's (no dot): "api" must not take "api.json.eu"'s for its own.
+        prefix = f".{environment}.json."
+        for tmp in self._directory.glob(f"{glob.escape(prefix)}*.tmp"):
+            if "." in tmp.name[len(prefix) : -len(".tmp")]:
+                continue
             with contextlib.suppress(OSError):
                 tmp.unlink()
 

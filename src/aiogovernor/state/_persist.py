@@ -76,6 +76,7 @@ class GovernorPersistence:
         self._latency_floor_s: float | None = None
         self._dirty = False
         self._scheduled = False
+        self._generation = 0  # bumped by each schedule and by flush: an older save task is void
         self._scope: Any = None  # the cancel scope of the pending debounced save
         self._task: asyncio.Task[None] | None = None
         self._lock: Any = None
@@ -179,22 +180,26 @@ class GovernorPersistence:
             self._schedule()
 
     def _schedule(self) -> None:
+        self._generation += 1
+        generation = self._generation
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             try:
                 import trio
 
-                trio.lowlevel.spawn_system_task(self._save_later)
+                trio.lowlevel.spawn_system_task(self._save_later, generation)
             except (ImportError, RuntimeError):
                 return  # no event loop at all: `flush` saves it
         else:
-            self._task = loop.create_task(self._save_later())
+            self._task = loop.create_task(self._save_later(generation))
         self._scheduled = True
 
-    async def _save_later(self) -> None:
+    async def _save_later(self, generation: int) -> None:
         import anyio
 
+        if generation != self._generation:
+            return  # flushed before it started
         try:
             with anyio.CancelScope() as scope:
                 self._scope = scope
@@ -202,9 +207,10 @@ class GovernorPersistence:
                 if delay > 0:
                     await anyio.sleep(delay)
         finally:
-            self._scope = None
-            self._scheduled = False
-        if not scope.cancel_called:
+            if generation == self._generation:
+                self._scope = None
+                self._scheduled = False
+        if not scope.cancel_called and generation == self._generation:
             await self.save()
 
     async def save(self) -> bool:
@@ -242,6 +248,12 @@ class GovernorPersistence:
 
     async def flush(self) -> None:
         """Cancel the pending debounced save and save what is left now."""
-        if self._scope is not None:
-            self._scope.cancel()
+        if self._scheduled:
+            # Void the pending save at once, not when its task wakes: a decision from
+            # here on schedules a save of its own.
+            self._generation += 1
+            self._scheduled = False
+            if self._scope is not None:
+                self._scope.cancel()
+                self._scope = None
         await self.save()

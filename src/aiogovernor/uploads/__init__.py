@@ -22,6 +22,7 @@ from ._items import ItemStatus as ItemStatus
 from ._items import UploadItem as UploadItem
 from ._items import UploadReport as UploadReport
 from ._manifest import Manifest as Manifest
+from ._manifest import ManifestError as ManifestError
 from ._multipart import MultipartBody as MultipartBody
 from ._progress import UploadProgress as UploadProgress
 from ._uploader import DEFAULT_RETRY as DEFAULT_RETRY
@@ -38,6 +39,7 @@ __all__ = [
     "ItemResult",
     "ItemStatus",
     "Manifest",
+    "ManifestError",
     "MultipartBody",
     "RequestBuilder",
     "UploadBatch",

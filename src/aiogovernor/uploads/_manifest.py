@@ -11,11 +11,35 @@ from pathlib import Path
 
 import anyio.to_thread
 
-from ._items import ItemResult, ItemStatus
+from ._items import ItemResult, ItemStatus, UploadReport
 
-__all__ = ["Manifest"]
+__all__ = ["Manifest", "ManifestError"]
 
 logger = logging.getLogger("aiogovernor.uploads")
+
+
+class ManifestError(Exception):
+    """The manifest could not be written: the upload stopped early, and `report` says how every item ended.
+
+    Raised by `upload_items` and `upload_files` (from the write's own error)
+    once the requests in flight have ended. No request is sent after the
+    first failed write, since what it uploaded could not be recorded: the
+    items not sent are failed with a reason naming the manifest. Items
+    uploaded but not recorded are ``uploaded`` in the report, and are sent
+    again by a rerun with this manifest.
+
+    Attributes:
+        path: The manifest file.
+        report: One result per item, in the order given.
+    """
+
+    def __init__(self, path: Path, report: UploadReport, reason: str) -> None:
+        super().__init__(
+            f"cannot write the upload manifest {str(path)!r} ({reason}); the upload stopped, "
+            f"{len(report.failed)} item(s) failed or were not sent (see .report)"
+        )
+        self.path = path
+        self.report = report
 
 
 class Manifest:

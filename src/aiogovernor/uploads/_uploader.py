@@ -19,7 +19,7 @@ from aiogovernor._validate import check_int
 from aiogovernor.httpx import GovernedTransport, HTTPClassifier, _classify_with, retry_after_s
 
 from ._items import ItemReadError, ItemResult, ItemStatus, UploadItem, UploadReport
-from ._manifest import Manifest
+from ._manifest import Manifest, ManifestError
 from ._multipart import MultipartBody
 from ._progress import UploadProgress
 
@@ -101,6 +101,7 @@ class _Run:
         build_request: RequestBuilder,
         governor: Governor,
         manifest: Manifest | None,
+        done: frozenset[str],
         batch_size: int | Chunker,
         retry: Retry,
         classify: HTTPClassifier | None,
@@ -124,7 +125,7 @@ class _Run:
         self.attempts: dict[str, int] = {}
         self.pending: deque[UploadItem] = deque()
         self.report = UploadReport()
-        done = manifest.load() if manifest is not None else frozenset()
+        self.manifest_error: Exception | None = None  # the first write that failed: send nothing more
         for item in items:
             if item.key in done:
                 self.results[item.key] = ItemResult(key=item.key, status=ItemStatus.SKIPPED)
@@ -143,7 +144,12 @@ class _Run:
             self.results[r.key] = r
             self.progress.finished(failed=r.status is ItemStatus.FAILED)
         if self.manifest is not None:
-            await self.manifest.record(results)
+            try:
+                await self.manifest.record(results)
+            except Exception as exc:
+                # Keep the outcomes (they are in self.results); stop sending, and say so at the end.
+                if self.manifest_error is None:
+                    self.manifest_error = exc
 
     async def next_batch(self) -> tuple[list[UploadItem], list[int]]:
         """Up to the chunk size of pending items whose size could be read; the rest fail here."""
@@ -165,6 +171,12 @@ class _Run:
             self.budget.record_request()
         attempt = 1
         while items:
+            if self.manifest_error is not None:
+                # What this request uploads could not be recorded: a rerun would send it twice.
+                if permit is not None:
+                    permit.release(Outcome.IGNORED)
+                await self._fail_all(items, sizes, self._not_sent(), None)
+                return
             if permit is None:
                 permit = await self.governor.acquire()
             for item in items:
@@ -221,6 +233,11 @@ class _Run:
             await self._fail_all(items, sizes, f"HTTP {response.status_code}", response.status_code)
             return
 
+    def _not_sent(self) -> str:
+        return (
+            f"not sent: the manifest could not be written ({_describe(self.manifest_error or Exception())})"
+        )
+
     def _may_retry(self, attempt: int, outcome: Outcome) -> bool:
         if not self.retry.should_retry(attempt, outcome):
             return False
@@ -247,20 +264,30 @@ class _Run:
 
     async def run(self) -> UploadReport:
         async with anyio.create_task_group() as tg:
-            while self.pending:
+            while self.pending and self.manifest_error is None:
                 # Permit first, then the batch: its size is the chunker's latest word.
                 permit = await self.governor.acquire()
                 try:
                     items, sizes = await self.next_batch()
                 except BaseException:
-                    # The manifest could not be written, or the caller cancelled.
-                    permit.release(Outcome.IGNORED)
+                    permit.release(Outcome.IGNORED)  # the caller cancelled
                     raise
                 if not items:
                     permit.release(Outcome.IGNORED)
                     break
                 tg.start_soon(self.run_batch, items, sizes, permit)
+        if self.manifest_error is not None:
+            reason = self._not_sent()
+            while self.pending:
+                item = self.pending.popleft()
+                self.results[item.key] = ItemResult(key=item.key, status=ItemStatus.FAILED, reason=reason)
+                self.progress.finished(failed=True)
         self.report.results = [self.results[key] for key in self.order]
+        if self.manifest_error is not None:
+            assert self.manifest is not None
+            raise ManifestError(
+                self.manifest.path, self.report, _describe(self.manifest_error)
+            ) from self.manifest_error
         return self.report
 
 
@@ -302,7 +329,7 @@ async def upload_items(
         build_request: Builds one batch's request (see `UploadBatch.multipart`).
         governor: Sets how many requests run at once; None makes ``Governor("uploads")``.
         manifest: A `Manifest` or its path: items it marks uploaded are
-            skipped, and every outcome is appended to it.
+            skipped, and every outcome is appended to it (see `ManifestError`).
         batch_size: Items per request: a fixed number, or a `Chunker` that
             adapts it from request durations (for endpoints taking several files).
         retry: How failed requests are retried (by default 4 attempts, on
@@ -322,6 +349,10 @@ async def upload_items(
             non-callable builder, or items that are not `UploadItem`.
         ValueError: For duplicate keys, a client whose transport is
             already governed, or out-of-range numbers.
+        ManifestError: When the manifest could not be written: nothing more
+            was sent, and its ``report`` holds every item's outcome.
+        OSError: When the manifest could not be opened or read (before
+            anything is sent).
     """
     if not isinstance(client, httpx.AsyncClient):
         raise TypeError(f"client must be an httpx.AsyncClient, got {client!r}")
@@ -357,6 +388,8 @@ async def upload_items(
     if manifest is not None and not isinstance(manifest, Manifest):
         manifest = owned = Manifest(manifest)
     try:
+        # Reading the manifest is file I/O: off the event loop, like every write to it.
+        done = await anyio.to_thread.run_sync(manifest.load) if manifest is not None else frozenset()
         with UploadProgress(total_items=len(item_list), governor=governor, enabled=progress) as bar:
             run = _Run(
                 client,
@@ -364,6 +397,7 @@ async def upload_items(
                 build_request,
                 governor,
                 manifest,
+                done,
                 batch_size,
                 retry,
                 classify,
