@@ -114,6 +114,21 @@ def test_redis_store_crud(redis_server: RedisServer) -> None:
     asyncio.run(main())
 
 
+def test_a_redis_that_refuses_writes_is_a_store_error(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        store = RedisStore(redis_server.url)
+        # Reachable but refusing writes (as a replica-less primary configured to need one does).
+        await store.client.config_set("min-replicas-to-write", 1)
+        try:
+            with pytest.raises(StateStoreError, match="refused set"):
+                await store.save("prod", "api", state(3))
+        finally:
+            await store.client.config_set("min-replicas-to-write", 0)
+            await store.aclose()
+
+    asyncio.run(main())
+
+
 def test_every_process_of_a_fleet_starts_from_the_shared_limit(redis_server: RedisServer) -> None:
     async def main() -> None:
         first, second = RedisStore(redis_server.url), RedisStore(redis_server.url)

@@ -121,10 +121,14 @@ class RedisStore:
             return None
 
     async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        from redis.exceptions import RedisError
+
         try:
             return await getattr(self._client, method)(*args, **kwargs)
         except redis_errors() as exc:
             raise StateStoreError(f"Redis is unreachable ({exc})") from exc
+        except RedisError as exc:  # reachable, but it refused (auth, permissions, a read-only replica)
+            raise StateStoreError(f"Redis refused {method} ({type(exc).__name__}: {exc})") from exc
 
     async def load(self, environment: str, name: str) -> LearnedState | None:
         """The state saved for ``name`` in ``environment``, if any.
