@@ -400,7 +400,34 @@ def _progress_callback(progress: ProgressCallback | bool | None, name: str) -> t
     return progress, None
 
 
-async def _run_collecting(pool: _Pool, bar: RichBar | None) -> dict[int, Any]:
+async def _collect(
+    fn: Callable[[Any], Awaitable[Any]],
+    items: Iterable[Any] | AsyncIterable[Any],
+    *,
+    governor: Governor | None,
+    chunker: AdaptiveChunker | None,
+    return_exceptions: bool,
+    retry: Retry | None,
+    retry_budget: RetryBudget | None,
+    timeout_s: float | None,
+    progress: ProgressCallback | bool | None,
+    seed: int | None,
+) -> list[Any]:
+    """Run the pool to the end; one result per unit pulled (an item, or a chunk), in order."""
+    gov = governor or _default_governor(fn)
+    callback, bar = _progress_callback(progress, gov.name)
+    pool = _Pool(
+        fn,
+        items,
+        governor=gov,
+        return_exceptions=return_exceptions,
+        retry=retry,
+        retry_budget=retry_budget,
+        timeout_s=timeout_s,
+        progress=callback,
+        chunker=chunker,
+        seed=seed,
+    )
     results: dict[int, Any] = {}
     pool.put = results.__setitem__
     if bar is not None:
@@ -412,7 +439,7 @@ async def _run_collecting(pool: _Pool, bar: RichBar | None) -> dict[int, Any]:
             bar.stop()
     if pool.error is not None:
         raise pool.error
-    return results
+    return [results[i] for i in range(len(results))]
 
 
 @overload
@@ -513,22 +540,18 @@ async def governed_map(
         ValueError: If ``timeout_s`` is not positive.
     """
     _check_common(fn, items, governor, retry, retry_budget, timeout_s, progress)
-    governor = governor or _default_governor(fn)
-    callback, bar = _progress_callback(progress, governor.name)
-    pool = _Pool(
+    return await _collect(
         fn,
         items,
         governor=governor,
+        chunker=None,
         return_exceptions=return_exceptions,
         retry=retry,
         retry_budget=retry_budget,
         timeout_s=timeout_s,
-        progress=callback,
-        chunker=None,
+        progress=progress,
         seed=seed,
     )
-    results = await _run_collecting(pool, bar)
-    return [results[i] for i in range(len(results))]
 
 
 async def governed_batches(
@@ -578,25 +601,19 @@ async def governed_batches(
     if chunker is not None and not isinstance(chunker, AdaptiveChunker):
         raise TypeError(f"chunker must be an AdaptiveChunker or None, got {chunker!r}")
     governor = governor or _default_governor(fn)
-    chunker = chunker or AdaptiveChunker(clock=governor._now)
-    callback, bar = _progress_callback(progress, governor.name)
-    pool = _Pool(
+    chunks = await _collect(
         fn,
         items,
         governor=governor,
+        chunker=chunker or AdaptiveChunker(clock=governor._now),
         return_exceptions=return_exceptions,
         retry=retry,
         retry_budget=retry_budget,
         timeout_s=timeout_s,
-        progress=callback,
-        chunker=chunker,
+        progress=progress,
         seed=seed,
     )
-    results = await _run_collecting(pool, bar)
-    flat: list[Any] = []
-    for i in range(len(results)):
-        flat.extend(results[i])
-    return flat
+    return [result for chunk in chunks for result in chunk]
 
 
 class _Stream(Generic[R]):
