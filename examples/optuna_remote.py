@@ -5,12 +5,18 @@ The endpoints are served by `aiogovernor.dispatch.testing.LocalServerless`
 ``https://api.runpod.ai`` with your endpoint ids and ``RUNPOD_API_KEY`` to run
 the same code against RunPod.
 
+With rich installed (the ``rich`` extra), ``live=True`` shows a live table of
+the endpoints (breaker, limit, jobs) and the trials (running, queued, done,
+best value, ETA); without it, the ``on_progress`` callback prints a line
+every ten trials instead.
+
     .venv/bin/python examples/optuna_remote.py
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from typing import Any
 
 import optuna
@@ -42,9 +48,10 @@ async def main(server: LocalServerless) -> None:
         JobClient(name, api_key=server.api_key, base_url=server.base_url, poll_interval_s=0.02)
         for name in ("gpu-steady", "gpu-flaky")
     ]
+    live = importlib.util.find_spec("rich") is not None
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0, constant_liar=True))
-    async with EndpointPool(clients, on_progress=show, reset_timeout_s=2.0) as pool:
-        result = await optimize_remote(study, 60, build_input, lambda out: out["loss"], pool=pool)
+    async with EndpointPool(clients, on_progress=None if live else show, reset_timeout_s=2.0) as pool:
+        result = await optimize_remote(study, 60, build_input, lambda out: out["loss"], pool=pool, live=live)
     print(f"\n{result.completed} complete, {result.failed} failed")
     print(f"best {study.best_value:.4g} at {study.best_params}")
     for client in clients:

@@ -8,6 +8,8 @@
   back to a bounded local callable.
 - `ProgressTracker` / `Progress`: counts, best value and an ETA measured
   from observed durations.
+- `LiveView` / `render_pool`: an optional rich live table of a pool (needs
+  the ``rich`` extra; shows nothing without it).
 - `optimize_remote`: an Optuna study driven by asyncio tasks (needs the
   ``optuna`` extra).
 
@@ -21,12 +23,16 @@ from ._breaker import BreakerState as BreakerState
 from ._breaker import CircuitBreaker as CircuitBreaker
 from ._client import JobClient as JobClient
 from ._client import JobClientStats as JobClientStats
+from ._live import LiveView as LiveView
+from ._live import render_pool as render_pool
 from ._optuna import ConcurrentTPEWarning as ConcurrentTPEWarning
 from ._optuna import RemoteStudyResult as RemoteStudyResult
 from ._optuna import optimize_remote as optimize_remote
 from ._pool import DispatchResult as DispatchResult
 from ._pool import EndpointPool as EndpointPool
 from ._pool import LocalFallback as LocalFallback
+from ._progress import EndpointSnapshot as EndpointSnapshot
+from ._progress import PoolSnapshot as PoolSnapshot
 from ._progress import Progress as Progress
 from ._progress import ProgressTracker as ProgressTracker
 from ._protocol import RunPodProtocol as RunPodProtocol
@@ -53,6 +59,7 @@ __all__ = [
     "EndpointError",
     "EndpointHealth",
     "EndpointPool",
+    "EndpointSnapshot",
     "JobClient",
     "JobClientStats",
     "JobError",
@@ -61,7 +68,9 @@ __all__ = [
     "JobState",
     "JobStatus",
     "JobTimeout",
+    "LiveView",
     "LocalFallback",
+    "PoolSnapshot",
     "Progress",
     "ProgressTracker",
     "RemoteStudyResult",
@@ -69,4 +78,5 @@ __all__ = [
     "ServerlessProtocol",
     "TrialFailed",
     "optimize_remote",
+    "render_pool",
 ]

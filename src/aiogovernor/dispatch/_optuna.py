@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiogovernor._validate import check_int
 
+from ._live import LiveView
 from ._pool import DispatchResult, EndpointPool
 from ._progress import Progress
 
@@ -71,6 +72,7 @@ async def optimize_remote(
     retries: int = 0,
     max_in_flight: int | None = None,
     sync: bool = False,
+    live: bool = False,
 ) -> RemoteStudyResult:
     """Run ``n_trials`` trials of an Optuna study on remote endpoints, from asyncio tasks.
 
@@ -97,6 +99,10 @@ async def optimize_remote(
         retries: Extra runs of a trial whose run failed, >= 0.
         max_in_flight: A hard cap on trials at once, above the pool's capacity.
         sync: Submit through ``/runsync``.
+        live: Show a rich live table of the pool (a `LiveView`: each endpoint's
+            breaker, limit and jobs; trials running, queued, completed, failed;
+            the best value; the ETA) while the study runs, stopped however the
+            call ends. Shows nothing when rich (the ``rich`` extra) is not installed.
 
     Returns:
         Counts of completed, failed and retried trials, and the final progress.
@@ -156,6 +162,9 @@ async def optimize_remote(
             in_flight -= 1
             finished.set()
 
+    view = LiveView(pool) if live else None
+    if view is not None:
+        view.start()
     try:
         asked = 0
         while asked < n_trials:
@@ -175,10 +184,14 @@ async def optimize_remote(
         while tasks:
             await asyncio.gather(*tasks)
     finally:
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            if view is not None:
+                view.stop()  # after the trials: its last frame shows their end
     return RemoteStudyResult(**counts, progress=pool.progress.snapshot())
 
 

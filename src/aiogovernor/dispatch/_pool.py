@@ -17,7 +17,7 @@ from aiogovernor.limits import Fixed
 
 from ._breaker import BreakerState, CircuitBreaker
 from ._client import JobClient
-from ._progress import Progress, ProgressTracker
+from ._progress import EndpointSnapshot, PoolSnapshot, Progress, ProgressTracker
 from ._states import EndpointError, TrialFailed
 
 __all__ = ["DispatchResult", "EndpointPool", "LocalFallback"]
@@ -135,6 +135,7 @@ class EndpointPool:
         self._local_fallback = local_fallback
         self._local = Governor("dispatch:local", Fixed(local_limit)) if local_fallback else None
         self._progress = progress or ProgressTracker(on_change=on_progress)
+        self._local_counts = {"completed": 0, "failed": 0}
         self._changed: asyncio.Event | None = None
 
     # -- introspection ----------------------------------------------------
@@ -163,6 +164,35 @@ class EndpointPool:
         lets calls through, plus the local fallback's slots."""
         total = sum(c.governor.limit for c in self._clients if self._breakers[c.endpoint_id].available())
         return total + (self._local.limit if self._local is not None else 0)
+
+    def snapshot(self) -> PoolSnapshot:
+        """The pool now: the trials' progress, and each endpoint's breaker, limit and job counts."""
+        endpoints = []
+        for c in self._clients:
+            stats = c.stats()
+            endpoints.append(
+                EndpointSnapshot(
+                    name=c.endpoint_id,
+                    breaker=self._breakers[c.endpoint_id].state,
+                    limit=c.governor.limit,
+                    inflight=c.governor.inflight,
+                    waiting=c.governor.waiting,
+                    completed=stats.completed,
+                    failed=stats.failed,
+                )
+            )
+        if self._local is not None:
+            endpoints.append(
+                EndpointSnapshot(
+                    name=LOCAL,
+                    breaker=None,
+                    limit=self._local.limit,
+                    inflight=self._local.inflight,
+                    waiting=self._local.waiting,
+                    **self._local_counts,
+                )
+            )
+        return PoolSnapshot(progress=self._progress.snapshot(), endpoints=tuple(endpoints))
 
     def __repr__(self) -> str:
         parts = ", ".join(
@@ -321,8 +351,10 @@ class EndpointPool:
                     except Exception as exc:
                         permit.error()
                         errors.append(exc)
+                        self._local_counts["failed"] += 1
                     else:
                         ok = True
+                        self._local_counts["completed"] += 1
                         return DispatchResult(
                             output=output,
                             endpoint=LOCAL,

@@ -1,4 +1,6 @@
-"""`Progress` snapshots and the `ProgressTracker` that measures them: counts, best value, ETA."""
+"""`Progress` snapshots and the `ProgressTracker` that measures them: counts, best value, ETA.
+
+Also the `PoolSnapshot` / `EndpointSnapshot` that `EndpointPool.snapshot` takes for a live view."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ from dataclasses import dataclass
 from aiogovernor._clock import Clock, loop_time
 from aiogovernor._validate import check_int
 
-__all__ = ["Progress", "ProgressTracker"]
+from ._breaker import BreakerState
+
+__all__ = ["EndpointSnapshot", "PoolSnapshot", "Progress", "ProgressTracker"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,6 +57,43 @@ class Progress:
             f"{self.finished}/{total} done ({self.completed} ok, {self.failed} failed), "
             f"{self.running} running, {self.queued} queued, best {best}, ETA {eta}"
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointSnapshot:
+    """One endpoint of an `EndpointPool` at one moment (or its local fallback).
+
+    Attributes:
+        name: The endpoint id, or ``"local"`` for the local fallback.
+        breaker: Its circuit breaker's state; None for the local fallback.
+        limit: Its governor's limit now: jobs it may run at once.
+        inflight: Jobs running on it now (permits held).
+        waiting: Trials queued for one of its permits.
+        completed: Jobs that ended with a result there.
+        failed: Jobs that ended without one there.
+    """
+
+    name: str
+    breaker: BreakerState | None
+    limit: int
+    inflight: int
+    waiting: int
+    completed: int
+    failed: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PoolSnapshot:
+    """An `EndpointPool` at one moment, from `EndpointPool.snapshot`: what `render_pool` draws.
+
+    Attributes:
+        progress: The trials' progress (counts, best value, ETA).
+        endpoints: One entry per endpoint in the pool's order, then the local
+            fallback's, if there is one.
+    """
+
+    progress: Progress
+    endpoints: tuple[EndpointSnapshot, ...]
 
 
 class ProgressTracker:
