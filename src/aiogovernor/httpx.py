@@ -134,7 +134,7 @@ class GovernedTransport(httpx.AsyncBaseTransport):
     """An httpx transport that runs each request under a governor's permit.
 
     Pass it to ``httpx.AsyncClient(transport=...)``. Event hooks, timeouts,
-    redirects, HTTP/2 (``transport=httpx.AsyncHTTPTransport(http2=True, ...)``)
+    redirects, HTTP/2 (``transport=httpx.AsyncHTTPTransport(http2=True, http1=False)``)
     and streaming work unchanged.
 
     - The permit is taken before the wrapped transport's connection pool and
@@ -155,7 +155,10 @@ class GovernedTransport(httpx.AsyncBaseTransport):
     default transport's pool is sized to the governor's ``max_limit`` (no
     bound at all with ``per_host``), and a transport whose pool is smaller
     gets a `RuntimeWarning`, since requests would then queue in the pool
-    and fail with `httpx.PoolTimeout` (httpx issue #1171).
+    and fail with `httpx.PoolTimeout` (httpx issue #1171). An HTTP/2-only
+    transport (``http2=True, http1=False``) is not warned about: it sends
+    every request to an origin as a stream of one connection, whatever
+    the pool's size.
 
     Args:
         governor: The governor (or, with ``per_host``, the template whose
@@ -379,8 +382,17 @@ def retry_after_s(response: httpx.Response) -> float | None:
 
 
 def _pool_size(transport: httpx.AsyncBaseTransport) -> int | None:
-    """The most connections the transport's pool opens, when it can be read (httpx's own transport)."""
+    """The most connections the transport's pool opens, when it can be read (httpx's own transport).
+
+    None for a pool that speaks HTTP/2 only (``http2=True, http1=False``): one
+    connection there carries many requests as streams, so the number of
+    connections bounds nothing, and a request beyond a connection's stream
+    limit waits inside that connection, never in the pool (no PoolTimeout).
+    """
     if isinstance(transport, httpx.AsyncHTTPTransport):
-        size = getattr(transport._pool, "_max_connections", None)
+        pool = transport._pool
+        if getattr(pool, "_http2", False) and not getattr(pool, "_http1", True):
+            return None
+        size = getattr(pool, "_max_connections", None)
         return size if isinstance(size, int) else None
     return None
