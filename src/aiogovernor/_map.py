@@ -206,16 +206,21 @@ class _Pool:
             self._workers -= 1
 
     async def _work(self) -> None:
+        # Loop invariants in locals: this loop runs once per item.
         gov = self._gov
         fn = self._fn
         next_ = self._next
+        chunked = self._chunker is not None
+        simple = self._simple
+        put = self.put
+        reporting = self._progress is not None
         while True:
             capacity = self.capacity
             if capacity is not None and self.pulled - self.consumed >= (capacity or 2 * gov.limit + 16):
                 self._room_wanted = True
                 await self._room.wait()
                 continue
-            if self._chunker is not None:
+            if chunked:
                 unit: Any = await self._pull_chunk()
                 if not unit:
                     return
@@ -235,22 +240,22 @@ class _Pool:
             index = self.pulled
             self.pulled += 1
             try:
-                if self._simple:
+                if simple:
                     async with gov:
                         value = await fn(unit)
                 else:
                     value = await self._call(unit)
             except Exception as exc:
-                self.failed += len(unit) if self._chunker is not None else 1
+                self.failed += len(unit) if chunked else 1
                 if not self._return_exceptions:
                     self._fatal(exc)
                     return
                 # A failed chunk fails each of its items, in place.
-                self.put(index, [exc] * len(unit) if self._chunker is not None else exc)
+                put(index, [exc] * len(unit) if chunked else exc)
             else:
-                self.done += len(unit) if self._chunker is not None else 1
-                self.put(index, value)
-            if self._progress is not None:
+                self.done += len(unit) if chunked else 1
+                put(index, value)
+            if reporting:
                 now = gov._now()
                 if now >= self._next_report:
                     self._report(now)
