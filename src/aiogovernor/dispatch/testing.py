@@ -400,7 +400,8 @@ class LocalServerless:
             await asyncio.wait_for(job.done.wait(), ep.b.runsync_wait_s)
         return JSONResponse(job.body())
 
-    async def _status(self, request: Request) -> JSONResponse:
+    def _job(self, request: Request) -> tuple[_Endpoint, _Job] | JSONResponse:
+        """The endpoint and job a /status or /cancel request names, or the response refusing it."""
         from starlette.responses import JSONResponse
 
         ep, refusal = self._guard(request)
@@ -410,18 +411,23 @@ class LocalServerless:
         job = ep.jobs.get(request.path_params["job"])
         if job is None:
             return JSONResponse({"error": "job not found"}, status_code=404)
-        return JSONResponse(job.body())
+        return ep, job
+
+    async def _status(self, request: Request) -> JSONResponse:
+        from starlette.responses import JSONResponse
+
+        found = self._job(request)
+        if isinstance(found, JSONResponse):
+            return found
+        return JSONResponse(found[1].body())
 
     async def _cancel(self, request: Request) -> JSONResponse:
         from starlette.responses import JSONResponse
 
-        ep, refusal = self._guard(request)
-        if ep is None:
-            assert refusal is not None
-            return refusal
-        job = ep.jobs.get(request.path_params["job"])
-        if job is None:
-            return JSONResponse({"error": "job not found"}, status_code=404)
+        found = self._job(request)
+        if isinstance(found, JSONResponse):
+            return found
+        ep, job = found
         if not job.done.is_set():
             job.cancel.set()
             ep.finish(job, _S.CANCELLED)
