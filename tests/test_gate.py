@@ -277,7 +277,7 @@ async def test_pause_keeps_running_work_and_sampling() -> None:
     async with gov:
         gov.pause(5)
         await anyio.sleep(1)
-    assert gov.stats().decisions == 1  # the sample was taken and decided on while paused
+    assert gov.stats().decision_count == 1  # the sample was taken and decided on while paused
     assert gov.paused_for_s() == pytest.approx(4)
 
 

@@ -11,6 +11,7 @@ import pytest
 import aiogovernor
 import aiogovernor.dispatch
 import aiogovernor.dispatch.testing
+import aiogovernor.fleet
 import aiogovernor.httpx
 import aiogovernor.limits
 import aiogovernor.sim
@@ -22,6 +23,7 @@ PUBLIC_MODULES = [
     aiogovernor,
     aiogovernor.dispatch,
     aiogovernor.dispatch.testing,
+    aiogovernor.fleet,
     aiogovernor.httpx,
     aiogovernor.limits,
     aiogovernor.sim,

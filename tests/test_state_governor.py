@@ -11,6 +11,7 @@ import anyio
 import pytest
 
 from aiogovernor import AIMD, Governor, Outcome
+from aiogovernor._persistence import GovernorPersistence
 from aiogovernor.sim import run_virtual
 from aiogovernor.state import JsonFileStore, LearnedState, MemoryStore, StateStoreError
 from aiogovernor.testing import wait_until
@@ -75,7 +76,7 @@ async def test_the_learned_limit_is_restored_on_first_acquire() -> None:
     async with gov:
         assert gov.limit == 24
     assert "restored learned limit 24" in gov.decisions[-1].reason
-    assert not gov._time_gated  # the fast path is open again
+    assert not gov._slow  # the fast path is open again
 
 
 async def test_the_learned_limit_is_clamped_to_the_bounds() -> None:
@@ -233,8 +234,8 @@ async def test_a_decision_right_after_aclose_is_saved() -> None:
     # aclose() need not yield after cancelling the pending save (an uncontended lock, a
     # store that answers at once; trio may also just run its caller first): the caller's
     # next decision can come before the cancelled save's task has woken.
-    assert gov._state is not None
-    gov._state._lock = anyio.Lock(fast_acquire=True)
+    assert isinstance(gov._persistence, GovernorPersistence)
+    gov._persistence._lock = anyio.Lock(fast_acquire=True)
     await gov.aclose()  # cancels that pending save and saves 12 now
     gov.reset_limit(14)
     await anyio.sleep(10)  # virtual time: well past the interval

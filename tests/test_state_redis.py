@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from aiogovernor import AIMD, Governor
-from aiogovernor.state import FleetCeiling, LearnedState, RedisStore, StateStoreError
+from aiogovernor.fleet import FleetCeiling
+from aiogovernor.state import LearnedState, RedisStore, StateStoreError
 
 REDIS = shutil.which("redis-server")
 pytestmark = [
@@ -237,7 +238,7 @@ WORKER = textwrap.dedent(
     """
     import asyncio, os, sys
     from aiogovernor import AIMD, Governor
-    from aiogovernor.state import FleetCeiling
+    from aiogovernor.fleet import FleetCeiling
 
     ENTER = '''
     redis.call('HINCRBY', KEYS[1], ARGV[1], 1)

@@ -8,6 +8,30 @@ that you stop hand-tuning concurrency::
     gov = Governor("uploads")
     async with gov:
         await upload(item)
+
+Layout (imports point down the list; ``tests/test_layers.py`` checks it):
+
+- Integrations, public subpackages built on the core: `aiogovernor.httpx`,
+  `aiogovernor.uploads`, `aiogovernor.dispatch`, `aiogovernor.fleet`
+  (a Redis-wide permit cap), `aiogovernor.sim`, `aiogovernor.testing`, the
+  CLI (``__main__``, ``_state_cli``, ``_demo``).
+- The core, private modules re-exported here:
+    - ``_governor``: `Governor`, the async gate (permits, FIFO waiters, the
+      fast path), `Permit`, `GovernorStats`. It holds one of each of:
+    - ``_feedback``: windows -> policy -> decision -> history and listeners;
+      synchronous, no event loop.
+    - ``_time_gates``: a pause (Retry-After) and the rate ceiling, owning
+      their wake-ups.
+    - ``_persistence``: the `aiogovernor.state.StateStore` protocol and a
+      governor's side of it (load once, save after decisions); ``_record``
+      and ``_names`` are what it keeps and how names are checked.
+    - ``_map``, ``_retry``, ``_chunking``, ``_progress``: the maps and the
+      helpers around a permit.
+    - ``_samples``, ``_events``, ``_classify``, ``_clock``, ``_validate``:
+      the vocabulary every layer shares (outcomes, windows, decisions, time).
+- Policies: `aiogovernor.limits` (plain objects fed windows; no event loop).
+- Stores: `aiogovernor.state` (JSON file, memory, Redis); they implement the
+  core's protocol and never import a gate.
 """
 
 from __future__ import annotations
@@ -27,6 +51,8 @@ from ._map import governed_batches as governed_batches
 from ._map import governed_imap as governed_imap
 from ._map import governed_imap_unordered as governed_imap_unordered
 from ._map import governed_map as governed_map
+from ._persistence import StateStore as _StateStore
+from ._persistence import set_default_store_factory as _set_default_store_factory
 from ._progress import MapProgress as MapProgress
 from ._progress import ProgressCallback as ProgressCallback
 from ._retry import Retry as Retry
@@ -46,6 +72,18 @@ from .limits import LimitPolicy as LimitPolicy
 from .limits import ResourceCeiling as ResourceCeiling
 from .limits import ThroughputAIMD as ThroughputAIMD
 from .limits import Vegas as Vegas
+
+
+def _json_file_store() -> _StateStore:
+    # This package's __init__ is the composition root, the one module that sees both the
+    # core and the stores: it names the default store. Imported on the first governor that
+    # keeps state, so that `import aiogovernor` pulls in no store.
+    from .state import JsonFileStore
+
+    return JsonFileStore()
+
+
+_set_default_store_factory(_json_file_store)
 
 __all__ = [
     "AIMD",

@@ -138,7 +138,8 @@ def run_demo(
     )
     stats = gov.stats()
     print(
-        f"\nFinal limit {stats.limit}; outcomes {dict(stats.counts)}; {stats.decisions} decisions.", file=out
+        f"\nFinal limit {stats.limit}; outcomes {dict(stats.counts)}; {stats.decision_count} decisions.",
+        file=out,
     )
     if stats.last_decision is not None:
         print(f"Last decision: {stats.last_decision.describe()}", file=out)

@@ -1,4 +1,16 @@
-"""The gate: a resizable semaphore that samples the work it admits and lets a policy resize it."""
+"""The gate: a resizable semaphore that samples the work it admits and lets a policy resize it.
+
+`Governor` is the gate (permits, FIFO waiters, the inlined fast path) and the
+public face. It holds three helpers and calls them only on its slow path or
+when a window is due, never on the uncontended fast path:
+
+- a `Feedback` (windows -> policy -> decision -> history and listeners),
+- a `TimeGates` (a pause and the optional rate ceiling, with their wake-ups),
+- optionally a `Persistence` (learned state loaded once, saved after decisions).
+
+One flag, ``_slow``, sends callers off the fast path; `_refresh_slow` is the
+only place it is computed.
+"""
 
 from __future__ import annotations
 
@@ -14,18 +26,18 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from ._classify import Classifier, OverloadError, default_classify
 from ._clock import Clock, loop_time
 from ._events import Decision, DecisionListener
-from ._samples import Outcome, Window, WindowAggregator, WindowConfig
-from ._validate import check_float, check_int
+from ._feedback import Feedback
+from ._names import check_environment, check_governor_name
+from ._persistence import Persistence, StateStore, bind_persistence
+from ._samples import Outcome, Window, WindowConfig
+from ._time_gates import TimeGates
+from ._validate import check_float
 from .limits import LimitPolicy, default_policy, gate_limit
-
-if TYPE_CHECKING:
-    from .state import StateStore
-    from .state._persist import GovernorPersistence
 
 __all__ = ["Governor", "GovernorStats", "Permit"]
 
@@ -38,8 +50,6 @@ logger = logging.getLogger("aiogovernor")
 _current_permit: ContextVar[Permit | None] = ContextVar("aiogovernor_permit", default=None)
 _get_permit, _set_permit, _reset_permit = _current_permit.get, _current_permit.set, _current_permit.reset
 _OK = Outcome.OK
-
-_OUTCOMES = tuple(Outcome)
 
 
 class Permit:
@@ -146,7 +156,7 @@ class GovernorStats:
         latency_p99_s: 99th percentile latency of the last window.
         last_window: The last closed window, if any.
         last_decision: The last decision, if any.
-        decisions: How many decisions were made.
+        decision_count: How many decisions were made.
     """
 
     name: str
@@ -163,7 +173,17 @@ class GovernorStats:
     latency_p99_s: float | None
     last_window: Window | None
     last_decision: Decision | None
-    decisions: int
+    decision_count: int
+
+    @property
+    def decisions(self) -> int:
+        """Deprecated: `decision_count` (``Governor.decisions`` is the decisions themselves)."""
+        warnings.warn(
+            "GovernorStats.decisions is deprecated; use GovernorStats.decision_count",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.decision_count
 
 
 class _Forever:
@@ -305,8 +325,6 @@ class Governor:
             raise TypeError(f"classify must be callable, got {classify!r}")
         if window is not None and not isinstance(window, WindowConfig):
             raise TypeError(f"window must be a WindowConfig, got {window!r}")
-        from .state._names import check_environment, check_governor_name
-
         check_governor_name(name)
         environment = check_environment(_default_environment() if environment is None else environment)
         self._name = name
@@ -332,46 +350,55 @@ class Governor:
         self._time: Clock = clock or loop_time
         self._clock_bound: Callable[[], bool] = (_FOREVER if clock else _STOPPED).is_running
         self._classify = classify
-        self._window_config = window or WindowConfig()
-        self._max_pause_s = check_float("max_pause_s", max_pause_s, low=0.0)
-        self._history: deque[Decision] = deque(maxlen=check_int("history_size", history_size, low=1))
-        self._listeners: list[DecisionListener] = []
+        window = window or WindowConfig()
+        check_float("max_pause_s", max_pause_s, low=0.0)
 
         self._limit = gate_limit(policy.limit, policy.min_limit)
         self._inflight = 0
         self._waiters: deque[_Waiter] = deque()
         self._generation = 0  # bumped on every decrease of the limit
-        self._totals = [0, 0, 0, 0]  # closed windows' counts, by Outcome in declaration order
-        self._decision_count = 0
-        # The first window opens at the first sample's start (the clock needs a loop).
-        self._agg = WindowAggregator(self._window_config, start=None)
-        # The fast path appends successful latencies straight into the open
-        # window and looks no further until its duration or count is reached.
-        self._ok_latencies = self._agg.ok_latencies
-        self._close_at = -math.inf
-        self._max_samples = self._window_config.max_samples
         self._peak_inflight = 0  # the open window's most permits held at once
         self._saw_waiters = False  # whether anyone queued during the open window
         self._warned_nested = False
-        self._last_window: Window | None = None
 
-        # Time gates: a pause (Retry-After) and the optional rate ceiling.
-        self._paused_until = -math.inf
-        if max_per_second is None:
-            self._interval = 0.0
-        else:
-            self._interval = 1.0 / check_float("max_per_second", max_per_second, low=0.0, low_open=True)
-        self._tolerance = (check_int("burst", burst, low=1) - 1) * self._interval
-        self._tat = -math.inf  # GCRA's theoretical arrival time
-        self._time_gated = max_per_second is not None
-        self._wake_at = math.inf
-        self._wake_handle: asyncio.TimerHandle | None = None
+        # Windows, the policy, decisions: the gate only feeds samples in and
+        # hears the decisions back through `_apply`.
+        self._feedback = feedback = Feedback(
+            policy,
+            governor=name,
+            environment=environment,
+            window=window,
+            history_size=history_size,
+            apply=self._apply,
+        )
+        # The fast path appends successful latencies straight into the open
+        # window and looks no further until its duration or count is reached.
+        self._ok_latencies = feedback.ok_latencies
+        self._close_at = feedback.close_at
+        self._max_samples = feedback.max_samples
 
-        # Learned state: until it is loaded, `_time_gated` sends callers to the
-        # slow path, where the first one loads it; the fast path checks nothing more.
-        self._state: GovernorPersistence | None = None
-        self._state_pending = False
-        self._bind_store(store, state_max_age_s, save_interval_s)
+        # A pause (Retry-After) and the optional rate ceiling.
+        self._gates = TimeGates(
+            max_per_second=max_per_second, burst=burst, max_pause_s=max_pause_s, on_wake=self._dispatch
+        )
+
+        # Learned state: until it is loaded, `_slow` sends callers to the slow
+        # path, where the first one loads it; the fast path checks nothing more.
+        self._persistence: Persistence | None = bind_persistence(
+            self, store, max_age_s=state_max_age_s, save_interval_s=save_interval_s
+        )
+        self._state_pending = self._persistence is not None
+        self._slow = True
+        self._refresh_slow()
+
+    def _refresh_slow(self) -> None:
+        """Compute the one flag that sends callers off the fast path.
+
+        The slow path is taken while the learned state is still to be loaded,
+        or while a time gate (a pause, the rate ceiling) may refuse a permit.
+        Capacity and waiters are checked on the fast path itself.
+        """
+        self._slow = self._state_pending or self._gates.engaged
 
     # -- introspection -------------------------------------------------
 
@@ -408,20 +435,22 @@ class Governor:
     @property
     def max_per_second(self) -> float | None:
         """The rate ceiling, if any."""
-        return 1.0 / self._interval if self._interval else None
+        return self._gates.max_per_second
 
     @property
     def decisions(self) -> tuple[Decision, ...]:
         """The most recent decisions, oldest first (bounded by ``history_size``)."""
-        return tuple(self._history)
+        return self._feedback.history
 
     def paused_for_s(self) -> float:
         """How much longer new permits are paused; 0 when not paused."""
-        return max(0.0, self._paused_until - self._now()) if self._paused_until > -math.inf else 0.0
+        gates = self._gates
+        return gates.paused_for_s(self._now()) if gates.paused else 0.0
 
     def stats(self) -> GovernorStats:
         """A frozen snapshot: limit, inflight, waiting, counts, last window and decision."""
-        w = self._last_window
+        feedback = self._feedback
+        w = feedback.last_window
         return GovernorStats(
             name=self._name,
             environment=self._environment,
@@ -431,21 +460,14 @@ class Governor:
             inflight=self._inflight,
             waiting=len(self._waiters),
             paused_for_s=self.paused_for_s(),
-            counts=MappingProxyType(self._counts()),
+            counts=MappingProxyType(feedback.counts()),
             latency_p50_s=w.latency_p50_s if w else None,
             latency_p90_s=w.latency_p90_s if w else None,
             latency_p99_s=w.latency_p99_s if w else None,
             last_window=w,
-            last_decision=self._history[-1] if self._history else None,
-            decisions=self._decision_count,
+            last_decision=feedback.last_decision,
+            decision_count=feedback.decision_count,
         )
-
-    def _counts(self) -> dict[str, int]:
-        """Finished units of work by outcome: closed windows plus the open one."""
-        totals = list(self._totals)
-        for i, n in enumerate(self._agg.open_counts()):
-            totals[i] += n
-        return {o.value: n for o, n in zip(_OUTCOMES, totals, strict=True)}
 
     def derive(self, name: str, policy: LimitPolicy | None = None) -> Governor:
         """A new governor set up like this one, under another name.
@@ -467,13 +489,11 @@ class Governor:
 
     def add_listener(self, listener: DecisionListener) -> None:
         """Call ``listener(decision)`` after every decision."""
-        if not callable(listener):
-            raise TypeError(f"listener must be callable, got {listener!r}")
-        self._listeners.append(listener)
+        self._feedback.add_listener(listener)
 
     def remove_listener(self, listener: DecisionListener) -> None:
         """Stop calling ``listener``; a listener never added is an error (ValueError)."""
-        self._listeners.remove(listener)
+        self._feedback.remove_listener(listener)
 
     def __repr__(self) -> str:
         return (
@@ -486,7 +506,7 @@ class Governor:
     async def __aenter__(self) -> Permit:
         # This is the cost every caller pays, so the uncontended path is written
         # out here rather than shared with acquire() through helper calls.
-        if self._waiters or self._inflight >= self._limit or self._time_gated:
+        if self._waiters or self._inflight >= self._limit or self._slow:
             if self._state_pending:
                 await self._load_state()
             if not self._take_now():
@@ -566,7 +586,7 @@ class Governor:
         """Take a permit if capacity, pause and rate allow and no one queues ahead."""
         if self._waiters or self._inflight >= self._limit:
             return False
-        if self._time_gated and not self._pass_time_gates():
+        if self._slow and not self._pass_time_gates():
             return False
         self._inflight += 1
         return True
@@ -647,59 +667,23 @@ class Governor:
         """Hand free permits to waiters, in arrival order."""
         waiters = self._waiters
         while waiters and self._inflight < self._limit:
-            if self._time_gated and not self._pass_time_gates():
+            if self._slow and not self._pass_time_gates():
                 return
             if waiters.popleft().grant():
                 self._inflight += 1
-            elif self._interval:
-                self._tat -= self._interval  # the token was not used
+            elif self._slow:
+                self._gates.refund()  # the rate token was not used
 
     # -- time gates: pause and rate ceiling --------------------------------
 
     def _pass_time_gates(self) -> bool:
-        """Whether a permit may be granted now; if not, arrange a wake-up."""
-        now = self._now()
-        if now < self._paused_until:
-            self._wake_later(self._paused_until, now)
+        """Whether a permit may be granted now; if not, the time gates arrange a wake-up."""
+        gates = self._gates
+        if not gates.admit(self._now()):
             return False
-        self._paused_until = -math.inf
-        if not self._interval:
-            self._time_gated = self._state_pending
-            return True
-        allowed_at = self._tat - self._tolerance
-        if now < allowed_at:
-            self._wake_later(allowed_at, now)
-            return False
-        self._tat = max(self._tat, now) + self._interval
+        if not gates.engaged:
+            self._refresh_slow()  # a pause ended: the fast path may open again
         return True
-
-    def _wake_later(self, at: float, now: float) -> None:
-        if self._wake_at <= at:
-            return  # an earlier wake-up will look again
-        if self._wake_handle is not None:
-            self._wake_handle.cancel()
-            self._wake_handle = None
-        self._wake_at = at
-        delay = at - now
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            import trio  # the only other loop anyio runs on
-
-            trio.lowlevel.spawn_system_task(self._trio_wake, delay)
-        else:
-            self._wake_handle = loop.call_later(delay, self._on_wake)
-
-    async def _trio_wake(self, delay: float) -> None:
-        import trio
-
-        await trio.sleep(delay)
-        self._on_wake()
-
-    def _on_wake(self) -> None:
-        self._wake_handle = None
-        self._wake_at = math.inf
-        self._dispatch()
 
     def pause(self, seconds: float) -> None:
         """Admit nothing new for ``seconds`` (capped at ``max_pause_s``).
@@ -713,13 +697,10 @@ class Governor:
     def pause_until(self, t: float) -> None:
         """Admit nothing new until clock time ``t`` (capped at ``max_pause_s`` from now)."""
         check_float("t", t)
-        now = self._now()
-        t = min(t, now + self._max_pause_s)
-        if t <= now or t <= self._paused_until:
-            return
-        self._paused_until = t
-        self._time_gated = True
-        logger.debug("%s[%s] paused for %.3fs", self._name, self._environment, t - now)
+        paused_for = self._gates.pause_until(t, self._now())
+        if paused_for:
+            self._refresh_slow()
+            logger.debug("%s[%s] paused for %.3fs", self._name, self._environment, paused_for)
 
     # -- releasing, sampling and deciding -----------------------------------
 
@@ -743,112 +724,65 @@ class Governor:
         permit._outcome = outcome
         self._inflight -= 1
         now = self._time()  # bound when the permit was granted, in this same task
-        agg = self._agg
-        if agg.start is None:
-            agg.open(permit._start)
         fresh = permit._generation == self._generation
-        if agg.record(now - permit._start, outcome, fresh, now, self._limit):
-            self._close_window(agg, now)
+        if self._feedback.sample(permit._start, now, outcome, fresh, self._limit):
+            self._close_window(now)
+        self._close_at = self._feedback.close_at
         if self._waiters:
             self._dispatch()
 
     def _window_check(self, now: float, sample_start: float) -> None:
         """After a fast-path sample: open the first window, or close the open one if it is due."""
-        agg = self._agg
-        if agg.start is None:
-            agg.open(sample_start)
-        if agg.should_close(now, self._limit):
-            self._close_window(agg, now)
-        self._close_at = agg.close_at
+        feedback = self._feedback
+        if feedback.due(sample_start, now, self._limit):
+            self._close_window(now)
+        self._close_at = feedback.close_at
 
-    def _close_window(self, agg: WindowAggregator, now: float) -> None:
-        window = agg.close(now, self._limit, peak_inflight=self._peak_inflight, saw_waiters=self._saw_waiters)
-        self._close_at = agg.close_at
-        totals = self._totals
-        for i, n in enumerate(
-            (window.ok, window.overload + window.stale_overload, window.error, window.ignored)
-        ):
-            totals[i] += n
+    def _close_window(self, now: float) -> None:
+        feedback = self._feedback
+        decision = feedback.close(
+            now, self._limit, peak_inflight=self._peak_inflight, saw_waiters=self._saw_waiters
+        )
+        self._close_at = feedback.close_at
         # Work still running belongs to the next window too.
         self._peak_inflight = self._inflight
         self._saw_waiters = bool(self._waiters)
-        self._last_window = window
-        adjustment = self._policy.update(window)
-        self._decide(adjustment.limit, adjustment.reason, window, now)
-
-    def _decide(self, policy_limit: float, reason: str, window: Window | None, now: float) -> None:
-        old = self._limit
-        new = gate_limit(policy_limit, self._policy.min_limit)
-        if new < old:
-            self._generation += 1  # work started before now cannot cause another decrease
-        self._limit = new
-        decision = Decision(
-            governor=self._name,
-            environment=self._environment,
-            at=now,
-            old_limit=old,
-            new_limit=new,
-            policy_limit=policy_limit,
-            reason=reason,
-            window=window,
-            confidence=window.confidence if window is not None else 1.0,
-        )
-        self._history.append(decision)
-        self._decision_count += 1
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("%s", decision.describe())
-        for listener in tuple(self._listeners):
-            try:
-                listener(decision)
-            except Exception:
-                logger.exception("decision listener %r failed", listener)
-        if new > old:
+        if decision.new_limit > decision.old_limit:
             self._dispatch()
+
+    def _apply(self, decision: Decision) -> None:
+        """Take a decision's limit (the feedback calls this before any listener hears of it)."""
+        if decision.new_limit < self._limit:
+            self._generation += 1  # work started before now cannot cause another decrease
+        self._limit = decision.new_limit
 
     def reset_limit(self, limit: float, *, reason: str = "reset") -> None:
         """Set the limit by hand (e.g. from learned state), clamped to the policy's bounds.
 
         The policy is reset to ``limit`` and the change is recorded as a decision.
         """
-        self._policy.reset(limit)
         try:
             now = self._now()
         except RuntimeError:  # no running loop: the default clock cannot be read
             now = math.nan
-        self._decide(self._policy.limit, reason, None, now)
+        decision = self._feedback.reset(limit, reason, now, self._limit)
+        if decision.new_limit > decision.old_limit:
+            self._dispatch()
 
     # -- learned state ---------------------------------------------------------
-
-    def _bind_store(
-        self, store: StateStore | Literal["default"] | None, max_age_s: float | None, save_interval_s: float
-    ) -> None:
-        from .state._persist import GovernorPersistence, resolve_store
-
-        if max_age_s is not None:
-            check_float("state_max_age_s", max_age_s, low=0.0)
-        check_float("save_interval_s", save_interval_s, low=0.0)
-        resolved = resolve_store(store)
-        if resolved is None:
-            return
-        self._state = GovernorPersistence(
-            self, resolved, max_age_s=max_age_s, save_interval_s=save_interval_s
-        )
-        self._state_pending = True
-        self._time_gated = True
 
     @property
     def store(self) -> StateStore | None:
         """Where the learned state is kept; None when persistence is off."""
-        return self._state.store if self._state is not None else None
+        return self._persistence.store if self._persistence is not None else None
 
     async def _load_state(self) -> None:
-        assert self._state is not None
-        await self._state.load()
-
-    def _state_ready(self) -> None:
-        """The learned state is loaded: let the fast path through again."""
-        self._state_pending = False
-        self._time_gated = bool(self._interval) or self._paused_until > -math.inf
+        persistence = self._persistence
+        assert persistence is not None
+        await persistence.load()
+        if persistence.loaded:
+            self._state_pending = False
+            self._refresh_slow()
 
     async def aclose(self) -> None:
         """Save the learned state now (if anything changed) and stop the pending background save.
@@ -859,5 +793,5 @@ class Governor:
         governor stays usable after `aclose`; later decisions are saved again.
         Never raises for a store failure: that is logged.
         """
-        if self._state is not None:
-            await self._state.flush()
+        if self._persistence is not None:
+            await self._persistence.flush()

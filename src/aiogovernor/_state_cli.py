@@ -11,8 +11,14 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from .state import JsonFileStore, LearnedState, StateStore, StateStoreError, check_environment
-from .state._names import check_governor_name
+from .state import (
+    JsonFileStore,
+    LearnedState,
+    StateStore,
+    StateStoreError,
+    check_environment,
+    check_governor_name,
+)
 
 __all__ = ["EXIT_NOT_FOUND", "EXIT_OK", "EXIT_REFUSED", "EXIT_STORE_ERROR", "add_state_parser", "run_state"]
 

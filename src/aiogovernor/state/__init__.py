@@ -1,4 +1,4 @@
-"""Learned state per environment: what a governor learned, kept so the next run starts there.
+"""Learned state per environment: where what a governor learned is kept, so the next run starts there.
 
 A governor keeps its learned limit (and latency floor, sample count, policy
 name) per ``(environment, governor name)`` in a `StateStore`:
@@ -8,30 +8,33 @@ name) per ``(environment, governor name)`` in a `StateStore`:
 - `MemoryStore`: a dict, for tests and for state that dies with the process.
 - `RedisStore`: shared by every process and host of a fleet (the ``redis`` extra).
 
-`FleetCeiling` caps the permits held across a whole fleet (Redis leases that
-expire when their holder dies), on top of each process's adaptive limit.
-Inspect and reset state with ``python -m aiogovernor state ...``.
+This package holds stores only: the `StateStore` protocol, the record and
+the governor's side of persistence live in the core, which never imports
+this package (the default store is registered with the core by
+``aiogovernor/__init__.py``). Inspect and reset state with
+``python -m aiogovernor state ...``. The fleet-wide permit cap moved to
+`aiogovernor.fleet`.
 """
 
 from __future__ import annotations
 
-from ._fleet import FleetCeiling as FleetCeiling
-from ._fleet import FleetPermit as FleetPermit
+import warnings
+from typing import Any
+
+from aiogovernor._names import MAX_NAME_LENGTH as MAX_NAME_LENGTH
+from aiogovernor._names import check_environment as check_environment
+from aiogovernor._names import check_governor_name as check_governor_name
+from aiogovernor._persistence import StateStore as StateStore
+from aiogovernor._persistence import StateStoreError as StateStoreError
+from aiogovernor._record import SCHEMA_VERSION as SCHEMA_VERSION
+from aiogovernor._record import LearnedState as LearnedState
+
 from ._json import JsonFileStore as JsonFileStore
 from ._json import default_state_dir as default_state_dir
 from ._memory import MemoryStore as MemoryStore
-from ._names import MAX_NAME_LENGTH as MAX_NAME_LENGTH
-from ._names import check_environment as check_environment
-from ._names import check_governor_name as check_governor_name
-from ._protocol import StateStore as StateStore
-from ._protocol import StateStoreError as StateStoreError
-from ._record import SCHEMA_VERSION as SCHEMA_VERSION
-from ._record import LearnedState as LearnedState
 from ._redis import RedisStore as RedisStore
 
 __all__ = [
-    "FleetCeiling",
-    "FleetPermit",
     "JsonFileStore",
     "LearnedState",
     "MAX_NAME_LENGTH",
@@ -44,3 +47,20 @@ __all__ = [
     "check_governor_name",
     "default_state_dir",
 ]
+
+_MOVED = {"FleetCeiling", "FleetPermit"}
+
+
+def __getattr__(name: str) -> Any:
+    # FleetCeiling is a gate, not a store: it lives in aiogovernor.fleet now. The old
+    # names still resolve (imported here, on first use only) with a warning.
+    if name in _MOVED:
+        warnings.warn(
+            f"aiogovernor.state.{name} moved to aiogovernor.fleet.{name}; import it from there",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from aiogovernor import fleet
+
+        return getattr(fleet, name)
+    raise AttributeError(f"module 'aiogovernor.state' has no attribute {name!r}")

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ._names import check_environment
-from ._protocol import StateStoreError
-from ._record import SCHEMA_VERSION, LearnedState
+from aiogovernor._names import check_environment
+from aiogovernor._persistence import StateStoreError
+from aiogovernor._record import SCHEMA_VERSION, LearnedState
 
 __all__ = ["JsonFileStore", "default_state_dir"]
 

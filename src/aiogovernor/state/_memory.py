@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 
-from ._record import LearnedState
+from aiogovernor._record import LearnedState
 
 __all__ = ["MemoryStore"]
 

@@ -7,10 +7,9 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from aiogovernor._persistence import StateStoreError
+from aiogovernor._record import LearnedState
 from aiogovernor._validate import check_float
-
-from ._protocol import StateStoreError
-from ._record import LearnedState
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -1,4 +1,9 @@
-"""A fleet-wide permit cap in Redis: leases that expire when their holder dies."""
+"""A fleet-wide permit cap in Redis: leases that expire when their holder dies.
+
+`FleetCeiling` is a gate, not a store: it composes with a process's own
+`aiogovernor.Governor` and keeps its leases in Redis (the ``redis`` extra).
+It is an integration on top of the core: nothing in the core imports it.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +15,15 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from aiogovernor._validate import check_float, check_int
-
 from ._names import check_governor_name
-from ._protocol import StateStoreError
-from ._redis import connect_redis, redis_errors
+from ._persistence import StateStoreError
+from ._validate import check_float, check_int
+from .state._redis import connect_redis, redis_errors
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from aiogovernor._governor import Governor, Permit
+    from ._governor import Governor, Permit
 
 __all__ = ["FleetCeiling", "FleetPermit"]
 

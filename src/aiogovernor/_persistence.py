@@ -1,27 +1,154 @@
-"""The governor's side of persistence: restore once, save after decisions (debounced), flush on close."""
+"""Persistence in the core: the store protocol, and a governor's side of it.
+
+Two small protocols meet here, so that neither side imports the other:
+
+- `StateStore` is what a store implements (`aiogovernor.state` holds the
+  stores: a JSON file, memory, Redis). The core never imports a store.
+- `Learner` is what persistence needs of a governor: its names, its policy,
+  `reset_limit`, `add_listener` and its counts (`stats`). This module never imports
+  the governor; `Persistence` is all the governor sees of it.
+
+`GovernorPersistence` ties one learner to one store: the learned state is
+loaded once, on the first slow-path acquire, saved after decisions (in the
+background, debounced) and flushed on ``aclose``.
+
+The default store (``store="default"``, a JSON file in the user's state
+directory) lives in `aiogovernor.state`, above the core. Rather than reach up
+for it, the core keeps a factory slot, `set_default_store_factory`, that the
+package's ``__init__`` (the composition root, which sees every layer) fills
+with a function importing the JSON file store on first use. So the arrow
+points down, ``import aiogovernor`` stays light, and the default is the same
+for every gate (async or threaded) that binds persistence through here.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import math
 import os
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from ._protocol import StateStore
 from ._record import LearnedState
+from ._validate import check_float
 
 if TYPE_CHECKING:
-    from aiogovernor._events import Decision
-    from aiogovernor._governor import Governor
+    from ._events import Decision, DecisionListener
+    from .limits import LimitPolicy
 
-__all__ = ["GovernorPersistence", "resolve_store", "state_disabled"]
+__all__ = [
+    "GovernorPersistence",
+    "Learner",
+    "Persistence",
+    "StateStore",
+    "StateStoreError",
+    "bind_persistence",
+    "resolve_store",
+    "set_default_store_factory",
+    "state_disabled",
+]
 
 logger = logging.getLogger("aiogovernor.state")
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
+
+
+class StateStoreError(Exception):
+    """A store could not be read or written (an unwritable directory, Redis unreachable).
+
+    Damaged content is not an error: a store logs a warning and reports no
+    state. This exception is for failures the caller may want to act on; a
+    governor logs it and carries on with what it has in memory.
+    """
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """Keeps `LearnedState` records per (environment, governor name).
+
+    Every method is async; implementations must be safe to call from many
+    tasks at once. Names are validated by the caller (`Governor`, the CLI)
+    with `check_environment` and `check_governor_name`.
+    """
+
+    async def load(self, environment: str, name: str) -> LearnedState | None:
+        """The state saved for ``name`` in ``environment``, or None if there is none (or it is damaged)."""
+        ...
+
+    async def save(self, environment: str, name: str, state: LearnedState) -> None:
+        """Keep ``state`` for ``name`` in ``environment``, replacing what was there.
+
+        Raises:
+            StateStoreError: When the state cannot be written.
+        """
+        ...
+
+    async def delete(self, environment: str, name: str) -> bool:
+        """Forget ``name`` in ``environment``; return whether there was anything to forget."""
+        ...
+
+    async def list(self, environment: str) -> dict[str, LearnedState]:
+        """Every governor's state in ``environment``, by governor name."""
+        ...
+
+    async def environments(self) -> builtins.list[str]:
+        """The environments holding any state, sorted."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections or files the store holds."""
+        ...
+
+
+class Learner(Protocol):
+    """What persistence needs of a governor; any gate (async or threaded) can offer it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def environment(self) -> str: ...
+
+    @property
+    def policy(self) -> LimitPolicy: ...
+
+    def reset_limit(self, limit: float, *, reason: str) -> None: ...
+
+    def add_listener(self, listener: DecisionListener) -> None: ...
+
+    def stats(self) -> _Counted: ...
+
+
+class _Counted(Protocol):
+    @property
+    def counts(self) -> Mapping[str, int]:
+        """Finished units of work by outcome, since creation."""
+        ...
+
+
+class Persistence(Protocol):
+    """All a governor sees of its persistence."""
+
+    @property
+    def store(self) -> StateStore:
+        """Where the learned state is kept."""
+        ...
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the learned state was loaded (and applied, if there was any)."""
+        ...
+
+    async def load(self) -> None:
+        """Load and apply the learned state once; concurrent callers wait for the first."""
+        ...
+
+    async def flush(self) -> None:
+        """Save what is left now; never raises for a store failure."""
+        ...
 
 
 def state_disabled() -> bool:
@@ -29,8 +156,17 @@ def state_disabled() -> bool:
     return os.environ.get("AIOGOVERNOR_DISABLE_STATE", "").strip().lower() in _TRUE
 
 
+_default_store_factory: Callable[[], StateStore] | None = None
+
+
+def set_default_store_factory(factory: Callable[[], StateStore]) -> None:
+    """Name the store ``store="default"`` means (see the module's docstring)."""
+    global _default_store_factory
+    _default_store_factory = factory
+
+
 def resolve_store(store: StateStore | Literal["default"] | None) -> StateStore | None:
-    """The store a governor uses: the JSON file store for ``"default"``, nothing when disabled."""
+    """The store a governor uses: the default store for ``"default"``, nothing when disabled."""
     if isinstance(store, str):
         if store != "default":
             raise ValueError(f"store must be a StateStore, None or 'default', got {store!r}")
@@ -39,17 +175,34 @@ def resolve_store(store: StateStore | Literal["default"] | None) -> StateStore |
     if store is None or state_disabled():
         return None
     if isinstance(store, str):
-        from ._json import JsonFileStore
-
-        return JsonFileStore()
+        if _default_store_factory is None:  # pragma: no cover - set by aiogovernor/__init__.py
+            raise RuntimeError("no default store is registered")
+        return _default_store_factory()
     return store
 
 
+def bind_persistence(
+    learner: Learner,
+    store: StateStore | Literal["default"] | None,
+    *,
+    max_age_s: float | None,
+    save_interval_s: float,
+) -> GovernorPersistence | None:
+    """Validate the persistence settings and tie ``learner`` to its store; None when nothing is kept."""
+    if max_age_s is not None:
+        check_float("state_max_age_s", max_age_s, low=0.0)
+    check_float("save_interval_s", save_interval_s, low=0.0)
+    resolved = resolve_store(store)
+    if resolved is None:
+        return None
+    return GovernorPersistence(learner, resolved, max_age_s=max_age_s, save_interval_s=save_interval_s)
+
+
 class GovernorPersistence:
-    """Ties one governor to a store.
+    """Ties one governor (a `Learner`) to a store; implements `Persistence`.
 
     The learned state is loaded once, by the first caller that takes the
-    gate's slow path (the governor sends everyone there until it is loaded),
+    gate's slow path (the governor sends everyone there until `loaded`),
     so ``Governor.__init__`` stays synchronous and the fast path pays
     nothing. Saves run in a background task after decisions, at most one per
     ``save_interval_s`` (the last decision of a burst is saved too), and
@@ -58,7 +211,7 @@ class GovernorPersistence:
 
     def __init__(
         self,
-        governor: Governor,
+        governor: Learner,
         store: StateStore,
         *,
         max_age_s: float | None,
@@ -73,6 +226,7 @@ class GovernorPersistence:
         self._loading: Any = None  # an anyio.Event while a load is in progress
         self._restored: LearnedState | None = None
         self._restoring = False
+        self._loaded = False
         self._latency_floor_s: float | None = None
         self._dirty = False
         self._scheduled = False
@@ -90,6 +244,11 @@ class GovernorPersistence:
         return self._store
 
     @property
+    def loaded(self) -> bool:
+        """Whether the learned state was loaded (and applied, if there was any)."""
+        return self._loaded
+
+    @property
     def restored(self) -> LearnedState | None:
         """The state the governor started from, if one was loaded and used."""
         return self._restored
@@ -100,15 +259,14 @@ class GovernorPersistence:
         """Load and apply the learned state once; concurrent callers wait for the first."""
         import anyio
 
-        gov = self._governor
-        while gov._state_pending:
+        while not self._loaded:
             if self._loading is not None:
                 await self._loading.wait()
                 continue
             event = self._loading = anyio.Event()
             try:
                 self._apply(await self._fetch())
-                gov._state_ready()
+                self._loaded = True
             finally:
                 # A cancelled loader leaves the state pending: the next caller retries.
                 self._loading = None
@@ -157,7 +315,7 @@ class GovernorPersistence:
         """What the governor knows now, as a record."""
         gov = self._governor
         base = self._restored
-        seen = sum(gov._counts().values())
+        seen = sum(gov.stats().counts.values())
         return LearnedState(
             limit=gov.policy.limit,
             policy=gov.policy.name,

@@ -1,0 +1,216 @@
+"""The feedback loop: samples -> windows -> policy -> decision -> history, listeners, logging.
+
+The shape of Netflix concurrency-limits' ``WindowedLimit`` with
+``notifyOnChange``: the gate feeds samples in and only hears back the
+decisions. A plain synchronous object with no event loop, so it is tested
+(and simulated) without one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+
+from ._events import Decision, DecisionListener
+from ._samples import Outcome, Window, WindowAggregator, WindowConfig
+from ._validate import check_int
+from .limits import LimitPolicy, gate_limit
+
+__all__ = ["Feedback"]
+
+logger = logging.getLogger("aiogovernor")
+
+_OUTCOMES = tuple(Outcome)
+
+
+class Feedback:
+    """Turns one gate's samples into decisions about its limit.
+
+    Contract with the gate that owns it (an asyncio gate, or a thread gate):
+
+    - It is not thread-safe and never touches an event loop, a clock or a
+      lock: every method takes the time it needs (``now``) and the gate's
+      current limit from the caller, and the caller holds whatever lock
+      guards its gate for the length of each call.
+    - Samples go in through `sample`, or (on a gate's fast path, for
+      successful work) by appending latencies straight to `ok_latencies`
+      and calling `due` once ``now >= close_at`` or the list holds
+      `max_samples`; then `close` when a window is due.
+    - Every decision (from `close` or `reset`) is handed first to
+      ``apply`` (the gate sets its limit from ``decision.new_limit``), then
+      kept in the history, logged and given to each listener, in that
+      order, before the method returns it. A listener that raises is logged
+      and skipped. The gate wakes its waiters afterwards if the limit rose.
+
+    Args:
+        policy: The limit algorithm.
+        governor: The gate's name, for decisions and logs.
+        environment: The gate's environment, for decisions and logs.
+        window: When windows close.
+        history_size: How many decisions to keep.
+        apply: Called with each decision before anyone else hears of it.
+    """
+
+    __slots__ = (
+        "_agg",
+        "_apply",
+        "_decision_count",
+        "_environment",
+        "_governor",
+        "_history",
+        "_last_window",
+        "_listeners",
+        "_policy",
+        "_totals",
+        "max_samples",
+        "ok_latencies",
+    )
+
+    def __init__(
+        self,
+        policy: LimitPolicy,
+        *,
+        governor: str,
+        environment: str,
+        window: WindowConfig,
+        history_size: int,
+        apply: Callable[[Decision], None],
+    ) -> None:
+        self._policy = policy
+        self._governor = governor
+        self._environment = environment
+        self._history: deque[Decision] = deque(maxlen=check_int("history_size", history_size, low=1))
+        self._listeners: list[DecisionListener] = []
+        self._apply = apply
+        self._decision_count = 0
+        self._totals = [0, 0, 0, 0]  # closed windows' counts, by Outcome in declaration order
+        self._last_window: Window | None = None
+        # The first window opens at the first sample's start (the gate's clock may need a loop).
+        self._agg = WindowAggregator(window, start=None)
+        self.ok_latencies = self._agg.ok_latencies
+        """The open window's successful latencies (the same list for the object's life)."""
+        self.max_samples = window.max_samples
+        """How many samples close a window whatever its duration."""
+
+    # -- samples and windows ---------------------------------------------
+
+    @property
+    def close_at(self) -> float:
+        """The earliest time the open window may close on duration (-inf before the first sample)."""
+        return self._agg.close_at
+
+    def sample(self, start: float, now: float, outcome: Outcome, fresh: bool, limit: int) -> bool:
+        """Fold in one finished unit of work; return whether a window is due (then call `close`).
+
+        Args:
+            start: When its permit was granted.
+            now: When it finished.
+            outcome: How it went.
+            fresh: False when it started before the latest decrease of the limit.
+            limit: The gate's limit now.
+        """
+        agg = self._agg
+        if agg.start is None:
+            agg.open(start)
+        return agg.record(now - start, outcome, fresh, now, limit)
+
+    def due(self, start: float, now: float, limit: int) -> bool:
+        """After latencies were appended to `ok_latencies`: whether a window is due.
+
+        Opens the first window at ``start`` (the sample's start) if none is open.
+        """
+        agg = self._agg
+        if agg.start is None:
+            agg.open(start)
+        return agg.should_close(now, limit)
+
+    def close(self, now: float, limit: int, *, peak_inflight: int, saw_waiters: bool) -> Decision:
+        """Close the open window, ask the policy, and decide.
+
+        Args:
+            now: Clock time of the closing.
+            limit: The gate's limit now.
+            peak_inflight: The most permits held at once during the window.
+            saw_waiters: Whether callers queued during the window.
+        """
+        window = self._agg.close(now, limit, peak_inflight=peak_inflight, saw_waiters=saw_waiters)
+        totals = self._totals
+        for i, n in enumerate(
+            (window.ok, window.overload + window.stale_overload, window.error, window.ignored)
+        ):
+            totals[i] += n
+        self._last_window = window
+        adjustment = self._policy.update(window)
+        return self._decide(adjustment.limit, adjustment.reason, window, now, limit)
+
+    def reset(self, limit: float, reason: str, now: float, gate_limit_now: int) -> Decision:
+        """Reset the policy to ``limit`` (clamped to its bounds) and record it as a decision."""
+        self._policy.reset(limit)
+        return self._decide(self._policy.limit, reason, None, now, gate_limit_now)
+
+    def _decide(
+        self, policy_limit: float, reason: str, window: Window | None, now: float, old: int
+    ) -> Decision:
+        new = gate_limit(policy_limit, self._policy.min_limit)
+        decision = Decision(
+            governor=self._governor,
+            environment=self._environment,
+            at=now,
+            old_limit=old,
+            new_limit=new,
+            policy_limit=policy_limit,
+            reason=reason,
+            window=window,
+            confidence=window.confidence if window is not None else 1.0,
+        )
+        self._apply(decision)
+        self._history.append(decision)
+        self._decision_count += 1
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s", decision.describe())
+        for listener in tuple(self._listeners):
+            try:
+                listener(decision)
+            except Exception:
+                logger.exception("decision listener %r failed", listener)
+        return decision
+
+    # -- what it knows ------------------------------------------------------
+
+    @property
+    def history(self) -> tuple[Decision, ...]:
+        """The most recent decisions, oldest first (bounded by ``history_size``)."""
+        return tuple(self._history)
+
+    @property
+    def last_decision(self) -> Decision | None:
+        """The latest decision, if any."""
+        return self._history[-1] if self._history else None
+
+    @property
+    def decision_count(self) -> int:
+        """How many decisions were made."""
+        return self._decision_count
+
+    @property
+    def last_window(self) -> Window | None:
+        """The last closed window, if any."""
+        return self._last_window
+
+    def counts(self) -> dict[str, int]:
+        """Finished units of work by outcome: closed windows plus the open one."""
+        totals = list(self._totals)
+        for i, n in enumerate(self._agg.open_counts()):
+            totals[i] += n
+        return {o.value: n for o, n in zip(_OUTCOMES, totals, strict=True)}
+
+    def add_listener(self, listener: DecisionListener) -> None:
+        """Call ``listener(decision)`` after every decision."""
+        if not callable(listener):
+            raise TypeError(f"listener must be callable, got {listener!r}")
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: DecisionListener) -> None:
+        """Stop calling ``listener``; a listener never added is an error (ValueError)."""
+        self._listeners.remove(listener)
