@@ -17,21 +17,19 @@ import pytest
 
 from aiogovernor import (
     AdaptiveChunker,
-    Adjustment,
     Fixed,
     Governor,
-    MapProgress,
     OverloadError,
+    Progress,
     Retry,
     RetryBudget,
-    Window,
     governed_batches,
     governed_imap,
     governed_imap_unordered,
     governed_map,
     parse_retry_after,
 )
-from aiogovernor.limits import BoundedPolicy
+from aiogovernor.limits import Adjustment, BoundedPolicy, Window
 
 pytestmark = pytest.mark.anyio
 
@@ -342,7 +340,7 @@ async def test_plain_errors_are_not_retried_by_default() -> None:
 
 
 async def test_progress_reports_done_failed_total_limit_and_throughput() -> None:
-    reports: list[MapProgress] = []
+    reports: list[Progress] = []
 
     async def fn(x: int) -> int:
         await anyio.sleep(0.05)
@@ -483,7 +481,9 @@ async def test_bad_items_chunker_and_buffer_are_refused() -> None:
     with pytest.raises(TypeError, match="items"):
         await governed_map(Tracker(), "abc")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="chunker"):
-        await governed_batches(Tracker(), range(3), chunker=10)  # type: ignore[arg-type]
+        await governed_batches(Tracker(), range(3), chunker="10")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="chunker"):
+        await governed_batches(Tracker(), range(3), chunker=0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="buffer_size"):
         governed_imap_unordered(Tracker(), range(3), buffer_size=0)
     with pytest.raises(ValueError, match="min_size"):
