@@ -19,6 +19,7 @@ from aiogovernor import (
     AdaptiveChunker,
     Fixed,
     Governor,
+    MapOptions,
     OverloadError,
     Progress,
     Retry,
@@ -488,3 +489,53 @@ async def test_bad_items_chunker_and_buffer_are_refused() -> None:
         governed_imap_unordered(Tracker(), range(3), buffer_size=0)
     with pytest.raises(ValueError, match="min_size"):
         AdaptiveChunker(min_size=10, max_size=2)
+
+
+async def test_a_chunker_is_an_int_or_any_chunker() -> None:
+    chunks: list[list[int]] = []
+
+    async def fn(chunk: list[int]) -> list[int]:
+        chunks.append(chunk)
+        await anyio.sleep(0.1 * len(chunk))
+        return chunk
+
+    assert await governed_batches(fn, range(10), chunker=4, governor=Governor("t", Fixed(2))) == list(
+        range(10)
+    )
+    assert [len(c) for c in chunks] == [4, 4, 2]
+
+    class Halving:
+        """Not an AdaptiveChunker: any object with size and record is a Chunker."""
+
+        def __init__(self) -> None:
+            self.size = 8
+            self.seen: list[tuple[int, float]] = []
+
+        def record(self, size: int, duration_s: float) -> int:
+            self.seen.append((size, duration_s))
+            self.size = max(1, self.size // 2)
+            return self.size
+
+    halving = Halving()
+    chunks.clear()
+    assert await governed_batches(fn, range(15), chunker=halving, governor=Governor("t", Fixed(1))) == list(
+        range(15)
+    )
+    assert [len(c) for c in chunks] == [8, 4, 2, 1]
+    # Timed with the governor's clock (virtual time here).
+    assert [size for size, _ in halving.seen] == [8, 4, 2, 1]
+    assert [duration for _, duration in halving.seen] == pytest.approx([0.8, 0.4, 0.2, 0.1])
+
+
+async def test_an_unknown_option_is_refused_by_name() -> None:
+    with pytest.raises(TypeError, match=r"governed_map.*'timout_s'"):
+        await governed_map(Tracker(), range(3), timout_s=1.0)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match=r"governed_imap_unordered.*'buffer'"):
+        governed_imap_unordered(Tracker(), range(3), buffer=3)  # type: ignore[call-arg]
+
+
+async def test_options_travel_as_one_mapping() -> None:
+    options: MapOptions = {"governor": Governor("t", Fixed(2)), "retry": Retry(attempts=2), "seed": 1}
+    assert await governed_map(Tracker(), range(4), **options) == [0, 2, 4, 6]
+    async with governed_imap(Tracker(), range(4), **options) as results:
+        assert [r async for r in results] == [0, 2, 4, 6]

@@ -279,3 +279,28 @@ async def test_the_manifest_is_read_off_the_event_loop(tmp_path: Path) -> None:
         manifest.close()
     assert report.ok
     assert threads and threading.get_ident() not in threads
+
+
+async def test_progress_is_the_maps_progress_with_bytes(upstream: LocalUpstream, tmp_path: Path) -> None:
+    from aiogovernor import Progress
+
+    paths = _files(tmp_path, 20)
+    reports: list[Progress] = []
+    async with httpx.AsyncClient() as client:
+        report = await upload_files(
+            client, [*paths, tmp_path / "missing"], url=f"{upstream.url}/upload", progress=reports.append
+        )
+    last = reports[-1]
+    assert (last.done, last.failed, last.total) == (20, 1, 21)
+    assert last.bytes_sent == report.bytes_sent > 0
+    assert last.limit >= 1 and last.elapsed_s > 0
+
+
+async def test_the_old_batch_size_name_still_works_with_a_warning(
+    upstream: LocalUpstream, tmp_path: Path
+) -> None:
+    paths = _files(tmp_path, 6)
+    async with httpx.AsyncClient() as client:
+        with pytest.warns(DeprecationWarning, match="chunker"):
+            report = await upload_files(client, paths, url=f"{upstream.url}/upload", batch_size=3)
+    assert len(report.uploaded) == 6 and report.requests == 2

@@ -90,7 +90,7 @@ class RichBar:
 
 def rich_bar(description: str) -> RichBar | None:
     """A `RichBar`, or None when rich (the ``rich`` extra) is not installed."""
-    try:
+    try:  # the rich extra, optional: no bar without it
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     except ImportError:
         return None
