@@ -63,7 +63,7 @@ def main() -> None:
         [
             sys.executable,
             "-m",
-            "aiogovernor._testserver",
+            "aiogovernor.testing.servers",
             "--capacity",
             "24",
             "--service-time-s",

@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=20)
     args = parser.parse_args()
     server = subprocess.Popen(
-        [sys.executable, "-m", "aiogovernor._testserver", "--capacity", "16", "--service-time-s", "0"],
+        [sys.executable, "-m", "aiogovernor.testing.servers", "--capacity", "16", "--service-time-s", "0"],
         stdout=subprocess.PIPE,
         text=True,
     )

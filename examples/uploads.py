@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from aiogovernor import Governor
-from aiogovernor._testserver import LocalUpstream, UpstreamConfig
+from aiogovernor.testing.servers import LocalUpstream, UpstreamConfig
 from aiogovernor.uploads import upload_files
 
 

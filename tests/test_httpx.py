@@ -205,16 +205,22 @@ async def test_retry_after_on_an_overload_pauses_the_governor(value: str, paused
         assert gov.paused_for_s() == 0.0
 
 
-async def test_retry_after_is_capped_and_ignored_outside_overloads() -> None:
+@pytest.mark.parametrize("how", ["retry", "deprecated"])
+async def test_retry_after_is_capped_and_ignored_outside_overloads(how: str) -> None:
     gov = Governor("t", Fixed(4))
 
     def handler(request: httpx.Request) -> httpx.Response:
         code = 200 if request.url.path == "/fine" else 503
         return httpx.Response(code, headers={"Retry-After": "3600"})
 
-    async with _client(
-        GovernedTransport(gov, transport=httpx.MockTransport(handler), max_retry_after_s=2)
-    ) as c:
+    mock = httpx.MockTransport(handler)
+    if how == "retry":
+        # The Retry policy is the one cap and jitter, with or without retries.
+        transport = GovernedTransport(gov, transport=mock, retry=Retry(attempts=1, max_retry_after_s=2))
+    else:
+        with pytest.warns(DeprecationWarning, match="max_retry_after_s"):
+            transport = GovernedTransport(gov, transport=mock, max_retry_after_s=2)
+    async with _client(transport) as c:
         await c.get("http://up/fine")
         assert gov.paused_for_s() == 0.0
         await c.get("http://up/busy")

@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from aiogovernor import Fixed, Governor
+from aiogovernor import Fixed, Governor, Retry
 from aiogovernor.httpx import GovernedTransport
 
 pytestmark = pytest.mark.anyio
@@ -231,7 +231,10 @@ async def test_a_429_with_retry_after_over_http2_is_overload_and_pauses_the_gove
 ) -> None:
     gov = Governor("h2", Fixed(4))
     transport = GovernedTransport(
-        gov, transport=httpx.AsyncHTTPTransport(http2=True, http1=False), retry_after_jitter=0.1, seed=3
+        gov,
+        transport=httpx.AsyncHTTPTransport(http2=True, http1=False),
+        retry=Retry(attempts=1, retry_after_jitter=0.1),
+        seed=3,
     )
     async with httpx.AsyncClient(transport=transport, base_url=server.url, timeout=10) as client:
         refused = await client.get("/busy")

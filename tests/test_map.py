@@ -17,21 +17,20 @@ import pytest
 
 from aiogovernor import (
     AdaptiveChunker,
-    Adjustment,
     Fixed,
     Governor,
-    MapProgress,
+    MapOptions,
     OverloadError,
+    Progress,
     Retry,
     RetryBudget,
-    Window,
     governed_batches,
     governed_imap,
     governed_imap_unordered,
     governed_map,
     parse_retry_after,
 )
-from aiogovernor.limits import BoundedPolicy
+from aiogovernor.limits import Adjustment, BoundedPolicy, Window
 
 pytestmark = pytest.mark.anyio
 
@@ -342,7 +341,7 @@ async def test_plain_errors_are_not_retried_by_default() -> None:
 
 
 async def test_progress_reports_done_failed_total_limit_and_throughput() -> None:
-    reports: list[MapProgress] = []
+    reports: list[Progress] = []
 
     async def fn(x: int) -> int:
         await anyio.sleep(0.05)
@@ -483,8 +482,60 @@ async def test_bad_items_chunker_and_buffer_are_refused() -> None:
     with pytest.raises(TypeError, match="items"):
         await governed_map(Tracker(), "abc")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="chunker"):
-        await governed_batches(Tracker(), range(3), chunker=10)  # type: ignore[arg-type]
+        await governed_batches(Tracker(), range(3), chunker="10")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="chunker"):
+        await governed_batches(Tracker(), range(3), chunker=0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="buffer_size"):
         governed_imap_unordered(Tracker(), range(3), buffer_size=0)
     with pytest.raises(ValueError, match="min_size"):
         AdaptiveChunker(min_size=10, max_size=2)
+
+
+async def test_a_chunker_is_an_int_or_any_chunker() -> None:
+    chunks: list[list[int]] = []
+
+    async def fn(chunk: list[int]) -> list[int]:
+        chunks.append(chunk)
+        await anyio.sleep(0.1 * len(chunk))
+        return chunk
+
+    assert await governed_batches(fn, range(10), chunker=4, governor=Governor("t", Fixed(2))) == list(
+        range(10)
+    )
+    assert [len(c) for c in chunks] == [4, 4, 2]
+
+    class Halving:
+        """Not an AdaptiveChunker: any object with size and record is a Chunker."""
+
+        def __init__(self) -> None:
+            self.size = 8
+            self.seen: list[tuple[int, float]] = []
+
+        def record(self, size: int, duration_s: float) -> int:
+            self.seen.append((size, duration_s))
+            self.size = max(1, self.size // 2)
+            return self.size
+
+    halving = Halving()
+    chunks.clear()
+    assert await governed_batches(fn, range(15), chunker=halving, governor=Governor("t", Fixed(1))) == list(
+        range(15)
+    )
+    assert [len(c) for c in chunks] == [8, 4, 2, 1]
+    # Timed with the governor's clock (virtual time here).
+    assert [size for size, _ in halving.seen] == [8, 4, 2, 1]
+    assert [duration for _, duration in halving.seen] == pytest.approx([0.8, 0.4, 0.2, 0.1])
+
+
+async def test_an_unknown_option_is_refused_by_name() -> None:
+    with pytest.raises(TypeError, match=r"governed_map.*'timout_s'"):
+        await governed_map(Tracker(), range(3), timout_s=1.0)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match=r"governed_imap_unordered.*'buffer'"):
+        governed_imap_unordered(Tracker(), range(3), buffer=3)  # type: ignore[call-arg]
+
+
+async def test_options_travel_as_one_mapping() -> None:
+    options: MapOptions = {"governor": Governor("t", Fixed(2)), "retry": Retry(attempts=2), "seed": 1}
+    assert await governed_map(Tracker(), range(4), **options) == [0, 2, 4, 6]
+    async with governed_imap(Tracker(), range(4), **options) as results:
+        assert [r async for r in results] == [0, 2, 4, 6]

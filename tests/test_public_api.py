@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ import aiogovernor.limits
 import aiogovernor.sim
 import aiogovernor.state
 import aiogovernor.testing
+import aiogovernor.testing.servers
 import aiogovernor.uploads
 
 PUBLIC_MODULES = [
@@ -29,6 +31,7 @@ PUBLIC_MODULES = [
     aiogovernor.sim,
     aiogovernor.state,
     aiogovernor.testing,
+    aiogovernor.testing.servers,
     aiogovernor.uploads,
 ]
 
@@ -78,3 +81,44 @@ def test_py_typed_is_shipped() -> None:
     from importlib.resources import files
 
     assert files("aiogovernor").joinpath("py.typed").is_file()
+
+
+@pytest.mark.parametrize(
+    ("old", "module", "name"),
+    [
+        ("Adjustment", aiogovernor.limits, "Adjustment"),
+        ("Clock", aiogovernor.testing, "Clock"),
+        ("MapProgress", aiogovernor, "Progress"),
+        ("Sample", aiogovernor.limits, "Sample"),
+        ("Window", aiogovernor.limits, "Window"),
+        ("WindowAggregator", aiogovernor.limits, "WindowAggregator"),
+        ("loop_time", aiogovernor.testing, "loop_time"),
+    ],
+)
+def test_moved_names_still_work_with_a_warning(old: str, module: object, name: str) -> None:
+    assert old not in aiogovernor.__all__
+    with pytest.warns(DeprecationWarning, match=f"{module.__name__}.{name}"):  # type: ignore[attr-defined]
+        assert getattr(aiogovernor, old) is getattr(module, name)
+
+
+def test_the_upload_progress_bar_class_still_works_with_a_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="progress=True"):
+        bar_class: Any = aiogovernor.uploads.UploadProgress
+    with bar_class(total_items=1, governor=aiogovernor.Governor("t", store=None), enabled=False) as bar:
+        bar.finished(failed=False)
+
+
+def test_testing_needs_no_server_packages_until_the_servers_are_used() -> None:
+    code = (
+        "import sys, aiogovernor.testing\n"
+        "print(','.join(m for m in ('starlette', 'uvicorn', 'python_multipart') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_the_servers_say_which_extra_they_need() -> None:
+    code = "import sys\nsys.modules['uvicorn'] = None\nimport aiogovernor.testing.servers"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "pip install 'aiogovernor[testing]'" in out.stderr

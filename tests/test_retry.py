@@ -159,6 +159,11 @@ def test_retry_makes_budgets_or_none() -> None:
         ("nan", None),
         ("12 seconds", None),
         ("Wed, 99 Foo 2024 99:99:99 GMT", None),
+        # RFC 9110's DIGIT is ASCII: other scripts' digits are garbage, not numbers.
+        ("\u0661\u0662\u0660", None),  # Arabic-Indic 120
+        ("\uff11\uff12\uff10", None),  # fullwidth 120
+        ("Wed, \u0660\u0661 May 2024 12:00:30 GMT", None),
+        ("+120", None),
     ],
 )
 def test_parse_retry_after(value: str | bytes | None, expected: float | None) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from aiogovernor import Outcome, Sample, WindowAggregator, WindowConfig
+from aiogovernor import Outcome, WindowConfig
+from aiogovernor.limits import Sample, WindowAggregator
 
 
 def fill(agg: WindowAggregator, latencies: list[float], *, now: float, limit: int = 100) -> bool:

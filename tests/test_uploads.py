@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from aiogovernor import AIMD, Fixed, Governor
-from aiogovernor._testserver import LocalUpstream, UpstreamConfig
 from aiogovernor.httpx import GovernedTransport
+from aiogovernor.testing.servers import LocalUpstream, UpstreamConfig
 from aiogovernor.uploads import (
     ItemResult,
     ItemStatus,
@@ -63,7 +63,7 @@ async def test_a_thousand_files_against_random_failures_are_all_accounted_for(
     gov = Governor("uploads", AIMD(max_limit=32))
     async with httpx.AsyncClient() as client:
         report = await upload_files(
-            client, paths, url=f"{upstream.url}/upload", governor=gov, batch_size=4, seed=1
+            client, paths, url=f"{upstream.url}/upload", governor=gov, chunker=4, seed=1
         )
     assert len(report) == 1000 and [r.key for r in report] == [str(p) for p in paths]
     assert {r.status for r in report} <= {ItemStatus.UPLOADED, ItemStatus.FAILED}
@@ -143,7 +143,7 @@ async def test_bad_items_fail_alone_and_the_batch_goes_on(
 
     monkeypatch.setattr("aiofiles.open", failing_open)
     async with httpx.AsyncClient() as client:
-        report = await upload_files(client, [*bad, *paths], url=f"{upstream.url}/upload", batch_size=3)
+        report = await upload_files(client, [*bad, *paths], url=f"{upstream.url}/upload", chunker=3)
     reasons = {Path(r.key).name: r.reason for r in report.failed}
     assert reasons == {
         "missing.bin": "file not found",
@@ -162,7 +162,14 @@ async def test_bad_arguments_are_refused_clearly(upstream: LocalUpstream) -> Non
             await upload_files("client", [], url=upstream.url)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="duplicate"):
             await upload_files(plain, ["a", "a"], url=upstream.url)
-        with pytest.raises(ValueError, match="batch_size"):
+        with pytest.raises(ValueError, match="chunker"):
+            await upload_files(plain, ["a"], url=upstream.url, chunker=0)
+        with pytest.raises(TypeError, match="chunker"):
+            await upload_files(plain, ["a"], url=upstream.url, chunker="4")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="unexpected keyword argument 'batchsize'"):
+            await upload_files(plain, ["a"], url=upstream.url, batchsize=4)  # type: ignore[call-arg]
+        # The old name still works, with a warning.
+        with pytest.warns(DeprecationWarning, match="chunker"), pytest.raises(ValueError, match="batch_size"):
             await upload_files(plain, ["a"], url=upstream.url, batch_size=0)
         with pytest.raises(TypeError, match="path"):
             await upload_files(plain, [3], url=upstream.url)  # type: ignore[list-item]
@@ -177,7 +184,7 @@ async def test_an_adaptive_chunker_sets_how_many_files_a_request_carries(
     # Requests here take tens of milliseconds: a target of half a second asks for bigger batches.
     chunker = AdaptiveChunker(initial_size=1, max_size=32, target_duration_s=0.5, min_samples=2)
     async with httpx.AsyncClient() as client:
-        report = await upload_files(client, paths, url=f"{upstream.url}/upload", batch_size=chunker)
+        report = await upload_files(client, paths, url=f"{upstream.url}/upload", chunker=chunker)
     assert len(report.uploaded) == 200
     assert chunker.size > 1
     assert upstream.state.requests < 200  # batches carried several files
@@ -272,3 +279,28 @@ async def test_the_manifest_is_read_off_the_event_loop(tmp_path: Path) -> None:
         manifest.close()
     assert report.ok
     assert threads and threading.get_ident() not in threads
+
+
+async def test_progress_is_the_maps_progress_with_bytes(upstream: LocalUpstream, tmp_path: Path) -> None:
+    from aiogovernor import Progress
+
+    paths = _files(tmp_path, 20)
+    reports: list[Progress] = []
+    async with httpx.AsyncClient() as client:
+        report = await upload_files(
+            client, [*paths, tmp_path / "missing"], url=f"{upstream.url}/upload", progress=reports.append
+        )
+    last = reports[-1]
+    assert (last.done, last.failed, last.total) == (20, 1, 21)
+    assert last.bytes_sent == report.bytes_sent > 0
+    assert last.limit >= 1 and last.elapsed_s > 0
+
+
+async def test_the_old_batch_size_name_still_works_with_a_warning(
+    upstream: LocalUpstream, tmp_path: Path
+) -> None:
+    paths = _files(tmp_path, 6)
+    async with httpx.AsyncClient() as client:
+        with pytest.warns(DeprecationWarning, match="chunker"):
+            report = await upload_files(client, paths, url=f"{upstream.url}/upload", batch_size=3)
+    assert len(report.uploaded) == 6 and report.requests == 2

@@ -37,41 +37,39 @@ Layout (imports point down the list; ``tests/test_layers.py`` checks it):
 from __future__ import annotations
 
 from ._chunking import AdaptiveChunker as AdaptiveChunker
+from ._chunking import Chunker as Chunker
 from ._classify import Classifier as Classifier
 from ._classify import OverloadError as OverloadError
 from ._classify import default_classify as default_classify
-from ._clock import Clock as Clock
-from ._clock import loop_time as loop_time
 from ._events import Decision as Decision
 from ._events import DecisionListener as DecisionListener
 from ._governor import Governor as Governor
 from ._governor import GovernorStats as GovernorStats
 from ._governor import Permit as Permit
+from ._map import MapOptions as MapOptions
 from ._map import governed_batches as governed_batches
 from ._map import governed_imap as governed_imap
 from ._map import governed_imap_unordered as governed_imap_unordered
 from ._map import governed_map as governed_map
 from ._persistence import StateStore as _StateStore
 from ._persistence import set_default_store_factory as _set_default_store_factory
-from ._progress import MapProgress as MapProgress
+from ._progress import Progress as Progress
 from ._progress import ProgressCallback as ProgressCallback
 from ._retry import Retry as Retry
 from ._retry import RetryBudget as RetryBudget
 from ._retry import parse_retry_after as parse_retry_after
 from ._samples import Outcome as Outcome
-from ._samples import Sample as Sample
-from ._samples import Window as Window
-from ._samples import WindowAggregator as WindowAggregator
 from ._samples import WindowConfig as WindowConfig
 from .limits import AIMD as AIMD
-from .limits import Adjustment as Adjustment
 from .limits import Fixed as Fixed
 from .limits import Gradient as Gradient
 from .limits import LatencyAIMD as LatencyAIMD
 from .limits import LimitPolicy as LimitPolicy
+from .limits import Profile as Profile
 from .limits import ResourceCeiling as ResourceCeiling
 from .limits import ThroughputAIMD as ThroughputAIMD
 from .limits import Vegas as Vegas
+from .limits import profile as profile
 
 
 def _json_file_store() -> _StateStore:
@@ -88,9 +86,8 @@ _set_default_store_factory(_json_file_store)
 __all__ = [
     "AIMD",
     "AdaptiveChunker",
-    "Adjustment",
+    "Chunker",
     "Classifier",
-    "Clock",
     "Decision",
     "DecisionListener",
     "Fixed",
@@ -99,19 +96,18 @@ __all__ = [
     "Gradient",
     "LatencyAIMD",
     "LimitPolicy",
-    "MapProgress",
+    "MapOptions",
     "Outcome",
     "OverloadError",
     "Permit",
+    "Profile",
+    "Progress",
     "ProgressCallback",
     "ResourceCeiling",
     "Retry",
     "RetryBudget",
-    "Sample",
     "ThroughputAIMD",
     "Vegas",
-    "Window",
-    "WindowAggregator",
     "WindowConfig",
     "__version__",
     "default_classify",
@@ -119,12 +115,24 @@ __all__ = [
     "governed_imap",
     "governed_imap_unordered",
     "governed_map",
-    "loop_time",
     "parse_retry_after",
+    "profile",
 ]
 
+# Mechanism names that used to be exported here: old name -> (new home, attribute).
+# They still work, with a DeprecationWarning naming the new home.
+_MOVED = {
+    "Adjustment": ("aiogovernor.limits", "Adjustment"),
+    "Clock": ("aiogovernor.testing", "Clock"),
+    "MapProgress": ("aiogovernor", "Progress"),
+    "Sample": ("aiogovernor.limits", "Sample"),
+    "Window": ("aiogovernor.limits", "Window"),
+    "WindowAggregator": ("aiogovernor.limits", "WindowAggregator"),
+    "loop_time": ("aiogovernor.testing", "loop_time"),
+}
 
-def __getattr__(name: str) -> str:
+
+def __getattr__(name: str) -> object:
     # The version is read from the installed metadata on first use: importing
     # importlib.metadata would otherwise cost every `import aiogovernor` ~30 ms.
     if name == "__version__":
@@ -134,4 +142,15 @@ def __getattr__(name: str) -> str:
             return version("aiogovernor")
         except PackageNotFoundError:  # pragma: no cover - running from a source tree
             return "0+unknown"
+    moved = _MOVED.get(name)
+    if moved is not None:
+        # Imported here, on the deprecated path only: the new homes are imported on demand.
+        import importlib
+        import warnings
+
+        module, attribute = moved
+        warnings.warn(
+            f"aiogovernor.{name} is deprecated; use {module}.{attribute}", DeprecationWarning, stacklevel=2
+        )
+        return getattr(importlib.import_module(module), attribute)
     raise AttributeError(f"module 'aiogovernor' has no attribute {name!r}")

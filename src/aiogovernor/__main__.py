@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--plot", default="aiogovernor-demo.png", help="PNG file for the limit over time")
     demo.add_argument("--no-plot", action="store_true", help="write no plot")
-    from ._state_cli import add_state_parser
+    from ._state_cli import add_state_parser  # the stores load when the CLI runs, not on import
 
     add_state_parser(commands)
     return parser
@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "demo":
-        from ._demo import PlotError, run_demo
+        from ._demo import PlotError, run_demo  # the demo's simulation loads only for the demo
 
         try:
             run_demo(
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         return 0
     if args.command == "state":
-        from ._state_cli import run_state
+        from ._state_cli import run_state  # as above: only the command that runs
 
         return run_state(args, parser)
     raise AssertionError(f"unhandled command {args.command!r}")  # pragma: no cover

@@ -1,15 +1,74 @@
-"""`AdaptiveChunker`: steers how many items one call carries toward a target call duration."""
+"""Chunk sizing: the `Chunker` contract, and `AdaptiveChunker`, which steers toward a target call duration.
+
+Everything that sends items in chunks (`governed_batches`, the uploader) takes
+the same thing: an ``int`` (a fixed size) or any `Chunker`.
+"""
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol, runtime_checkable
 
 from ._clock import Clock, loop_time
 from ._validate import check_float, check_int
 
-__all__ = ["AdaptiveChunker"]
+__all__ = ["AdaptiveChunker", "Chunker", "FixedChunker", "as_chunker"]
+
+
+@runtime_checkable
+class Chunker(Protocol):
+    """Sets how many items one call carries, from how long calls took.
+
+    `AdaptiveChunker` fits; any object with these two members does.
+    """
+
+    @property
+    def size(self) -> int:
+        """Items the next call should carry."""
+        ...
+
+    def record(self, size: int, duration_s: float) -> int:
+        """Take one call's size and duration; return the next size."""
+        ...
+
+
+class FixedChunker:
+    """The `Chunker` an ``int`` stands for: always the same size, whatever calls take."""
+
+    __slots__ = ("_size",)
+
+    def __init__(self, size: int) -> None:
+        self._size = check_int("size", size, low=1)
+
+    @property
+    def size(self) -> int:
+        """The fixed size."""
+        return self._size
+
+    def record(self, size: int, duration_s: float) -> int:
+        """Ignore the call; return the fixed size."""
+        return self._size
+
+    def __repr__(self) -> str:
+        return f"FixedChunker({self._size})"
+
+
+def as_chunker(chunker: object, name: str = "chunker") -> Chunker:
+    """An ``int`` or a `Chunker` as a `Chunker`; anything else is refused, naming the parameter ``name``.
+
+    Raises:
+        TypeError: If ``chunker`` is neither an int nor a `Chunker`.
+        ValueError: If it is an int below 1.
+    """
+    if isinstance(chunker, int) and not isinstance(chunker, bool):
+        check_int(name, chunker, low=1)
+        return FixedChunker(chunker)
+    if isinstance(chunker, Chunker):
+        return chunker
+    raise TypeError(f"{name} must be an int or a Chunker (size and record), got {chunker!r}")
+
 
 # A measured duration of 0 (a clock that did not move, virtual time) would
 # make the ratio infinite; any duration this short just means "far too small".

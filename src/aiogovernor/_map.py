@@ -15,28 +15,69 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 import random
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, Unpack, overload
 
-from ._chunking import AdaptiveChunker
-from ._governor import Governor, Permit
-from ._progress import MapProgress, ProgressCallback, RichBar, rich_bar
+from ._attempt import Attempts
+from ._chunking import AdaptiveChunker, Chunker, as_chunker
+from ._governor import Governor
+from ._progress import ProgressCallback, Reporter, check_progress
 from ._retry import Retry, RetryBudget
 from ._validate import check_float
 
 if TYPE_CHECKING:
     import anyio.abc
 
-__all__ = ["governed_batches", "governed_imap", "governed_imap_unordered", "governed_map"]
+__all__ = ["MapOptions", "governed_batches", "governed_imap", "governed_imap_unordered", "governed_map"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-_PROGRESS_EVERY_S = 0.1  # report at most this often (clock time), plus once at the end
+
+class MapOptions(TypedDict, total=False):
+    """The keyword options every map form takes (`governed_map`, `governed_imap`,
+    `governed_imap_unordered`, `governed_batches`), written once.
+
+    Attributes:
+        governor: Gates the calls; None makes one with the default policy,
+            named after ``fn`` (``map:<qualname>``).
+        retry: Retry failed attempts (by outcome); each attempt takes its own
+            permit and is its own sample, the permit is released while
+            waiting, and a Retry-After both delays the retry and pauses the
+            governor. The exception that ended the last attempt is the item's.
+        retry_budget: Shares a budget across calls; None makes one from
+            ``retry`` for this call.
+        timeout_s: Cancel an attempt running longer than this; it fails with
+            `TimeoutError`, an ``overload`` sample.
+        progress: A callback receiving `Progress` (at most every 0.1 s of
+            clock time, and once at the end); True shows a rich progress bar
+            when rich is installed, and nothing when it is not.
+        seed: Seeds the retry jitter, for reproducible schedules.
+    """
+
+    governor: Governor | None
+    retry: Retry | None
+    retry_budget: RetryBudget | None
+    timeout_s: float | None
+    progress: ProgressCallback | bool | None
+    seed: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    """One map call's options, checked once."""
+
+    governor: Governor
+    return_exceptions: bool
+    retry: Retry | None
+    retry_budget: RetryBudget | None
+    timeout_s: float | None
+    progress: ProgressCallback | bool | None
+    seed: int | None
 
 
 def _is_async_callable(fn: object) -> bool:
@@ -47,15 +88,13 @@ def _is_async_callable(fn: object) -> bool:
     )
 
 
-def _check_common(
-    fn: object,
-    items: object,
-    governor: object,
-    retry: object,
-    retry_budget: object,
-    timeout_s: float | None,
-    progress: object,
-) -> None:
+def _settings(
+    form: str, fn: object, items: object, return_exceptions: bool, options: MapOptions
+) -> _Settings:
+    """Check a map's arguments (a clear error for each) and gather its options."""
+    unknown = options.keys() - MapOptions.__annotations__.keys()
+    if unknown:
+        raise TypeError(f"{form}() got an unexpected keyword argument {min(unknown)!r}")
     if not callable(fn):
         raise TypeError(f"fn must be an async callable (a coroutine function), got {fn!r}")
     if not _is_async_callable(fn):
@@ -65,16 +104,29 @@ def _check_common(
         )
     if not isinstance(items, Iterable | AsyncIterable) or isinstance(items, str | bytes):
         raise TypeError(f"items must be an iterable or an async iterable (not a string), got {items!r}")
+    governor = options.get("governor")
     if governor is not None and not isinstance(governor, Governor):
         raise TypeError(f"governor must be a Governor or None, got {governor!r}")
+    retry = options.get("retry")
     if retry is not None and not isinstance(retry, Retry):
         raise TypeError(f"retry must be a Retry or None, got {retry!r}")
+    retry_budget = options.get("retry_budget")
     if retry_budget is not None and not isinstance(retry_budget, RetryBudget):
         raise TypeError(f"retry_budget must be a RetryBudget or None, got {retry_budget!r}")
+    timeout_s = options.get("timeout_s")
     if timeout_s is not None:
         check_float("timeout_s", timeout_s, low=0.0, low_open=True)
-    if progress is not None and not isinstance(progress, bool) and not callable(progress):
-        raise TypeError(f"progress must be a callable, True, False or None, got {progress!r}")
+    progress = options.get("progress")
+    check_progress(progress)
+    return _Settings(
+        governor=governor or _default_governor(fn),
+        return_exceptions=bool(return_exceptions),
+        retry=retry,
+        retry_budget=retry_budget,
+        timeout_s=timeout_s,
+        progress=progress,
+        seed=options.get("seed"),
+    )
 
 
 def _default_governor(fn: object) -> Governor:
@@ -83,50 +135,70 @@ def _default_governor(fn: object) -> Governor:
     return Governor(f"map:{name}")
 
 
-def _retry_after_of(exc: BaseException) -> float | None:
-    """The Retry-After an exception carries (`OverloadError` and look-alikes), if usable."""
-    value = getattr(exc, "retry_after_s", None)
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
-        return float(value)
-    return None
+class _PoolAttempts(Attempts[Any]):
+    """The attempt loop as a pool runs it: a worker waiting out a backoff lends its place."""
+
+    __slots__ = ("_pool",)
+    scoped = True  # the mapped function runs under a permit its task knows it holds
+
+    def __init__(self, pool: _Pool, *, retry: Retry, budget: RetryBudget | None, rng: random.Random) -> None:
+        super().__init__(retry=retry, budget=budget, rng=rng)
+        self._pool = pool
+
+    async def wait(self, delay_s: float) -> None:
+        # anyio is loaded on first use: `import aiogovernor` must not pull it in (see the public API test).
+        import anyio
+
+        # The permit is free while this worker waits: let another use it,
+        # but with at most ``limit`` retries waiting, so memory stays O(limit).
+        pool = self._pool
+        gov = pool._gov
+        pool._backing_off += 1
+        try:
+            if (
+                not pool.exhausted
+                and pool._backing_off <= gov.limit
+                and pool._workers - pool._backing_off < gov.limit
+            ):
+                pool._spawn(1)
+            await anyio.sleep(delay_s)
+        finally:
+            pool._backing_off -= 1
 
 
 class _Pool:
     """The engine: workers pull units (items or chunks) from one source and call ``fn`` under the governor.
 
     ``put(index, value)`` receives each unit's result (or its exception, when
-    exceptions are collected); ``room()`` says whether one more unit may be
-    pulled (backpressure for the streaming forms).
+    exceptions are collected); ``capacity`` bounds the units pulled but not
+    yet consumed (backpressure for the streaming forms).
     """
 
     def __init__(
         self,
         fn: Callable[[Any], Awaitable[Any]],
         items: Iterable[Any] | AsyncIterable[Any],
-        *,
-        governor: Governor,
-        return_exceptions: bool,
-        retry: Retry | None,
-        retry_budget: RetryBudget | None,
-        timeout_s: float | None,
-        progress: ProgressCallback | None,
-        chunker: AdaptiveChunker | None,
-        seed: int | None,
+        settings: _Settings,
+        reporter: Reporter,
+        chunker: Chunker | None = None,
     ) -> None:
+        # anyio is loaded on first use: `import aiogovernor` must not pull it in (see the public API test).
         import anyio
 
         self._fn = fn
-        self._gov = governor
-        self._return_exceptions = return_exceptions
-        self._retry = retry
-        if retry_budget is None and retry is not None:
-            retry_budget = retry.new_budget()
-        self._budget = retry_budget
-        self._timeout_s = timeout_s
+        self._gov = settings.governor
+        self._return_exceptions = settings.return_exceptions
+        self._timeout_s = settings.timeout_s
         self._chunker = chunker
-        self._rng = random.Random(seed)
-        self._simple = retry is None and timeout_s is None and chunker is None
+        self._attempts: Attempts[Any] | None = None
+        if settings.retry is not None:
+            self._attempts = _PoolAttempts(
+                self, retry=settings.retry, budget=settings.retry_budget, rng=random.Random(settings.seed)
+            )
+        self._simple = settings.retry is None and settings.timeout_s is None and chunker is None
         self._total = len(items) if isinstance(items, Sequence | set | frozenset | dict) else None
+        reporter.total = self._total
+        self._reporter = reporter
 
         self._next: Callable[[], Any] | None = None
         self._anext: Callable[[], Awaitable[Any]] | None = None
@@ -151,21 +223,12 @@ class _Pool:
         self._tg: anyio.abc.TaskGroup | None = None
         self.scope = anyio.CancelScope()
 
-        self.done = 0
-        self.failed = 0
-        self._progress = progress
-        self._started_at = 0.0
-        self._next_report = math.inf
-
     # -- running ---------------------------------------------------------
 
     async def run(self) -> None:
         """Run the pool until the source is drained, a failure stops it, or it is cancelled."""
-        import anyio
+        import anyio  # loaded on first use, as above
 
-        if self._progress is not None:
-            self._started_at = self._gov._now()
-            self._next_report = self._started_at + _PROGRESS_EVERY_S
         with self.scope:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -174,8 +237,7 @@ class _Pool:
                     start = max(1, min(start, self._total))
                 self._spawn(start)
         self._tg = None
-        if self._progress is not None:
-            self._report(self._gov._now())
+        self._reporter.finish()
 
     def _spawn(self, n: int) -> None:
         assert self._tg is not None
@@ -187,7 +249,7 @@ class _Pool:
         """The consumer took one unit: make room for the workers waiting for it."""
         self.consumed += 1
         if self._room_wanted:
-            import anyio
+            import anyio  # loaded on first use, as above
 
             self._room_wanted = False
             self._room.set()
@@ -213,7 +275,8 @@ class _Pool:
         chunked = self._chunker is not None
         simple = self._simple
         put = self.put
-        reporting = self._progress is not None
+        reporter = self._reporter
+        reporting = reporter.active
         while True:
             capacity = self.capacity
             if capacity is not None and self.pulled - self.consumed >= (capacity or 2 * gov.limit + 16):
@@ -246,19 +309,17 @@ class _Pool:
                 else:
                     value = await self._call(unit)
             except Exception as exc:
-                self.failed += len(unit) if chunked else 1
+                reporter.failed += len(unit) if chunked else 1
                 if not self._return_exceptions:
                     self._fatal(exc)
                     return
                 # A failed chunk fails each of its items, in place.
                 put(index, [exc] * len(unit) if chunked else exc)
             else:
-                self.done += len(unit) if chunked else 1
+                reporter.done += len(unit) if chunked else 1
                 put(index, value)
             if reporting:
-                now = gov._now()
-                if now >= self._next_report:
-                    self._report(now)
+                reporter.tick()
             # Follow the limit: one worker per permit the governor allows
             # (workers waiting out a retry's backoff hold none).
             limit = gov.limit
@@ -288,7 +349,7 @@ class _Pool:
 
     async def _pull_chunk(self) -> list[Any]:
         assert self._chunker is not None
-        size = self._chunker.size
+        size = max(1, self._chunker.size)
         chunk: list[Any] = []
         if self.exhausted:
             return chunk
@@ -312,136 +373,64 @@ class _Pool:
         return chunk
 
     async def _call(self, unit: Any) -> Any:
-        """One unit with its options: per-attempt timeout, chunk timing, retries."""
-        import anyio
-
-        gov = self._gov
-        retry = self._retry
-        budget = self._budget
-        if budget is not None:
-            budget.record_request()
-        attempt = 1
-        while True:
-            permit: Permit | None = None
-            try:
-                async with gov as permit:
-                    value = await self._attempt(unit)
-                if self._chunker is not None:
-                    value = list(value)
-                    if len(value) != len(unit):
-                        raise ValueError(
-                            f"fn returned {len(value)} results for a chunk of {len(unit)} items; "
-                            "it must return one result per item, in order"
-                        )
-                return value
-            except Exception as exc:
-                # The permit is back (its sample recorded and classified) before any retry waits.
-                if (
-                    retry is None
-                    or permit is None
-                    or permit.outcome is None
-                    or not retry.should_retry(attempt, permit.outcome)
-                    or (budget is not None and not budget.try_spend())
-                ):
-                    raise
-                retry_after_s = _retry_after_of(exc)
-                delay_s = retry.delay_s(attempt, rng=self._rng, retry_after_s=retry_after_s)
-                if retry_after_s is not None:
-                    gov.pause(delay_s)
-            # The permit is free while this worker waits: let another use it,
-            # but with at most ``limit`` retries waiting, so memory stays O(limit).
-            self._backing_off += 1
-            try:
-                if (
-                    not self.exhausted
-                    and self._backing_off <= gov.limit
-                    and self._workers - self._backing_off < gov.limit
-                ):
-                    self._spawn(1)
-                await anyio.sleep(delay_s)
-            finally:
-                self._backing_off -= 1
-            attempt += 1
+        """One unit with its options: retries (the attempt loop), per-attempt timeout, chunk timing."""
+        if self._attempts is None:
+            async with self._gov:
+                value = await self._attempt(unit)
+        else:
+            value = await self._attempts.run(self._gov, lambda permit, attempt: self._attempt(unit))
+        if self._chunker is not None:
+            value = list(value)
+            if len(value) != len(unit):
+                raise ValueError(
+                    f"fn returned {len(value)} results for a chunk of {len(unit)} items; "
+                    "it must return one result per item, in order"
+                )
+        return value
 
     async def _attempt(self, unit: Any) -> Any:
-        if self._chunker is not None:
-            with self._chunker.measure(len(unit)):
+        chunker = self._chunker
+        if chunker is None:
+            return await self._timed(unit)
+        if isinstance(chunker, AdaptiveChunker):
+            with chunker.measure(len(unit)):  # timed with the chunker's own clock
                 return await self._timed(unit)
-        return await self._timed(unit)
+        # Any other chunker is timed with the governor's clock (a named seam of the gate).
+        # Like AdaptiveChunker.measure: a timeout is recorded (the chunk took at least
+        # that long), any other failure says nothing about how long a chunk takes.
+        start = self._gov._now()
+        try:
+            value = await self._timed(unit)
+        except TimeoutError:
+            chunker.record(len(unit), max(0.0, self._gov._now() - start))
+            raise
+        chunker.record(len(unit), max(0.0, self._gov._now() - start))
+        return value
 
     async def _timed(self, unit: Any) -> Any:
         if self._timeout_s is None:
             return await self._fn(unit)
-        import anyio
+        import anyio  # loaded on first use, as above
 
         # A hung call is cancelled; its TimeoutError reaches the permit as overload.
         with anyio.fail_after(self._timeout_s):
             return await self._fn(unit)
 
-    def _report(self, now: float) -> None:
-        assert self._progress is not None
-        self._next_report = now + _PROGRESS_EVERY_S
-        elapsed = max(0.0, now - self._started_at)
-        finished = self.done + self.failed
-        self._progress(
-            MapProgress(
-                done=self.done,
-                failed=self.failed,
-                total=self._total,
-                limit=self._gov.limit,
-                inflight=self._gov.inflight,
-                elapsed_s=elapsed,
-                throughput_per_s=finished / elapsed if elapsed > 0 else 0.0,
-            )
-        )
-
-
-def _progress_callback(progress: ProgressCallback | bool | None, name: str) -> tuple[Any, RichBar | None]:
-    if progress is True:
-        bar = rich_bar(name)
-        return bar, bar
-    if progress is None or progress is False:
-        return None, None
-    return progress, None
-
 
 async def _collect(
     fn: Callable[[Any], Awaitable[Any]],
     items: Iterable[Any] | AsyncIterable[Any],
-    *,
-    governor: Governor | None,
-    chunker: AdaptiveChunker | None,
-    return_exceptions: bool,
-    retry: Retry | None,
-    retry_budget: RetryBudget | None,
-    timeout_s: float | None,
-    progress: ProgressCallback | bool | None,
-    seed: int | None,
+    settings: _Settings,
+    chunker: Chunker | None = None,
 ) -> list[Any]:
     """Run the pool to the end; one result per unit pulled (an item, or a chunk), in order."""
-    gov = governor or _default_governor(fn)
-    callback, bar = _progress_callback(progress, gov.name)
-    pool = _Pool(
-        fn,
-        items,
-        governor=gov,
-        return_exceptions=return_exceptions,
-        retry=retry,
-        retry_budget=retry_budget,
-        timeout_s=timeout_s,
-        progress=callback,
-        chunker=chunker,
-        seed=seed,
-    )
-    results: dict[int, Any] = {}
-    pool.put = results.__setitem__
-    if bar is not None:
-        bar.start()
-    try:
+    with Reporter(
+        settings.progress, governor=settings.governor, description=settings.governor.name
+    ) as reporter:
+        pool = _Pool(fn, items, settings, reporter, chunker)
+        results: dict[int, Any] = {}
+        pool.put = results.__setitem__
         await pool.run()
-    finally:
-        if bar is not None:
-            bar.stop()
     if pool.error is not None:
         raise pool.error
     return [results[i] for i in range(len(results))]
@@ -452,13 +441,8 @@ async def governed_map(
     fn: Callable[[T], Awaitable[R]],
     items: Iterable[T] | AsyncIterable[T],
     *,
-    governor: Governor | None = None,
     return_exceptions: Literal[False] = False,
-    retry: Retry | None = None,
-    retry_budget: RetryBudget | None = None,
-    timeout_s: float | None = None,
-    progress: ProgressCallback | bool | None = None,
-    seed: int | None = None,
+    **options: Unpack[MapOptions],
 ) -> list[R]: ...
 
 
@@ -467,13 +451,8 @@ async def governed_map(
     fn: Callable[[T], Awaitable[R]],
     items: Iterable[T] | AsyncIterable[T],
     *,
-    governor: Governor | None = None,
     return_exceptions: Literal[True],
-    retry: Retry | None = None,
-    retry_budget: RetryBudget | None = None,
-    timeout_s: float | None = None,
-    progress: ProgressCallback | bool | None = None,
-    seed: int | None = None,
+    **options: Unpack[MapOptions],
 ) -> list[R | Exception]: ...
 
 
@@ -482,13 +461,8 @@ async def governed_map(
     fn: Callable[[T], Awaitable[R]],
     items: Iterable[T] | AsyncIterable[T],
     *,
-    governor: Governor | None = None,
     return_exceptions: bool = False,
-    retry: Retry | None = None,
-    retry_budget: RetryBudget | None = None,
-    timeout_s: float | None = None,
-    progress: ProgressCallback | bool | None = None,
-    seed: int | None = None,
+    **options: Unpack[MapOptions],
 ) -> list[R] | list[R | Exception]: ...
 
 
@@ -496,13 +470,8 @@ async def governed_map(
     fn: Callable[[T], Awaitable[R]],
     items: Iterable[T] | AsyncIterable[T],
     *,
-    governor: Governor | None = None,
     return_exceptions: bool = False,
-    retry: Retry | None = None,
-    retry_budget: RetryBudget | None = None,
-    timeout_s: float | None = None,
-    progress: ProgressCallback | bool | None = None,
-    seed: int | None = None,
+    **options: Unpack[MapOptions],
 ) -> list[R] | list[R | Exception]:
     """Call ``await fn(item)`` for every item, as many at once as the governor allows; results in input order.
 
@@ -519,21 +488,9 @@ async def governed_map(
     Args:
         fn: A coroutine function taking one item.
         items: An iterable or async iterable, possibly endless.
-        governor: Gates the calls; None makes one with the default policy,
-            named after ``fn`` (``map:<qualname>``).
         return_exceptions: Collect exceptions in place instead of failing fast.
-        retry: Retry failed attempts (by outcome); each attempt takes its own
-            permit and is its own sample, the permit is released while
-            waiting, and a Retry-After both delays the retry and pauses the
-            governor. The exception that ended the last attempt is the item's.
-        retry_budget: Shares a budget across calls; None makes one from
-            ``retry`` for this call.
-        timeout_s: Cancel an attempt running longer than this; it fails with
-            `TimeoutError`, an ``overload`` sample.
-        progress: A callback receiving `MapProgress` (at most every 0.1 s of
-            clock time, and once at the end); True shows a rich progress bar
-            when rich is installed, and nothing when it is not.
-        seed: Seeds the retry jitter, for reproducible schedules.
+        **options: ``governor``, ``retry``, ``retry_budget``, ``timeout_s``,
+            ``progress``, ``seed``: see `MapOptions`.
 
     Returns:
         One result per item, in input order (exceptions in place when
@@ -541,38 +498,22 @@ async def governed_map(
 
     Raises:
         TypeError: If ``fn`` is not a coroutine function, ``items`` not iterable,
-            or an option has the wrong type.
+            an option has the wrong type, or an option is unknown.
         ValueError: If ``timeout_s`` is not positive.
     """
-    _check_common(fn, items, governor, retry, retry_budget, timeout_s, progress)
-    return await _collect(
-        fn,
-        items,
-        governor=governor,
-        chunker=None,
-        return_exceptions=return_exceptions,
-        retry=retry,
-        retry_budget=retry_budget,
-        timeout_s=timeout_s,
-        progress=progress,
-        seed=seed,
-    )
+    settings = _settings("governed_map", fn, items, return_exceptions, options)
+    return await _collect(fn, items, settings)
 
 
 async def governed_batches(
     fn: Callable[[list[T]], Awaitable[Iterable[R]]],
     items: Iterable[T] | AsyncIterable[T],
     *,
-    chunker: AdaptiveChunker | None = None,
-    governor: Governor | None = None,
+    chunker: int | Chunker | None = None,
     return_exceptions: bool = False,
-    retry: Retry | None = None,
-    retry_budget: RetryBudget | None = None,
-    timeout_s: float | None = None,
-    progress: ProgressCallback | bool | None = None,
-    seed: int | None = None,
+    **options: Unpack[MapOptions],
 ) -> list[R]:
-    """Call ``await fn(chunk)`` on lists of items whose size a chunker adapts; results flattened, in order.
+    """Call ``await fn(chunk)`` on lists of items whose size a chunker sets; results flattened, in order.
 
     The chunker steers how many items one call carries (toward its target
     duration) while the governor steers how many calls run at once. ``fn``
@@ -582,42 +523,29 @@ async def governed_batches(
     Args:
         fn: A coroutine function taking a list of items, returning their results.
         items: An iterable or async iterable, possibly endless.
-        chunker: Sizes the chunks; None makes an `AdaptiveChunker` with its
+        chunker: Items per call: a fixed number, or any `Chunker` (such as
+            `AdaptiveChunker`); None makes an `AdaptiveChunker` with its
             defaults (0.2 s per call) reading the governor's clock.
-        governor: Gates the calls (one permit per chunk); see `governed_map`.
         return_exceptions: Put a failed chunk's exception in place of each of
             its items instead of failing fast.
-        retry: Retry failed chunk attempts; see `governed_map`.
-        retry_budget: Shares a retry budget across calls.
-        timeout_s: Cancel a chunk attempt running longer than this.
-        progress: A callback receiving `MapProgress` (counted in items), or
-            True for a rich bar; see `governed_map`.
-        seed: Seeds the retry jitter.
+        **options: ``governor`` (one permit per chunk), ``retry`` (of chunk
+            attempts), ``retry_budget``, ``timeout_s`` (per chunk attempt),
+            ``progress`` (counted in items), ``seed``: see `MapOptions`.
 
     Returns:
         One result per item, in input order.
 
     Raises:
-        TypeError: As `governed_map`, or if ``chunker`` is not an `AdaptiveChunker`.
-        ValueError: If ``timeout_s`` is not positive; and (as the failure of
-            that chunk) if ``fn`` returns the wrong number of results.
+        TypeError: As `governed_map`, or if ``chunker`` is neither an int nor a `Chunker`.
+        ValueError: If ``timeout_s`` is not positive or ``chunker`` an int below 1;
+            and (as the failure of that chunk) if ``fn`` returns the wrong
+            number of results.
     """
-    _check_common(fn, items, governor, retry, retry_budget, timeout_s, progress)
-    if chunker is not None and not isinstance(chunker, AdaptiveChunker):
-        raise TypeError(f"chunker must be an AdaptiveChunker or None, got {chunker!r}")
-    governor = governor or _default_governor(fn)
-    chunks = await _collect(
-        fn,
-        items,
-        governor=governor,
-        chunker=chunker or AdaptiveChunker(clock=governor._now),
-        return_exceptions=return_exceptions,
-        retry=retry,
-        retry_budget=retry_budget,
-        timeout_s=timeout_s,
-        progress=progress,
-        seed=seed,
-    )
+    settings = _settings("governed_batches", fn, items, return_exceptions, options)
+    if chunker is None:
+        # The governor's clock (a named seam of the gate): chunks in virtual time are timed in it.
+        chunker = AdaptiveChunker(clock=settings.governor._now)
+    chunks = await _collect(fn, items, settings, as_chunker(chunker))
     return [result for chunk in chunks for result in chunk]
 
 
@@ -625,7 +553,7 @@ class _Stream(Generic[R]):
     """The async iterator `governed_imap` and `governed_imap_unordered` yield."""
 
     def __init__(self, pool: _Pool, *, ordered: bool) -> None:
-        import anyio
+        import anyio  # loaded on first use, as in _Pool
 
         self._pool = pool
         self._ordered = ordered
@@ -639,7 +567,7 @@ class _Stream(Generic[R]):
 
     def _wake(self) -> None:
         if self._waiting:
-            import anyio
+            import anyio  # loaded on first use, as in _Pool
 
             self._waiting = False
             self._ready.set()
@@ -683,58 +611,40 @@ class _Stream(Generic[R]):
 
 
 def _stream(
+    form: str,
     fn: Callable[[T], Awaitable[R]],
     items: Iterable[T] | AsyncIterable[T],
     *,
     ordered: bool,
-    governor: Governor | None,
     return_exceptions: bool,
-    retry: Retry | None,
-    retry_budget: RetryBudget | None,
-    timeout_s: float | None,
-    progress: ProgressCallback | bool | None,
-    seed: int | None,
     buffer_size: int | None,
+    options: MapOptions,
 ) -> AbstractAsyncContextManager[AsyncIterator[R]]:
-    _check_common(fn, items, governor, retry, retry_budget, timeout_s, progress)
+    settings = _settings(form, fn, items, return_exceptions, options)
     if buffer_size is not None and (
         isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 1
     ):
         raise ValueError(f"buffer_size must be an integer >= 1 or None, got {buffer_size!r}")
-    gov = governor or _default_governor(fn)
-    callback, bar = _progress_callback(progress, gov.name)
 
     @asynccontextmanager
     async def run() -> AsyncIterator[AsyncIterator[R]]:
-        import anyio
+        import anyio  # loaded on first use, as in _Pool
 
-        pool = _Pool(
-            fn,
-            items,
-            governor=gov,
-            return_exceptions=return_exceptions,
-            retry=retry,
-            retry_budget=retry_budget,
-            timeout_s=timeout_s,
-            progress=callback,
-            chunker=None,
-            seed=seed,
-        )
-        # By default, room for every worker's result plus as many again queued
-        # for the consumer: memory stays O(limit), a slow consumer slows the pool.
-        pool.capacity = buffer_size or 0
-        stream: _Stream[R] = _Stream(pool, ordered=ordered)
-
-        async def drive() -> None:
-            try:
-                await pool.run()
-            finally:
-                stream.finish()
-
-        if bar is not None:
-            bar.start()
         failure: Exception | None = None
-        try:
+        gov = settings.governor
+        with Reporter(settings.progress, governor=gov, description=gov.name) as reporter:
+            pool = _Pool(fn, items, settings, reporter)
+            # By default, room for every worker's result plus as many again queued
+            # for the consumer: memory stays O(limit), a slow consumer slows the pool.
+            pool.capacity = buffer_size or 0
+            stream: _Stream[R] = _Stream(pool, ordered=ordered)
+
+            async def drive() -> None:
+                try:
+                    await pool.run()
+                finally:
+                    stream.finish()
+
             async with anyio.create_task_group() as tg:
                 tg.start_soon(drive)
                 try:
@@ -745,9 +655,6 @@ def _stream(
                 finally:
                     # The consumer is done (or gone): stop the calls still running.
                     pool.scope.cancel()
-        finally:
-            if bar is not None:
-                bar.stop()
         if failure is not None:
             raise failure
 
@@ -758,14 +665,9 @@ def governed_imap(
     fn: Callable[[T], Awaitable[R]],
     items: Iterable[T] | AsyncIterable[T],
     *,
-    governor: Governor | None = None,
     return_exceptions: bool = False,
-    retry: Retry | None = None,
-    retry_budget: RetryBudget | None = None,
-    timeout_s: float | None = None,
-    progress: ProgressCallback | bool | None = None,
-    seed: int | None = None,
     buffer_size: int | None = None,
+    **options: Unpack[MapOptions],
 ) -> AbstractAsyncContextManager[AsyncIterator[R]]:
     """Stream ``await fn(item)`` results in input order, as many calls at once as the governor allows.
 
@@ -784,16 +686,12 @@ def governed_imap(
     Args:
         fn: A coroutine function taking one item.
         items: An iterable or async iterable, possibly endless.
-        governor: Gates the calls; see `governed_map`.
         return_exceptions: Yield exceptions in place instead of raising the
             first one (which also cancels the calls in flight).
-        retry: Retry failed attempts; see `governed_map`.
-        retry_budget: Shares a retry budget across calls.
-        timeout_s: Cancel an attempt running longer than this.
-        progress: A callback receiving `MapProgress`, or True for a rich bar.
-        seed: Seeds the retry jitter.
         buffer_size: Most items pulled but not yet consumed; defaults to
             twice the governor's current limit, plus 16.
+        **options: ``governor``, ``retry``, ``retry_budget``, ``timeout_s``,
+            ``progress``, ``seed``: see `MapOptions`.
 
     Returns:
         An async context manager whose value is the async iterator of results.
@@ -803,17 +701,13 @@ def governed_imap(
         ValueError: If ``timeout_s`` is not positive or ``buffer_size`` < 1.
     """
     return _stream(
+        "governed_imap",
         fn,
         items,
         ordered=True,
-        governor=governor,
         return_exceptions=return_exceptions,
-        retry=retry,
-        retry_budget=retry_budget,
-        timeout_s=timeout_s,
-        progress=progress,
-        seed=seed,
         buffer_size=buffer_size,
+        options=options,
     )
 
 
@@ -821,14 +715,9 @@ def governed_imap_unordered(
     fn: Callable[[T], Awaitable[R]],
     items: Iterable[T] | AsyncIterable[T],
     *,
-    governor: Governor | None = None,
     return_exceptions: bool = False,
-    retry: Retry | None = None,
-    retry_budget: RetryBudget | None = None,
-    timeout_s: float | None = None,
-    progress: ProgressCallback | bool | None = None,
-    seed: int | None = None,
     buffer_size: int | None = None,
+    **options: Unpack[MapOptions],
 ) -> AbstractAsyncContextManager[AsyncIterator[R]]:
     """Stream ``await fn(item)`` results as they finish (the as-completed form of `governed_imap`).
 
@@ -845,15 +734,11 @@ def governed_imap_unordered(
         An async context manager whose value is the async iterator of results.
     """
     return _stream(
+        "governed_imap_unordered",
         fn,
         items,
         ordered=False,
-        governor=governor,
         return_exceptions=return_exceptions,
-        retry=retry,
-        retry_budget=retry_budget,
-        timeout_s=timeout_s,
-        progress=progress,
-        seed=seed,
         buffer_size=buffer_size,
+        options=options,
     )

@@ -47,7 +47,9 @@ from ._validate import check_float, check_int
 
 __all__ = ["Retry", "RetryBudget", "parse_retry_after"]
 
-_DELTA_SECONDS = re.compile(r"\d+(?:\.\d+)?")
+# ASCII digits only (``re.ASCII``): RFC 9110's DIGIT is %x30-39, while ``\d`` and
+# ``float()`` would also read other scripts' digits ("١٢٠" as 120).
+_DELTA_SECONDS = re.compile(r"\d+(?:\.\d+)?", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -244,7 +246,8 @@ def parse_retry_after(value: str | bytes | None, *, now: datetime | None = None)
 
     Both forms of RFC 9110 are understood: delta-seconds (``"120"``; a
     decimal fraction such as ``"1.5"`` is tolerated) and an HTTP-date
-    (``"Wed, 21 Oct 2015 07:28:00 GMT"``). The result is not capped: the
+    (``"Wed, 21 Oct 2015 07:28:00 GMT"``). Only ASCII digits count: a value
+    in another script's digits (``"١٢٠"``) is garbage, not 120. The result is not capped: the
     caller caps it (`Retry.delay_s` does, at ``max_retry_after_s``).
 
     Args:
@@ -262,7 +265,8 @@ def parse_retry_after(value: str | bytes | None, *, now: datetime | None = None)
     if isinstance(value, bytes):
         value = value.decode("latin-1")  # every byte decodes: garbage is caught below
     text = value.strip()
-    if not text:
+    if not text or not text.isascii():
+        # The grammar is ASCII; the date parser, like int(), would read other digits.
         return None
     if _DELTA_SECONDS.fullmatch(text):
         seconds = float(text)

@@ -270,15 +270,6 @@ class WindowAggregator:
         """
         return self.record(sample.latency_s, sample.outcome, sample.fresh, now, limit)
 
-    def record_ok(self, latency_s: float, now: float, limit: int) -> bool:
-        """`record` for a successful sample: the governor's hottest path, kept short."""
-        lat = self._lat_ok
-        lat.append(latency_s)
-        if now < self._close_at:
-            return len(lat) + len(self._lat_other) >= self._max
-        count = len(lat) + len(self._lat_other)
-        return count >= self._need or count >= limit
-
     def record(self, latency_s: float, outcome: Outcome, fresh: bool, now: float, limit: int) -> bool:
         """Fold one sample in and say whether the window should close (the allocation-free `add`).
 

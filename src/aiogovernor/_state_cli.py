@@ -65,7 +65,7 @@ def add_state_parser(commands: Any) -> None:
 
 def _store(args: argparse.Namespace) -> StateStore:
     if args.redis:
-        from .state import RedisStore
+        from .state import RedisStore  # the redis extra, needed only with --redis
 
         return RedisStore(args.redis)
     return JsonFileStore(args.dir)

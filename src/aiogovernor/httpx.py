@@ -20,6 +20,7 @@ errors become outcomes (429, 503 and timeouts are ``overload``), and a
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import random
 import warnings
@@ -28,16 +29,23 @@ from email.utils import parsedate_to_datetime
 from types import MappingProxyType
 from typing import TypeAlias
 
-import anyio
 import httpx
 
+from ._attempt import Attempts
 from ._classify import default_classify
 from ._governor import Governor, Permit
-from ._retry import Retry, parse_retry_after
+from ._retry import Retry, RetryBudget, parse_retry_after
 from ._samples import Outcome
 from ._validate import check_float
 
-__all__ = ["GovernedTransport", "HTTPClassifier", "classify_http", "origin_of", "retry_after_s"]
+__all__ = [
+    "GovernedTransport",
+    "HTTPAttempts",
+    "HTTPClassifier",
+    "classify_http",
+    "origin_of",
+    "retry_after_s",
+]
 
 logger = logging.getLogger("aiogovernor.httpx")
 
@@ -72,20 +80,60 @@ def classify_http(result: httpx.Response | BaseException) -> Outcome:
     return default_classify(result)
 
 
-def _classify_with(classify: HTTPClassifier | None, result: httpx.Response | BaseException) -> Outcome:
-    """``classify``'s word, else `classify_http`'s; a classifier that fails is logged, never raised.
+class HTTPAttempts(Attempts[httpx.Response]):
+    """The library's one attempt loop, for HTTP calls: what `GovernedTransport` and the uploader run.
 
-    A permit is released with this outcome: a broken classifier must neither
-    leak it nor replace the request's own exception.
+    `run` (``await attempts.run(governor, call)``, ``call(permit, attempt)``
+    making one request) takes a permit per attempt, classifies the response or
+    the exception (``classify``, else `classify_http`), pauses the governor on
+    an overload's ``Retry-After`` (read by `retry_after_s`, capped and
+    jittered by the `Retry` policy, which also times the retry), releases the
+    permit, and retries what ``retry`` retries, within its budget.
+
+    Args:
+        classify: Maps a response or an exception to an outcome; None (or a
+            classifier returning None) defers to `classify_http`. A
+            classifier that raises is logged and `classify_http` used: a
+            broken classifier must neither leak a permit nor replace the
+            request's own exception.
+        retry: Which outcomes get another attempt; None makes one attempt
+            (a Retry-After still pauses the governor, with `Retry`'s default
+            cap and jitter).
+        budget: Shared by every call through this object; None makes one
+            from ``retry``.
+        rng: The jitter source; None makes an unseeded one.
     """
-    if classify is not None:
-        try:
-            outcome = classify(result)
-            if outcome is not None:
-                return Outcome(outcome)
-        except Exception:
-            logger.exception("the classifier failed on %s; using classify_http", type(result).__name__)
-    return classify_http(result)
+
+    __slots__ = ("_classifier",)
+
+    def __init__(
+        self,
+        classify: HTTPClassifier | None = None,
+        *,
+        retry: Retry | None = None,
+        budget: RetryBudget | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if classify is not None and not callable(classify):
+            raise TypeError(f"classify must be callable, got {classify!r}")
+        super().__init__(retry=retry, budget=budget, rng=rng)
+        self._classifier = classify
+
+    def classify(self, governor: Governor, result: httpx.Response | BaseException) -> Outcome:
+        """The outcome of one attempt: ``classify``'s word, else `classify_http`'s; never raises."""
+        classify = self._classifier
+        if classify is not None:
+            try:
+                outcome = classify(result)
+                if outcome is not None:
+                    return Outcome(outcome)
+            except Exception:
+                logger.exception("the classifier failed on %s; using classify_http", type(result).__name__)
+        return classify_http(result)
+
+    def retry_after_s(self, result: httpx.Response | BaseException) -> float | None:
+        """A response's ``Retry-After`` (see `aiogovernor.httpx.retry_after_s`); None for an exception."""
+        return retry_after_s(result) if isinstance(result, httpx.Response) else None
 
 
 def origin_of(url: httpx.URL | str) -> str:
@@ -130,6 +178,37 @@ class _GovernedStream(httpx.AsyncByteStream):
                 self._permit.release(self._outcome)
 
 
+class _TransportAttempts(HTTPAttempts):
+    """The transport's loop: a response kept holds its permit until it is closed."""
+
+    __slots__ = ("_transport",)
+
+    def __init__(
+        self,
+        transport: GovernedTransport,
+        classify: HTTPClassifier | None,
+        *,
+        retry: Retry,
+        rng: random.Random,
+    ) -> None:
+        super().__init__(classify, retry=retry, rng=rng)
+        self._transport = transport
+
+    def keep(self, value: httpx.Response, permit: Permit, outcome: Outcome) -> None:
+        if value.is_closed:
+            # The wrapped transport read the body already (a mock, a cache): nothing left to hold.
+            permit.release(outcome)
+        else:
+            value.stream = _GovernedStream(value.stream, permit, outcome, self._transport)  # type: ignore[arg-type]
+
+    async def close(self, value: httpx.Response, *, drain: bool) -> None:
+        try:
+            if drain:
+                await value.aread()  # a small error body: keeps the connection reusable
+        finally:
+            await value.aclose()
+
+
 class GovernedTransport(httpx.AsyncBaseTransport):
     """An httpx transport that runs each request under a governor's permit.
 
@@ -143,9 +222,10 @@ class GovernedTransport(httpx.AsyncBaseTransport):
     - Outcomes come from `classify_http` unless ``classify`` says otherwise.
     - An ``overload`` response with a ``Retry-After`` header (seconds or an
       HTTP-date) pauses new permits for that origin's governor, capped at
-      ``max_retry_after_s`` and lengthened by up to ``retry_after_jitter``
-      so that paused clients do not return in lockstep. Dates in the past
-      and garbage are ignored.
+      the `Retry` policy's ``max_retry_after_s`` and lengthened by up to its
+      ``retry_after_jitter`` (60 s and 10 % without ``retry``) so that
+      paused clients do not return in lockstep. Dates in the past and
+      garbage are ignored.
     - With ``retry``, failed attempts are sent again (see below).
     - With ``per_host=True`` each origin (scheme, host, port) gets its own
       governor, made on first use and named ``"<name>@<origin>"`` so that
@@ -174,9 +254,9 @@ class GovernedTransport(httpx.AsyncBaseTransport):
             when the upstream named one; one retry budget per transport.
             Each attempt takes its own permit and is its own sample; a
             request with a one-shot body (an async generator) is never retried.
-        max_retry_after_s: The longest pause a Retry-After may cause.
-        retry_after_jitter: The pause is multiplied by a random factor in
-            ``[1, 1 + retry_after_jitter]``.
+        max_retry_after_s: Deprecated: pass ``retry=Retry(max_retry_after_s=...)``
+            (``Retry(attempts=1, ...)`` for no retries).
+        retry_after_jitter: Deprecated: pass ``retry=Retry(retry_after_jitter=...)``.
         governor_factory: With ``per_host``, makes the governor for an
             origin (called with the origin string) instead of copying the template.
         seed: Seeds the jitter, for reproducible tests.
@@ -194,8 +274,8 @@ class GovernedTransport(httpx.AsyncBaseTransport):
         transport: httpx.AsyncBaseTransport | None = None,
         per_host: bool = False,
         classify: HTTPClassifier | None = None,
-        max_retry_after_s: float = 60.0,
-        retry_after_jitter: float = 0.1,
+        max_retry_after_s: float | None = None,
+        retry_after_jitter: float | None = None,
         retry: Retry | None = None,
         governor_factory: Callable[[str], Governor] | None = None,
         seed: int | None = None,
@@ -212,13 +292,23 @@ class GovernedTransport(httpx.AsyncBaseTransport):
             raise TypeError(f"retry must be an aiogovernor.Retry or None, got {retry!r}")
         if governor_factory is not None and not callable(governor_factory):
             raise TypeError(f"governor_factory must be callable, got {governor_factory!r}")
-        self._max_retry_after_s = check_float("max_retry_after_s", max_retry_after_s, low=0.0)
-        self._jitter = check_float("retry_after_jitter", retry_after_jitter, low=0.0)
+        # Without a retry policy, one attempt; a Retry-After still pauses, capped and jittered by Retry.
+        policy = retry if retry is not None else Retry(attempts=1, budget_ratio=None)
+        moved: dict[str, float] = {}
+        if max_retry_after_s is not None:
+            moved["max_retry_after_s"] = check_float("max_retry_after_s", max_retry_after_s, low=0.0)
+        if retry_after_jitter is not None:
+            moved["retry_after_jitter"] = check_float("retry_after_jitter", retry_after_jitter, low=0.0)
+        if moved:
+            warnings.warn(
+                f"GovernedTransport({', '.join(moved)}=...) is deprecated: the Retry policy caps and "
+                f"jitters every Retry-After; pass retry=Retry({', '.join(f'{k}=...' for k in moved)})",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            policy = dataclasses.replace(policy, **moved)  # type: ignore[arg-type]
         self._per_host = bool(per_host)
-        self._classify = classify
-        self._retry = retry
-        self._budget = retry.new_budget() if retry is not None else None
-        self._rng = random.Random(seed)
+        self._attempts = _TransportAttempts(self, classify, retry=policy, rng=random.Random(seed))
         self._governor = governor
         # Copied before the template is used, so every origin starts from the same place.
         self._policy_template = copy.deepcopy(governor.policy)
@@ -281,27 +371,7 @@ class GovernedTransport(httpx.AsyncBaseTransport):
         return gov
 
     def _classify_result(self, result: httpx.Response | BaseException) -> Outcome:
-        return _classify_with(self._classify, result)
-
-    def _retry_after(self, governor: Governor, response: httpx.Response) -> float | None:
-        """Honour a Retry-After on an overload response: pause the origin; return the wait asked for."""
-        delay = retry_after_s(response)
-        if delay is None:
-            return None
-        delay = min(delay, self._max_retry_after_s)
-        paused = delay * (1.0 + self._jitter * self._rng.random())
-        governor.pause(paused)
-        logger.debug("%s: paused %.3fs after %d (Retry-After)", governor.name, paused, response.status_code)
-        return delay
-
-    def _may_retry(self, request: httpx.Request, attempt: int, outcome: Outcome) -> bool:
-        retry = self._retry
-        if retry is None or not retry.should_retry(attempt, outcome):
-            return False
-        # A one-shot body (an async generator) cannot be sent twice.
-        if not isinstance(request.stream, httpx.ByteStream):
-            return False
-        return self._budget is None or self._budget.try_spend()
+        return self._attempts.classify(self._governor, result)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Take a permit, send the request, and tie the permit to the response's lifetime.
@@ -311,49 +381,12 @@ class GovernedTransport(httpx.AsyncBaseTransport):
         sent again after the policy's delay; the last attempt's response or
         exception is what the caller gets.
         """
-        governor = self.governor_for(request.url)
-        if self._budget is not None:
-            self._budget.record_request()
-        attempt = 1
-        while True:
-            permit = await governor.acquire()
-            try:
-                response = await self._transport.handle_async_request(request)
-            except BaseException as exc:
-                outcome = self._classify_result(exc)
-                permit.release(outcome)
-                if not isinstance(exc, Exception) or not self._may_retry(request, attempt, outcome):
-                    raise
-                await self._backoff(attempt, None)
-                attempt += 1
-                continue
-            try:
-                outcome = self._classify_result(response)
-                retry_after = self._retry_after(governor, response) if outcome is Outcome.OVERLOAD else None
-                again = self._may_retry(request, attempt, outcome)
-                if again:
-                    try:
-                        await response.aread()  # a small error body: keeps the connection reusable
-                    finally:
-                        await response.aclose()
-            except BaseException as exc:
-                permit.release(Outcome.ERROR if isinstance(exc, Exception) else Outcome.IGNORED)
-                await response.aclose()
-                raise
-            if not again:
-                if response.is_closed:
-                    # The wrapped transport read the body already (a mock, a cache): nothing left to hold.
-                    permit.release(outcome)
-                else:
-                    response.stream = _GovernedStream(response.stream, permit, outcome, self)  # type: ignore[arg-type]
-                return response
-            permit.release(outcome)
-            await self._backoff(attempt, retry_after)
-            attempt += 1
-
-    async def _backoff(self, attempt: int, asked_s: float | None) -> None:
-        assert self._retry is not None
-        await anyio.sleep(self._retry.delay_s(attempt, rng=self._rng, retry_after_s=asked_s))
+        return await self._attempts.run(
+            self.governor_for(request.url),
+            lambda permit, attempt: self._transport.handle_async_request(request),
+            # A one-shot body (an async generator) cannot be sent twice.
+            once=not isinstance(request.stream, httpx.ByteStream),
+        )
 
     async def aclose(self) -> None:
         """Close the wrapped transport."""

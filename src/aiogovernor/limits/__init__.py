@@ -2,9 +2,15 @@
 
 Every policy here keeps its state in a float and answers one window at a
 time; none touches an event loop, so each can be tested with scripted windows.
+The window types a policy reads (`Window`, and the `Sample` and
+`WindowAggregator` that make one) live here too.
 """
 
 from __future__ import annotations
+
+from aiogovernor._samples import Sample as Sample
+from aiogovernor._samples import Window as Window
+from aiogovernor._samples import WindowAggregator as WindowAggregator
 
 from ._aimd import AIMD as AIMD
 from ._base import Adjustment as Adjustment
@@ -38,8 +44,11 @@ __all__ = [
     "Profile",
     "ResourceCeiling",
     "ResourceReading",
+    "Sample",
     "ThroughputAIMD",
     "Vegas",
+    "Window",
+    "WindowAggregator",
     "default_policy",
     "gate_limit",
     "profile",

@@ -16,6 +16,8 @@ Needs the ``httpx`` and ``files`` extras (``rich`` for the progress bar).
 
 from __future__ import annotations
 
+from aiogovernor._chunking import Chunker as Chunker
+
 from ._items import ItemReadError as ItemReadError
 from ._items import ItemResult as ItemResult
 from ._items import ItemStatus as ItemStatus
@@ -24,11 +26,10 @@ from ._items import UploadReport as UploadReport
 from ._manifest import Manifest as Manifest
 from ._manifest import ManifestError as ManifestError
 from ._multipart import MultipartBody as MultipartBody
-from ._progress import UploadProgress as UploadProgress
 from ._uploader import DEFAULT_RETRY as DEFAULT_RETRY
-from ._uploader import Chunker as Chunker
 from ._uploader import RequestBuilder as RequestBuilder
 from ._uploader import UploadBatch as UploadBatch
+from ._uploader import UploadOptions as UploadOptions
 from ._uploader import upload_files as upload_files
 from ._uploader import upload_items as upload_items
 
@@ -44,8 +45,25 @@ __all__ = [
     "RequestBuilder",
     "UploadBatch",
     "UploadItem",
-    "UploadProgress",
+    "UploadOptions",
     "UploadReport",
     "upload_files",
     "upload_items",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "UploadProgress":
+        # Imported here, on the deprecated path only.
+        import warnings
+
+        from ._progress import UploadProgress
+
+        warnings.warn(
+            "aiogovernor.uploads.UploadProgress is deprecated: pass progress=True (a rich bar) or a "
+            "callback receiving aiogovernor.Progress to upload_files/upload_items",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return UploadProgress
+    raise AttributeError(f"module 'aiogovernor.uploads' has no attribute {name!r}")

@@ -131,7 +131,7 @@ class UploadItem:
                     sent(len(chunk))
                 yield chunk
             return
-        import aiofiles
+        import aiofiles  # the files extra, needed only once a file is read
 
         assert self.path is not None
         remaining = size

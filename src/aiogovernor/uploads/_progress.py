@@ -1,4 +1,8 @@
-"""A rich progress bar for uploads: bytes/s, items, failures and the governor's live limit."""
+"""Deprecated: the uploader reports through `aiogovernor.Progress` (``progress=True`` or a callback).
+
+Kept so that code that built an `UploadProgress` by hand still runs; nothing in
+the package uses it.
+"""
 
 from __future__ import annotations
 

@@ -2,47 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeAlias, runtime_checkable
+from typing import TypeAlias, TypedDict, Unpack
 
 import anyio
 import httpx
 
+from aiogovernor._chunking import Chunker, as_chunker
 from aiogovernor._governor import Governor, Permit
+from aiogovernor._progress import ProgressCallback, Reporter, check_progress
 from aiogovernor._retry import Retry
 from aiogovernor._samples import Outcome
 from aiogovernor._validate import check_int
-from aiogovernor.httpx import GovernedTransport, HTTPClassifier, _classify_with, retry_after_s
+from aiogovernor.httpx import GovernedTransport, HTTPAttempts, HTTPClassifier
 
 from ._items import ItemReadError, ItemResult, ItemStatus, UploadItem, UploadReport
 from ._manifest import Manifest, ManifestError
 from ._multipart import MultipartBody
-from ._progress import UploadProgress
 
-__all__ = ["Chunker", "RequestBuilder", "UploadBatch", "upload_files", "upload_items"]
+__all__ = ["RequestBuilder", "UploadBatch", "UploadOptions", "upload_files", "upload_items"]
 
 DEFAULT_RETRY = Retry(attempts=4, retry_on=frozenset({Outcome.OVERLOAD, Outcome.ERROR}))
-
-
-@runtime_checkable
-class Chunker(Protocol):
-    """Sets how many items one request carries, from how long requests took.
-
-    `aiogovernor`'s adaptive chunker fits; any object with these two members does.
-    """
-
-    @property
-    def size(self) -> int:
-        """Items the next request should carry."""
-        ...
-
-    def record(self, size: int, duration_s: float) -> int:
-        """Take one request's size and duration; return the next size."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +77,50 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
 
 
+class _NotSent(Exception):
+    """The manifest could not be written: a batch waiting to be retried is not sent again."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    """One upload run's options, checked once."""
+
+    build_request: RequestBuilder
+    governor: Governor
+    manifest: Manifest | None
+    chunker: Chunker
+    retry: Retry
+    classify: HTTPClassifier | None
+    chunk_size_bytes: int
+    seed: int | None
+
+
+class _UploadAttempts(HTTPAttempts):
+    """The attempt loop for upload requests: an unreadable item is the item's fault, a 2xx is final."""
+
+    __slots__ = ("_run",)
+
+    def __init__(self, run: _Run, settings: _Settings) -> None:
+        super().__init__(settings.classify, retry=settings.retry, rng=random.Random(settings.seed))
+        self._run = run
+
+    def classify(self, governor: Governor, result: httpx.Response | BaseException) -> Outcome:
+        if isinstance(result, ItemReadError | _NotSent):
+            return Outcome.IGNORED  # says nothing about the upstream
+        return super().classify(governor, result)
+
+    def retryable(self, result: httpx.Response | BaseException) -> bool:
+        if isinstance(result, httpx.Response):
+            return not result.is_success
+        return not isinstance(result, ItemReadError | _NotSent)
+
+    async def wait(self, delay_s: float) -> None:
+        await super().wait(delay_s)
+        if self._run.manifest_error is not None:
+            # What this request uploads could not be recorded: a rerun would send it twice.
+            raise _NotSent
+
+
 class _Run:
     """One call of `upload_items`: the queue, the results, the counters."""
 
@@ -98,28 +128,17 @@ class _Run:
         self,
         client: httpx.AsyncClient,
         items: list[UploadItem],
-        build_request: RequestBuilder,
-        governor: Governor,
-        manifest: Manifest | None,
+        settings: _Settings,
         done: frozenset[str],
-        batch_size: int | Chunker,
-        retry: Retry,
-        classify: HTTPClassifier | None,
-        chunk_size_bytes: int,
-        progress: UploadProgress,
-        rng: random.Random,
+        reporter: Reporter,
     ) -> None:
         self.client = client
-        self.build_request = build_request
-        self.governor = governor
-        self.manifest = manifest
-        self.batch_size = batch_size
-        self.retry = retry
-        self.budget = retry.new_budget()
-        self.classify = classify
-        self.chunk_size_bytes = chunk_size_bytes
-        self.progress = progress
-        self.rng = rng
+        self.settings = settings
+        self.governor = settings.governor
+        self.manifest = settings.manifest
+        self.chunker = settings.chunker
+        self.attempts_loop = _UploadAttempts(self, settings)
+        self.reporter = reporter
         self.order = [item.key for item in items]
         self.results: dict[str, ItemResult] = {}
         self.attempts: dict[str, int] = {}
@@ -129,20 +148,26 @@ class _Run:
         for item in items:
             if item.key in done:
                 self.results[item.key] = ItemResult(key=item.key, status=ItemStatus.SKIPPED)
+                reporter.done += 1
             else:
                 self.pending.append(item)
 
     def _sent(self, n: int) -> None:
         self.report.bytes_sent += n
-        self.progress.sent(n)
-
-    def _outcome(self, result: httpx.Response | BaseException) -> Outcome:
-        return _classify_with(self.classify, result)
+        reporter = self.reporter
+        if reporter.bytes_sent is not None:
+            reporter.bytes_sent += n
+        reporter.tick()
 
     async def _finish(self, results: Sequence[ItemResult]) -> None:
+        reporter = self.reporter
         for r in results:
             self.results[r.key] = r
-            self.progress.finished(failed=r.status is ItemStatus.FAILED)
+            if r.status is ItemStatus.FAILED:
+                reporter.failed += 1
+            else:
+                reporter.done += 1
+        reporter.tick()
         if self.manifest is not None:
             try:
                 await self.manifest.record(results)
@@ -153,7 +178,7 @@ class _Run:
 
     async def next_batch(self) -> tuple[list[UploadItem], list[int]]:
         """Up to the chunk size of pending items whose size could be read; the rest fail here."""
-        want = self.batch_size if isinstance(self.batch_size, int) else max(1, self.batch_size.size)
+        want = max(1, self.chunker.size)
         batch: list[UploadItem] = []
         sizes: list[int] = []
         while self.pending and len(batch) < want:
@@ -167,52 +192,50 @@ class _Run:
         return batch, sizes
 
     async def run_batch(self, items: list[UploadItem], sizes: list[int], permit: Permit | None) -> None:
-        if self.budget is not None:
-            self.budget.record_request()
         attempt = 1
+        duration_s = 0.0
+
+        async def send(permit: Permit, n: int) -> httpx.Response:
+            nonlocal attempt, duration_s
+            attempt = n
+            for item in items:
+                self.attempts[item.key] = self.attempts.get(item.key, 0) + 1
+            started = anyio.current_time()
+            batch = UploadBatch(tuple(items), tuple(sizes), n, self.settings.chunk_size_bytes, self._sent)
+            request = self.settings.build_request(batch)
+            self.report.requests += 1
+            response = await self.client.send(request)
+            duration_s = anyio.current_time() - started
+            return response
+
+        counted = False
         while items:
             if self.manifest_error is not None:
-                # What this request uploads could not be recorded: a rerun would send it twice.
                 if permit is not None:
                     permit.release(Outcome.IGNORED)
                 await self._fail_all(items, sizes, self._not_sent(), None)
                 return
-            if permit is None:
-                permit = await self.governor.acquire()
-            for item in items:
-                self.attempts[item.key] = self.attempts.get(item.key, 0) + 1
-            started = anyio.current_time()
             try:
-                batch = UploadBatch(tuple(items), tuple(sizes), attempt, self.chunk_size_bytes, self._sent)
-                request = self.build_request(batch)
-                self.report.requests += 1
-                response = await self.client.send(request)
+                response = await self.attempts_loop.run(
+                    self.governor, send, permit=permit, attempt=attempt, counted=counted
+                )
             except ItemReadError as exc:
-                # The item's fault, not the upstream's: fail it, send the others again now.
-                permit.release(Outcome.IGNORED)
-                permit = None
+                # The item's fault, not the upstream's: fail it, send the others again now
+                # (the attempt did not count).
+                permit, counted = None, True
                 i = next(i for i, it in enumerate(items) if it.key == exc.key)
                 bad = items.pop(i)
                 size = sizes.pop(i)
                 await self._finish([self._result(bad, ItemStatus.FAILED, exc.reason, size, None)])
                 continue
-            except BaseException as exc:
-                outcome = self._outcome(exc)
-                permit.release(outcome)
+            except _NotSent:
                 permit = None
-                if isinstance(exc, Exception) and self._may_retry(attempt, outcome):
-                    await anyio.sleep(self.retry.delay_s(attempt, rng=self.rng))
-                    attempt += 1
-                    continue
-                if not isinstance(exc, Exception):
-                    raise
+                continue  # failed above, with the reason
+            except Exception as exc:
                 await self._fail_all(items, sizes, _describe(exc), None)
                 return
-            outcome = self._outcome(response)
             if response.is_success:
-                permit.release(outcome)
-                if not isinstance(self.batch_size, int):
-                    self.batch_size.record(len(items), anyio.current_time() - started)
+                self.chunker.record(len(items), duration_s)
                 await self._finish(
                     [
                         self._result(it, ItemStatus.UPLOADED, None, size, response.status_code)
@@ -220,16 +243,6 @@ class _Run:
                     ]
                 )
                 return
-            asked = retry_after_s(response) if outcome is Outcome.OVERLOAD else None
-            if asked is not None:
-                asked = min(asked, self.retry.max_retry_after_s)
-                self.governor.pause(asked * (1.0 + 0.1 * self.rng.random()))
-            permit.release(outcome)
-            permit = None
-            if self._may_retry(attempt, outcome):
-                await anyio.sleep(self.retry.delay_s(attempt, rng=self.rng, retry_after_s=asked))
-                attempt += 1
-                continue
             await self._fail_all(items, sizes, f"HTTP {response.status_code}", response.status_code)
             return
 
@@ -237,11 +250,6 @@ class _Run:
         return (
             f"not sent: the manifest could not be written ({_describe(self.manifest_error or Exception())})"
         )
-
-    def _may_retry(self, attempt: int, outcome: Outcome) -> bool:
-        if not self.retry.should_retry(attempt, outcome):
-            return False
-        return self.budget is None or self.budget.try_spend()
 
     def _result(
         self, item: UploadItem, status: ItemStatus, reason: str | None, size: int, code: int | None
@@ -281,7 +289,7 @@ class _Run:
             while self.pending:
                 item = self.pending.popleft()
                 self.results[item.key] = ItemResult(key=item.key, status=ItemStatus.FAILED, reason=reason)
-                self.progress.finished(failed=True)
+                self.reporter.failed += 1
         self.report.results = [self.results[key] for key in self.order]
         if self.manifest_error is not None:
             assert self.manifest is not None
@@ -295,25 +303,96 @@ def _governed_transport(client: httpx.AsyncClient) -> bool:
     return isinstance(getattr(client, "_transport", None), GovernedTransport)
 
 
+class UploadOptions(TypedDict, total=False):
+    """The keyword options `upload_items` and `upload_files` share, written once.
+
+    Attributes:
+        governor: Sets how many requests run at once; None makes ``Governor("uploads")``.
+        manifest: A `Manifest` or its path: items it marks uploaded are
+            skipped, and every outcome is appended to it (see `ManifestError`).
+        chunker: Items per request: a fixed number (1 by default), or any
+            `aiogovernor.Chunker` (such as `aiogovernor.AdaptiveChunker`) that
+            adapts it from request durations (for endpoints taking several files).
+        batch_size: Deprecated name of ``chunker``.
+        retry: How failed requests are retried (by default 4 attempts, on
+            overload and error, with a retry budget); it also caps and
+            jitters every Retry-After pause.
+        classify: Maps a response or an exception to an outcome; None defers
+            to `aiogovernor.httpx.classify_http`.
+        chunk_size_bytes: The most read from a file at once: peak memory is
+            about (requests in flight) × this.
+        progress: A callback receiving `aiogovernor.Progress` (items, with
+            ``bytes_sent``; at most every 0.1 s, and once at the end), or True
+            for a rich progress bar (the ``rich`` extra).
+        seed: Seeds the backoff jitter.
+    """
+
+    governor: Governor | None
+    manifest: Manifest | str | os.PathLike[str] | None
+    chunker: int | Chunker
+    batch_size: int | Chunker
+    retry: Retry
+    classify: HTTPClassifier | None
+    chunk_size_bytes: int
+    progress: ProgressCallback | bool | None
+    seed: int | None
+
+
+def _settings(build_request: RequestBuilder, options: UploadOptions, form: str) -> tuple[_Settings, object]:
+    """Check the options (a clear error for each); the manifest option is returned as given."""
+    unknown = options.keys() - UploadOptions.__annotations__.keys()
+    if unknown:
+        raise TypeError(f"{form}() got an unexpected keyword argument {min(unknown)!r}")
+    if not callable(build_request):
+        raise TypeError(f"build_request must be callable, got {build_request!r}")
+    governor = options.get("governor")
+    if governor is None:
+        governor = Governor("uploads")
+    elif not isinstance(governor, Governor):
+        raise TypeError(f"governor must be an aiogovernor.Governor or None, got {governor!r}")
+    chunker: object = options.get("chunker", 1)
+    if "batch_size" in options:
+        if "chunker" in options:
+            raise TypeError("pass chunker (batch_size is its deprecated name), not both")
+        warnings.warn(
+            f"{form}(batch_size=...) is deprecated; pass chunker=... (an int or a Chunker)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        chunker = options["batch_size"]
+    retry = options.get("retry", DEFAULT_RETRY)
+    if not isinstance(retry, Retry):
+        raise TypeError(f"retry must be an aiogovernor.Retry, got {retry!r}")
+    classify = options.get("classify")
+    if classify is not None and not callable(classify):
+        raise TypeError(f"classify must be callable, got {classify!r}")
+    chunk_size_bytes = check_int("chunk_size_bytes", options.get("chunk_size_bytes", 256 * 1024), low=1)
+    check_progress(options.get("progress"))
+    settings = _Settings(
+        build_request=build_request,
+        governor=governor,
+        manifest=None,
+        chunker=as_chunker(chunker, "batch_size" if "batch_size" in options else "chunker"),
+        retry=retry,
+        classify=classify,
+        chunk_size_bytes=chunk_size_bytes,
+        seed=options.get("seed"),
+    )
+    return settings, options.get("manifest")
+
+
 async def upload_items(
     client: httpx.AsyncClient,
     items: Iterable[UploadItem],
     *,
     build_request: RequestBuilder,
-    governor: Governor | None = None,
-    manifest: Manifest | str | os.PathLike[str] | None = None,
-    batch_size: int | Chunker = 1,
-    retry: Retry = DEFAULT_RETRY,
-    classify: HTTPClassifier | None = None,
-    chunk_size_bytes: int = 256 * 1024,
-    progress: bool = False,
-    seed: int | None = None,
+    **options: Unpack[UploadOptions],
 ) -> UploadReport:
     """Upload items with requests you build; every item ends uploaded, failed (with a reason) or skipped.
 
     The lower-level form of `upload_files`. The governor sets how many
     requests run at once (each request holds one permit and is one sample,
-    classified like `aiogovernor.httpx.classify_http`); ``batch_size`` sets
+    classified like `aiogovernor.httpx.classify_http`); the chunker sets
     how many items a request carries. A response in 2xx uploads every item
     it carried; other outcomes are retried per ``retry`` (a Retry-After on
     an overload also pauses the governor), then fail the batch's items.
@@ -327,26 +406,17 @@ async def upload_items(
             the uploader takes the permits itself).
         items: The items; keys must be unique.
         build_request: Builds one batch's request (see `UploadBatch.multipart`).
-        governor: Sets how many requests run at once; None makes ``Governor("uploads")``.
-        manifest: A `Manifest` or its path: items it marks uploaded are
-            skipped, and every outcome is appended to it (see `ManifestError`).
-        batch_size: Items per request: a fixed number, or a `Chunker` that
-            adapts it from request durations (for endpoints taking several files).
-        retry: How failed requests are retried (by default 4 attempts, on
-            overload and error, with a retry budget).
-        classify: Maps a response or an exception to an outcome; None defers
-            to `aiogovernor.httpx.classify_http`.
-        chunk_size_bytes: The most read from a file at once: peak memory is
-            about (requests in flight) × this.
-        progress: Show a rich progress bar (the ``rich`` extra).
-        seed: Seeds the backoff jitter.
+        **options: ``governor``, ``manifest``, ``chunker``, ``retry``,
+            ``classify``, ``chunk_size_bytes``, ``progress``, ``seed``: see
+            `UploadOptions`.
 
     Returns:
         One result per item, in the order given.
 
     Raises:
         TypeError: For a client that is not an `httpx.AsyncClient`, a
-            non-callable builder, or items that are not `UploadItem`.
+            non-callable builder, items that are not `UploadItem`, or an
+            option of the wrong type or unknown.
         ValueError: For duplicate keys, a client whose transport is
             already governed, or out-of-range numbers.
         ManifestError: When the manifest could not be written: nothing more
@@ -361,21 +431,7 @@ async def upload_items(
             "client's transport is a GovernedTransport: the uploader takes the permits itself; "
             "pass a plain client and give the governor to the uploader"
         )
-    if not callable(build_request):
-        raise TypeError(f"build_request must be callable, got {build_request!r}")
-    if governor is None:
-        governor = Governor("uploads")
-    elif not isinstance(governor, Governor):
-        raise TypeError(f"governor must be an aiogovernor.Governor or None, got {governor!r}")
-    if isinstance(batch_size, int):
-        check_int("batch_size", batch_size, low=1)
-    elif not isinstance(batch_size, Chunker):
-        raise TypeError(f"batch_size must be an int or a Chunker, got {batch_size!r}")
-    if not isinstance(retry, Retry):
-        raise TypeError(f"retry must be an aiogovernor.Retry, got {retry!r}")
-    if classify is not None and not callable(classify):
-        raise TypeError(f"classify must be callable, got {classify!r}")
-    check_int("chunk_size_bytes", chunk_size_bytes, low=1)
+    settings, manifest = _settings(build_request, options, "upload_items")
     item_list = list(items)
     seen: set[str] = set()
     for item in item_list:
@@ -386,28 +442,22 @@ async def upload_items(
         seen.add(item.key)
     owned: Manifest | None = None
     if manifest is not None and not isinstance(manifest, Manifest):
-        manifest = owned = Manifest(manifest)
+        manifest = owned = Manifest(manifest)  # type: ignore[arg-type]
+    assert manifest is None or isinstance(manifest, Manifest)
+    settings = dataclasses.replace(settings, manifest=manifest)
     try:
         # Reading the manifest is file I/O: off the event loop, like every write to it.
         done = await anyio.to_thread.run_sync(manifest.load) if manifest is not None else frozenset()
-        with UploadProgress(total_items=len(item_list), governor=governor, enabled=progress) as bar:
-            run = _Run(
-                client,
-                item_list,
-                build_request,
-                governor,
-                manifest,
-                done,
-                batch_size,
-                retry,
-                classify,
-                chunk_size_bytes,
-                bar,
-                random.Random(seed),
-            )
-            for _ in run.results:  # the skipped ones
-                bar.finished(failed=False)
-            return await run.run()
+        with Reporter(
+            options.get("progress"),
+            governor=settings.governor,
+            description="upload",
+            total=len(item_list),
+            bytes_sent=0,
+        ) as reporter:
+            report = await _Run(client, item_list, settings, done, reporter).run()
+            reporter.finish()
+            return report
     finally:
         if owned is not None:
             owned.close()  # made from a path here: its file is ours to close
@@ -423,14 +473,7 @@ async def upload_files(
     checksum_field: str | None = "sha256",
     data: Mapping[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
-    governor: Governor | None = None,
-    manifest: Manifest | str | os.PathLike[str] | None = None,
-    batch_size: int | Chunker = 1,
-    retry: Retry = DEFAULT_RETRY,
-    classify: HTTPClassifier | None = None,
-    chunk_size_bytes: int = 256 * 1024,
-    progress: bool = False,
-    seed: int | None = None,
+    **options: Unpack[UploadOptions],
 ) -> UploadReport:
     """Upload files (streamed from disk in chunks, never read whole) as multipart/form-data.
 
@@ -439,7 +482,7 @@ async def upload_files(
     SHA-256 of the bytes sent (None leaves it out), after the text fields
     of ``data``. A missing file, a directory or an unreadable file fails
     alone with its reason; the rest of the batch goes on. See `upload_items`
-    for the governor, batching, retries, the manifest and the arguments
+    for the governor, batching, retries, the manifest and the options
     they share.
 
     Args:
@@ -451,14 +494,7 @@ async def upload_files(
         checksum_field: The checksum parts' form name, or None.
         data: Extra text fields sent with every request.
         headers: Extra request headers (never logged nor recorded).
-        governor: See `upload_items`.
-        manifest: See `upload_items`.
-        batch_size: See `upload_items`.
-        retry: See `upload_items`.
-        classify: See `upload_items`.
-        chunk_size_bytes: See `upload_items`.
-        progress: See `upload_items`.
-        seed: See `upload_items`.
+        **options: As `upload_items` (see `UploadOptions`).
 
     Returns:
         One result per item, in the order given.
@@ -471,16 +507,4 @@ async def upload_files(
         body = batch.multipart(field=field, checksum_field=checksum_field, data=form)
         return client.build_request(method, url, content=body, headers={**extra, **body.headers})
 
-    return await upload_items(
-        client,
-        items,
-        build_request=build,
-        governor=governor,
-        manifest=manifest,
-        batch_size=batch_size,
-        retry=retry,
-        classify=classify,
-        chunk_size_bytes=chunk_size_bytes,
-        progress=progress,
-        seed=seed,
-    )
+    return await upload_items(client, items, build_request=build, **options)

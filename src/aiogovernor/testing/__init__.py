@@ -5,6 +5,12 @@
 - `wait_until`: yield to the event loop until a condition holds, without
   sleeping (a bounded number of scheduler passes).
 - `window`: build a `Window` from a few figures, for scripted policy tests.
+- `loop_time` and `Clock`: the default clock (the running event loop's
+  time) and the type of every ``clock=`` argument.
+- `aiogovernor.testing.servers`: a real local HTTP upstream (a capacity
+  knee, a hard 429 bound, multipart uploads) for tests, examples and
+  benchmarks; it needs the ``testing`` extra (starlette, uvicorn,
+  python-multipart), and importing this package does not.
 
 For closed loops in virtual time, see `aiogovernor.sim.run_virtual`.
 """
@@ -15,10 +21,12 @@ from collections.abc import Callable
 
 import anyio
 
-from ._samples import Window
-from ._validate import check_float, check_int
+from aiogovernor._clock import Clock as Clock
+from aiogovernor._clock import loop_time as loop_time
+from aiogovernor._samples import Window
+from aiogovernor._validate import check_float, check_int
 
-__all__ = ["ManualClock", "wait_until", "window"]
+__all__ = ["Clock", "ManualClock", "loop_time", "wait_until", "window"]
 
 
 class ManualClock:

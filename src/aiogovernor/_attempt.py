@@ -1,0 +1,247 @@
+"""The one attempt loop: permit → call → classify → Retry-After → release → backoff.
+
+Every caller that retries under a governor (the maps, the httpx transport,
+the uploader) runs this loop, so that the rules hold in one place:
+
+- each attempt takes its own permit and is its own sample;
+- the outcome comes from one classifier (a hook), the permit goes back with
+  it before anything else can raise, and a retry waits holding no permit;
+- an upstream's Retry-After (read by a hook, only after an ``overload``)
+  pauses the governor for the same time the retry waits, and both go
+  through `Retry.delay_s`: the only cap and the only jitter;
+- the retry budget is charged last, so a retry the policy refuses anyway
+  spends nothing.
+
+One `Attempts` object is made per map, transport or upload run (it holds the
+shared budget and the jitter source); `Attempts.run` drives one unit of work.
+Integrations adapt it by overriding its hooks (the shape of stamina's
+``retry_context``: one loop behind every form)::
+
+    class HTTPAttempts(Attempts[httpx.Response]):
+        def classify(self, governor, result):   # a response or an exception
+            return classify_http(result)
+        def retry_after_s(self, result):
+            return retry_after_s(result) if isinstance(result, httpx.Response) else None
+
+    attempts = HTTPAttempts(retry=Retry(attempts=3), rng=random.Random(seed))
+    response = await attempts.run(governor, lambda permit, attempt: send(request))
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+from ._governor import Governor, Permit
+from ._retry import Retry, RetryBudget
+from ._samples import Outcome
+
+__all__ = ["Attempts", "retry_after_of"]
+
+T = TypeVar("T")
+
+# Caps and jitters a Retry-After pause when the caller gave no retry policy:
+# Retry's defaults (60 s at most, up to 10 % longer).
+_PAUSE_ONLY = Retry(attempts=1)
+
+_OVERLOAD = Outcome.OVERLOAD
+
+
+def retry_after_of(exc: BaseException) -> float | None:
+    """The Retry-After an exception carries (`OverloadError` and look-alikes), if it is usable.
+
+    Reads a ``retry_after_s`` attribute: a finite number of seconds >= 0, else None.
+    """
+    value = getattr(exc, "retry_after_s", None)
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+        return float(value)
+    return None
+
+
+class Attempts(Generic[T]):
+    """How one kind of call is attempted under a governor: retry policy, budget, jitter, hooks.
+
+    Args:
+        retry: Which outcomes get another attempt, and how long to wait;
+            None makes one attempt (a Retry-After still pauses the governor,
+            capped and jittered by `Retry`'s defaults).
+        budget: Shared by every unit of work run through this object; None
+            makes a fresh one from ``retry`` (`Retry.new_budget`; a policy
+            with ``budget_ratio=None`` has none).
+        rng: The jitter source (seed it for reproducible schedules); None
+            makes an unseeded one.
+
+    The hooks below say what a result means; override them to adapt the loop
+    to a kind of call. They must not raise, except `close` and `wait`.
+    """
+
+    __slots__ = ("budget", "retry", "rng")
+
+    scoped = False
+    """Take each permit with ``async with governor`` (the task knows it holds it); False for
+    `Governor.acquire`, which a permit handed to a value that outlives the attempt needs."""
+
+    def __init__(
+        self,
+        *,
+        retry: Retry | None = None,
+        budget: RetryBudget | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.retry = retry
+        if budget is None and retry is not None:
+            budget = retry.new_budget()
+        self.budget = budget
+        self.rng = rng if rng is not None else random.Random()
+
+    # -- hooks -----------------------------------------------------------
+
+    def classify(self, governor: Governor, result: T | BaseException) -> Outcome:
+        """The outcome of one attempt: the governor's classifier for an exception, ``ok`` for a value."""
+        if isinstance(result, BaseException):
+            # The governor's own classifier (a named seam of the gate, shared with `async with`).
+            return governor._classify_exc(result)
+        return Outcome.OK
+
+    def retry_after_s(self, result: T | BaseException) -> float | None:
+        """Seconds the upstream asked to wait (asked only after an ``overload``); None if it said nothing.
+
+        By default an exception's ``retry_after_s`` (see `retry_after_of`).
+        """
+        return retry_after_of(result) if isinstance(result, BaseException) else None
+
+    def retryable(self, result: T | BaseException) -> bool:
+        """Whether this result may be attempted again at all (a one-shot body may not); True by default."""
+        return True
+
+    def keep(self, value: T, permit: Permit, outcome: Outcome) -> None:
+        """The last attempt returned ``value``: release its permit (or tie it to the value's lifetime)."""
+        permit.release(outcome)
+
+    async def close(self, value: T, *, drain: bool) -> None:
+        """Let go of a value that is not returned; nothing by default.
+
+        Called before a retry with ``drain`` true (the permit still held, so
+        a connection can be read clean and reused), or after a failure.
+        """
+
+    async def wait(self, delay_s: float) -> None:
+        """Wait ``delay_s`` before the next attempt, holding no permit."""
+        # anyio is loaded on first use: `import aiogovernor` must not pull it in (see the public API test).
+        import anyio
+
+        await anyio.sleep(delay_s)
+
+    # -- the loop --------------------------------------------------------
+
+    async def run(
+        self,
+        governor: Governor,
+        call: Callable[[Permit, int], Awaitable[T]],
+        *,
+        permit: Permit | None = None,
+        attempt: int = 1,
+        once: bool = False,
+        counted: bool = False,
+    ) -> T:
+        """Attempt one unit of work until it succeeds, the policy gives up, or the budget refuses.
+
+        Args:
+            governor: Grants a permit per attempt.
+            call: Makes one attempt, given its permit and its number (from 1).
+            permit: A permit already held for the first attempt (taken before
+                the unit of work was chosen); None takes one.
+            attempt: The number of the first attempt here (above 1 continues
+                a unit of work whose earlier attempts ran elsewhere).
+            once: Make one attempt whatever the policy says (a request body
+                that cannot be sent twice); the budget counts the request
+                and a Retry-After still pauses the governor.
+            counted: The budget already counted this unit of work (a run
+                resumed after an attempt that did not count).
+
+        Returns:
+            The last attempt's value (its permit handed to `keep`).
+
+        Raises:
+            BaseException: The last attempt's exception, its permit released.
+        """
+        budget = self.budget
+        if budget is not None and not counted:
+            budget.record_request()
+        while True:
+            if permit is None and self.scoped:
+                # Taken the way `async with governor` users take theirs: the task knows it holds
+                # it (the gate warns when a mapped function queues on its own governor).
+                async with governor as permit:
+                    done, value, delay_s = await self._attempt(governor, permit, call, attempt, once)
+            else:
+                if permit is None:
+                    permit = await governor.acquire()
+                done, value, delay_s = await self._attempt(governor, permit, call, attempt, once)
+            if done:
+                return value  # type: ignore[return-value]
+            permit = None
+            assert self.retry is not None  # only a retry policy says "again"
+            await self.wait(delay_s if delay_s is not None else self.retry.backoff_s(attempt, rng=self.rng))
+            attempt += 1
+
+    async def _attempt(
+        self,
+        governor: Governor,
+        permit: Permit,
+        call: Callable[[Permit, int], Awaitable[T]],
+        attempt: int,
+        once: bool,
+    ) -> tuple[bool, T | None, float | None]:
+        """One attempt: (done, its value, the wait before the next); raises what ends the unit."""
+        try:
+            value = await call(permit, attempt)
+        except BaseException as exc:
+            outcome = Outcome.ERROR if isinstance(exc, Exception) else Outcome.IGNORED
+            delay_s = None
+            try:
+                outcome = self.classify(governor, exc)
+                delay_s = self._pause(governor, attempt, exc, outcome)
+            finally:
+                # The permit comes back whatever the hooks did (the call may have released it).
+                if not permit.released:
+                    permit.release(outcome)
+            if once or not isinstance(exc, Exception) or not self._again(attempt, exc, outcome):
+                raise
+            return False, None, delay_s
+        try:
+            outcome = self.classify(governor, value)
+            delay_s = self._pause(governor, attempt, value, outcome)
+            if once or not self._again(attempt, value, outcome):
+                self.keep(value, permit, outcome)
+                return True, value, None
+            await self.close(value, drain=True)
+        except BaseException as exc:
+            if not permit.released:
+                permit.release(Outcome.ERROR if isinstance(exc, Exception) else Outcome.IGNORED)
+            await self.close(value, drain=False)
+            raise
+        permit.release(outcome)
+        return False, None, delay_s
+
+    def _pause(
+        self, governor: Governor, attempt: int, result: T | BaseException, outcome: Outcome
+    ) -> float | None:
+        """Honour a Retry-After on an overload: pause the governor; return the (capped, jittered) wait."""
+        if outcome is not _OVERLOAD:
+            return None
+        asked = self.retry_after_s(result)
+        if asked is None:
+            return None
+        delay_s = (self.retry or _PAUSE_ONLY).delay_s(attempt, rng=self.rng, retry_after_s=asked)
+        governor.pause(delay_s)
+        return delay_s
+
+    def _again(self, attempt: int, result: T | BaseException, outcome: Outcome) -> bool:
+        retry = self.retry
+        if retry is None or not retry.should_retry(attempt, outcome) or not self.retryable(result):
+            return False
+        budget = self.budget
+        return budget is None or budget.try_spend()
