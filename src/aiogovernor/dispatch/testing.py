@@ -52,13 +52,18 @@ class FakeEndpoint:
         queue_limit: Jobs waiting beyond which ``/run`` answers 429 (None: unbounded).
         retry_after_s: The Retry-After sent with a 429.
         cold_start_s: Delay before a worker's first job starts (it stays ``IN_QUEUE``).
-        failure_rate: Probability that a job ends ``FAILED``.
+        failure_rate: Probability that a job fails for the infrastructure's reasons
+            (the worker's fault, never the handler's), in the way ``failure_mode`` says.
+        failure_mode: How such a failure shows: ``"failed"`` (``FAILED`` with no
+            handler error), ``"timed_out"`` (``TIMED_OUT``) or ``"lost"`` (the job
+            vanishes with its worker: ``/status`` answers 404).
         job_timeout_s: Jobs running longer end ``TIMED_OUT`` (None: never).
         result_ttl_s: How long a finished job's status is kept; then 404.
         runsync_wait_s: How long ``/runsync`` waits for the result.
         dead: Answer 503 to everything.
         compute: Makes a job's output from its input; by default ``{"echo": input}``.
-            An exception it raises makes the job ``FAILED``.
+            An exception it raises makes the job ``FAILED`` with the exception as its
+            ``error`` (a handler's failure: the trial's fault, not the endpoint's).
         seed: Seeds the failures.
     """
 
@@ -68,6 +73,7 @@ class FakeEndpoint:
     retry_after_s: float = 0.05
     cold_start_s: float = 0.0
     failure_rate: float = 0.0
+    failure_mode: str = "failed"
     job_timeout_s: float | None = None
     result_ttl_s: float = 300.0
     runsync_wait_s: float = 1.0
@@ -83,6 +89,10 @@ class FakeEndpoint:
         check_float("retry_after_s", self.retry_after_s, low=0.0)
         check_float("cold_start_s", self.cold_start_s, low=0.0)
         check_float("failure_rate", self.failure_rate, low=0.0, high=1.0)
+        if self.failure_mode not in ("failed", "timed_out", "lost"):
+            raise ValueError(
+                f"failure_mode must be 'failed', 'timed_out' or 'lost', got {self.failure_mode!r}"
+            )
         if self.job_timeout_s is not None:
             check_float("job_timeout_s", self.job_timeout_s, low=0.0, low_open=True)
         check_float("result_ttl_s", self.result_ttl_s, low=0.0)
@@ -207,7 +217,7 @@ class _Endpoint:
             if limit is not None and duration > limit:
                 self.finish(job, _S.TIMED_OUT, error=f"job exceeded {limit:g}s")
             elif self.rng.random() < self.b.failure_rate:
-                self.finish(job, _S.FAILED, error="simulated worker failure")
+                self.infrastructure_failure(job)
             else:
                 try:
                     output = self.b.compute(job.input) if self.b.compute else {"echo": job.input}
@@ -218,6 +228,16 @@ class _Endpoint:
         finally:
             self.running -= 1
             self.notify()
+
+    def infrastructure_failure(self, job: _Job) -> None:
+        mode = self.b.failure_mode
+        if mode == "timed_out":
+            self.finish(job, _S.TIMED_OUT, error="worker timed out")
+        elif mode == "failed":
+            self.finish(job, _S.FAILED)
+        else:  # lost with its worker: the endpoint forgets it
+            self.finish(job, _S.FAILED)
+            del self.jobs[job.id]
 
     def notify(self) -> None:
         with self.changed:
