@@ -15,7 +15,10 @@ event loop, so that any test loop (or a plain script) can talk to it::
 Each endpoint has W workers, a job duration, an optional queue bound (429
 with Retry-After beyond it), cold starts, a failure rate, an execution
 timeout (``TIMED_OUT``), a result TTL (404 after it), a dead mode (503) and
-counters of live and cancelled jobs. It needs ``starlette`` and ``uvicorn``,
+counters of live and cancelled jobs. With ``gpu=GpuWorkerModel.h100_mlp1024()``
+an endpoint's job durations follow a GPU worker measured on an H100
+(`GpuWorkerModel`; `SimulatedGpuWorker` is the same model without HTTP, for
+virtual time). It needs ``starlette`` and ``uvicorn``,
 imported when the server starts.
 """
 
@@ -35,11 +38,14 @@ from typing import TYPE_CHECKING, Any
 
 from aiogovernor._validate import check_float, check_int
 
+from ._gpu_model import GpuWorkerModel as GpuWorkerModel
+from ._gpu_model import SimulatedGpuWorker as SimulatedGpuWorker
+
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import JSONResponse
 
-__all__ = ["EndpointCounters", "FakeEndpoint", "LocalServerless"]
+__all__ = ["EndpointCounters", "FakeEndpoint", "GpuWorkerModel", "LocalServerless", "SimulatedGpuWorker"]
 
 
 @dataclass(kw_only=True)
@@ -64,6 +70,11 @@ class FakeEndpoint:
         compute: Makes a job's output from its input; by default ``{"echo": input}``.
             An exception it raises makes the job ``FAILED`` with the exception as its
             ``error`` (a handler's failure: the trial's fault, not the endpoint's).
+        gpu: Times jobs by a measured GPU worker (`GpuWorkerModel`): a job lasts the
+            model's latency at the number of jobs running when it starts, times
+            ``time_scale``, instead of ``job_duration_s``; ``workers`` is then the
+            worker's concurrency setting (trials it runs at once).
+        time_scale: Multiplies the ``gpu`` model's durations (0.05: 20 times faster).
         seed: Seeds the failures.
     """
 
@@ -79,6 +90,8 @@ class FakeEndpoint:
     runsync_wait_s: float = 1.0
     dead: bool = False
     compute: Callable[[Any], Any] | None = None
+    gpu: GpuWorkerModel | None = None
+    time_scale: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -97,6 +110,9 @@ class FakeEndpoint:
             check_float("job_timeout_s", self.job_timeout_s, low=0.0, low_open=True)
         check_float("result_ttl_s", self.result_ttl_s, low=0.0)
         check_float("runsync_wait_s", self.runsync_wait_s, low=0.0)
+        if self.gpu is not None and not isinstance(self.gpu, GpuWorkerModel):
+            raise TypeError(f"gpu must be a GpuWorkerModel, got {self.gpu!r}")
+        check_float("time_scale", self.time_scale, low=0.0, low_open=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -207,6 +223,8 @@ class _Endpoint:
         self.notify()
         try:
             duration = self.b.job_duration_s
+            if self.b.gpu is not None:
+                duration = self.b.gpu.latency_s(self.running) * self.b.time_scale
             if isinstance(job.input, Mapping) and isinstance(job.input.get("duration_s"), int | float):
                 duration = float(job.input["duration_s"])
             limit = self.b.job_timeout_s
