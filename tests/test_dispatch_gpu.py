@@ -35,7 +35,11 @@ def test_throughput_is_interpolated_in_log2_and_latency_follows_littles_law() ->
 
 def test_a_table_is_read_from_json_lines(tmp_path: Path) -> None:
     path = tmp_path / "gpu.jsonl"
-    lines = [{"gpu": "test"}, {"concurrency": 2, "trials_per_s": 4.0}, {"concurrency": 1, "trials_per_s": 3.0}]
+    lines = [
+        {"gpu": "test"},
+        {"concurrency": 2, "trials_per_s": 4.0},
+        {"concurrency": 1, "trials_per_s": 3.0},
+    ]
     path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     model = GpuWorkerModel.from_jsonl(path)
     assert (model.concurrency, model.trials_per_s, model.description) == ((1, 2), (3.0, 4.0), "gpu=test")

@@ -265,6 +265,8 @@ class EndpointPool:
                     waiting=c.governor.waiting,
                     completed=stats.completed,
                     failed=stats.failed,
+                    success_rate=self._success[c.endpoint_id].rate,
+                    refused=c.endpoint_id in self._refused,
                 )
             )
         if self._local is not None:
@@ -275,7 +277,8 @@ class EndpointPool:
                     limit=self._local.limit,
                     inflight=self._local.inflight,
                     waiting=self._local.waiting,
-                    **self._local_counts,
+                    completed=self._local_counts["completed"],
+                    failed=self._local_counts["failed"],
                 )
             )
         return PoolSnapshot(progress=self._progress.snapshot(), endpoints=tuple(endpoints))
