@@ -246,8 +246,10 @@ def report(rows: dict[tuple[str, str], list[dict[str, Any]]], args: argparse.Nam
         values = [r[key] for r in runs]
         return f"{statistics.median(values):.3g} / {worst(values):.3g}"
 
+    flaky_trials = args.trials // 2
     print(
-        f"\n{args.trials} trials (flaky40: {args.trials // 2}); jobs of {JOB_S:g}s; medians / worst of {args.repeat}\n"
+        f"\n{args.trials} trials (flaky40: {flaky_trials}); jobs of {JOB_S:g}s; "
+        f"median / worst of {args.repeat}\n"
     )
     ideal = {
         "mixed": args.trials * JOB_S / (WORKERS + 0.7 * WORKERS),
@@ -270,7 +272,8 @@ def report(rows: dict[tuple[str, str], list[dict[str, Any]]], args: argparse.Nam
             flaky = [r["per_endpoint"].get("flaky", 0) for r in runs]
             complete = [r["complete"] for r in runs]
             print(
-                f"\nflaky40 {impl}: completed on healthy {statistics.median(healthy):g} (worst {min(healthy)}), "
+                f"\nflaky40 {impl}: completed on healthy {statistics.median(healthy):g} "
+                f"(worst {min(healthy)}), "
                 f"on flaky {statistics.median(flaky):g} (worst {max(flaky)}); "
                 f"COMPLETE {statistics.median(complete):g} (worst {min(complete)}) of {args.trials // 2}"
             )

@@ -1,7 +1,7 @@
 """Run an Optuna study against the GPU worker through `optimize_remote`; trials/s against a fixed sweep.
 
-For each fixed number of jobs in flight in ``--sweep``, then for the governor (the
-`JobClient`'s default job governor, which adapts to the jobs' latency), runs
+For each fixed number of jobs in flight in ``--sweep``, then for a governor with the
+library's default policy (it adapts to the jobs' latency), runs
 ``--trials`` trials of a study tuning the MLP's learning rate and weight decay, and
 reports trials/s, the mean and p95 job latency, and where the governor's limit
 settled. On an H100 with small MLPs the best fixed value is about 4-8 jobs at once;
@@ -40,7 +40,10 @@ def build_input(trial: optuna.Trial) -> Any:
 
 async def one_run(args: argparse.Namespace, fixed: int | None) -> dict[str, Any]:
     protocol = RunPodProtocol(api_key_env="GPU_WORKER_API_KEY")
-    governor = None if fixed is None else Governor(f"gpu-fixed-{fixed}", Fixed(fixed), store=None)
+    # The governor row: the library's default policy, which reads the jobs' latency
+    # (a GPU's knee shows there, not in refusals). store=None: each row starts afresh.
+    policy = Fixed(fixed) if fixed is not None else None
+    governor = Governor(f"dispatch-gpu-{fixed or 'governor'}", policy, store=None)
     client = JobClient(
         "gpu",
         api_key=args.api_key,

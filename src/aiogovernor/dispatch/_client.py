@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import math
 import os
@@ -22,7 +21,7 @@ from aiogovernor._governor import Governor, Permit
 from aiogovernor._retry import parse_retry_after
 from aiogovernor._samples import Outcome
 from aiogovernor._validate import check_float, check_int
-from aiogovernor.limits import AIMD, profile
+from aiogovernor.limits import AIMD
 
 from ._backoff import PollBackoff
 from ._protocol import RunPodProtocol, ServerlessProtocol
@@ -131,11 +130,15 @@ async def _await_shielded(task: asyncio.Future[T]) -> T:
 class JobClient:
     """Runs jobs on one serverless endpoint (RunPod's API by default).
 
-    Three lanes of API calls, so that one kind of refusal never stalls another:
+    An endpoint's work goes through separate lanes, so that one kind of refusal
+    never stalls another:
 
-    - **jobs**: `governor` bounds the jobs in flight (its limit adapts to the
-      jobs' latency, which finds a GPU worker's knee; `EndpointPool` seeds it
-      from ``/health``); infrastructure failures are its errors;
+    - **jobs**: `governor` bounds the jobs in flight (an `AIMD` by default, which
+      `EndpointPool` seeds from ``/health``); infrastructure failures are its
+      errors. For a GPU worker that runs several jobs at once (a concurrency
+      setting), pass ``governor=Governor(f"dispatch:{endpoint_id}")``: the
+      library's default policy reads the jobs' latency, which rises past the
+      GPU's knee long before anything refuses a job, and settles there;
     - **submits**: `submit_governor` bounds ``/run`` calls. A 429 on submit
       (the endpoint's queue is full) is an overload of this lane and of the
       job governor, and its Retry-After pauses submits only;
@@ -181,8 +184,7 @@ class JobClient:
         protocol: Paths and parsing; `RunPodProtocol` by default.
         http: An ``httpx.AsyncClient`` to share; by default the client makes
             (and closes) its own.
-        governor: Bounds jobs in flight; by default the library's default policy
-            (`aiogovernor.limits.profile`, latency-aware) up to ``max_jobs``.
+        governor: Bounds jobs in flight; by default an `AIMD` up to ``max_jobs``.
         submit_governor: Bounds submits; by default an `AIMD` from 8 up to 64 at once.
         request_governor: Bounds status polls and health reads; by default an
             `AIMD` with the ``max_per_second`` ceiling.
@@ -292,13 +294,13 @@ class JobClient:
         self._classify_job: JobClassifier = classify_job or default_classify_job
         self._http = http
         self._owns_http = http is None
-        if governor is None:
-            # The library's default (latency-aware) policy, capped at max_jobs: a GPU
-            # worker's latency grows with jobs at once well before anything refuses one,
-            # and its throughput peaks there (an H100 running small MLPs: about 4).
-            jobs = dataclasses.replace(profile(), max_limit=max_jobs)
-            governor = Governor(f"dispatch:{endpoint_id}", jobs.policy(), window=jobs.window)
-        self._governor = governor
+        # AIMD reads refusals only: a job queued behind busy single-job workers is not a
+        # sign of too many jobs (a short queue hides the polling delay between one job's
+        # end and the next one's start). A GPU worker running several jobs at once wants
+        # a latency-aware governor instead (see the class docstring).
+        self._governor = governor or Governor(
+            f"dispatch:{endpoint_id}", AIMD(min_limit=1, max_limit=max_jobs, initial_limit=min(4, max_jobs))
+        )
         self._submits = submit_governor or Governor(
             f"dispatch:{endpoint_id}:submit", AIMD(min_limit=1, max_limit=64, initial_limit=8)
         )
