@@ -57,25 +57,23 @@ async def one_run(args: argparse.Namespace, fixed: int | None) -> dict[str, Any]
     )
     limits: list[int] = []
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0, constant_liar=True))
-    # health_limit_factor=1: the worker reports one worker; its concurrency is for the governor to find.
-    async with EndpointPool([client], health_limit_factor=1.0) as pool:
-        if fixed is not None:
-            client.governor.reset_limit(fixed, reason="fixed sweep")
+    # Not started (no /health seeding): a worker's /health may count its concurrency slots
+    # as workers, and the governor is to find how many jobs the GPU should run at once.
+    pool = EndpointPool([client])
 
-        async def watch() -> None:
-            while True:
-                await asyncio.sleep(0.5)
-                limits.append(client.governor.limit)
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            limits.append(client.governor.limit)
 
-        watcher = asyncio.create_task(watch())
-        start = time.perf_counter()
-        try:
-            result = await optimize_remote(
-                study, args.trials, build_input, lambda out: out["loss"], pool=pool
-            )
-        finally:
-            watcher.cancel()
-        wall = time.perf_counter() - start
+    watcher = asyncio.create_task(watch())
+    start = time.perf_counter()
+    try:
+        result = await optimize_remote(study, args.trials, build_input, lambda out: out["loss"], pool=pool)
+    finally:
+        watcher.cancel()
+        await pool.aclose()
+    wall = time.perf_counter() - start
     durations = [t.duration.total_seconds() for t in study.trials if t.duration is not None]
     return {
         "name": "governor" if fixed is None else f"fixed {fixed}",
