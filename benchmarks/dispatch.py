@@ -1,82 +1,138 @@
-"""Trial dispatch: 200 Optuna trials over 3 local serverless endpoints, one 30 % failing, one dead.
+"""Trial dispatch: Optuna studies over local serverless endpoints, this code against a baseline.
 
-Side by side, in one run, against the same local server (uvicorn in a thread):
+Four cases, each a study driven by `optimize_remote` over an `EndpointPool`
+against the local serverless server (`LocalServerless`, uvicorn in a thread):
 
-- ``pool``: `optimize_remote` over an `EndpointPool` (governors seeded from
-  /health, breakers, failover);
-- ``naive``: the seed's shape: trials sent round-robin at a fixed concurrency
-  equal to the live workers, no failover, a failure ends the trial.
+- ``mixed``: 200 trials over ``healthy`` (4 workers), ``flaky`` (4 workers, 30 %
+  of jobs fail) and ``dead`` (503 to everything); jobs of 0.2 s. Wall time over
+  the ideal for the live capacity: trials × job time ÷ (4 + 0.7 × 4) workers.
+  Also ``naive`` (this code only): trials sent round-robin at a fixed
+  concurrency of 8, no failover, a failure ends the trial.
+- ``queue6``: 200 trials over two endpoints of 4 workers whose queues hold 6
+  jobs (then 429 with Retry-After: 1); jobs of 0.2 s. Wall time over the
+  ideal, trials × job time ÷ 8 workers. Target: ≤ 1.2×.
+- ``flaky40``: 100 trials over ``healthy`` and ``flaky`` (both 4 workers, 40 % of
+  flaky's jobs fail: lost with their worker where the server can say so);
+  trials completed on each endpoint.
+- ``wrong_key``: a 200-trial study whose key the endpoints refuse: time until
+  the study ends (stopped after ``--cap-s``). Target: ≤ 5 s.
 
-Reported: trials COMPLETE / FAIL (each FAIL must carry a reason), jobs left
-running on the server (orphans), and wall time over the ideal for the healthy
-capacity: trials × job time ÷ (healthy workers + 70 % of the flaky ones).
-Medians over ``--repeat`` runs.
+Each case runs in a fresh process, alternating between the baseline and
+this code, ``--repeat`` times; the tables give the median and the worst run.
+Without ``--baseline`` only this code runs.
 
-    .venv/bin/python benchmarks/dispatch.py            # about 45 s
-    .venv/bin/python benchmarks/dispatch.py --trials 1000 --repeat 5
+    .venv/bin/python benchmarks/dispatch.py                       # about a minute
+    .venv/bin/python benchmarks/dispatch.py --baseline OLD/src    # OLD: a checkout of the code before
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import itertools
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from typing import Any
 
-import optuna
-
-from aiogovernor.dispatch import EndpointPool, JobClient, optimize_remote
-from aiogovernor.dispatch.testing import FakeEndpoint, LocalServerless
+JOB_S = 0.2
+WORKERS = 4
 
 
 def objective(payload: Any) -> Any:
     return {"value": (payload["x"] - 2.0) ** 2 + (payload["y"] + 1.0) ** 2}
 
 
-def build(trial: optuna.Trial) -> Any:
+def build(trial: Any) -> Any:
     return {"x": trial.suggest_float("x", -10, 10), "y": trial.suggest_float("y", -10, 10)}
 
 
-def clients(server: LocalServerless, seed: int) -> list[JobClient]:
+def endpoint(**kwargs: Any) -> Any:
+    """A `FakeEndpoint`, passing only the fields this version of it has (the baseline's may lack some)."""
+    from aiogovernor.dispatch.testing import FakeEndpoint
+
+    known = {f.name for f in dataclasses.fields(FakeEndpoint)}
+    return FakeEndpoint(**{k: v for k, v in kwargs.items() if k in known})
+
+
+def clients(server: Any, names: list[str], seed: int, **kwargs: Any) -> list[Any]:
+    from aiogovernor.dispatch import JobClient
+
     return [
         JobClient(
             name,
-            api_key=server.api_key,
+            api_key=kwargs.get("api_key", server.api_key),
             base_url=server.base_url,
             poll_interval_s=0.01,
             max_poll_interval_s=0.05,
             seed=seed + i,
         )
-        for i, name in enumerate(("healthy", "flaky", "dead"))
+        for i, name in enumerate(names)
     ]
 
 
-async def run_pool(server: LocalServerless, trials: int, seed: int) -> dict[str, Any]:
-    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True))
+def new_study(seed: int) -> Any:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Random sampling: TPE's CPU time per ask (it grows with the trials) would weigh on the
+    # loop that also polls, and this measures dispatch, not the sampler.
+    return optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+
+
+def summarise(study: Any, wall: float) -> dict[str, Any]:
+    import optuna
+
+    trials = study.trials
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    fails = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    per_endpoint: dict[str, int] = {}
+    for t in done:
+        name = t.user_attrs.get("endpoint", "?")
+        per_endpoint[name] = per_endpoint.get(name, 0) + 1
+    return {
+        "wall": wall,
+        "complete": len(done),
+        "fail": len(fails),
+        "fail_without_reason": sum(1 for t in fails if not t.user_attrs.get("fail_reason")),
+        "unfinished": sum(1 for t in trials if not t.state.is_finished()),
+        "per_endpoint": per_endpoint,
+    }
+
+
+async def drive(server: Any, names: list[str], trials: int, seed: int, **pool_kwargs: Any) -> dict[str, Any]:
+    from aiogovernor.dispatch import EndpointPool, optimize_remote
+
+    study = new_study(seed)
     start = time.perf_counter()
-    async with EndpointPool(clients(server, seed), failure_threshold=3, reset_timeout_s=1.0) as pool:
+    async with EndpointPool(clients(server, names, seed), **pool_kwargs) as pool:
         await optimize_remote(study, trials, build, lambda out: float(out["value"]), pool=pool)
-    wall = time.perf_counter() - start
-    return summarise(study, wall)
+    return summarise(study, time.perf_counter() - start)
 
 
-async def run_naive(server: LocalServerless, trials: int, seed: int, concurrency: int) -> dict[str, Any]:
-    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True))
-    cs = clients(server, seed)
+async def naive(server: Any, trials: int, seed: int) -> dict[str, Any]:
+    import optuna
+
+    study = new_study(seed)
+    cs = clients(server, ["healthy", "flaky", "dead"], seed)
     rr = itertools.cycle(cs)
-    gate = asyncio.Semaphore(concurrency)
+    gate = asyncio.Semaphore(2 * WORKERS)
 
     async def one() -> None:
         async with gate:
             trial = study.ask()
+            client = next(rr)
             try:
-                status = await next(rr).run(build(trial))
+                status = await client.run(build(trial))
             except Exception as exc:
                 trial.set_user_attr("fail_reason", str(exc))
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
             else:
+                trial.set_user_attr("endpoint", client.endpoint_id)
                 study.tell(trial, float(status.output["value"]))
 
     start = time.perf_counter()
@@ -87,60 +143,150 @@ async def run_naive(server: LocalServerless, trials: int, seed: int, concurrency
     return summarise(study, wall)
 
 
-def summarise(study: optuna.Study, wall: float) -> dict[str, Any]:
-    states = [t.state for t in study.trials]
-    fails = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
-    return {
-        "wall": wall,
-        "complete": states.count(optuna.trial.TrialState.COMPLETE),
-        "fail": len(fails),
-        "fail_without_reason": sum(1 for t in fails if not t.user_attrs.get("fail_reason")),
-        "unfinished": sum(1 for s in states if not s.is_finished()),
-    }
+async def wrong_key(server: Any, trials: int, seed: int, cap_s: float) -> dict[str, Any]:
+    from aiogovernor.dispatch import EndpointPool, optimize_remote
+
+    study = new_study(seed)
+    start = time.perf_counter()
+    ended = "stopped"
+    pool = EndpointPool(clients(server, ["healthy", "flaky"], seed, api_key="sk-mistyped"))
+    try:
+        async with asyncio.timeout(cap_s):
+            async with pool:
+                await optimize_remote(study, trials, build, lambda out: float(out["value"]), pool=pool)
+            ended = "returned"
+    except TimeoutError:
+        ended = "stopped"
+    except Exception as exc:
+        ended = type(exc).__name__
+    wall = time.perf_counter() - start
+    return {**summarise(study, wall), "ended": ended}
+
+
+def child(case: str, seed: int, trials: int, cap_s: float) -> dict[str, Any]:
+    from aiogovernor.dispatch.testing import LocalServerless
+
+    base = {"workers": WORKERS, "job_duration_s": JOB_S, "compute": objective}
+    if case in ("mixed", "naive"):
+        endpoints = {
+            "healthy": endpoint(**base),
+            "flaky": endpoint(**base, failure_rate=0.3, seed=1),
+            "dead": endpoint(dead=True),
+        }
+    elif case == "queue6":
+        endpoints = {n: endpoint(**base, queue_limit=6, retry_after_s=1.0) for n in ("q1", "q2")}
+    else:
+        endpoints = {
+            "healthy": endpoint(**base),
+            "flaky": endpoint(**base, failure_rate=0.4, failure_mode="lost", seed=1),
+        }
+    with LocalServerless(endpoints) as server:
+        if case == "mixed":
+            row = asyncio.run(
+                drive(
+                    server,
+                    ["healthy", "flaky", "dead"],
+                    trials,
+                    seed,
+                    failure_threshold=3,
+                    reset_timeout_s=1.0,
+                )
+            )
+        elif case == "naive":
+            row = asyncio.run(naive(server, trials, seed))
+        elif case == "queue6":
+            row = asyncio.run(drive(server, ["q1", "q2"], trials, seed))
+        elif case == "flaky40":
+            row = asyncio.run(drive(server, ["flaky", "healthy"], trials // 2, seed))
+        else:
+            row = asyncio.run(wrong_key(server, trials, seed, cap_s))
+        row["orphans"] = server.live_jobs()
+        row["rejected"] = sum(server.counters(name).rejected for name in endpoints)
+    return row
+
+
+CASES = ("mixed", "naive", "queue6", "flaky40", "wrong_key")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--trials", type=int, default=200)
-    parser.add_argument("--workers", type=int, default=4, help="workers per live endpoint")
-    parser.add_argument("--job-s", type=float, default=0.2, help="job duration")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--cap-s", type=float, default=30.0, help="stop a wrong-key study after this long")
+    parser.add_argument("--baseline", help="the src folder of the code to compare against")
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if args.child:
+        print(json.dumps(child(args.child, args.seed, args.trials, args.cap_s)))
+        return
 
-    endpoints = {
-        "healthy": FakeEndpoint(workers=args.workers, job_duration_s=args.job_s, compute=objective),
-        "flaky": FakeEndpoint(
-            workers=args.workers, job_duration_s=args.job_s, failure_rate=0.3, seed=1, compute=objective
-        ),
-        "dead": FakeEndpoint(dead=True),
-    }
-    ideal = args.trials * args.job_s / (args.workers + 0.7 * args.workers)
-    rows: dict[str, list[dict[str, Any]]] = {"pool": [], "naive": []}
-    orphans = 0
-    with LocalServerless(endpoints) as server:
-        for rep in range(args.repeat):
-            rows["pool"].append(asyncio.run(run_pool(server, args.trials, seed=rep)))
-            orphans = max(orphans, server.live_jobs())
-            rows["naive"].append(asyncio.run(run_naive(server, args.trials, rep, 2 * args.workers)))
-            orphans = max(orphans, server.live_jobs())
+    cases = [c for c in args.cases.split(",") if c]
+    impls = {"this": None} if not args.baseline else {"baseline": args.baseline, "this": None}
+    rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for rep in range(args.repeat):
+        for case in cases:
+            for impl, src in impls.items():
+                if case == "naive" and impl != "this":
+                    continue
+                env = dict(os.environ)
+                if src is not None:
+                    env["PYTHONPATH"] = os.path.abspath(src)
+                command = [sys.executable, __file__, "--child", case, "--seed", str(rep)]
+                command += ["--trials", str(args.trials), "--cap-s", str(args.cap_s)]
+                out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+                rows.setdefault((case, impl), []).append(json.loads(out.strip().splitlines()[-1]))
+                print(f"rep {rep} {case} {impl}: done", file=sys.stderr)
+    report(rows, args)
 
-    print(f"{args.trials} trials, {args.workers} workers per live endpoint, jobs of {args.job_s:g}s, ")
+
+def report(rows: dict[tuple[str, str], list[dict[str, Any]]], args: argparse.Namespace) -> None:
+    def med_worst(runs: list[dict[str, Any]], key: str, worst: Any = max) -> str:
+        values = [r[key] for r in runs]
+        return f"{statistics.median(values):.3g} / {worst(values):.3g}"
+
+    flaky_trials = args.trials // 2
     print(
-        f"3 endpoints (healthy, 30% failing, dead); ideal wall time {ideal:.2f}s; medians of {args.repeat}\n"
+        f"\n{args.trials} trials (flaky40: {flaky_trials}); jobs of {JOB_S:g}s; "
+        f"median / worst of {args.repeat}\n"
     )
-    print("| driver | COMPLETE | FAIL | FAIL without reason | unfinished | wall / ideal |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for name, runs in rows.items():
-
-        def med(key: str, runs: list[dict[str, Any]] = runs) -> float:
-            return statistics.median(r[key] for r in runs)
-
+    ideal = {
+        "mixed": args.trials * JOB_S / (WORKERS + 0.7 * WORKERS),
+        "queue6": args.trials * JOB_S / (2 * WORKERS),
+    }
+    print("| case | code | COMPLETE | FAIL | FAIL without reason | unfinished | orphans | wall / ideal |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for (case, impl), runs in rows.items():
+        if case not in ideal and case != "naive":
+            continue
+        wall = [r["wall"] / ideal["mixed" if case == "naive" else case] for r in runs]
         print(
-            f"| {name} | {med('complete'):g} | {med('fail'):g} | {med('fail_without_reason'):g} "
-            f"| {med('unfinished'):g} | {med('wall') / ideal:.2f}x |"
+            f"| {case} | {impl} | {med_worst(runs, 'complete', min)} | {med_worst(runs, 'fail')} "
+            f"| {med_worst(runs, 'fail_without_reason')} | {med_worst(runs, 'unfinished')} "
+            f"| {med_worst(runs, 'orphans')} | {statistics.median(wall):.2f}x / {max(wall):.2f}x |"
         )
-    print(f"\njobs left running on the server after every run (orphans): {orphans}")
+    for (case, impl), runs in rows.items():
+        if case == "flaky40":
+            healthy = [r["per_endpoint"].get("healthy", 0) for r in runs]
+            flaky = [r["per_endpoint"].get("flaky", 0) for r in runs]
+            complete = [r["complete"] for r in runs]
+            print(
+                f"\nflaky40 {impl}: completed on healthy {statistics.median(healthy):g} "
+                f"(worst {min(healthy)}), "
+                f"on flaky {statistics.median(flaky):g} (worst {max(flaky)}); "
+                f"COMPLETE {statistics.median(complete):g} (worst {min(complete)}) of {args.trials // 2}"
+            )
+    for (case, impl), runs in rows.items():
+        if case == "wrong_key":
+            walls = [r["wall"] for r in runs]
+            ends = sorted({r["ended"] for r in runs})
+            asked = [r["complete"] + r["fail"] + r["unfinished"] for r in runs]
+            print(
+                f"\nwrong_key {impl}: ended after {statistics.median(walls):.2f}s (worst {max(walls):.2f}s), "
+                f"how: {', '.join(ends)}; trials asked {statistics.median(asked):g}, "
+                f"unfinished {max(r['unfinished'] for r in runs)}, orphans {max(r['orphans'] for r in runs)}"
+            )
 
 
 if __name__ == "__main__":

@@ -59,10 +59,24 @@ SNAPSHOT = PoolSnapshot(
     ),
     endpoints=(
         EndpointSnapshot(
-            name="gpu-a", breaker=BreakerState.CLOSED, limit=6, inflight=3, waiting=1, completed=15, failed=0
+            name="gpu-a",
+            breaker=BreakerState.CLOSED,
+            limit=6,
+            inflight=3,
+            waiting=1,
+            completed=15,
+            failed=0,
+            success_rate=0.95,
         ),
         EndpointSnapshot(
-            name="gpu-b", breaker=BreakerState.OPEN, limit=2, inflight=0, waiting=0, completed=1, failed=5
+            name="gpu-b",
+            breaker=BreakerState.OPEN,
+            limit=2,
+            inflight=0,
+            waiting=0,
+            completed=1,
+            failed=5,
+            success_rate=0.25,
         ),
         EndpointSnapshot(
             name="gpu-c",
@@ -72,6 +86,7 @@ SNAPSHOT = PoolSnapshot(
             waiting=0,
             completed=0,
             failed=1,
+            refused=True,
         ),
         EndpointSnapshot(name="local", breaker=None, limit=1, inflight=0, waiting=0, completed=1, failed=0),
     ),
@@ -88,11 +103,11 @@ def test_render_pool_draws_the_summary_and_one_row_per_endpoint() -> None:
         "best 0.0123457 | ETA 1m05s | elapsed 12.0s"
     )
     table = rows(text)
-    assert table["endpoint"] == ["breaker", "limit", "inflight", "waiting", "completed", "failed"]
-    assert table["gpu-a"] == ["closed", "6", "3", "1", "15", "0"]
-    assert table["gpu-b"] == ["open", "2", "0", "0", "1", "5"]
-    assert table["gpu-c"] == ["half_open", "1", "0", "0", "0", "1"]
-    assert table["local"] == ["-", "1", "0", "0", "1", "0"]
+    assert table["endpoint"] == ["breaker", "limit", "inflight", "waiting", "completed", "failed", "success"]
+    assert table["gpu-a"] == ["closed", "6", "3", "1", "15", "0", "95%"]
+    assert table["gpu-b"] == ["open", "2", "0", "0", "1", "5", "25%"]
+    assert table["gpu-c"] == ["refused", "1", "0", "0", "0", "1", "-"]
+    assert table["local"] == ["-", "1", "0", "0", "1", "0", "-"]
 
 
 def test_render_pool_before_anything_is_known() -> None:
@@ -198,7 +213,7 @@ def test_live_view_redraws_during_a_run_and_stops_with_the_last_frame() -> None:
     assert draws >= 4, "drawn at start, while running, and at the end"
     text = out.export_text()  # not a terminal: rich prints only the last frame
     assert "trials 3/?: 0 running, 0 queued, 3 completed, 0 failed" in text
-    assert rows(text)["ep1"] == ["closed", "2", "0", "0", "3", "0"]
+    assert rows(text)["ep1"] == ["closed", "2", "0", "0", "3", "0", "100%"]
 
 
 def test_live_view_stops_when_the_block_raises_or_is_cancelled() -> None:

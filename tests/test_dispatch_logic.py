@@ -200,7 +200,7 @@ def test_missing_api_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> No
         "request_timeout_s",
         "cancel_timeout_s",
         "poll_interval_s",
-        "requests_per_s",
+        "max_per_second",
     ],
 )
 @pytest.mark.parametrize("value", [0, -1.0, float("nan")])

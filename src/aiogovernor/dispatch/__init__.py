@@ -4,8 +4,10 @@
   governed; every state handled; the remote job cancelled whenever the
   caller stops waiting for it.
 - `EndpointPool`: several endpoints, each with its own governor and
-  `CircuitBreaker`; trials go where capacity is free, fail over, and fall
-  back to a bounded local callable.
+  `CircuitBreaker`; trials go where capacity is free (weighed by each
+  endpoint's recent success rate), fail over on the endpoint's failures
+  (never on the trial's own, `Fault`), drop endpoints that refuse the key,
+  and fall back to a bounded local callable.
 - `ProgressTracker` / `Progress`: counts, best value and an ETA measured
   from observed durations.
 - `LiveView` / `render_pool`: an optional rich live table of a pool (needs
@@ -41,6 +43,8 @@ from ._states import AuthError as AuthError
 from ._states import DispatchError as DispatchError
 from ._states import EndpointError as EndpointError
 from ._states import EndpointHealth as EndpointHealth
+from ._states import Fault as Fault
+from ._states import JobClassifier as JobClassifier
 from ._states import JobError as JobError
 from ._states import JobExpired as JobExpired
 from ._states import JobFailed as JobFailed
@@ -48,6 +52,7 @@ from ._states import JobState as JobState
 from ._states import JobStatus as JobStatus
 from ._states import JobTimeout as JobTimeout
 from ._states import TrialFailed as TrialFailed
+from ._states import default_classify_job as default_classify_job
 
 __all__ = [
     "AuthError",
@@ -60,6 +65,8 @@ __all__ = [
     "EndpointHealth",
     "EndpointPool",
     "EndpointSnapshot",
+    "Fault",
+    "JobClassifier",
     "JobClient",
     "JobClientStats",
     "JobError",
@@ -77,6 +84,7 @@ __all__ = [
     "RunPodProtocol",
     "ServerlessProtocol",
     "TrialFailed",
+    "default_classify_job",
     "optimize_remote",
     "render_pool",
 ]

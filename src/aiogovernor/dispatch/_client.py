@@ -8,54 +8,81 @@ import logging
 import math
 import os
 import random
+import re
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
 
 from aiogovernor._clock import Clock, loop_time
 from aiogovernor._governor import Governor, Permit
+from aiogovernor._retry import parse_retry_after
 from aiogovernor._samples import Outcome
 from aiogovernor._validate import check_float, check_int
 from aiogovernor.limits import AIMD
 
 from ._backoff import PollBackoff
 from ._protocol import RunPodProtocol, ServerlessProtocol
+from ._secret import Secret
 from ._states import (
     AuthError,
     EndpointError,
     EndpointHealth,
+    Fault,
+    JobClassifier,
     JobExpired,
     JobFailed,
     JobState,
     JobStatus,
     JobTimeout,
+    default_classify_job,
 )
 
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["JobClient", "JobClientStats"]
+__all__ = ["JobClient", "JobClientStats", "require_asyncio"]
 
 logger = logging.getLogger("aiogovernor.dispatch")
 
 T = TypeVar("T")
 
 
-class _Secret:
-    """Holds the API key so that no repr, log line or traceback local shows it."""
+# An endpoint id goes into URL paths as it is: letters, digits, ".", "_", "-" and "~"
+# (RFC 3986's unreserved set), starting with a letter or digit (so never "." or "..").
+_ENDPOINT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]*")
+_MAX_JOB_ID = 512
 
-    __slots__ = ("_value",)
 
-    def __init__(self, value: str) -> None:
-        self._value = value
+def require_asyncio(what: str) -> None:
+    """Raise one clear error when ``what`` is called outside a running asyncio loop (trio, no loop).
 
-    def reveal(self) -> str:
-        return self._value
+    Dispatch's cancellation safety is built on asyncio tasks and `asyncio.shield`:
+    under trio it would fail deep inside trio with a confusing error instead.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError(
+            f"{what} must run on an asyncio event loop: aiogovernor.dispatch supports asyncio only "
+            "(not trio); run it under asyncio.run(...)"
+        ) from None
 
-    def __repr__(self) -> str:
-        return "<secret>"
 
-    __str__ = __repr__
+def _path_job_id(job_id: str) -> str:
+    """A job id as one URL path segment: percent-quoted, never "." or ".." (which would move the path)."""
+    return quote(job_id, safe="")
+
+
+def _bad_job_id(job_id: object) -> str | None:
+    """Why ``job_id`` cannot be a job id the endpoint gave us, or None when it can."""
+    if not isinstance(job_id, str) or not job_id:
+        return f"no job id (got {job_id!r})"
+    if job_id in (".", "..") or len(job_id) > _MAX_JOB_ID or not job_id.isprintable():
+        return f"an unusable job id {job_id[:40]!r}"
+    return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,7 +92,9 @@ class JobClientStats:
     Attributes:
         submitted: Jobs the endpoint accepted.
         completed: Jobs that ended ``COMPLETED``.
-        failed: Jobs that ended otherwise (failed, timed out, expired, ...).
+        failed: Jobs that ended otherwise (failed, timed out, expired, ...), both kinds.
+        trial_failures: Of those, the ones the job classifier put on the trial
+            (`Fault.TRIAL`): never retried, never counted against the endpoint.
         overloaded: 429 answers met (each retried, never ending a job by itself).
         cancels_sent: Cancel calls made for jobs the caller gave up on.
         cancel_failures: Cancel calls that did not get through in ``cancel_timeout_s``
@@ -75,6 +104,7 @@ class JobClientStats:
     submitted: int
     completed: int
     failed: int
+    trial_failures: int
     overloaded: int
     cancels_sent: int
     cancel_failures: int
@@ -97,39 +127,57 @@ async def _await_shielded(task: asyncio.Future[T]) -> T:
         raise
 
 
-def _retry_after_s(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None  # an HTTP date: rare from job APIs; the backoff covers it
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
-
-
 class JobClient:
     """Runs jobs on one serverless endpoint (RunPod's API by default).
 
-    Two governors guard the endpoint: `governor` bounds the jobs in flight
-    (its limit adapts, and `EndpointPool` seeds it from ``/health``), and
-    `request_governor` bounds the API calls themselves — submit, status
-    polls and cancels — in concurrency and, with ``requests_per_s``, in rate.
-    A 429 is an overload (with its Retry-After as a pause) and is retried,
-    never the end of a job; several 429s within ``overload_debounce_s`` count
-    as one congestion event.
+    An endpoint's work goes through separate lanes, so that one kind of refusal
+    never stalls another:
+
+    - **jobs**: `governor` bounds the jobs in flight (an `AIMD` by default, which
+      `EndpointPool` seeds from ``/health``); infrastructure failures are its
+      errors. For a GPU worker that runs several jobs at once (a concurrency
+      setting), pass ``governor=Governor(f"dispatch:{endpoint_id}")``: the
+      library's default policy reads the jobs' latency, which rises past the
+      GPU's knee long before anything refuses a job, and settles there;
+    - **submits**: `submit_governor` bounds ``/run`` calls. A 429 on submit
+      (the endpoint's queue is full) is an overload of this lane and of the
+      job governor, and its Retry-After pauses submits only;
+    - **polls**: `request_governor` bounds ``/status`` and ``/health`` calls, in
+      concurrency and, with ``max_per_second``, in rate (the status budget); a
+      429 on a poll pauses polls only;
+    - **cancels** go out on their own: no governor, no pause and no rate
+      ceiling can hold a cancel back; each is bounded by ``cancel_timeout_s``.
+
+    A 429 is retried, never the end of a job; several 429s within
+    ``overload_debounce_s`` count as one congestion event.
 
     `run` submits, polls with jittered backoff until a terminal state, and
     cancels the remote job whenever it stops caring before that: the caller
     was cancelled or timed out, the queue wait or execution deadline passed,
     polling failed. The cancel call is shielded from the caller's
-    cancellation and bounded by ``cancel_timeout_s``.
+    cancellation and bounded by ``cancel_timeout_s``; a task that was
+    cancelled always ends cancelled, whatever the cancel call met.
 
-    The API key is sent as a bearer token and never appears in a repr, log
-    line or error message.
+    Each HTTP call has a total deadline of ``request_timeout_s``, from the
+    first byte sent to the last byte read (a server dribbling its answer
+    cannot stretch it). An answer that cannot be read (not JSON, no job id,
+    an unknown status) raises `EndpointError` naming the endpoint and the
+    call; a submit answer that names its job but is otherwise unreadable
+    cancels that job first.
+
+    A job's final status is judged by ``classify_job`` (`default_classify_job`):
+    a failure of the trial itself (its handler raised) raises `JobFailed` with
+    ``fault=Fault.TRIAL`` and does not count against the endpoint's governor;
+    an infrastructure failure (``TIMED_OUT``, a lost job, ...) raises with
+    ``fault=Fault.ENDPOINT`` and counts as an error of the job governor.
+
+    The API key is sent by an ``httpx.Auth`` that reads it as each request
+    goes out: it never appears in a repr, log line, error message or
+    traceback local. A 401 or 403 (a wrong key, or none) raises `AuthError`.
 
     Args:
-        endpoint_id: The endpoint's id (the ``{endpoint_id}`` in the paths).
+        endpoint_id: The endpoint's id (the ``{endpoint_id}`` in the paths):
+            letters, digits, ``.``, ``_``, ``-``, ``~``, starting with a letter or digit.
         api_key: The key; None reads the protocol's environment variable
             (``RUNPOD_API_KEY``). Required when the protocol requires one.
         base_url: Scheme and host of the API.
@@ -137,20 +185,23 @@ class JobClient:
         http: An ``httpx.AsyncClient`` to share; by default the client makes
             (and closes) its own.
         governor: Bounds jobs in flight; by default an `AIMD` up to ``max_jobs``.
-        request_governor: Bounds API calls; by default an `AIMD` with the
-            ``requests_per_s`` ceiling.
+        submit_governor: Bounds submits; by default an `AIMD` from 8 up to 64 at once.
+        request_governor: Bounds status polls and health reads; by default an
+            `AIMD` with the ``max_per_second`` ceiling.
         max_jobs: Ceiling of the default job governor.
-        requests_per_s: Rate ceiling of API calls (None: none).
+        max_per_second: Rate ceiling of status polls and health reads (None: none).
+        requests_per_s: Deprecated spelling of ``max_per_second``.
+        classify_job: Says whose failure a job's final status is (see `Fault`).
         queue_timeout_s: The longest a job may wait for a worker (including
             time spent retrying 429s at submit) before it is cancelled.
         execution_timeout_s: The longest a job may run once started.
-        request_timeout_s: Timeout of each HTTP call.
+        request_timeout_s: Total deadline of each HTTP call.
         cancel_timeout_s: The most time spent trying to cancel a job.
         poll_interval_s: The first delay between status polls.
         max_poll_interval_s: The largest delay between status polls.
         overload_debounce_s: 429s closer together than this count as one overload.
-        max_poll_errors: Consecutive failed polls (transport errors, 5xx)
-            before the job is given up (and cancelled).
+        max_poll_errors: Consecutive failed polls (transport errors, 5xx,
+            unreadable answers) before the job is given up (and cancelled).
         clock: Seconds as a float for deadlines; defaults to the loop's time.
         seed: Seeds the polling jitter, for reproducible runs.
     """
@@ -164,9 +215,12 @@ class JobClient:
         protocol: ServerlessProtocol | None = None,
         http: httpx.AsyncClient | None = None,
         governor: Governor | None = None,
+        submit_governor: Governor | None = None,
         request_governor: Governor | None = None,
         max_jobs: int = 100,
+        max_per_second: float | None = None,
         requests_per_s: float | None = None,
+        classify_job: JobClassifier | None = None,
         queue_timeout_s: float = 600.0,
         execution_timeout_s: float = 3600.0,
         request_timeout_s: float = 30.0,
@@ -178,8 +232,11 @@ class JobClient:
         clock: Clock | None = None,
         seed: int | None = None,
     ) -> None:
-        if not isinstance(endpoint_id, str) or not endpoint_id or "/" in endpoint_id:
-            raise ValueError(f"endpoint_id must be a non-empty string without '/', got {endpoint_id!r}")
+        if not isinstance(endpoint_id, str) or not _ENDPOINT_ID.fullmatch(endpoint_id):
+            raise ValueError(
+                "endpoint_id must be letters, digits, '.', '_', '-' or '~', starting with a letter "
+                f"or digit, got {endpoint_id!r}"
+            )
         protocol = RunPodProtocol() if protocol is None else protocol
         if not isinstance(protocol, ServerlessProtocol):
             raise TypeError(f"protocol must implement ServerlessProtocol, got {protocol!r}")
@@ -192,14 +249,30 @@ class JobClient:
             raise ValueError(f"api_key is required for endpoint {endpoint_id!r}: pass api_key={where}")
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
-        for name, gov in (("governor", governor), ("request_governor", request_governor)):
+        for name, gov in (
+            ("governor", governor),
+            ("submit_governor", submit_governor),
+            ("request_governor", request_governor),
+        ):
             if gov is not None and not isinstance(gov, Governor):
                 raise TypeError(f"{name} must be a Governor, got {gov!r}")
         if clock is not None and not callable(clock):
             raise TypeError(f"clock must be a zero-argument callable returning seconds, got {clock!r}")
+        if classify_job is not None and not callable(classify_job):
+            raise TypeError(f"classify_job must be callable, got {classify_job!r}")
         check_int("max_jobs", max_jobs, low=1)
         if requests_per_s is not None:
+            warnings.warn(
+                "requests_per_s is deprecated: use max_per_second",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if max_per_second is not None:
+                raise TypeError("pass max_per_second only (requests_per_s is its deprecated spelling)")
             check_float("requests_per_s", requests_per_s, low=0.0, low_open=True)
+            max_per_second = requests_per_s
+        if max_per_second is not None:
+            check_float("max_per_second", max_per_second, low=0.0, low_open=True)
         self._queue_timeout_s = check_float("queue_timeout_s", queue_timeout_s, low=0.0, low_open=True)
         self._execution_timeout_s = check_float(
             "execution_timeout_s", execution_timeout_s, low=0.0, low_open=True
@@ -214,25 +287,43 @@ class JobClient:
         self._max_poll_errors = check_int("max_poll_errors", max_poll_errors, low=1)
 
         self._endpoint_id = endpoint_id
-        self._api_key = None if api_key is None else _Secret(api_key)
+        self._api_key = None if api_key is None else Secret(api_key)
+        self._auth: httpx.Auth | None = None
         self._base_url = base_url.rstrip("/")
         self._protocol = protocol
+        self._classify_job: JobClassifier = classify_job or default_classify_job
         self._http = http
         self._owns_http = http is None
+        # AIMD reads refusals only: a job queued behind busy single-job workers is not a
+        # sign of too many jobs (a short queue hides the polling delay between one job's
+        # end and the next one's start). A GPU worker running several jobs at once wants
+        # a latency-aware governor instead (see the class docstring).
         self._governor = governor or Governor(
             f"dispatch:{endpoint_id}", AIMD(min_limit=1, max_limit=max_jobs, initial_limit=min(4, max_jobs))
+        )
+        self._submits = submit_governor or Governor(
+            f"dispatch:{endpoint_id}:submit", AIMD(min_limit=1, max_limit=64, initial_limit=8)
         )
         self._requests = request_governor or Governor(
             f"dispatch:{endpoint_id}:api",
             AIMD(min_limit=1, max_limit=256, initial_limit=32),
-            max_per_second=requests_per_s,
-            burst=max(1, math.ceil(requests_per_s or 1)),
+            max_per_second=max_per_second,
+            burst=max(1, math.ceil(max_per_second or 1)),
         )
         self._clock: Clock = clock or loop_time
         self._rng = random.Random(seed)
-        self._last_overload = -math.inf
+        self._last_overload: dict[int, float] = {}
         self._counts = dict.fromkeys(
-            ("submitted", "completed", "failed", "overloaded", "cancels_sent", "cancel_failures"), 0
+            (
+                "submitted",
+                "completed",
+                "failed",
+                "trial_failures",
+                "overloaded",
+                "cancels_sent",
+                "cancel_failures",
+            ),
+            0,
         )
 
     # -- introspection ----------------------------------------------------
@@ -248,8 +339,13 @@ class JobClient:
         return self._governor
 
     @property
+    def submit_governor(self) -> Governor:
+        """The governor bounding submits (``/run``, ``/runsync``) to this endpoint."""
+        return self._submits
+
+    @property
     def request_governor(self) -> Governor:
-        """The governor bounding API calls (submit, status, cancel) to this endpoint."""
+        """The governor bounding status polls and health reads (never cancels) to this endpoint."""
         return self._requests
 
     def stats(self) -> JobClientStats:
@@ -285,33 +381,60 @@ class JobClient:
             # The governors bound the calls in flight; a connection pool smaller than
             # they allow would turn their headroom into PoolTimeouts (httpx #1171).
             self._http = httpx.AsyncClient(limits=httpx.Limits(max_connections=None))
+        if self._auth is None and self._api_key is not None:
+            from ._auth import SecretAuth
+
+            self._auth = SecretAuth(self._api_key, self._protocol)
         return self._http
 
     # -- one API call ---------------------------------------------------------
 
-    async def _send(self, method: str, path: str, body: Any = None) -> httpx.Response:
-        """One HTTP call, no governing: transport failures become `EndpointError`."""
+    def _fail(self, call: str, what: str, status_code: int | None = None) -> EndpointError:
+        return EndpointError(
+            f"{call} on endpoint {self._endpoint_id!r}: {what}",
+            endpoint=self._endpoint_id,
+            status_code=status_code,
+            call=call,
+        )
+
+    async def _send(self, call: str, method: str, path: str, body: Any = None) -> httpx.Response:
+        """One HTTP call, no governing, within a total deadline; failures become `EndpointError`.
+
+        The error is raised outside the ``except`` blocks, so that it carries no
+        context from inside httpx (whose frames hold the request's headers).
+        """
         import httpx
 
-        headers = self._protocol.auth_headers(self._api_key.reveal()) if self._api_key else {}
+        failure: str | None = None
+        response: httpx.Response | None = None
+        http = self._client()
         try:
-            response = await self._client().request(
-                method, self._base_url + path, json=body, headers=headers, timeout=self._request_timeout_s
-            )
-        except httpx.TimeoutException:
-            raise EndpointError(
-                f"{method} {path} timed out after {self._request_timeout_s:g}s", endpoint=self._endpoint_id
-            ) from None
+            # httpx's timeout bounds each read; this bounds the whole call (a slow-loris answer).
+            async with asyncio.timeout(self._request_timeout_s):
+                response = await http.request(
+                    method,
+                    self._base_url + path,
+                    json=body,
+                    auth=self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT,
+                    timeout=self._request_timeout_s,
+                )
+        except (TimeoutError, httpx.TimeoutException):
+            failure = f"{method} {path} timed out after {self._request_timeout_s:g}s"
         except httpx.TransportError as exc:
             # The exception's text names the URL and the cause, never the headers.
-            raise EndpointError(
-                f"{method} {path} failed: {type(exc).__name__}: {exc}", endpoint=self._endpoint_id
-            ) from None
+            failure = f"{method} {path} failed: {type(exc).__name__}: {exc}"
+        if response is None:
+            raise self._fail(call, failure or f"{method} {path} got no answer")
         if response.status_code in (401, 403):
+            refused = (
+                "refused the API key" if self._api_key is not None else "needs an API key (none was sent)"
+            )
             raise AuthError(
-                f"{method} {path}: the endpoint refused the API key ({response.status_code})",
+                f"{call} on endpoint {self._endpoint_id!r}: the endpoint {refused} "
+                f"(HTTP {response.status_code})",
                 endpoint=self._endpoint_id,
                 status_code=response.status_code,
+                call=call,
             )
         return response
 
@@ -319,35 +442,61 @@ class JobClient:
         """Set the API call's outcome: 429 and 503 are overload, other 5xx an error."""
         code = response.status_code
         if code == 429 or code == 503:
-            self._overload(permit, _retry_after_s(response))
+            self._overload(permit, parse_retry_after(response.headers.get("Retry-After")))
         elif code >= 500:
             permit.error()
 
     def _overload(self, permit: Permit, retry_after_s: float | None) -> None:
-        """Record one overload per debounce interval; always honour the pause."""
+        """Record one overload per debounce interval and lane; always honour the pause (in that lane)."""
         self._counts["overloaded"] += 1
         now = self._clock()
-        if now - self._last_overload >= self._debounce_s:
-            self._last_overload = now
+        lane = id(permit.governor)
+        if now - self._last_overload.get(lane, -math.inf) >= self._debounce_s:
+            self._last_overload[lane] = now
             permit.overload(retry_after_s=retry_after_s)
         else:
             permit.ignore()  # the same congestion event, already answered
             if retry_after_s is not None:
                 permit.governor.pause(retry_after_s)
 
-    async def _call(self, method: str, path: str, body: Any = None) -> httpx.Response:
-        """One governed API call."""
+    async def _poll_call(self, call: str, path: str) -> httpx.Response:
+        """One status or health read, through the polls' governor."""
         async with self._requests as permit:
-            response = await self._send(method, path, body)
+            response = await self._send(call, "GET", path)
             self._judge(permit, response)
             return response
 
-    def _error(self, response: httpx.Response, what: str) -> EndpointError:
-        return EndpointError(
-            f"{what} on endpoint {self._endpoint_id!r}: HTTP {response.status_code}",
-            endpoint=self._endpoint_id,
-            status_code=response.status_code,
-        )
+    def _decode(self, response: httpx.Response, call: str) -> Mapping[str, Any]:
+        """The answer's JSON object, or an `EndpointError` naming the endpoint and the call."""
+        try:
+            data = response.json()
+        except ValueError:
+            data = _NOT_JSON
+        if data is _NOT_JSON:
+            raise self._fail(
+                call, f"the answer (HTTP {response.status_code}) is not JSON", response.status_code
+            )
+        if not isinstance(data, Mapping):
+            raise self._fail(
+                call,
+                f"the answer (HTTP {response.status_code}) is a JSON {type(data).__name__}, not an object",
+                response.status_code,
+            )
+        return data
+
+    def _status_from(self, data: Mapping[str, Any], call: str, status_code: int) -> JobStatus:
+        """Read a job status answer; anything unreadable is an `EndpointError`."""
+        problem: str | None = None
+        status: JobStatus | None = None
+        try:
+            status = self._protocol.parse_status(data)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            problem = f"unreadable job status: {exc}"
+        if status is not None:
+            problem = _bad_job_id(status.job_id)
+        if problem is not None or status is None:
+            raise self._fail(call, problem or "unreadable job status", status_code)
+        return status
 
     # -- the API ----------------------------------------------------------------
 
@@ -355,63 +504,86 @@ class JobClient:
         """Read ``/health``: workers and queue.
 
         Raises:
-            EndpointError: When the endpoint is unreachable or answers an error.
+            AuthError: The endpoint refused the key.
+            EndpointError: When the endpoint is unreachable, answers an error or garbage.
         """
-        response = await self._call("GET", self._protocol.health_path(self._endpoint_id))
+        require_asyncio("JobClient.health")
+        response = await self._poll_call("health", self._protocol.health_path(self._endpoint_id))
         if response.status_code != 200:
-            raise self._error(response, "health")
-        return self._protocol.parse_health(response.json())
+            raise self._fail("health", f"HTTP {response.status_code}", response.status_code)
+        data = self._decode(response, "health")
+        try:
+            health = self._protocol.parse_health(data)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            problem = f"unreadable health answer: {exc}"
+        else:
+            return health
+        raise self._fail("health", problem, response.status_code)
 
     async def status(self, job_id: str) -> JobStatus:
         """Read a job's status once; a 404 reads as ``EXPIRED``.
 
         Raises:
-            EndpointError: When the endpoint is unreachable, overloaded or answers an error.
+            AuthError: The endpoint refused the key.
+            EndpointError: When the endpoint is unreachable, overloaded, answers an error or garbage.
         """
-        response = await self._call("GET", self._protocol.status_path(self._endpoint_id, job_id))
+        require_asyncio("JobClient.status")
+        path = self._protocol.status_path(self._endpoint_id, _path_job_id(job_id))
+        response = await self._poll_call("status", path)
         if response.status_code == 404:
             return JobStatus(job_id=job_id, state=JobState.EXPIRED, error="unknown job or result expired")
         if response.status_code != 200:
-            raise self._error(response, f"status of job {job_id}")
-        return self._protocol.parse_status(response.json())
+            raise self._fail("status", f"job {job_id}: HTTP {response.status_code}", response.status_code)
+        return self._status_from(self._decode(response, "status"), "status", response.status_code)
 
     async def cancel(self, job_id: str) -> JobStatus | None:
         """Cancel a job; shielded from the caller's cancellation and bounded by ``cancel_timeout_s``.
 
+        Cancels have their own lane: no governor, pause or rate ceiling holds
+        them back. This never raises (but `CancelledError` when the caller is
+        cancelled meanwhile): a cancel that fails is logged.
+
         Returns:
-            The job's status after the cancel, or None if the cancel did not
-            get through (logged as a warning; the job may still run).
+            The job's status after the cancel, or None if the cancel was not
+            confirmed (logged as a warning; the job may still run).
         """
+        require_asyncio("JobClient.cancel")
         return await _await_shielded(asyncio.ensure_future(self._cancel(job_id)))
 
     async def _cancel(self, job_id: str) -> JobStatus | None:
         self._counts["cancels_sent"] += 1
-        path = self._protocol.cancel_path(self._endpoint_id, job_id)
+        path = self._protocol.cancel_path(self._endpoint_id, _path_job_id(job_id))
         reason = "timed out"
         try:
             async with asyncio.timeout(self._cancel_timeout_s):
                 backoff = PollBackoff(initial_s=0.05, max_s=1.0, rng=self._rng)
                 while True:
                     try:
-                        response = await self._call("POST", path)
-                    except AuthError:
-                        raise
+                        response = await self._send("cancel", "POST", path)
+                    except AuthError as exc:
+                        reason = str(exc)
+                        break
                     except EndpointError as exc:
                         reason = str(exc)
                     else:
                         if response.status_code == 404:
                             return JobStatus(job_id=job_id, state=JobState.EXPIRED)
                         if response.status_code == 200:
-                            return self._protocol.parse_status(response.json())
+                            try:
+                                return self._status_from(self._decode(response, "cancel"), "cancel", 200)
+                            except EndpointError as exc:
+                                # Accepted, but the answer says nothing readable about the job.
+                                reason = str(exc)
+                                break
                         reason = f"HTTP {response.status_code}"
                     await asyncio.sleep(backoff.next_s())
         except TimeoutError:
             pass
-        except AuthError as exc:
-            reason = str(exc)
+        except Exception as exc:  # a cancel never raises into the code cleaning up after a job
+            reason = f"{type(exc).__name__}: {exc}"
         self._counts["cancel_failures"] += 1
         logger.warning(
-            "could not cancel job %s on endpoint %r within %gs (%s): it may keep running",
+            "could not confirm the cancel of job %s on endpoint %r within %gs (%s): it may keep running",
             job_id,
             self._endpoint_id,
             self._cancel_timeout_s,
@@ -428,8 +600,11 @@ class JobClient:
 
         Raises:
             JobTimeout: When 429s kept the job out for ``queue_timeout_s``.
-            EndpointError: When the endpoint is unreachable or answers an error.
+            AuthError: The endpoint refused the key.
+            EndpointError: When the endpoint is unreachable or answers an error or garbage
+                (a job the garbage names is cancelled first).
         """
+        require_asyncio("JobClient.submit")
         return await self._submit(payload, sync, self._clock() + self._queue_timeout_s, None)
 
     async def _submit(
@@ -439,14 +614,32 @@ class JobClient:
         body = self._protocol.run_body(payload)
         backoff = PollBackoff(initial_s=self._poll_interval_s, max_s=self._max_poll_interval_s, rng=self._rng)
         while True:
-            async with self._requests as permit:
-                post = asyncio.ensure_future(self._send("POST", path, body))
+            try:
+                # The queue deadline bounds the wait for the submits' lane too (a long Retry-After).
+                permit = await self._submits.acquire(timeout_s=max(0.0, deadline - self._clock()))
+            except TimeoutError:
+                raise JobTimeout(
+                    f"endpoint {self._endpoint_id!r} did not take the job within {self._queue_timeout_s:g}s "
+                    "(its submits were paused by a Retry-After, or full)",
+                    endpoint=self._endpoint_id,
+                    job_id=None,
+                    state=None,
+                    phase="queue",
+                ) from None
+            try:
+                post = asyncio.ensure_future(self._send("submit", "POST", path, body))
                 try:
                     response = await _await_shielded(post)
                 except asyncio.CancelledError:
+                    permit.ignore()
                     await self._cancel_created(post)
                     raise
+                except EndpointError:
+                    permit.error()
+                    raise
                 self._judge(permit, response)
+            finally:
+                permit.release()
             if response.status_code == 429:
                 if job_permit is not None and permit.outcome is Outcome.OVERLOAD:
                     job_permit.overload()  # the endpoint's queue is full: too many jobs
@@ -462,9 +655,21 @@ class JobClient:
                 await asyncio.sleep(min(backoff.next_s(), max(0.0, deadline - self._clock())))
                 continue
             if response.status_code not in (200, 201, 202):
-                raise self._error(response, "submit")
+                raise self._fail("submit", f"HTTP {response.status_code}", response.status_code)
             self._counts["submitted"] += 1
-            return self._protocol.parse_status(response.json())
+            return await self._read_created(response)
+
+    async def _read_created(self, response: httpx.Response) -> JobStatus:
+        """Read a submit's answer; if it names its job but is otherwise unreadable, cancel that job."""
+        data = self._decode(response, "submit")  # not JSON: no id to cancel (the window left open)
+        try:
+            return self._status_from(data, "submit", response.status_code)
+        except EndpointError:
+            job_id = data.get("id")
+            if _bad_job_id(job_id) is None:
+                assert isinstance(job_id, str)
+                await self.cancel(job_id)  # the job exists; nobody would ever poll it
+            raise
 
     async def _cancel_created(self, post: asyncio.Future[httpx.Response]) -> None:
         """The caller was cancelled while a submit was out: cancel the job it created, if any."""
@@ -474,11 +679,17 @@ class JobClient:
         if response.status_code not in (200, 201, 202):
             return
         try:
-            created = self._protocol.parse_status(response.json())
-        except ValueError:
+            data = self._decode(response, "submit")
+        except EndpointError:
             return
-        if not created.state.terminal:
-            await self.cancel(created.job_id)
+        job_id = data.get("id")
+        if _bad_job_id(job_id) is not None:
+            return
+        with contextlib.suppress(EndpointError):
+            if self._status_from(data, "submit", response.status_code).state.terminal:
+                return
+        assert isinstance(job_id, str)
+        await self.cancel(job_id)
 
     async def run(self, payload: Any, *, sync: bool = False) -> JobStatus:
         """Run one job to its end: submit, poll, return the ``COMPLETED`` status.
@@ -496,11 +707,15 @@ class JobClient:
             The final status; its ``output`` is the job's result.
 
         Raises:
-            JobFailed: The job ended ``FAILED``, ``CANCELLED`` or ``TIMED_OUT``.
+            JobFailed: The job ended ``FAILED``, ``CANCELLED`` or ``TIMED_OUT``, or the
+                job classifier judged its output a failure; ``fault`` says whose.
             JobExpired: The endpoint forgot the job (404) before it ended.
             JobTimeout: Queue wait or execution passed its deadline (the job was cancelled).
-            EndpointError: The endpoint is unreachable or answers errors.
+            AuthError: The endpoint refused the key.
+            EndpointError: The endpoint is unreachable or answers errors or garbage.
+            RuntimeError: Not called from an asyncio event loop.
         """
+        require_asyncio("JobClient.run")
         async with self._governor as permit:
             return await self._run(payload, sync, permit)
 
@@ -518,6 +733,10 @@ class JobClient:
                 # A long queue wait is the endpoint saying it is full; a long run is not.
                 permit.overload() if exc.phase == "queue" else permit.error()
             raise
+        except AuthError:
+            self._counts["failed"] += 1
+            permit.ignore()  # a refused key says nothing about the endpoint's capacity
+            raise
         except Exception:
             self._counts["failed"] += 1
             permit.error()
@@ -525,24 +744,40 @@ class JobClient:
         finally:
             if job_id is not None and (status is None or not status.state.terminal):
                 await self.cancel(job_id)
-        if status.state is JobState.COMPLETED:
+        fault = self._classify_job(status)
+        if not isinstance(fault, Fault):
+            raise TypeError(f"classify_job must return a Fault, got {fault!r}")
+        if status.state is JobState.COMPLETED and fault is Fault.NONE:
             self._counts["completed"] += 1
             return status
+        if fault is Fault.NONE:
+            fault = Fault.ENDPOINT  # a job that did not complete produced no result
         self._counts["failed"] += 1
-        permit.error()
+        if fault is Fault.TRIAL:
+            self._counts["trial_failures"] += 1
+            permit.ignore()  # the endpoint did its work: not its failure
+        else:
+            permit.error()
         if status.state is JobState.EXPIRED:
             raise JobExpired(
                 f"job {status.job_id} on endpoint {self._endpoint_id!r} is unknown or its result expired",
                 endpoint=self._endpoint_id,
                 job_id=status.job_id,
                 state=status.state,
+                fault=fault,
             )
+        reason = status.error
+        if reason is None and status.state is JobState.COMPLETED:
+            reason = f"the job classifier rejected its output {_short(status.output)}"
         raise JobFailed(
             f"job {status.job_id} on endpoint {self._endpoint_id!r} ended {status.state.value}"
-            + (f": {status.error}" if status.error else ""),
+            + (f": {reason}" if reason else ""),
             endpoint=self._endpoint_id,
             job_id=status.job_id,
             state=status.state,
+            fault=fault,
+            error=status.error,
+            output=status.output,
         )
 
     async def _follow(self, status: JobStatus, submitted_at: float) -> JobStatus:
@@ -591,3 +826,11 @@ class JobClient:
                 backoff.reset()
             status = fresh
         return status
+
+
+_NOT_JSON = object()
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -61,8 +61,9 @@ def render_pool(snapshot: PoolSnapshot) -> RenderableType:
     """Draw a `PoolSnapshot`: a summary line over a table with one row per endpoint.
 
     A pure function of the snapshot (render it to any rich ``Console``);
-    columns: endpoint, breaker state, limit, in flight, waiting, completed,
-    failed. Needs rich (the ``rich`` extra): raises ImportError without it.
+    columns: endpoint, breaker state (``refused`` when it refused the key),
+    limit, in flight, waiting, completed, failed, recent success rate. Needs
+    rich (the ``rich`` extra): raises ImportError without it.
     """
     from rich.console import Group
     from rich.table import Table
@@ -71,14 +72,15 @@ def render_pool(snapshot: PoolSnapshot) -> RenderableType:
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("endpoint")
     table.add_column("breaker")
-    for name in ("limit", "inflight", "waiting", "completed", "failed"):
+    for name in ("limit", "inflight", "waiting", "completed", "failed", "success"):
         table.add_column(name, justify="right")
     for e in snapshot.endpoints:
-        breaker = (
-            Text("-", style="dim")
-            if e.breaker is None
-            else Text(e.breaker.value, style=_BREAKER_STYLE[e.breaker])
-        )
+        if e.refused:
+            breaker = Text("refused", style="bold red")
+        elif e.breaker is None:
+            breaker = Text("-", style="dim")
+        else:
+            breaker = Text(e.breaker.value, style=_BREAKER_STYLE[e.breaker])
         table.add_row(
             e.name,
             breaker,
@@ -87,6 +89,7 @@ def render_pool(snapshot: PoolSnapshot) -> RenderableType:
             str(e.waiting),
             str(e.completed),
             Text(str(e.failed), style="red" if e.failed else ""),
+            "-" if e.success_rate is None else f"{e.success_rate:.0%}",
         )
     return Group(Text(summary_line(snapshot), style="bold"), table)
 

@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiogovernor._validate import check_int
 
+from ._client import require_asyncio
 from ._live import LiveView
 from ._pool import DispatchResult, EndpointPool
 from ._progress import Progress
+from ._states import AuthError, Fault, TrialFailed
 
 if TYPE_CHECKING:
     import optuna
@@ -30,11 +32,15 @@ class ConcurrentTPEWarning(UserWarning):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RemoteStudyResult:
-    """What `optimize_remote` did.
+    """What `optimize_remote` did, as the study records it.
+
+    The counts are the Optuna states of the trials this call asked, read
+    from the study after each ``tell`` (a value Optuna refuses, such as NaN,
+    is a ``FAIL`` there, and here).
 
     Attributes:
-        completed: Trials told ``COMPLETE``.
-        failed: Trials told ``FAIL`` (each with a ``fail_reason`` user attribute).
+        completed: Trials the study holds as ``COMPLETE``.
+        failed: Trials the study holds as ``FAIL`` (each with a ``fail_reason`` user attribute).
         retried: Extra runs made for failed trials under ``retries``.
         progress: The pool's progress at the end.
     """
@@ -83,9 +89,16 @@ async def optimize_remote(
     (failover, breakers, local fallback, remote cancellation on exit), and
     ``read_value(output)`` becomes the value told to the study. A trial that
     fails everywhere is told ``FAIL`` with its reason in the trial's
-    ``fail_reason`` user attribute, after ``retries`` extra runs. If the
+    ``fail_reason`` user attribute, after ``retries`` extra runs; a trial
+    that fails by itself (`Fault.TRIAL`: its handler raised, or its value is
+    NaN, infinite or missing) is told ``FAIL`` at once, never re-run. If the
     caller is cancelled, running trials are cancelled (their remote jobs
     too) and told ``FAIL``.
+
+    When no endpoint accepts the API key (and so no trial can ever run), the
+    study stops at once: the trials in flight are cancelled (their remote
+    jobs too) and told ``FAIL`` with the refusal as their reason, and the
+    `AuthError` is raised.
 
     Warns `ConcurrentTPEWarning` when the sampler is TPE without
     ``constant_liar`` and more than one trial may run at once.
@@ -106,8 +119,14 @@ async def optimize_remote(
 
     Returns:
         Counts of completed, failed and retried trials, and the final progress.
+
+    Raises:
+        AuthError: No endpoint accepts the API key.
+        RuntimeError: Not called from an asyncio event loop.
     """
     import optuna
+
+    require_asyncio("optimize_remote")
 
     check_int("n_trials", n_trials, low=1)
     check_int("retries", retries, low=0)
@@ -124,12 +143,20 @@ async def optimize_remote(
         maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
         pool.progress.direction = "maximize" if maximize else "minimize"
     counts = {"completed": 0, "failed": 0, "retried": 0}
+    n_objectives = len(study.directions)
     in_flight = 0
     finished = asyncio.Event()
     tasks: set[asyncio.Task[None]] = set()
+    fatal: AuthError | None = None
+
+    def record(frozen: optuna.trial.FrozenTrial) -> None:
+        if frozen.state == optuna.trial.TrialState.COMPLETE:
+            counts["completed"] += 1
+        elif frozen.state == optuna.trial.TrialState.FAIL:
+            counts["failed"] += 1
 
     async def one(trial: optuna.Trial) -> None:
-        nonlocal in_flight
+        nonlocal in_flight, fatal
         try:
             payload = build_input(trial)
             result: DispatchResult | None = None
@@ -140,24 +167,33 @@ async def optimize_remote(
                 try:
                     result = await pool.run(payload, sync=sync)
                     break
+                except AuthError:
+                    raise
                 except Exception as exc:
                     error = exc
+                    if isinstance(exc, TrialFailed) and exc.fault is Fault.TRIAL:
+                        break  # the trial's own failure: running it again fails the same way
             if result is None:
                 raise RuntimeError(f"trial {trial.number} failed: {error}")
             value = read_value(result.output)
             trial.set_user_attr("endpoint", result.endpoint)
             trial.set_user_attr("attempts", result.attempts)
-            study.tell(trial, value)
-            counts["completed"] += 1
+            problem = _unusable(value, n_objectives)
+            if problem is not None:
+                record(_tell_fail(study, trial, f"the objective value {problem}"))
+                return
+            record(study.tell(trial, value))
             if isinstance(value, int | float) and math.isfinite(value):
                 pool.progress.observe(float(value))
         except asyncio.CancelledError:
-            _tell_fail(study, trial, "cancelled")
-            counts["failed"] += 1
+            record(_tell_fail(study, trial, str(fatal) if fatal is not None else "cancelled"))
             raise
+        except AuthError as exc:
+            if fatal is None:
+                fatal = exc
+            record(_tell_fail(study, trial, str(exc)))
         except Exception as exc:
-            _tell_fail(study, trial, f"{type(exc).__name__}: {exc}")
-            counts["failed"] += 1
+            record(_tell_fail(study, trial, f"{type(exc).__name__}: {exc}"))
         finally:
             in_flight -= 1
             finished.set()
@@ -167,7 +203,7 @@ async def optimize_remote(
         view.start()
     try:
         asked = 0
-        while asked < n_trials:
+        while asked < n_trials and fatal is None:
             room = max(1, pool.capacity())
             if max_in_flight is not None:
                 room = min(room, max_in_flight)
@@ -181,8 +217,9 @@ async def optimize_remote(
             task = asyncio.create_task(one(trial), name=f"aiogovernor-trial-{trial.number}")
             tasks.add(task)
             task.add_done_callback(tasks.discard)
-        while tasks:
-            await asyncio.gather(*tasks)
+        while fatal is None and any(not task.done() for task in tasks):
+            finished.clear()
+            await finished.wait()
     finally:
         try:
             for task in tasks:
@@ -192,12 +229,27 @@ async def optimize_remote(
         finally:
             if view is not None:
                 view.stop()  # after the trials: its last frame shows their end
+    if fatal is not None:
+        raise fatal
     return RemoteStudyResult(**counts, progress=pool.progress.snapshot())
 
 
-def _tell_fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+def _unusable(value: object, n_objectives: int) -> str | None:
+    """Why Optuna would refuse ``value`` as the trial's result (it would mark the trial FAIL), or None."""
+    values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+    if len(values) != n_objectives:
+        return f"has {len(values)} value(s) for {n_objectives} objective(s): {value!r}"
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return f"is not a number: {v!r}"
+        if not math.isfinite(v):
+            return f"is {v!r}"
+    return None
+
+
+def _tell_fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> optuna.trial.FrozenTrial:
     import optuna
 
     logger.info("trial %d failed: %s", trial.number, reason)
     trial.set_user_attr("fail_reason", reason)
-    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    return study.tell(trial, state=optuna.trial.TrialState.FAIL)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -16,9 +17,9 @@ from aiogovernor._validate import check_float, check_int
 from aiogovernor.limits import Fixed
 
 from ._breaker import BreakerState, CircuitBreaker
-from ._client import JobClient
+from ._client import JobClient, require_asyncio
 from ._progress import EndpointSnapshot, PoolSnapshot, Progress, ProgressTracker
-from ._states import EndpointError, TrialFailed
+from ._states import AuthError, EndpointError, Fault, JobError, TrialFailed
 
 __all__ = ["DispatchResult", "EndpointPool", "LocalFallback"]
 
@@ -28,6 +29,23 @@ LocalFallback = Callable[[Any], Awaitable[Any]]
 """An async callable running a trial's payload locally and returning its output."""
 
 LOCAL = "local"
+
+
+class _SuccessRate:
+    """An endpoint's recent infrastructure success rate: the last ``size`` attempts, with a
+    prior of two successes (so that a new endpoint, or one with a single failure, keeps its share)."""
+
+    __slots__ = ("_outcomes",)
+
+    def __init__(self, size: int) -> None:
+        self._outcomes: deque[bool] = deque(maxlen=size)
+
+    def record(self, ok: bool) -> None:
+        self._outcomes.append(ok)
+
+    @property
+    def rate(self) -> float:
+        return (sum(self._outcomes) + 2) / (len(self._outcomes) + 2)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,23 +72,43 @@ class DispatchResult:
 class EndpointPool:
     """Several endpoints, each with its own governor and circuit breaker, and an optional local fallback.
 
-    `run` sends a trial to the endpoint with the most free capacity (its
-    governor's limit minus work in flight and queued) among those whose
-    breaker lets calls through, preferring endpoints the trial has not
-    failed on. A failed attempt (the job failed, timed out, expired, the
-    endpoint errored) counts against that endpoint's breaker and fails over
-    to another endpoint, up to ``max_attempts`` remote runs; then, or when no
-    endpoint is available, the local fallback runs it, at most
-    ``local_limit`` at once. A trial that fails everywhere raises
-    `TrialFailed` with every attempt's error. Every remote job a trial gives
-    up on is cancelled (see `JobClient.run`).
+    `run` sends a trial to the endpoint with the most free capacity among
+    those whose breaker lets calls through, preferring endpoints the trial
+    has not failed on. An endpoint's share is its governor's limit weighed by
+    the square of its recent success rate (over the last ``success_window``
+    attempts); its free capacity is that share minus the work in flight and
+    queued there. An endpoint that loses 40 % of its jobs holds about a third
+    of its limit, so trials flow to the endpoints that complete them.
+
+    Failures are told apart (see `Fault`):
+
+    - **the endpoint's** (5xx, connection errors, unreadable answers,
+      ``TIMED_OUT``, a job lost with its worker, a deadline passed): counts
+      against that endpoint's breaker and success rate and fails over to
+      another endpoint, up to ``max_attempts`` remote runs; then, or when no
+      endpoint is available, the local fallback runs it, at most
+      ``local_limit`` at once. A trial that fails everywhere raises
+      `TrialFailed` with every attempt's error;
+    - **the trial's own** (its handler raised, its output was judged a
+      failure): raises `TrialFailed` with ``fault=Fault.TRIAL`` at once, not
+      retried anywhere, not counted against the endpoint;
+    - **a refused key** (401/403, or no key where one is needed): the endpoint
+      is out of the pool for good (never retried, never a breaker failure);
+      the trial moves to another endpoint, and when no endpoint is left that
+      accepts the key, `run` raises that `AuthError` (also with a local
+      fallback: a mistyped key must not quietly turn a remote study into a
+      local one).
+
+    Every remote job a trial gives up on is cancelled (see `JobClient.run`).
 
     Use it as an async context manager: entering reads each endpoint's
     ``/health`` and starts its governor from the number of workers it
-    reports (times ``health_limit_factor``); leaving closes the clients.
+    reports (times ``health_limit_factor``), and raises `AuthError` at once
+    when every endpoint refuses the key; leaving closes the clients.
 
     Args:
-        clients: One `JobClient` per endpoint; ids must be distinct.
+        clients: One `JobClient` per endpoint; ids must be distinct. May be
+            empty when there is a ``local_fallback`` (everything runs here).
         failure_threshold: Consecutive failures that open an endpoint's breaker.
         reset_timeout_s: How long a breaker stays open before half-open probes.
         half_open_max_calls: Probe trials at once on a half-open endpoint.
@@ -81,6 +119,7 @@ class EndpointPool:
         health_limit_factor: An endpoint's governor starts at its ``/health``
             worker count times this (>= 1): a short queue on the endpoint hides
             the polling delay between one job's end and the next one's start.
+        success_window: Recent attempts per endpoint its success rate is measured over.
         progress: A tracker to report to; by default the pool makes one.
         on_progress: Called with a `Progress` after every change (when the
             pool makes the tracker).
@@ -97,12 +136,15 @@ class EndpointPool:
         local_fallback: LocalFallback | None = None,
         local_limit: int = 1,
         health_limit_factor: float = 2.0,
+        success_window: int = 20,
         progress: ProgressTracker | None = None,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> None:
         clients = list(clients) if not isinstance(clients, JobClient) else [clients]
-        if not clients:
-            raise ValueError("clients must name at least one endpoint; the pool is empty")
+        if not clients and local_fallback is None:
+            raise ValueError(
+                "clients must name at least one endpoint, or give a local_fallback; the pool is empty"
+            )
         for client in clients:
             if not isinstance(client, JobClient):
                 raise TypeError(f"clients must be JobClient instances, got {client!r}")
@@ -117,6 +159,7 @@ class EndpointPool:
             raise TypeError(f"local_fallback must be an async callable, got {local_fallback!r}")
         check_int("local_limit", local_limit, low=1)
         self._health_factor = check_float("health_limit_factor", health_limit_factor, low=1.0)
+        check_int("success_window", success_window, low=1)
         if progress is not None and not isinstance(progress, ProgressTracker):
             raise TypeError(f"progress must be a ProgressTracker, got {progress!r}")
         if progress is not None and on_progress is not None:
@@ -137,6 +180,8 @@ class EndpointPool:
         self._progress = progress or ProgressTracker(on_change=on_progress)
         self._local_counts = {"completed": 0, "failed": 0}
         self._changed: asyncio.Event | None = None
+        self._success = {c.endpoint_id: _SuccessRate(success_window) for c in clients}
+        self._refused: dict[str, AuthError] = {}
 
     # -- introspection ----------------------------------------------------
 
@@ -159,11 +204,52 @@ class EndpointPool:
         """The circuit breaker of one endpoint."""
         return self._breakers[endpoint_id]
 
+    def success_rate(self, endpoint_id: str) -> float:
+        """An endpoint's recent infrastructure success rate, in (0, 1]; its share is weighed by its square."""
+        return self._success[endpoint_id].rate
+
+    @property
+    def refused(self) -> dict[str, AuthError]:
+        """Endpoints that refused the key (endpoint id → the error); they get no more work."""
+        return dict(self._refused)
+
+    def _share(self, client: JobClient) -> float:
+        """The trials an endpoint should hold: its limit weighed by its success rate, squared.
+
+        Squared, because a failed job costs more than its own slot: its trial
+        waits for the failure, then takes a slot elsewhere for the retry. At
+        60 % success an endpoint holds 36 % of its limit; at 95 %, 90 %.
+        """
+        rate = self._success[client.endpoint_id].rate
+        return client.governor.limit * rate * rate
+
+    def _usable(self, client: JobClient) -> bool:
+        return client.endpoint_id not in self._refused and self._breakers[client.endpoint_id].available()
+
     def capacity(self) -> int:
-        """Trials the pool can run at once now: the limits of endpoints whose breaker
-        lets calls through, plus the local fallback's slots."""
-        total = sum(c.governor.limit for c in self._clients if self._breakers[c.endpoint_id].available())
+        """Trials the pool can run at once now: the shares of endpoints that accept the key
+        and whose breaker lets calls through, plus the local fallback's slots."""
+        total = sum(max(1, round(self._share(c))) for c in self._clients if self._usable(c))
         return total + (self._local.limit if self._local is not None else 0)
+
+    def _all_refused(self) -> AuthError | None:
+        """The first refusal when every endpoint has refused the key (None while one accepts it)."""
+        if self._clients and len(self._refused) == len(self._clients):
+            first = next(iter(self._refused.values()))
+            # A fresh error per raise: one instance raised from many tasks would pile up tracebacks.
+            return AuthError(
+                f"no endpoint accepts the API key: {first}",
+                endpoint=first.endpoint,
+                status_code=first.status_code,
+                call=first.call,
+            )
+        return None
+
+    def _refuse(self, client: JobClient, error: AuthError) -> None:
+        if client.endpoint_id not in self._refused:
+            logger.error("endpoint %r refused the key: it gets no more work (%s)", client.endpoint_id, error)
+            self._refused[client.endpoint_id] = error
+        self._notify()
 
     def snapshot(self) -> PoolSnapshot:
         """The pool now: the trials' progress, and each endpoint's breaker, limit and job counts."""
@@ -179,6 +265,8 @@ class EndpointPool:
                     waiting=c.governor.waiting,
                     completed=stats.completed,
                     failed=stats.failed,
+                    success_rate=self._success[c.endpoint_id].rate,
+                    refused=c.endpoint_id in self._refused,
                 )
             )
         if self._local is not None:
@@ -189,7 +277,8 @@ class EndpointPool:
                     limit=self._local.limit,
                     inflight=self._local.inflight,
                     waiting=self._local.waiting,
-                    **self._local_counts,
+                    completed=self._local_counts["completed"],
+                    failed=self._local_counts["failed"],
                 )
             )
         return PoolSnapshot(progress=self._progress.snapshot(), endpoints=tuple(endpoints))
@@ -204,7 +293,11 @@ class EndpointPool:
     # -- lifecycle ----------------------------------------------------------
 
     async def __aenter__(self) -> EndpointPool:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.aclose()  # __aexit__ will not run: close the clients here
+            raise
         return self
 
     async def __aexit__(
@@ -216,13 +309,24 @@ class EndpointPool:
         """Read each endpoint's ``/health`` and start its governor from its worker count.
 
         An endpoint that does not answer keeps its governor's limit, and the
-        failure counts against its breaker.
+        failure counts against its breaker. An endpoint that refuses the key
+        is out of the pool.
+
+        Raises:
+            AuthError: Every endpoint refused the key.
         """
+        require_asyncio("EndpointPool.start")
         await asyncio.gather(*(self._seed_limit(c) for c in self._clients))
+        refused = self._all_refused()
+        if refused is not None:
+            raise refused
 
     async def _seed_limit(self, client: JobClient) -> None:
         try:
             health = await client.health()
+        except AuthError as exc:
+            self._refuse(client, exc)
+            return
         except EndpointError as exc:
             logger.warning("endpoint %r health check failed: %s", client.endpoint_id, exc)
             self._breakers[client.endpoint_id].record_failure()
@@ -254,13 +358,14 @@ class EndpointPool:
                 await event.wait()
 
     def _pick(self, tried: set[str]) -> JobClient | None:
-        """The endpoint with the most free capacity whose breaker allows a call; untried ones first."""
+        """The endpoint with the most free capacity (its share, less its work in flight and
+        queued) that accepts the key and whose breaker allows a call; untried ones first."""
 
-        def free(c: JobClient) -> int:
+        def free(c: JobClient) -> float:
             g = c.governor
-            return g.limit - g.inflight - g.waiting
+            return self._share(c) - g.inflight - g.waiting
 
-        candidates = [c for c in self._clients if self._breakers[c.endpoint_id].available()]
+        candidates = [c for c in self._clients if self._usable(c)]
         fresh = [c for c in candidates if c.endpoint_id not in tried]
         for client in sorted(fresh or candidates, key=free, reverse=True):
             if self._breakers[client.endpoint_id].allow():
@@ -278,8 +383,12 @@ class EndpointPool:
             The result, with where it ran and how many attempts it took.
 
         Raises:
-            TrialFailed: When every attempt failed; ``errors`` holds each one.
+            TrialFailed: The trial failed by itself (``fault=Fault.TRIAL``, at
+                once), or every attempt failed; ``errors`` holds each one.
+            AuthError: No endpoint is left that accepts the key.
+            RuntimeError: Not called from an asyncio event loop.
         """
+        require_asyncio("EndpointPool.run")
         progress = self._progress
         progress.queued()
         token: int | None = None
@@ -291,6 +400,10 @@ class EndpointPool:
         attempts = 0
         try:
             while attempts < self._max_attempts:
+                refused = self._all_refused()
+                if refused is not None:
+                    ok = False
+                    raise refused
                 client = self._pick(tried)
                 if client is None:
                     if self._local is not None:
@@ -302,9 +415,10 @@ class EndpointPool:
                 try:
                     async with client.governor as permit:
                         entered = True
-                        if breaker.state is BreakerState.OPEN:
-                            # It opened while this trial queued for a permit: go elsewhere.
+                        if breaker.state is BreakerState.OPEN or client.endpoint_id in self._refused:
+                            # It opened (or refused the key) while this trial queued: go elsewhere.
                             permit.ignore()
+                            breaker.record_ignored()
                             continue
                         if token is None:
                             token = progress.started()
@@ -315,13 +429,28 @@ class EndpointPool:
                         except asyncio.CancelledError:
                             breaker.record_ignored()
                             raise
-                        except Exception as exc:
-                            breaker.record_failure()
+                        except AuthError as exc:
+                            # Fatal for this endpoint, and no fault of its capacity or health.
+                            breaker.record_ignored()
                             errors.append(exc)
-                            tried.add(client.endpoint_id)
-                            logger.info(
-                                "trial attempt %d on %r failed: %s", attempts, client.endpoint_id, exc
-                            )
+                            attempts -= 1  # the trial never ran: not a retry
+                            self._refuse(client, exc)
+                            continue
+                        except JobError as exc:
+                            if exc.fault is Fault.TRIAL:
+                                breaker.record_success()  # the endpoint did its work
+                                self._success[client.endpoint_id].record(True)
+                                errors.append(exc)
+                                ok = False
+                                raise TrialFailed(
+                                    f"trial failed on {client.endpoint_id!r} by itself: {exc}",
+                                    errors,
+                                    fault=Fault.TRIAL,
+                                ) from None
+                            self._endpoint_failed(client, exc, attempts, errors, tried)
+                            continue
+                        except Exception as exc:
+                            self._endpoint_failed(client, exc, attempts, errors, tried)
                             continue
                         finally:
                             self._notify()
@@ -331,6 +460,7 @@ class EndpointPool:
                         breaker.record_ignored()
                     raise
                 breaker.record_success()
+                self._success[client.endpoint_id].record(True)
                 ok = True
                 return DispatchResult(
                     output=status.output,
@@ -374,3 +504,13 @@ class EndpointPool:
                 progress.unqueued()
             else:
                 progress.finished(token, ok=ok)
+
+    def _endpoint_failed(
+        self, client: JobClient, exc: Exception, attempts: int, errors: list[BaseException], tried: set[str]
+    ) -> None:
+        """An infrastructure failure: count it against the endpoint, and let the trial move on."""
+        self._breakers[client.endpoint_id].record_failure()
+        self._success[client.endpoint_id].record(False)
+        errors.append(exc)
+        tried.add(client.endpoint_id)
+        logger.info("trial attempt %d on %r failed: %s", attempts, client.endpoint_id, exc)

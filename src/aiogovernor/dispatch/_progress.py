@@ -71,6 +71,9 @@ class EndpointSnapshot:
         waiting: Trials queued for one of its permits.
         completed: Jobs that ended with a result there.
         failed: Jobs that ended without one there.
+        success_rate: Its recent infrastructure success rate (its share of new
+            trials is its limit times this, squared); None for the local fallback.
+        refused: Whether it refused the API key (it gets no more work).
     """
 
     name: str
@@ -80,6 +83,8 @@ class EndpointSnapshot:
     waiting: int
     completed: int
     failed: int
+    success_rate: float | None = None
+    refused: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,7 +15,10 @@ event loop, so that any test loop (or a plain script) can talk to it::
 Each endpoint has W workers, a job duration, an optional queue bound (429
 with Retry-After beyond it), cold starts, a failure rate, an execution
 timeout (``TIMED_OUT``), a result TTL (404 after it), a dead mode (503) and
-counters of live and cancelled jobs. It needs ``starlette`` and ``uvicorn``,
+counters of live and cancelled jobs. With ``gpu=GpuWorkerModel.h100_mlp1024()``
+an endpoint's job durations follow a GPU worker measured on an H100
+(`GpuWorkerModel`; `SimulatedGpuWorker` is the same model without HTTP, for
+virtual time). It needs ``starlette`` and ``uvicorn``,
 imported when the server starts.
 """
 
@@ -35,11 +38,14 @@ from typing import TYPE_CHECKING, Any
 
 from aiogovernor._validate import check_float, check_int
 
+from ._gpu_model import GpuWorkerModel as GpuWorkerModel
+from ._gpu_model import SimulatedGpuWorker as SimulatedGpuWorker
+
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import JSONResponse
 
-__all__ = ["EndpointCounters", "FakeEndpoint", "LocalServerless"]
+__all__ = ["EndpointCounters", "FakeEndpoint", "GpuWorkerModel", "LocalServerless", "SimulatedGpuWorker"]
 
 
 @dataclass(kw_only=True)
@@ -52,13 +58,23 @@ class FakeEndpoint:
         queue_limit: Jobs waiting beyond which ``/run`` answers 429 (None: unbounded).
         retry_after_s: The Retry-After sent with a 429.
         cold_start_s: Delay before a worker's first job starts (it stays ``IN_QUEUE``).
-        failure_rate: Probability that a job ends ``FAILED``.
+        failure_rate: Probability that a job fails for the infrastructure's reasons
+            (the worker's fault, never the handler's), in the way ``failure_mode`` says.
+        failure_mode: How such a failure shows: ``"failed"`` (``FAILED`` with no
+            handler error), ``"timed_out"`` (``TIMED_OUT``) or ``"lost"`` (the job
+            vanishes with its worker: ``/status`` answers 404).
         job_timeout_s: Jobs running longer end ``TIMED_OUT`` (None: never).
         result_ttl_s: How long a finished job's status is kept; then 404.
         runsync_wait_s: How long ``/runsync`` waits for the result.
         dead: Answer 503 to everything.
         compute: Makes a job's output from its input; by default ``{"echo": input}``.
-            An exception it raises makes the job ``FAILED``.
+            An exception it raises makes the job ``FAILED`` with the exception as its
+            ``error`` (a handler's failure: the trial's fault, not the endpoint's).
+        gpu: Times jobs by a measured GPU worker (`GpuWorkerModel`): a job lasts the
+            model's latency at the number of jobs running when it starts, times
+            ``time_scale``, instead of ``job_duration_s``; ``workers`` is then the
+            worker's concurrency setting (trials it runs at once).
+        time_scale: Multiplies the ``gpu`` model's durations (0.05: 20 times faster).
         seed: Seeds the failures.
     """
 
@@ -68,11 +84,14 @@ class FakeEndpoint:
     retry_after_s: float = 0.05
     cold_start_s: float = 0.0
     failure_rate: float = 0.0
+    failure_mode: str = "failed"
     job_timeout_s: float | None = None
     result_ttl_s: float = 300.0
     runsync_wait_s: float = 1.0
     dead: bool = False
     compute: Callable[[Any], Any] | None = None
+    gpu: GpuWorkerModel | None = None
+    time_scale: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -83,10 +102,17 @@ class FakeEndpoint:
         check_float("retry_after_s", self.retry_after_s, low=0.0)
         check_float("cold_start_s", self.cold_start_s, low=0.0)
         check_float("failure_rate", self.failure_rate, low=0.0, high=1.0)
+        if self.failure_mode not in ("failed", "timed_out", "lost"):
+            raise ValueError(
+                f"failure_mode must be 'failed', 'timed_out' or 'lost', got {self.failure_mode!r}"
+            )
         if self.job_timeout_s is not None:
             check_float("job_timeout_s", self.job_timeout_s, low=0.0, low_open=True)
         check_float("result_ttl_s", self.result_ttl_s, low=0.0)
         check_float("runsync_wait_s", self.runsync_wait_s, low=0.0)
+        if self.gpu is not None and not isinstance(self.gpu, GpuWorkerModel):
+            raise TypeError(f"gpu must be a GpuWorkerModel, got {self.gpu!r}")
+        check_float("time_scale", self.time_scale, low=0.0, low_open=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -197,6 +223,8 @@ class _Endpoint:
         self.notify()
         try:
             duration = self.b.job_duration_s
+            if self.b.gpu is not None:
+                duration = self.b.gpu.latency_s(self.running) * self.b.time_scale
             if isinstance(job.input, Mapping) and isinstance(job.input.get("duration_s"), int | float):
                 duration = float(job.input["duration_s"])
             limit = self.b.job_timeout_s
@@ -207,7 +235,7 @@ class _Endpoint:
             if limit is not None and duration > limit:
                 self.finish(job, _S.TIMED_OUT, error=f"job exceeded {limit:g}s")
             elif self.rng.random() < self.b.failure_rate:
-                self.finish(job, _S.FAILED, error="simulated worker failure")
+                self.infrastructure_failure(job)
             else:
                 try:
                     output = self.b.compute(job.input) if self.b.compute else {"echo": job.input}
@@ -218,6 +246,16 @@ class _Endpoint:
         finally:
             self.running -= 1
             self.notify()
+
+    def infrastructure_failure(self, job: _Job) -> None:
+        mode = self.b.failure_mode
+        if mode == "timed_out":
+            self.finish(job, _S.TIMED_OUT, error="worker timed out")
+        elif mode == "failed":
+            self.finish(job, _S.FAILED)
+        else:  # lost with its worker: the endpoint forgets it
+            self.finish(job, _S.FAILED)
+            del self.jobs[job.id]
 
     def notify(self) -> None:
         with self.changed:
