@@ -18,6 +18,8 @@ import pytest
 def test_a_missing_extra_names_the_install_line(module: str, missing: str, extra: str) -> None:
     # A None entry in sys.modules makes `import missing` fail as if it were not installed.
     code = f"import sys; sys.modules[{missing!r}] = None; import {module}"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 1
     assert f"pip install 'aiogovernor[{extra}]'" in done.stderr

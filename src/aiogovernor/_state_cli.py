@@ -115,7 +115,15 @@ def _rows(entries: list[tuple[str, str, LearnedState]]) -> list[list[str]]:
         floor = "-" if s.latency_floor_s is None else f"{s.latency_floor_s * 1000:.1f} ms"
         rows.append(
             # The integer the gate admits, not the policy's float (11.69 would read as 11.69 permits).
-            [env, name, str(gate_limit(s.limit)), s.policy, str(s.sample_count), floor, _age(s.updated_at, now)]
+            [
+                env,
+                name,
+                str(gate_limit(s.limit)),
+                s.policy,
+                str(s.sample_count),
+                floor,
+                _age(s.updated_at, now),
+            ]
         )
     return rows
 
