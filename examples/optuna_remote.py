@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
+import tempfile
 from typing import Any
 
 import optuna
@@ -65,5 +67,9 @@ if __name__ == "__main__":
         "gpu-steady": FakeEndpoint(workers=3, job_duration_s=0.1, cold_start_s=0.3, compute=train),
         "gpu-flaky": FakeEndpoint(workers=3, job_duration_s=0.1, failure_rate=0.3, seed=1, compute=train),
     }
-    with LocalServerless(endpoints) as srv:
+    # What the endpoints' governors learn goes to a temporary folder that is removed at the end,
+    # not into your home: a real study keeps it (the default store) to start the next one warm.
+    with tempfile.TemporaryDirectory() as state_dir, LocalServerless(endpoints) as srv:
+        os.environ["AIOGOVERNOR_STATE_DIR"] = state_dir
+        print(f"learned state in {state_dir} (removed at the end)")
         asyncio.run(main(srv))

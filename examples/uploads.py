@@ -29,7 +29,7 @@ async def main(url: str, folder: Path) -> None:
         path.write_bytes(rng.randbytes(rng.randrange(10_000, 200_000)))
         paths.append(path)
     manifest = folder / "manifest.jsonl"
-    gov = Governor("uploads", environment="example")
+    gov = Governor("uploads", store=None)  # store=None: the example leaves no learned state behind
     async with httpx.AsyncClient() as client:
         first = await upload_files(client, paths, url=url, governor=gov, manifest=manifest, progress=True)
         print(f"first run: {len(first.uploaded)} uploaded, {len(first.failed)} failed, limit {gov.limit}")

@@ -69,3 +69,27 @@ def test_a_plot_that_cannot_be_written_is_a_clear_error(
     captured = capsys.readouterr()
     assert "Final limit" in captured.out
     assert "cannot write the plot" in captured.err and str(path) in captured.err
+
+
+def test_the_demo_writes_nothing_unless_asked(tmp_path: pathlib.Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "aiogovernor", "demo", "--duration-s", "3", "--capacity", "4"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert "Final limit" in done.stdout
+    assert "--plot" in done.stdout  # says how to get the picture
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_help_shows_the_defaults_and_what_it_shows(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("(default: 16)", "(default: 0.05)", "(default: 60.0)", "(default: 200)"):
+        assert default in text
+    assert "knee" in text and "virtual time" in text

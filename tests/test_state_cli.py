@@ -131,3 +131,48 @@ def test_a_bad_redis_url_is_a_usage_error(state_dir: Path, capsys: pytest.Captur
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "--redis" in err and "hunter2" not in err
+
+
+def test_store_options_work_after_the_action(filled: JsonFileStore, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code, out, _ = run(["list", "--dir", str(elsewhere)])
+    assert code == 0
+    assert "no learned state in directory" in out and str(elsewhere) in out
+    # Before the action, as before; and the action's copy does not erase it.
+    code, out, _ = run(["--dir", str(filled.directory), "list"])
+    assert code == 0 and "prod" in out
+
+
+def test_a_missing_directory_says_so(tmp_path: Path) -> None:
+    missing = tmp_path / "typo"
+    for argv in (["list", "--dir", str(missing)], ["show", "api", "--dir", str(missing)]):
+        code, out, err = run(argv)
+        assert code == EXIT_NOT_FOUND
+        assert "no state directory" in err and str(missing) in err
+        assert out == ""
+
+
+def test_limits_print_as_the_integers_the_gate_admits(state_dir: Path) -> None:
+    store = JsonFileStore()
+    anyio.run(store.save, "prod", "api", LearnedState(limit=11.6867, policy="x", updated_at=time.time()))
+    code, out, _ = run(["list"])
+    assert code == 0
+    assert out.splitlines()[2].split()[:3] == ["prod", "api", "11"]
+    assert "11.68" not in out
+
+
+def test_export_into_a_closed_pipe_is_quiet(filled: JsonFileStore) -> None:
+    # `state export | head`: the reader is gone before the export writes (our end of the pipe
+    # is closed before the interpreter has even started), so the write fails with EPIPE.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aiogovernor", "state", "export"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    with proc.stderr:
+        err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err

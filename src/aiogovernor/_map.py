@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, Unp
 from ._attempt import Attempts
 from ._chunking import AdaptiveChunker, Chunker, as_chunker
 from ._governor import Governor
+from ._names import name_after_callable, warn_if_ambiguous
 from ._progress import ProgressCallback, Reporter, check_progress
 from ._retry import Retry, RetryBudget
 from ._validate import check_float
@@ -131,8 +132,11 @@ def _settings(
 
 def _default_governor(fn: object) -> Governor:
     # Named after the function, so that its learned state is kept per function.
-    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-    return Governor(f"map:{name}")
+    name, why = name_after_callable(fn, prefix="map:")
+    gov = Governor(name)
+    # stacklevel: from here, _settings, the map form (governed_map), its caller.
+    warn_if_ambiguous(name, why, persisted=gov.store is not None, stacklevel=4)
+    return gov
 
 
 class _PoolAttempts(Attempts[Any]):

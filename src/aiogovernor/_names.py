@@ -1,8 +1,19 @@
-"""Validation of environment and governor names: nothing may escape the state directory."""
+"""Governor and environment names: validated (nothing may escape the state directory), and
+derived for the governors that integrations make when the caller names none."""
 
 from __future__ import annotations
 
-__all__ = ["MAX_NAME_LENGTH", "check_environment", "check_governor_name"]
+import functools
+import inspect
+import warnings
+
+__all__ = [
+    "MAX_NAME_LENGTH",
+    "check_environment",
+    "check_governor_name",
+    "name_after_callable",
+    "warn_if_ambiguous",
+]
 
 MAX_NAME_LENGTH = 128
 """The longest environment or governor name accepted."""
@@ -57,3 +68,49 @@ def check_governor_name(value: object) -> str:
         ValueError: If it is empty, too long or holds control characters.
     """
     return _common("name", value)
+
+
+def name_after_callable(fn: object, *, prefix: str) -> tuple[str, str | None]:
+    """A governor name for work done by ``fn``, and why it may be shared (None if it need not be).
+
+    The learned limit is kept per name, so the name must tell upstreams apart:
+    a `functools.partial` and a decorated function are named after the
+    function they wrap (not ``partial`` or the decorator's inner function), a
+    bound method after its class and function. The reason returned says when
+    unrelated work can still end up under one name: lambdas all share
+    ``<lambda>``, and partials of one function with different arguments share
+    its name (their arguments are never put into a name: they may hold secrets).
+    """
+    why: str | None = None
+    target = fn
+    while isinstance(target, functools.partial):
+        why = "partials of one function share its name whatever their arguments"
+        target = target.func
+    target = inspect.unwrap(target) if callable(target) else target
+    qualname = getattr(target, "__qualname__", None)
+    if not isinstance(qualname, str):  # a callable object: named after its class
+        qualname = type(target).__qualname__
+        why = why or "every instance of a callable class shares the class's name"
+    if qualname.endswith("<lambda>"):
+        why = "every lambda shares the name '<lambda>'"
+    name = f"{prefix}{qualname}"
+    if len(name) > MAX_NAME_LENGTH:  # deep <locals> nesting: keep the distinctive tail
+        name = prefix + qualname[-(MAX_NAME_LENGTH - len(prefix)) :]
+    return name, why
+
+
+_warned: set[str] = set()
+
+
+def warn_if_ambiguous(name: str, why: str | None, *, persisted: bool, stacklevel: int) -> None:
+    """Warn once per name when a governor named by default keeps state under a shared name."""
+    if why is None or not persisted or name in _warned:
+        return
+    _warned.add(name)
+    warnings.warn(
+        f"the governor made for this call is named {name!r} and keeps its learned limit under "
+        f"that name, but {why}: unrelated upstreams would share one limit. Pass "
+        f"governor=Governor('a-name') to keep them apart.",
+        UserWarning,
+        stacklevel=stacklevel + 1,
+    )

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from .limits import gate_limit
 from .state import (
     JsonFileStore,
     LearnedState,
@@ -39,11 +40,11 @@ def add_state_parser(commands: Any) -> None:
             "2 bad usage or name; 3 the store cannot be read or written; 4 reset refused (no --yes)."
         ),
     )
-    state.add_argument("--dir", help="state directory (default: $AIOGOVERNOR_STATE_DIR or the user's)")
-    state.add_argument("--redis", metavar="URL", help="read a Redis store instead of the JSON files")
+    _store_options(state, default=None)
     actions = state.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     def common(p: argparse.ArgumentParser, *, name: bool, env_default: bool) -> None:
+        _store_options(p, default=argparse.SUPPRESS)
         if name:
             p.add_argument("name", nargs="?", help="a governor's name (default: every governor)")
         p.add_argument(
@@ -60,7 +61,20 @@ def add_state_parser(commands: Any) -> None:
     common(reset, name=True, env_default=True)
     reset.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     export = actions.add_parser("export", help="dump learned state as JSON")
+    _store_options(export, default=argparse.SUPPRESS)
     export.add_argument("--env", help="only this environment (default: every environment)")
+
+
+def _store_options(parser: argparse.ArgumentParser, *, default: Any) -> None:
+    # The store options are accepted before the action (``state --dir X list``) and after
+    # it (``state list --dir X``, where people type them). An action's own copy defaults to
+    # SUPPRESS so that, when absent, it leaves the value given before the action in place.
+    parser.add_argument(
+        "--dir", default=default, help="state directory (default: $AIOGOVERNOR_STATE_DIR or the user's)"
+    )
+    parser.add_argument(
+        "--redis", metavar="URL", default=default, help="read a Redis store instead of the JSON files"
+    )
 
 
 def _store(args: argparse.Namespace) -> StateStore:
@@ -87,13 +101,29 @@ def _table(rows: list[list[str]], out: TextIO) -> None:
             print("  ".join("-" * w for w in widths), file=out)
 
 
+def _where(store: StateStore) -> str:
+    """Which store was read, for messages: a directory, or the (redacted) Redis store."""
+    if isinstance(store, JsonFileStore):
+        return f"directory {str(store.directory)!r}"
+    return repr(store)
+
+
 def _rows(entries: list[tuple[str, str, LearnedState]]) -> list[list[str]]:
     now = time.time()
     rows = [["ENVIRONMENT", "GOVERNOR", "LIMIT", "POLICY", "SAMPLES", "LATENCY FLOOR", "UPDATED"]]
     for env, name, s in entries:
         floor = "-" if s.latency_floor_s is None else f"{s.latency_floor_s * 1000:.1f} ms"
         rows.append(
-            [env, name, f"{s.limit:g}", s.policy, str(s.sample_count), floor, _age(s.updated_at, now)]
+            # The integer the gate admits, not the policy's float (11.69 would read as 11.69 permits).
+            [
+                env,
+                name,
+                str(gate_limit(s.limit)),
+                s.policy,
+                str(s.sample_count),
+                floor,
+                _age(s.updated_at, now),
+            ]
         )
     return rows
 
@@ -121,6 +151,11 @@ async def _run(
     args: argparse.Namespace, store: StateStore, out: TextIO, err: TextIO, confirm: Callable[[str], bool]
 ) -> int:
     action = args.action
+    named_dir = args.dir is not None or os.environ.get("AIOGOVERNOR_STATE_DIR")
+    if isinstance(store, JsonFileStore) and named_dir and not store.directory.is_dir():
+        # A typo in --dir must not read as "nothing learned yet".
+        print(f"aiogovernor: no state directory {str(store.directory)!r}", file=err)
+        return EXIT_NOT_FOUND
     env = args.env
     if env is None and action in ("show", "reset"):
         env = os.environ.get("AIOGOVERNOR_ENV") or "default"
@@ -132,7 +167,7 @@ async def _run(
         return EXIT_OK
     if not entries and (name is not None or action != "list"):
         what = f"{name!r} in environment {env!r}" if name else f"environment {env!r}"
-        print(f"aiogovernor: no learned state for {what}", file=err)
+        print(f"aiogovernor: no learned state for {what} in {_where(store)}", file=err)
         return EXIT_NOT_FOUND
     if action in ("list", "show"):
         if args.json:
@@ -141,7 +176,7 @@ async def _run(
         elif entries:
             _table(_rows(entries), out)
         else:
-            print("no learned state", file=out)
+            print(f"no learned state in {_where(store)}", file=out)
         return EXIT_OK
     # reset
     what = ", ".join(f"{n}[{e}]" for e, n, _ in entries)

@@ -29,7 +29,10 @@ from email.utils import parsedate_to_datetime
 from types import MappingProxyType
 from typing import TypeAlias
 
-import httpx
+try:
+    import httpx
+except ImportError as exc:  # an optional extra: say which one
+    raise ImportError("aiogovernor.httpx needs httpx: pip install 'aiogovernor[httpx]'") from exc
 
 from ._attempt import Attempts
 from ._classify import default_classify

@@ -16,6 +16,11 @@ Needs the ``httpx`` and ``files`` extras (``rich`` for the progress bar).
 
 from __future__ import annotations
 
+try:  # checked first so that a missing extra reads as an install line, not a traceback into httpx
+    import httpx as _httpx  # noqa: F401
+except ImportError as exc:
+    raise ImportError("aiogovernor.uploads needs httpx: pip install 'aiogovernor[httpx]'") from exc
+
 from aiogovernor._chunking import Chunker as Chunker
 
 from ._items import ItemReadError as ItemReadError

@@ -131,7 +131,10 @@ class UploadItem:
                     sent(len(chunk))
                 yield chunk
             return
-        import aiofiles  # the files extra, needed only once a file is read
+        try:
+            import aiofiles  # the files extra, needed only once a file is read
+        except ImportError as exc:  # the optional extra: say which one, not a bare module name
+            raise ImportError("uploading files needs aiofiles: pip install 'aiogovernor[files]'") from exc
 
         assert self.path is not None
         remaining = size

@@ -16,6 +16,7 @@ import httpx
 
 from aiogovernor._chunking import Chunker, as_chunker
 from aiogovernor._governor import Governor, Permit
+from aiogovernor._names import warn_if_ambiguous
 from aiogovernor._progress import ProgressCallback, Reporter, check_progress
 from aiogovernor._retry import Retry
 from aiogovernor._samples import Outcome
@@ -307,7 +308,9 @@ class UploadOptions(TypedDict, total=False):
     """The keyword options `upload_items` and `upload_files` share, written once.
 
     Attributes:
-        governor: Sets how many requests run at once; None makes ``Governor("uploads")``.
+        governor: Sets how many requests run at once; None makes one: named after
+            the destination's origin by `upload_files` (``uploads:https://host``),
+            ``Governor("uploads")`` by `upload_items` (warned about once when it keeps state).
         manifest: A `Manifest` or its path: items it marks uploaded are
             skipped, and every outcome is appended to it (see `ManifestError`).
         chunker: Items per request: a fixed number (1 by default), or any
@@ -348,6 +351,10 @@ def _settings(build_request: RequestBuilder, options: UploadOptions, form: str) 
     governor = options.get("governor")
     if governor is None:
         governor = Governor("uploads")
+        # upload_items sees requests, not a destination: every such call shares this name.
+        why = "upload_items cannot tell destinations apart"
+        # stacklevel: from here, _settings, upload_items, its caller.
+        warn_if_ambiguous(governor.name, why, persisted=governor.store is not None, stacklevel=3)
     elif not isinstance(governor, Governor):
         raise TypeError(f"governor must be an aiogovernor.Governor or None, got {governor!r}")
     chunker: object = options.get("chunker", 1)
@@ -507,4 +514,14 @@ async def upload_files(
         body = batch.multipart(field=field, checksum_field=checksum_field, data=form)
         return client.build_request(method, url, content=body, headers={**extra, **body.headers})
 
+    if options.get("governor") is None:
+        # One learned limit per destination, not one for every upload the process makes.
+        options["governor"] = Governor(_destination_name(url))
     return await upload_items(client, items, build_request=build, **options)
+
+
+def _destination_name(url: str | httpx.URL) -> str:
+    """``uploads:<scheme>://<host>[:port]``: the origin only (userinfo, path and query may hold secrets)."""
+    parsed = httpx.URL(url)
+    port = f":{parsed.port}" if parsed.port is not None else ""
+    return f"uploads:{parsed.scheme}://{parsed.host}{port}"
