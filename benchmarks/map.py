@@ -13,6 +13,12 @@ and prints medians, ratios and a markdown table::
 2. Peak traced memory (tracemalloc) while streaming ``--stream-items`` items
    from a generator through `governed_imap`, beside ``asyncio.gather`` over a
    task per item (measured on ``--gather-items`` items: it keeps them all).
+3. Backpressure: a consumer slower than the workers (it sleeps
+   ``--consumer-sleep-s`` per result) reads ``--slow-items`` results from
+   `governed_imap` and from ``aiometer.amap`` at limits 10, 300 and 1000; CPU
+   time (process time) per item consumed, median and worst of ``--rounds``
+   interleaved rounds. The workers wait for room in the buffer: what they
+   cost while waiting should not grow with the limit.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ import asyncio
 import statistics
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import Any
 
 import aiometer
 
@@ -153,12 +160,42 @@ def peak_mb(fn: Callable[[int], Awaitable[int]], n: int) -> float:
     return (peak - base) / 1e6
 
 
+async def slow_consumer_governed(limit: int, n: int, sleep_s: float) -> None:
+    gov = Governor("bench", Fixed(limit), store=None)
+    async with governed_imap(instant, endless(), governor=gov) as results:
+        count = 0
+        async for _ in results:
+            await asyncio.sleep(sleep_s)
+            count += 1
+            if count == n:
+                break
+
+
+async def slow_consumer_aiometer(limit: int, n: int, sleep_s: float) -> None:
+    async with aiometer.amap(instant, range(n), max_at_once=limit) as results:
+        async for _ in results:
+            await asyncio.sleep(sleep_s)
+
+
+SLOW = {"governed_imap": slow_consumer_governed, "aiometer.amap": slow_consumer_aiometer}
+
+
+def cpu_per_item_us(
+    fn: Callable[[int, int, float], Coroutine[Any, Any, None]], limit: int, n: int, sleep_s: float
+) -> float:
+    start = time.process_time()
+    asyncio.run(fn(limit, n, sleep_s))
+    return (time.process_time() - start) / n * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--stream-items", type=int, default=1_000_000)
     parser.add_argument("--gather-items", type=int, default=100_000)
+    parser.add_argument("--slow-items", type=int, default=1_000)
+    parser.add_argument("--consumer-sleep-s", type=float, default=0.0005)
     args = parser.parse_args()
 
     global work
@@ -184,6 +221,23 @@ def main() -> None:
     print("| --- | --- | --- |")
     print(f"| governed_imap over a generator | {args.stream_items:,} | {stream_mb:.2f} MB |")
     print(f"| asyncio.gather, a task per item | {args.gather_items:,} | {gather_mb:.1f} MB |")
+
+    limits = (10, 300, 1000)
+    cpu: dict[tuple[str, int], list[float]] = {(name, lim): [] for name in SLOW for lim in limits}
+    for _ in range(args.rounds):
+        for lim in limits:
+            for name, slow in SLOW.items():
+                cpu[name, lim].append(cpu_per_item_us(slow, lim, args.slow_items, args.consumer_sleep_s))
+    print(
+        f"\nA consumer slower than the workers ({args.consumer_sleep_s * 1e3:g} ms per result), "
+        f"{args.slow_items:,} results: CPU per item consumed, median (worst) of {args.rounds} rounds\n"
+    )
+    print("| limit | " + " | ".join(SLOW) + " | governed_imap / aiometer (median) |")
+    print("| --- | " + " | ".join("---" for _ in SLOW) + " | --- |")
+    for lim in limits:
+        cells = [f"{statistics.median(cpu[name, lim]):.0f} µs ({max(cpu[name, lim]):.0f})" for name in SLOW]
+        ratio = statistics.median(cpu["governed_imap", lim]) / statistics.median(cpu["aiometer.amap", lim])
+        print(f"| {lim} | " + " | ".join(cells) + f" | {ratio:.2f}× |")
 
 
 if __name__ == "__main__":

@@ -539,3 +539,53 @@ async def test_options_travel_as_one_mapping() -> None:
     assert await governed_map(Tracker(), range(4), **options) == [0, 2, 4, 6]
     async with governed_imap(Tracker(), range(4), **options) as results:
         assert [r async for r in results] == [0, 2, 4, 6]
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["imap", "imap_unordered"])
+async def test_a_slow_consumer_wakes_one_worker_per_item_not_all(
+    ordered: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiogovernor._map import _Pool
+
+    waits = 0
+    wait_for_room = _Pool._wait_for_room
+
+    async def counted(self: _Pool) -> None:
+        nonlocal waits
+        waits += 1
+        await wait_for_room(self)
+
+    monkeypatch.setattr(_Pool, "_wait_for_room", counted)
+
+    async def instant(x: int) -> int:
+        return x
+
+    form = governed_imap if ordered else governed_imap_unordered
+    limit, items = 200, 100
+    async with form(instant, itertools.count(), governor=Governor("t", Fixed(limit))) as results:
+        seen = 0
+        async for _ in results:
+            await anyio.sleep(0.01)  # far slower than the workers
+            seen += 1
+            if seen == items:
+                break
+    # Each worker waits once when the buffer first fills, then about once per item consumed:
+    # waking every waiter for every item would make this about limit x items (20 000).
+    assert waits <= limit + 3 * items, waits
+
+
+async def test_room_grows_with_the_limit_and_the_end_releases_every_waiter() -> None:
+    gov = Governor("t", Fixed(2))
+
+    async def instant(x: int) -> int:
+        return x
+
+    async with governed_imap(instant, range(100), governor=gov) as results:
+        got = [await anext(results)]
+        await anyio.sleep(0.1)
+        gov.reset_limit(20)  # more room (2 x limit + 16) for the workers waiting for it
+        async for r in results:
+            got.append(r)
+            await anyio.sleep(0.01)
+    assert got == list(range(100))
+    assert gov.inflight == 0

@@ -220,8 +220,10 @@ class _Pool:
         self.pulled = 0
         self.exhausted = False
         self.error: BaseException | None = None
-        self._room = anyio.Event()
-        self._room_wanted = False
+        # Workers waiting for room in the buffer, woken one per free slot (never all at
+        # once: with a slow consumer that would cost O(limit) wake-ups per item consumed).
+        self._room_waiters: deque[anyio.Event] = deque()
+        self._waking = 0  # woken, not yet running: their slots are spoken for
         self._workers = 0
         self._backing_off = 0  # workers asleep before a retry
         self._tg: anyio.abc.TaskGroup | None = None
@@ -249,15 +251,30 @@ class _Pool:
             self._workers += 1
             self._tg.start_soon(self._worker)
 
-    def consumed_one(self) -> None:
-        """The consumer took one unit: make room for the workers waiting for it."""
-        self.consumed += 1
-        if self._room_wanted:
-            import anyio  # loaded on first use, as above
+    def _room_limit(self) -> int:
+        """Units that may be pulled but not consumed now (only asked when ``capacity`` is set)."""
+        return self.capacity or 2 * self._gov.limit + 16
 
-            self._room_wanted = False
-            self._room.set()
-            self._room = anyio.Event()
+    def consumed_one(self) -> None:
+        """The consumer took one unit: wake as many waiting workers as there are free slots (one, usually)."""
+        self.consumed += 1
+        if self._room_waiters:
+            self._wake_for_room(self._room_limit() - (self.pulled - self.consumed) - self._waking)
+
+    def _wake_for_room(self, n: int) -> None:
+        waiters = self._room_waiters
+        while n > 0 and waiters:
+            waiters.popleft().set()
+            self._waking += 1
+            n -= 1
+
+    async def _wait_for_room(self) -> None:
+        import anyio  # loaded on first use, as above
+
+        event = anyio.Event()
+        self._room_waiters.append(event)
+        await event.wait()  # cancelled only with the whole pool: a stale entry costs one wasted wake
+        self._waking -= 1
 
     def _fatal(self, exc: BaseException) -> None:
         """Stop everything and make ``exc`` the map's exception (the first one wins)."""
@@ -270,6 +287,9 @@ class _Pool:
             await self._work()
         finally:
             self._workers -= 1
+            if self.exhausted and self._room_waiters:
+                # Nothing more to pull: the workers waiting for room can all leave.
+                self._wake_for_room(len(self._room_waiters))
 
     async def _work(self) -> None:
         # Loop invariants in locals: this loop runs once per item.
@@ -284,8 +304,7 @@ class _Pool:
         while True:
             capacity = self.capacity
             if capacity is not None and self.pulled - self.consumed >= (capacity or 2 * gov.limit + 16):
-                self._room_wanted = True
-                await self._room.wait()
+                await self._wait_for_room()
                 continue
             if chunked:
                 unit: Any = await self._pull_chunk()
