@@ -628,3 +628,45 @@ async def test_results_cost_about_what_a_bare_pool_keeps() -> None:
             tracemalloc.stop()
     # A dict by index (about 100 bytes a result) would make this about 3x.
     assert peaks["map"] <= 1.6 * peaks["bare"], peaks
+
+
+async def test_a_kept_permit_goes_back_as_soon_as_someone_else_waits() -> None:
+    gov = Governor("t", Fixed(2))
+
+    async def slow(x: int) -> int:
+        await anyio.sleep(1.0)
+        return x
+
+    waited: list[float] = []
+
+    async def outsider() -> None:
+        await anyio.sleep(2.5)
+        asked = anyio.current_time()
+        async with gov:
+            waited.append(anyio.current_time() - asked)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(outsider)
+        assert await governed_map(slow, range(20), governor=gov) == list(range(20))
+    # Served when the first call in flight ended, not after the map (FIFO, no starvation).
+    assert waited == [pytest.approx(0.5)]
+    assert gov.inflight == 0 and gov.stats().counts["ok"] == 21
+
+
+async def test_a_pause_stops_kept_permits_from_starting_new_calls() -> None:
+    gov = Governor("t", Fixed(3))
+    starts: list[float] = []
+
+    async def fn(x: int) -> int:
+        starts.append(anyio.current_time())
+        await anyio.sleep(0.1)
+        if x == 10:
+            raise OverloadError(retry_after_s=5.0)
+        return x
+
+    out = await governed_map(fn, range(30), governor=gov, return_exceptions=True)
+    assert isinstance(out[10], OverloadError) and out[:10] == list(range(10))
+    failed_at = starts[10] + 0.1
+    # Calls already running finish; nothing new starts until the pause is over.
+    assert not [t for t in starts if failed_at + 0.1 < t < failed_at + 5.0], starts
+    assert gov.inflight == 0 and gov.stats().counts["ok"] == 29

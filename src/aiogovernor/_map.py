@@ -17,7 +17,7 @@ import functools
 import inspect
 import random
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, Unpack, overload
@@ -227,6 +227,7 @@ class _Pool:
         self._workers = 0
         self._backing_off = 0  # workers asleep before a retry
         self._tg: anyio.abc.TaskGroup | None = None
+        self._worker_fn: Callable[[], Coroutine[Any, Any, None]] = self._worker
         self.scope = anyio.CancelScope()
 
     # -- running ---------------------------------------------------------
@@ -238,6 +239,15 @@ class _Pool:
         with self.scope:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                # The plainest map (a sync iterator, no retry, timeout, chunks, progress or
+                # buffer) runs workers that keep their permit from one call to the next.
+                if (
+                    self._simple
+                    and self._next is not None
+                    and self.capacity is None
+                    and not self._reporter.active
+                ):
+                    self._worker_fn = self._kept_worker
                 start = max(1, self._gov.limit)
                 if self._total is not None:
                     start = max(1, min(start, self._total))
@@ -249,7 +259,7 @@ class _Pool:
         assert self._tg is not None
         for _ in range(n):
             self._workers += 1
-            self._tg.start_soon(self._worker)
+            self._tg.start_soon(self._worker_fn)
 
     def _room_limit(self) -> int:
         """Units that may be pulled but not consumed now (only asked when ``capacity`` is set)."""
@@ -349,6 +359,73 @@ class _Pool:
             if self.exhausted and self._room_waiters:
                 # Nothing more to pull: the workers waiting for room can all leave.
                 self._wake_for_room(len(self._room_waiters))
+
+    async def _kept_worker(self) -> None:
+        """`_worker` for the plainest map: the permit is kept from one call to the next.
+
+        While nobody waits, no time gate applies and the limit covers the permits held,
+        the gate renews the permit after each call (one ``ok`` sample per call, as
+        ever) instead of taking it back and handing it out again; otherwise it is
+        released and the next call takes one the usual way, in turn.
+        """
+        gov = self._gov
+        fn = self._fn
+        next_ = self._next
+        assert next_ is not None
+        put = self.put
+        reporter = self._reporter
+        renew = gov._renew  # a named seam of the gate, made for this loop
+        pending = False  # a unit pulled with a permit that could not be kept
+        unit: Any = None
+        index = 0
+        try:
+            while True:
+                if not pending:
+                    try:
+                        unit = next_()
+                    except StopIteration:
+                        self.exhausted = True
+                        return
+                    except Exception as exc:
+                        self._fatal(exc)
+                        return
+                    index = self.pulled
+                    self.pulled += 1
+                pending = False
+                try:
+                    async with gov as permit:
+                        while True:
+                            value = await fn(unit)
+                            reporter.done += 1
+                            put(index, value)
+                            # Follow the limit (returning releases the permit, as ok).
+                            limit = gov.limit
+                            active = self._workers
+                            if active > limit and active > 1:
+                                return
+                            if active < limit and not self.exhausted:
+                                self._spawn(limit - active)
+                            try:
+                                unit = next_()
+                            except StopIteration:
+                                self.exhausted = True
+                                return
+                            except Exception as exc:
+                                self._fatal(exc)
+                                return
+                            index = self.pulled
+                            self.pulled += 1
+                            if not renew(permit):
+                                pending = True  # released: this unit takes a permit in turn
+                                break
+                except Exception as exc:
+                    reporter.failed += 1
+                    if not self._return_exceptions:
+                        self._fatal(exc)
+                        return
+                    put(index, exc)
+        finally:
+            self._workers -= 1
 
     async def _pull_async(self) -> tuple[bool, Any]:
         # An async generator cannot be advanced by two tasks at once.
