@@ -3,8 +3,9 @@
 Runs every contender side by side in one process, interleaved round by round,
 and prints medians, ratios and a markdown table::
 
-    python benchmarks/map.py            # ~1 minute
+    python benchmarks/map.py            # ~1 minute on a quiet machine
     python benchmarks/map.py --rounds 7 --items 200000 --stream-items 2000000
+    python benchmarks/map.py --only backpressure --rounds 5
 
 1. Mapping ``--items`` trivial coroutines at 100 in flight: asyncio.Semaphore
    + TaskGroup (a task per item), ``aiometer.amap``, a fixed pool of 100
@@ -13,6 +14,17 @@ and prints medians, ratios and a markdown table::
 2. Peak traced memory (tracemalloc) while streaming ``--stream-items`` items
    from a generator through `governed_imap`, beside ``asyncio.gather`` over a
    task per item (measured on ``--gather-items`` items: it keeps them all).
+3. CPU time per call that suspends once (``--cpu-items`` calls, limit 100),
+   relative to the bare pool of 100 workers: the pool under the governor,
+   the bare pool started through an anyio task group, and `governed_map`;
+   process time, so a loaded machine disturbs it less than wall time.
+   Peak memory of `governed_map` beside the bare pool is in part 2.
+4. Backpressure: a consumer slower than the workers (it sleeps
+   ``--consumer-sleep-s`` per result) reads ``--slow-items`` results from
+   `governed_imap` and from ``aiometer.amap`` at limits 10, 300 and 1000; CPU
+   time (process time) per item consumed, median and worst of ``--rounds``
+   interleaved rounds. The workers wait for room in the buffer: what they
+   cost while waiting should not grow with the limit.
 """
 
 from __future__ import annotations
@@ -22,9 +34,11 @@ import asyncio
 import statistics
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import Any
 
 import aiometer
+import anyio
 
 from aiogovernor import Fixed, Governor, governed_imap, governed_map
 
@@ -153,14 +167,58 @@ def peak_mb(fn: Callable[[int], Awaitable[int]], n: int) -> float:
     return (peak - base) / 1e6
 
 
+async def slow_consumer_governed(limit: int, n: int, sleep_s: float) -> None:
+    gov = Governor("bench", Fixed(limit), store=None)
+    async with governed_imap(instant, endless(), governor=gov) as results:
+        count = 0
+        async for _ in results:
+            await asyncio.sleep(sleep_s)
+            count += 1
+            if count == n:
+                break
+
+
+async def slow_consumer_aiometer(limit: int, n: int, sleep_s: float) -> None:
+    async with aiometer.amap(instant, range(n), max_at_once=limit) as results:
+        async for _ in results:
+            await asyncio.sleep(sleep_s)
+
+
+SLOW = {"governed_imap": slow_consumer_governed, "aiometer.amap": slow_consumer_aiometer}
+
+
+def cpu_per_item_us(
+    fn: Callable[[int, int, float], Coroutine[Any, Any, None]], limit: int, n: int, sleep_s: float
+) -> float:
+    start = time.process_time()
+    asyncio.run(fn(limit, n, sleep_s))
+    return (time.process_time() - start) / n * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--stream-items", type=int, default=1_000_000)
     parser.add_argument("--gather-items", type=int, default=100_000)
+    parser.add_argument("--cpu-items", type=int, default=20_000)
+    parser.add_argument("--slow-items", type=int, default=1_000)
+    parser.add_argument("--consumer-sleep-s", type=float, default=0.0005)
+    parser.add_argument(
+        "--only", choices=("throughput", "memory", "cpu", "backpressure"), help="run one of the parts"
+    )
     args = parser.parse_args()
+    if args.only in (None, "throughput"):
+        throughput(args)
+    if args.only in (None, "memory"):
+        memory(args)
+    if args.only in (None, "cpu"):
+        cpu_per_call(args)
+    if args.only in (None, "backpressure"):
+        backpressure(args)
 
+
+def throughput(args: argparse.Namespace) -> None:
     global work
     for label, fn_ in (("that never suspend", instant), ("that suspend once (asyncio.sleep(0))", yields)):
         work = fn_
@@ -171,12 +229,61 @@ def main() -> None:
         med = {name: statistics.median(ts) for name, ts in times.items()}
         ours = med["governed_map (Fixed(100))"]
         print(f"\n{args.items:,} coroutines {label}, limit {LIMIT}, median of {args.rounds} rounds\n")
-        print("| contender | median | its time / governed_map's |")
-        print("| --- | --- | --- |")
+        print("| contender | median | worst | its time / governed_map's (median) |")
+        print("| --- | --- | --- | --- |")
         for name, m in med.items():
-            print(f"| {name} | {m * 1e3:.0f} ms | {m / ours:.2f}× |")
+            print(f"| {name} | {m * 1e3:.0f} ms | {max(times[name]) * 1e3:.0f} ms | {m / ours:.2f}× |")
     work = instant
 
+
+async def anyio_pool(n: int) -> list[int]:
+    results: list[int] = [0] * n
+    it = iter(range(n))
+
+    async def worker() -> None:
+        for x in it:
+            results[x] = await work(x)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(LIMIT):
+            tg.start_soon(worker)
+    return results
+
+
+def cpu_per_call(args: argparse.Namespace) -> None:
+    global work
+    work = yields
+    others = {
+        "fixed pool, each call under the governor": gated_pool,
+        "fixed pool started by an anyio task group": anyio_pool,
+        "governed_map (Fixed(100))": governed,
+    }
+    ratios: dict[str, list[float]] = {name: [] for name in others}
+    for _ in range(args.rounds):
+        start = time.process_time()
+        asyncio.run(fixed_pool(args.cpu_items))
+        floor = time.process_time() - start
+        for name, fn in others.items():
+            start = time.process_time()
+            asyncio.run(fn(args.cpu_items))
+            ratios[name].append((time.process_time() - start) / floor)
+    work = instant
+    print(
+        f"\nCPU time per call that suspends once, {args.cpu_items:,} calls, limit {LIMIT}: "
+        f"relative to the bare pool of {LIMIT} workers, median (worst) of {args.rounds} rounds\n"
+    )
+    print("| contender | its CPU time / the bare pool's |")
+    print("| --- | --- |")
+    for name, rs in ratios.items():
+        print(f"| {name} | {statistics.median(rs):.2f}× ({max(rs):.2f}×) |")
+
+
+def memory(args: argparse.Namespace) -> None:
+    global work
+    work = yields
+    map_mb = peak_mb(lambda n: _count(governed(n)), args.gather_items)
+    pool_mb = peak_mb(lambda n: _count(fixed_pool(n)), args.gather_items)
+    work = instant
     stream_mb = peak_mb(stream, args.stream_items)
     gather_mb = peak_mb(gather, args.gather_items)
     print("\nPeak traced memory (tracemalloc)\n")
@@ -184,6 +291,33 @@ def main() -> None:
     print("| --- | --- | --- |")
     print(f"| governed_imap over a generator | {args.stream_items:,} | {stream_mb:.2f} MB |")
     print(f"| asyncio.gather, a task per item | {args.gather_items:,} | {gather_mb:.1f} MB |")
+    print(f"| governed_map, results kept | {args.gather_items:,} | {map_mb:.2f} MB |")
+    print(
+        f"| fixed pool of {LIMIT} workers into a pre-sized list | {args.gather_items:,} | {pool_mb:.2f} MB |"
+    )
+
+
+async def _count(results: Awaitable[list[int]]) -> int:
+    return len(await results)
+
+
+def backpressure(args: argparse.Namespace) -> None:
+    limits = (10, 300, 1000)
+    cpu: dict[tuple[str, int], list[float]] = {(name, lim): [] for name in SLOW for lim in limits}
+    for _ in range(args.rounds):
+        for lim in limits:
+            for name, slow in SLOW.items():
+                cpu[name, lim].append(cpu_per_item_us(slow, lim, args.slow_items, args.consumer_sleep_s))
+    print(
+        f"\nA consumer slower than the workers ({args.consumer_sleep_s * 1e3:g} ms per result), "
+        f"{args.slow_items:,} results: CPU per item consumed, median (worst) of {args.rounds} rounds\n"
+    )
+    print("| limit | " + " | ".join(SLOW) + " | governed_imap / aiometer (median) |")
+    print("| --- | " + " | ".join("---" for _ in SLOW) + " | --- |")
+    for lim in limits:
+        cells = [f"{statistics.median(cpu[name, lim]):.0f} µs ({max(cpu[name, lim]):.0f})" for name in SLOW]
+        ratio = statistics.median(cpu["governed_imap", lim]) / statistics.median(cpu["aiometer.amap", lim])
+        print(f"| {lim} | " + " | ".join(cells) + f" | {ratio:.2f}× |")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import pytest
 import respx
 
 from aiogovernor import Fixed, Governor, Outcome, Retry
-from aiogovernor.httpx import GovernedTransport, classify_http, origin_of, retry_after_s
+from aiogovernor.httpx import GovernedTransport, HTTPAttempts, classify_http, origin_of, retry_after_s
 from aiogovernor.testing import wait_until
 
 pytestmark = pytest.mark.anyio
@@ -364,3 +364,24 @@ async def test_secrets_never_reach_logs_decisions_or_state(caplog: pytest.LogCap
     for secret in secrets:
         for text in recorded:
             assert secret not in text
+
+
+async def test_http_attempts_run_a_hand_made_call_through_the_same_loop() -> None:
+    sent: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(anyio.current_time())
+        if len(sent) == 1:
+            return httpx.Response(429, headers={"Retry-After": "2"})
+        return httpx.Response(200, text="ok")
+
+    gov = Governor("t", Fixed(2))
+    attempts = HTTPAttempts(retry=Retry(attempts=3, retry_after_jitter=0.0))
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        request = client.build_request("GET", "http://up/")
+        response = await attempts.run(gov, lambda permit, attempt: client.send(request))
+    assert response.text == "ok"
+    assert sent[1] - sent[0] == pytest.approx(2.0)  # the Retry-After, through the Retry policy
+    assert gov.inflight == 0 and gov.stats().counts["overload"] == 1
+    with pytest.raises(TypeError, match="classify"):
+        HTTPAttempts(classify=3)  # type: ignore[arg-type]

@@ -539,3 +539,134 @@ async def test_options_travel_as_one_mapping() -> None:
     assert await governed_map(Tracker(), range(4), **options) == [0, 2, 4, 6]
     async with governed_imap(Tracker(), range(4), **options) as results:
         assert [r async for r in results] == [0, 2, 4, 6]
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["imap", "imap_unordered"])
+async def test_a_slow_consumer_wakes_one_worker_per_item_not_all(
+    ordered: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiogovernor._map import _Pool
+
+    waits = 0
+    wait_for_room = _Pool._wait_for_room
+
+    async def counted(self: _Pool) -> None:
+        nonlocal waits
+        waits += 1
+        await wait_for_room(self)
+
+    monkeypatch.setattr(_Pool, "_wait_for_room", counted)
+
+    async def instant(x: int) -> int:
+        return x
+
+    form = governed_imap if ordered else governed_imap_unordered
+    limit, items = 200, 100
+    async with form(instant, itertools.count(), governor=Governor("t", Fixed(limit))) as results:
+        seen = 0
+        async for _ in results:
+            await anyio.sleep(0.01)  # far slower than the workers
+            seen += 1
+            if seen == items:
+                break
+    # Each worker waits once when the buffer first fills, then about once per item consumed:
+    # waking every waiter for every item would make this about limit x items (20 000).
+    assert waits <= limit + 3 * items, waits
+
+
+async def test_room_grows_with_the_limit_and_the_end_releases_every_waiter() -> None:
+    gov = Governor("t", Fixed(2))
+
+    async def instant(x: int) -> int:
+        return x
+
+    async with governed_imap(instant, range(100), governor=gov) as results:
+        got = [await anext(results)]
+        await anyio.sleep(0.1)
+        gov.reset_limit(20)  # more room (2 x limit + 16) for the workers waiting for it
+        async for r in results:
+            got.append(r)
+            await anyio.sleep(0.01)
+    assert got == list(range(100))
+    assert gov.inflight == 0
+
+
+@pytest.mark.usefixtures("asyncio_only")  # the storage is the same on trio: one run is enough
+async def test_results_cost_about_what_a_bare_pool_keeps() -> None:
+    import tracemalloc
+
+    n = 20_000
+
+    async def fn(x: int) -> int:
+        await anyio.lowlevel.checkpoint()
+        return x + 1_000  # a fresh int per result, as real results are
+
+    async def bare_pool() -> list[int]:
+        results = [0] * n
+        it = iter(range(n))
+
+        async def worker() -> None:
+            for x in it:
+                results[x] = await fn(x)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(50):
+                tg.start_soon(worker)
+        return results
+
+    async def mapped() -> list[int]:
+        return await governed_map(fn, range(n), governor=Governor("t", Fixed(50)))
+
+    peaks = {}
+    for name, run in (("bare", bare_pool), ("map", mapped)):
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            assert len(await run()) == n
+            peaks[name] = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+    # A dict by index (about 100 bytes a result) would make this about 3x.
+    assert peaks["map"] <= 1.6 * peaks["bare"], peaks
+
+
+async def test_a_kept_permit_goes_back_as_soon_as_someone_else_waits() -> None:
+    gov = Governor("t", Fixed(2))
+
+    async def slow(x: int) -> int:
+        await anyio.sleep(1.0)
+        return x
+
+    waited: list[float] = []
+
+    async def outsider() -> None:
+        await anyio.sleep(2.5)
+        asked = anyio.current_time()
+        async with gov:
+            waited.append(anyio.current_time() - asked)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(outsider)
+        assert await governed_map(slow, range(20), governor=gov) == list(range(20))
+    # Served when the first call in flight ended, not after the map (FIFO, no starvation).
+    assert waited == [pytest.approx(0.5)]
+    assert gov.inflight == 0 and gov.stats().counts["ok"] == 21
+
+
+async def test_a_pause_stops_kept_permits_from_starting_new_calls() -> None:
+    gov = Governor("t", Fixed(3))
+    starts: list[float] = []
+
+    async def fn(x: int) -> int:
+        starts.append(anyio.current_time())
+        await anyio.sleep(0.1)
+        if x == 10:
+            raise OverloadError(retry_after_s=5.0)
+        return x
+
+    out = await governed_map(fn, range(30), governor=gov, return_exceptions=True)
+    assert isinstance(out[10], OverloadError) and out[:10] == list(range(10))
+    failed_at = starts[10] + 0.1
+    # Calls already running finish; nothing new starts until the pause is over.
+    assert not [t for t in starts if failed_at + 0.1 < t < failed_at + 5.0], starts
+    assert gov.inflight == 0 and gov.stats().counts["ok"] == 29

@@ -25,7 +25,9 @@ Layout (imports point down the list; ``tests/test_layers.py`` checks it):
     - ``_persistence``: the `aiogovernor.state.StateStore` protocol and a
       governor's side of it (load once, save after decisions); ``_record``
       and ``_names`` are what it keeps and how names are checked.
-    - ``_map``, ``_retry``, ``_chunking``, ``_progress``: the maps and the
+    - ``_map``, ``_attempt``, ``_retry``, ``_chunking``, ``_progress``: the
+      maps, the one attempt loop (permit, call, classify, Retry-After,
+      release, backoff) that the maps, httpx and uploads run, and the
       helpers around a permit.
     - ``_samples``, ``_events``, ``_classify``, ``_clock``, ``_validate``:
       the vocabulary every layer shares (outcomes, windows, decisions, time).

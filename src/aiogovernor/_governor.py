@@ -731,6 +731,41 @@ class Governor:
         if self._waiters:
             self._dispatch()
 
+    def _renew(self, permit: Permit) -> bool:
+        """End ``permit``'s unit of work as an ``ok`` sample and keep the permit for the next unit.
+
+        For a pool worker running units one after another (`governed_map`): while nobody
+        waits, no time gate (pause, rate ceiling, pending state) applies and the limit still
+        covers the permits held, giving the permit back and taking it again would change
+        nothing but cost. The sample is recorded either way; a kept permit counts as granted
+        now (start, inflight, generation). Otherwise, or when the window this sample closes
+        lowers the limit below the permits held, the permit is released.
+
+        Returns:
+            Whether the permit was kept (else it is released).
+        """
+        if self._waiters or self._slow or self._inflight > self._limit:
+            self._release(permit, _OK)
+            return False
+        now = self._time()  # bound when the permit was granted, in this same task
+        start = permit._start
+        lat = self._ok_latencies
+        lat.append(now - start)
+        if now >= self._close_at or len(lat) >= self._max_samples:
+            self._window_check(now, start)
+            if self._inflight > self._limit:
+                # The decision lowered the limit: this permit goes back (its sample is in).
+                permit._released = True
+                permit._outcome = _OK
+                self._inflight -= 1
+                if self._waiters:
+                    self._dispatch()
+                return False
+        permit._start = now
+        permit._inflight = self._inflight
+        permit._generation = self._generation
+        return True
+
     def _window_check(self, now: float, sample_start: float) -> None:
         """After a fast-path sample: open the first window, or close the open one if it is due."""
         feedback = self._feedback
