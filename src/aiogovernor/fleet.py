@@ -195,7 +195,9 @@ class FleetCeiling:
         return len(self._held)
 
     def __repr__(self) -> str:
-        return f"<FleetCeiling {self._name!r} cap={self._cap} held here={len(self._held)}>"
+        # getattr: a debugger may show a ceiling whose construction failed half-way.
+        name, cap = getattr(self, "_name", "?"), getattr(self, "_cap", "?")
+        return f"<FleetCeiling {name!r} cap={cap} held here={len(getattr(self, '_held', ()))}>"
 
     def _unavailable(self, exc: BaseException) -> None:
         if not self._fail_open:

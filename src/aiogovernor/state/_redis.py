@@ -22,6 +22,27 @@ logger = logging.getLogger("aiogovernor.state")
 _URL_FORM = "redis://[[user]:password@]host[:port][/db], rediss://... or unix://[[user]:password@]/path"
 
 
+def _parse(url: object) -> tuple[dict[str, Any] | None, str]:
+    """(redis-py's connection arguments, "") for a good URL; (None, what is wrong) otherwise."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    if not isinstance(url, str):
+        return None, f"a Redis URL must be a string, not {type(url).__name__}"
+    from redis.connection import parse_url
+
+    try:
+        parts = urlsplit(url)
+        if parts.fragment or "#" in url:
+            return None, "it has a '#'"
+        if "@" in parts.path or any("@" in key for key, _ in parse_qsl(parts.query, True)):
+            return None, "it has an '@' after the host"
+        kwargs: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
+        _ = parts.port  # a port that is not a number raises here, as in redis-py
+    except (ValueError, TypeError):
+        return None, "it cannot be parsed"
+    return kwargs, ""
+
+
 def _url_parts(url: object) -> dict[str, Any]:
     """The connection arguments ``url`` names, as redis-py reads them; never echoes the URL.
 
@@ -33,30 +54,13 @@ def _url_parts(url: object) -> dict[str, Any]:
     Raises:
         ValueError: With a message that quotes no part of ``url``.
     """
-    from urllib.parse import parse_qsl, urlsplit
-
-    problem = ""
-    if not isinstance(url, str):
-        problem = f"a Redis URL must be a string, not {type(url).__name__}"
-    else:
-        try:
-            from redis.connection import parse_url
-
-            parts = urlsplit(url)
-            if parts.fragment or "#" in url:
-                problem = "it has a '#'"
-            elif "@" in parts.path or any("@" in key for key, _ in parse_qsl(parts.query, True)):
-                problem = "it has an '@' after the host"
-            else:
-                kwargs: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
-                _ = parts.port  # a port that is not a number raises here, as in redis-py
-                return kwargs
-        except ImportError:
-            raise
-        except (ValueError, TypeError):
-            problem = "it cannot be parsed"
-    # Outside the except block: the error must not carry redis-py's message (which can
-    # quote a piece of the password) as its context.
+    kwargs, problem = _parse(url)
+    if kwargs is not None:
+        return kwargs
+    # Raised here, outside any except block and with the URL gone from the frame: the
+    # error must carry neither redis-py's message (which can quote a piece of the
+    # password) as its context, nor the URL in the locals of its traceback.
+    del url
     raise ValueError(
         f"not a valid Redis URL ({problem}); expected {_URL_FORM}, with '#', '?', '/' and '@' "
         "in a user name or password percent-encoded (%23, %3F, %2F, %40)"
@@ -101,7 +105,11 @@ def connect_redis(url: str, timeout_s: float) -> Redis:
         raise ImportError(
             "the Redis store needs the 'redis' extra: pip install 'aiogovernor[redis]'"
         ) from exc
-    _url_parts(url)
+    try:
+        _url_parts(url)
+    except ValueError:
+        del url  # the traceback's frames must not hold it
+        raise
     return Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
 
 
