@@ -335,28 +335,75 @@ async def test_state_io_uses_a_few_threads_of_its_own(
     inside = 0
     most = 0
     guard = threading.Lock()
-    real = JsonFileStore._save_sync
 
-    def counting(self: JsonFileStore, *args: Any) -> None:
-        nonlocal inside, most
-        with guard:
-            inside += 1
-            most = max(most, inside)
-        try:
-            time.sleep(0.002)  # long enough for other calls to pile up, if they could
-            real(self, *args)
-        finally:
+    def counting(method: Callable[..., Any]) -> Callable[..., Any]:
+        def run(self: JsonFileStore, *args: Any) -> Any:
+            nonlocal inside, most
             with guard:
-                inside -= 1
+                inside += 1
+                most = max(most, inside)
+            try:
+                time.sleep(0.002)  # long enough for other calls to pile up, if they could
+                return method(self, *args)
+            finally:
+                with guard:
+                    inside -= 1
 
-    monkeypatch.setattr(JsonFileStore, "_save_sync", counting)
+        return run
+
+    monkeypatch.setattr(JsonFileStore, "_save_sync", counting(JsonFileStore._save_sync))
+    monkeypatch.setattr(JsonFileStore, "_save_many_sync", counting(JsonFileStore._save_many_sync))
+    monkeypatch.setattr(JsonFileStore, "_load_sync", counting(JsonFileStore._load_sync))
     async with anyio.create_task_group() as tg:
         for n in range(60):
             tg.start_soon(store.save, "prod", f"g{n}", state(n + 1))
+            tg.start_soon(store.load, "prod", f"g{n}")
     assert len(await store.list("prod")) == 60
     assert 1 <= most <= 4
     # The shared pool stays free for everyone else meanwhile.
     assert anyio.to_thread.current_default_thread_limiter().borrowed_tokens == 0
+
+
+async def test_saves_that_come_together_share_one_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[int] = []
+    real = JsonFileStore._save_many_sync
+
+    def spy(self: JsonFileStore, environment: str, records: dict[str, str]) -> None:
+        writes.append(len(records))
+        real(self, environment, records)
+
+    monkeypatch.setattr(JsonFileStore, "_save_many_sync", spy)
+    stores = [JsonFileStore(tmp_path) for _ in range(3)]  # each governor makes its own
+    await stores[0].save("prod", "first", state(1))  # a lone save is written at once
+    async with anyio.create_task_group() as tg:
+        for n in range(30):
+            tg.start_soon(stores[n % 3].save, "prod", f"g{n}", state(n + 1))
+    assert writes[0] == 1 and sum(writes) == 31 and len(writes) <= 3
+    assert (await stores[1].load("prod", "g29")) == state(30)
+
+
+async def test_a_failed_group_write_fails_every_save_of_its_group(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    bad, good = JsonFileStore(blocker / "state"), JsonFileStore(tmp_path / "ok")
+    outcomes: dict[str, BaseException | None] = {}
+
+    async def save(store: JsonFileStore, name: str) -> None:
+        try:
+            await store.save("prod", name, state())
+        except StateStoreError as exc:
+            outcomes[name] = exc
+        else:
+            outcomes[name] = None
+
+    async with anyio.create_task_group() as tg:
+        for n in range(6):
+            tg.start_soon(save, bad if n % 2 else good, f"g{n}")
+    assert all(isinstance(outcomes[f"g{n}"], StateStoreError) for n in (1, 3, 5))
+    assert all(outcomes[f"g{n}"] is None for n in (0, 2, 4))
+    assert sorted(await good.list("prod")) == ["g0", "g2", "g4"]
 
 
 # -- migration of the whole-environment JSON files of earlier versions ---------

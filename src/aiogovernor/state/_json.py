@@ -6,6 +6,7 @@ import builtins
 import contextlib
 import json
 import logging
+import math
 import os
 import sqlite3
 import stat
@@ -416,7 +417,8 @@ class JsonFileStore:
             StateStoreError: If the file cannot be written.
         """
         record = json.dumps(state.to_json(), allow_nan=False)
-        await self._run(self._save_sync, environment, name, record)
+        check_environment(environment)
+        await _committer().save(self, environment, name, record)
 
     async def delete(self, environment: str, name: str) -> bool:
         """Remove ``name``'s record (readable or not) from ``environment``; return whether it was there.
@@ -683,8 +685,8 @@ class JsonFileStore:
                             found.add(stem)
         return sorted(found)
 
-    def _write(self, environment: str, sql: str, args: tuple[Any, ...]) -> int:
-        """Run one statement that writes; return the rows it changed.
+    def _write(self, environment: str, action: Callable[[sqlite3.Connection], int]) -> int:
+        """Run ``action`` (statements that write) on the environment's database; return its count.
 
         A damaged file is moved aside (once) and the statement runs on a new one.
 
@@ -699,7 +701,7 @@ class JsonFileStore:
                     if db is None:  # pragma: no cover - made just now
                         raise OSError("the database could not be made")
                     with db.lock:
-                        return db.conn.execute(sql, args).rowcount
+                        return action(db.conn)
                 except _Damaged as exc:
                     problem = str(exc)
                 except sqlite3.DatabaseError as exc:
@@ -736,14 +738,123 @@ class JsonFileStore:
                     _make_private(backup)
 
     def _save_sync(self, environment: str, name: str, record: str) -> None:
-        self._write(
-            environment,
-            "INSERT INTO governors (name, record) VALUES (?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET record = excluded.record",
-            (name, record),
-        )
+        self._save_many_sync(environment, {name: record})
+
+    def _save_many_sync(self, environment: str, records: dict[str, str]) -> None:
+        """Upsert ``records`` (name: record text) in one transaction."""
+        rows = list(records.items())
+
+        def upsert(conn: sqlite3.Connection) -> int:
+            with conn:  # commits, or rolls back on an error
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(_UPSERT, rows)
+            return len(rows)
+
+        self._write(environment, upsert)
 
     def _delete_sync(self, environment: str, name: str) -> bool:
         if self._reading(environment) is None and not self._legacy_path(environment).exists():
             return False  # nothing to delete: do not create a file to find that out
-        return self._write(environment, "DELETE FROM governors WHERE name = ?", (name,)) > 0
+        return self._write(environment, lambda conn: conn.execute(_DELETE, (name,)).rowcount) > 0
+
+
+_UPSERT = (
+    "INSERT INTO governors (name, record) VALUES (?, ?)"
+    " ON CONFLICT (name) DO UPDATE SET record = excluded.record"
+)
+_DELETE = "DELETE FROM governors WHERE name = ?"
+
+
+class _Batch:
+    """The saves of one group commit: records by (store directory, environment), and how each ended."""
+
+    __slots__ = ("done", "errors", "records", "stores")
+
+    def __init__(self) -> None:
+        import anyio
+
+        self.records: dict[tuple[str, str], dict[str, str]] = {}
+        self.stores: dict[str, JsonFileStore] = {}
+        self.errors: dict[tuple[str, str], BaseException] = {}
+        self.done = anyio.Event()
+
+    def write(self) -> None:
+        """Write every group, one transaction each (in a worker thread)."""
+        for (directory, environment), records in self.records.items():
+            try:
+                self.stores[directory]._save_many_sync(environment, records)
+            except Exception as exc:
+                self.errors[(directory, environment)] = exc
+
+
+class _Committer:
+    """Saves of one event loop, gathered for `_GROUP_COMMIT_S` into one thread hop and transaction.
+
+    A thread hop costs far more CPU than the upsert it carries (it wakes a
+    thread and then the loop again); a thousand governors saving every few
+    seconds would spend most of their state CPU on hops. The first save of a
+    batch leads it: while saves come thick it waits the window, then writes
+    every record gathered meanwhile; the others wait for that write and get
+    its outcome. Batches
+    are written one after another, so a later save of a governor is never
+    overwritten by an earlier one.
+    """
+
+    def __init__(self) -> None:
+        import anyio
+
+        self._batch: _Batch | None = None
+        self._writing = anyio.Lock()
+        self._last_write_at = -math.inf
+
+    async def save(self, store: JsonFileStore, environment: str, name: str, record: str) -> None:
+        import anyio
+        import anyio.to_thread
+
+        directory = str(store.directory)
+        batch = self._batch
+        leader = batch is None
+        if batch is None:
+            batch = self._batch = _Batch()
+        batch.stores.setdefault(directory, store)
+        batch.records.setdefault((directory, environment), {})[name] = record
+        # Shielded, as a thread hop is: once in a batch, the record is written, and the
+        # other saves of the batch are not left waiting for a leader that went away.
+        with anyio.CancelScope(shield=True):
+            if leader:
+                try:
+                    if anyio.current_time() - self._last_write_at < _BUSY_S:
+                        await anyio.sleep(_GROUP_COMMIT_S)  # saves are coming thick: gather them
+                    self._batch = None
+                    async with self._writing:
+                        await anyio.to_thread.run_sync(batch.write, limiter=_state_threads())
+                finally:
+                    self._batch = None if self._batch is batch else self._batch
+                    self._last_write_at = anyio.current_time()
+                    batch.done.set()
+            else:
+                await batch.done.wait()
+        error = batch.errors.get((directory, environment))
+        if error is not None:
+            raise error
+
+
+# A save waits this long for others to share its hop, but only while saves come thick
+# (the last write ended less than _BUSY_S ago): a lone save is written at once.
+_GROUP_COMMIT_S = 0.02
+_BUSY_S = 0.25
+_committer_var: Any = None
+
+
+def _committer() -> _Committer:
+    global _committer_var
+    from anyio.lowlevel import RunVar
+
+    if _committer_var is None:
+        _committer_var = RunVar("aiogovernor_state_committer")
+    try:
+        committer: _Committer = _committer_var.get()
+    except LookupError:
+        committer = _Committer()
+        _committer_var.set(committer)
+    return committer
