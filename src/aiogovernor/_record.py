@@ -66,8 +66,9 @@ class LearnedState:
         schema_version: The record's format version.
 
     Raises:
-        ValueError: If a field is out of range (a limit that is not a positive
-            finite number, a negative count, ...).
+        ValueError: If a field has the wrong type or is out of range (a limit
+            that is not a positive finite number, a count that is not an
+            integer >= 0, a number too large for a float such as ``10**400``, ...).
     """
 
     limit: float
