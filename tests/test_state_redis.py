@@ -185,7 +185,7 @@ def test_redis_unreachable_then_back(tmp_path: Path, caplog: pytest.LogCaptureFi
 
 def test_fleet_ceiling_in_process(redis_server: RedisServer) -> None:
     async def main() -> None:
-        fleet = FleetCeiling("up", cap=3, url=redis_server.url, lease_s=1.0, timeout_s=0.3, poll_s=0.01)
+        fleet = FleetCeiling("up", cap=3, url=redis_server.url, lease_s=3.0, timeout_s=0.9, poll_s=0.01)
         gov = Governor("up", AIMD(max_limit=50, initial_limit=50), store=None)
         peak = 0
         inside = 0
@@ -284,7 +284,7 @@ WORKER = textwrap.dedent(
 
     async def main():
         url, cap, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-        fleet = FleetCeiling("shared", cap=cap, url=url, lease_s=0.6, timeout_s=0.15, poll_s=0.005)
+        fleet = FleetCeiling("shared", cap=cap, url=url, lease_s=1.5, timeout_s=0.45, poll_s=0.005)
         gov = Governor("w", AIMD(max_limit=8, initial_limit=8), store=None)
         enter = fleet._client.register_script(ENTER)
         me = str(os.getpid())
