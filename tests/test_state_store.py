@@ -443,6 +443,17 @@ async def test_a_legacy_file_written_again_by_an_older_version_adds_only_new_gov
     assert await store.list("prod") == {"api": state(5), "old": state(2)}
 
 
+async def test_a_legacy_file_that_cannot_be_migrated_is_read_in_place(tmp_path: Path) -> None:
+    store = JsonFileStore(tmp_path)
+    legacy_file(tmp_path / "prod.json", {"api": state(4).to_json(), "db": state(6).to_json()})
+    (tmp_path / ".prod.lock").mkdir()  # the migration cannot take its lock (as in a read-only folder)
+    assert await store.load("prod", "api") == state(4)
+    assert await store.list("prod") == {"api": state(4), "db": state(6)}
+    assert (tmp_path / "prod.json").exists()
+    with pytest.raises(StateStoreError):
+        await store.save("prod", "api", state(5))
+
+
 async def test_a_damaged_legacy_file_is_set_aside(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     store = JsonFileStore(tmp_path)
     (tmp_path / "prod.json").write_bytes(b'{"format": "aiogovernor-state", "gov')

@@ -615,10 +615,15 @@ class JsonFileStore:
             self._warn_once(path, f"cannot be read ({exc.strerror or exc})")
         return None
 
-    def _query(self, environment: str, sql: str, args: tuple[Any, ...]) -> builtins.list[tuple[Any, ...]]:
+    def _records(self, environment: str, name: str | None = None) -> builtins.list[tuple[str, Any]]:
+        """(name, record text) of every governor of ``environment``, or of ``name`` alone."""
         db = self._reading(environment)
         if db is None:
-            return self._legacy_rows(environment, sql, args)
+            return self._legacy_records(environment, name)
+        sql = "SELECT name, record FROM governors"
+        args: tuple[str, ...] = ()
+        if name is not None:
+            sql, args = sql + " WHERE name = ?", (name,)
         try:
             with db.lock:
                 return db.conn.execute(sql, args).fetchall()
@@ -631,10 +636,8 @@ class JsonFileStore:
                 self._warn_once(path, f"cannot be read ({exc})")
             return []
 
-    def _legacy_rows(
-        self, environment: str, sql: str, args: tuple[Any, ...]
-    ) -> builtins.list[tuple[Any, ...]]:
-        """Rows read straight from a legacy file that could not be migrated (a read-only directory)."""
+    def _legacy_records(self, environment: str, name: str | None) -> builtins.list[tuple[str, Any]]:
+        """Records read straight from a legacy file that could not be migrated (a read-only folder)."""
         legacy = self._legacy_path(environment)
         if not legacy.exists():
             return []
@@ -643,32 +646,25 @@ class JsonFileStore:
         except (_Damaged, _NewerSchema) as exc:
             self._warn_once(legacy, str(exc))
             return []
-        rows = [(name, json.dumps(entry)) for name, entry in governors.items()]
-        if args:
-            rows = [row for row in rows if row[0] == args[0]]
-        return [(text,) for _, text in rows] if sql.startswith("SELECT record ") else rows
+        return [(n, json.dumps(entry)) for n, entry in governors.items() if name in (None, n)]
 
-    def _load_sync(self, environment: str, name: str) -> LearnedState | None:
-        rows = self._query(environment, "SELECT record FROM governors WHERE name = ?", (name,))
-        if not rows:
-            return None
+    def _decoded(self, environment: str, name: str, raw: object) -> LearnedState | None:
         try:
-            return _decode(rows[0][0])
+            return _decode(raw)
         except ValueError as exc:
             self._warn_once(self.path_for(environment), f"has a bad record for {name!r} ({exc})")
             return None
 
+    def _load_sync(self, environment: str, name: str) -> LearnedState | None:
+        rows = self._records(environment, name)
+        return self._decoded(environment, name, rows[0][1]) if rows else None
+
     def _list_sync(self, environment: str) -> dict[str, LearnedState]:
-        result: dict[str, LearnedState] = {}
-        for name, raw in self._query(environment, "SELECT name, record FROM governors", ()):
-            try:
-                result[name] = _decode(raw)
-            except ValueError as exc:
-                self._warn_once(self.path_for(environment), f"has a bad record for {name!r} ({exc})")
-        return result
+        decoded = ((name, self._decoded(environment, name, raw)) for name, raw in self._records(environment))
+        return {name: state for name, state in decoded if state is not None}
 
     def _names_sync(self, environment: str) -> builtins.list[str]:
-        return sorted(name for name, _ in self._query(environment, "SELECT name, record FROM governors", ()))
+        return sorted(name for name, _ in self._records(environment))
 
     def _environments_sync(self) -> builtins.list[str]:
         try:
