@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from aiogovernor import AIMD
-from aiogovernor._testserver import LocalUpstream, UpstreamConfig
 from aiogovernor._validate import check_float
 from aiogovernor.limits import Vegas
 from aiogovernor.state import LearnedState
+from aiogovernor.testing.servers import LocalUpstream, UpstreamConfig
 
 # -- numbers out of range, wrong types ---------------------------------------------
 
@@ -72,7 +72,7 @@ def test_slow_start_must_be_a_bool(policy: type[AIMD] | type[Vegas], value: obje
 
 def test_a_fleet_ceiling_refuses_a_namespace_with_a_colon() -> None:
     pytest.importorskip("redis")
-    from aiogovernor.state import FleetCeiling
+    from aiogovernor.fleet import FleetCeiling
 
     with pytest.raises(ValueError, match="namespace must be a non-empty string without ':'"):
         FleetCeiling("api", cap=4, namespace="a:b")
@@ -82,7 +82,7 @@ def test_a_fleet_ceiling_refuses_a_namespace_with_a_colon() -> None:
 
 def test_a_fleet_ceiling_refuses_a_lease_that_one_slow_renewal_would_lose() -> None:
     pytest.importorskip("redis")
-    from aiogovernor.state import FleetCeiling
+    from aiogovernor.fleet import FleetCeiling
 
     with pytest.raises(ValueError, match=r"lease_s \(0.5\) must be more than 3 × timeout_s \(2\)"):
         FleetCeiling("api", cap=4, lease_s=0.5, timeout_s=2)
@@ -150,7 +150,8 @@ def traceback_locals(exc: BaseException) -> list[str]:
 @pytest.mark.parametrize("url", SECRET_URLS)
 def test_a_redis_password_never_shows(url: str, caplog: pytest.LogCaptureFixture) -> None:
     pytest.importorskip("redis")
-    from aiogovernor.state import FleetCeiling, RedisStore
+    from aiogovernor.fleet import FleetCeiling
+    from aiogovernor.state import RedisStore
 
     with caplog.at_level(logging.DEBUG):
         # partial, not a lambda: the traceback must start in the library, not in a closure of the test's.
