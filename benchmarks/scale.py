@@ -6,8 +6,9 @@ Sections (run one, or all by default):
   governors in the environment, the store before (one JSON file per environment,
   rewritten whole per save; reimplemented minimally below) against the store now
   (one SQLite file per environment, one record per governor), interleaved,
-  median and worst of the rounds; then the CPU share and the shared thread pool
-  taken by 1 000 governors saving every 5 s.
+  median and worst of the rounds; the time 1 000 governors take to load their
+  state at once; then the CPU share and the shared thread pool taken by 1 000
+  governors saving every 5 s.
 
     .venv/bin/python benchmarks/scale.py [state] [--rounds 5] [--seconds 5]
 """
@@ -253,6 +254,35 @@ def bench_fleet(seconds: float, rounds: int) -> None:
     print()
 
 
+async def _start(store_factory: Callable[[Path], Any], directory: Path, governors: int) -> float:
+    """Seconds for ``governors`` governors of one environment to load their state at once."""
+    store = store_factory(directory)
+    store.fill("start", {f"gov-{i}": _entry(i) for i in range(governors)})
+
+    async def load(name: str) -> None:
+        if isinstance(store, RecordStore):
+            await store.store.load("start", name)
+        else:
+            await anyio.to_thread.run_sync(store.load_sync, "start", name)
+
+    t0 = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for i in range(governors):
+            tg.start_soon(load, f"gov-{i}")
+    return time.perf_counter() - t0
+
+
+def bench_start(governors: int) -> None:
+    print(f"{governors:,} governors of one environment loading their state at once (first acquires), s\n")
+    print("| store | seconds |")
+    print("| --- | ---: |")
+    for label, factory in (("before", WholeFileStore), ("now", RecordStore)):
+        with tempfile.TemporaryDirectory() as d:
+            seconds = asyncio.run(_start(factory, Path(d), governors))
+        print(f"| {label} | {seconds:.2f} |")
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -263,6 +293,7 @@ def main() -> None:
     args = parser.parse_args()
     if "state" in args.sections:
         bench_calls(args.rounds)
+        bench_start(1_000)
         bench_fleet(args.seconds, max(1, args.rounds // 2))
 
 

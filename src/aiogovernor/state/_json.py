@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import builtins
 import contextlib
 import json
@@ -262,11 +263,22 @@ _databases_lock = threading.Lock()
 
 
 def _forget_database(path: Path) -> None:
+    """Close and drop the process's connection to ``path`` (one inherited over a fork is only dropped)."""
     with _databases_lock:
         db = _databases.pop(str(path), None)
     if db is not None and db.pid == os.getpid():
         with db.lock, contextlib.suppress(sqlite3.Error):
             db.conn.close()
+
+
+@atexit.register
+def _close_databases() -> None:
+    # Closed, not left to the collector: the last connection to close checkpoints the
+    # WAL into the database, and newer Pythons warn about connections never closed.
+    with _databases_lock:
+        paths = list(_databases)
+    for path in paths:
+        _forget_database(Path(path))
 
 
 def _connect(path: Path, *, check: bool = True) -> sqlite3.Connection:
@@ -488,11 +500,11 @@ class JsonFileStore:
             identity = (st.st_dev, st.st_ino)
             with _databases_lock:
                 db = _databases.get(key)
-                if db is not None:
-                    if db.identity == identity and db.pid == os.getpid():
-                        _databases.move_to_end(key)
-                        return db
-                    del _databases[key]  # moved aside, replaced, or inherited over a fork
+                if db is not None and db.identity == identity and db.pid == os.getpid():
+                    _databases.move_to_end(key)
+                    return db
+            if db is not None:
+                _forget_database(path)  # moved aside, replaced, or inherited over a fork
             try:
                 db = self._open(path, identity)
             except _Uninitialised:
