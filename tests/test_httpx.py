@@ -5,6 +5,8 @@ Scripted upstreams (httpx.MockTransport, respx) in virtual time, on asyncio and 
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -385,3 +387,41 @@ async def test_http_attempts_run_a_hand_made_call_through_the_same_loop() -> Non
     assert gov.inflight == 0 and gov.stats().counts["overload"] == 1
     with pytest.raises(TypeError, match="classify"):
         HTTPAttempts(classify=3)  # type: ignore[arg-type]
+
+
+def _drop(responses: list[httpx.Response]) -> None:
+    """Forget the responses, unclosed, and collect them."""
+    responses.clear()
+    gc.collect()
+
+
+async def test_an_unclosed_streamed_response_gives_its_permit_back_when_collected() -> None:
+    gov = Governor("t", Fixed(1))
+    mock = httpx.MockTransport(lambda request: httpx.Response(200, stream=_Body()))
+    async with _client(GovernedTransport(gov, transport=mock)) as client:
+        kept = [await client.send(client.build_request("GET", "http://up/"), stream=True)]
+        assert gov.inflight == 1
+        with pytest.warns(ResourceWarning, match="never closed; its permit was given back"):
+            _drop(kept)
+        await wait_until(lambda: gov.inflight == 0)
+        # The governor works on: the permit is free again.
+        async with client.stream("GET", "http://up/") as again:
+            await again.aread()
+    assert gov.inflight == 0
+    assert gov.stats().counts["ignored"] == 1
+
+
+def test_a_streamed_response_collected_after_its_loop_closed_gives_its_permit_back() -> None:
+    gov = Governor("t", Fixed(1))
+    mock = httpx.MockTransport(lambda request: httpx.Response(200, stream=_Body()))
+    kept: list[httpx.Response] = []
+
+    async def leave_it_open() -> None:
+        client = _client(GovernedTransport(gov, transport=mock))
+        kept.append(await client.send(client.build_request("GET", "http://up/"), stream=True))
+
+    asyncio.run(leave_it_open())
+    assert gov.inflight == 1
+    with pytest.warns(ResourceWarning, match="never closed"):
+        _drop(kept)
+    assert gov.inflight == 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import sqlite3
 import subprocess
 import sys
 import time
@@ -176,3 +178,75 @@ def test_export_into_a_closed_pipe_is_quiet(filled: JsonFileStore) -> None:
         err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141
     assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+@pytest.mark.parametrize("where", ["database", "legacy file"])
+def test_an_out_of_range_number_poisons_nothing(
+    filled: JsonFileStore, where: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    huge = dict(LearnedState(limit=1.0, policy="aimd", updated_at=time.time()).to_json(), limit=10**400)
+    if where == "database":
+        conn = sqlite3.connect(filled.path_for("prod"))
+        with conn:
+            conn.execute("INSERT INTO governors (name, record) VALUES ('huge', ?)", (json.dumps(huge),))
+        conn.close()
+        env = "prod"
+    else:
+        doc = {
+            "format": "aiogovernor-state",
+            "schema_version": 1,
+            "governors": {"huge": huge, "ok": huge | {"limit": 2}},
+        }
+        (filled.directory / "old.json").write_text(json.dumps(doc))
+        env = "old"
+    # Every command works, and shows the readable records.
+    code, out, _ = run(["list"])
+    assert code == 0 and "api" in out and "huge" not in out
+    assert run(["show", "--env", "prod"])[0] == 0
+    code, out, _ = run(["export"])
+    assert code == 0 and json.loads(out)["environments"]["prod"]["api"]["limit"] == 24.0
+    assert "'huge'" in caplog.text
+    # Reset can always remove it, by name or with its environment.
+    code, out, _ = run(["reset", "huge", "--env", env, "--yes"])
+    assert code == 0 and f"reset huge[{env}]" in out
+    assert "huge" not in anyio.run(filled.names, env)
+    assert run(["reset", "huge", "--env", env, "--yes"])[0] == EXIT_NOT_FOUND
+
+
+def test_reset_of_an_environment_removes_its_damaged_records(filled: JsonFileStore) -> None:
+    conn = sqlite3.connect(filled.path_for("staging"))
+    with conn:
+        conn.execute("INSERT INTO governors (name, record) VALUES ('bad', '{not json')")
+    conn.close()
+    code, out, _ = run(["reset", "--env", "staging", "--yes", "--json"])
+    assert code == 0
+    assert json.loads(out) == {
+        "reset": [{"environment": "staging", "name": "api"}, {"environment": "staging", "name": "bad"}]
+    }
+    assert anyio.run(filled.names, "staging") == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:1/0?password=hunter2",
+        "redis://user:hunter2@127.0.0.1:1/0",
+        "redis://:hun#ter2@127.0.0.1:1/0",
+        "redis://:hun?ter2@127.0.0.1:1/0",
+        "redis://:hunter2#@127.0.0.1:1/0",
+    ],
+)
+def test_a_redis_password_never_reaches_the_output(
+    state_dir: Path, url: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        code: object
+        try:
+            code = main(["state", "--redis", url, "list"])
+        except SystemExit as exc:
+            code = exc.code
+    assert code in (2, EXIT_STORE_ERROR)
+    captured = capsys.readouterr()
+    shown = captured.out + captured.err + caplog.text
+    for secret in ("hunter2", "hun", "ter2"):
+        assert secret not in shown

@@ -203,8 +203,8 @@ def test_the_default_store_is_the_json_file_in_the_state_dir(state_dir: Path) ->
         return gov
 
     gov = run_virtual(main())
-    doc = (state_dir / "prod.json").read_text()
-    assert '"api"' in doc
+    assert (state_dir / "prod.sqlite3").is_file()
+    assert anyio.run(JsonFileStore(state_dir).names, "prod") == ["api"]
 
     async def again() -> int:
         nxt = Governor("api", environment="prod")

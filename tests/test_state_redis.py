@@ -185,7 +185,7 @@ def test_redis_unreachable_then_back(tmp_path: Path, caplog: pytest.LogCaptureFi
 
 def test_fleet_ceiling_in_process(redis_server: RedisServer) -> None:
     async def main() -> None:
-        fleet = FleetCeiling("up", cap=3, url=redis_server.url, lease_s=1.0, poll_s=0.01)
+        fleet = FleetCeiling("up", cap=3, url=redis_server.url, lease_s=3.0, timeout_s=0.9, poll_s=0.01)
         gov = Governor("up", AIMD(max_limit=50, initial_limit=50), store=None)
         peak = 0
         inside = 0
@@ -207,6 +207,34 @@ def test_fleet_ceiling_in_process(redis_server: RedisServer) -> None:
             await fleet.acquire(timeout_s=0.05)
         for p in held:
             await p.release()
+        await fleet.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_cancelled_fleet_acquire_leaves_no_ghost_lease(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        fleet = FleetCeiling("ghost", cap=1, url=redis_server.url, lease_s=30.0)
+        real = fleet._acquire_script
+        granted = asyncio.Event()
+
+        async def reply_lost(**kwargs: object) -> object:
+            result = await real(**kwargs)  # the script ran: Redis holds the lease...
+            granted.set()
+            await asyncio.sleep(3600)  # ...and the caller is cancelled before the reply
+            return result
+
+        fleet._acquire_script = reply_lost
+        waiter = asyncio.create_task(fleet.acquire())
+        await granted.wait()
+        assert await fleet.holders() == 1
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert await fleet.holders() == 0  # not a slot blocked for lease_s with nobody in it
+        fleet._acquire_script = real
+        permit = await fleet.acquire(timeout_s=1.0)
+        await permit.release()
         await fleet.aclose()
 
     asyncio.run(main())
@@ -256,7 +284,7 @@ WORKER = textwrap.dedent(
 
     async def main():
         url, cap, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-        fleet = FleetCeiling("shared", cap=cap, url=url, lease_s=0.6, poll_s=0.005)
+        fleet = FleetCeiling("shared", cap=cap, url=url, lease_s=1.5, timeout_s=0.45, poll_s=0.005)
         gov = Governor("w", AIMD(max_limit=8, initial_limit=8), store=None)
         enter = fleet._client.register_script(ENTER)
         me = str(os.getpid())

@@ -12,21 +12,41 @@ SCHEMA_VERSION = 1
 """The version of the persisted record; a store refuses records of another version."""
 
 
+def _finite(value: object) -> bool:
+    """Whether ``value`` is a finite int or float (an int too large for a float is not)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # math.isfinite(10**400) raises instead of answering
+        return False
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value: object) -> str:
+    """``value`` for an error text, cut short: a 400-digit number says nothing more than its start."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
 def _number(data: dict[str, Any], key: str, *, optional: bool = False) -> float | None:
     value = data.get(key)
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"field {key!r} must be a finite number, got {value!r}")
-    return float(value)
+    if not _finite(value):
+        raise ValueError(f"field {key!r} must be a finite number, got {_shown(value)}")
+    return float(value)  # type: ignore[arg-type]
 
 
 def _integer(data: dict[str, Any], key: str, *, optional: bool = False) -> int | None:
     value = data.get(key)
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"field {key!r} must be an integer, got {value!r}")
+    if not _is_int(value):
+        raise ValueError(f"field {key!r} must be an integer, got {_shown(value)}")
     return value
 
 
@@ -46,8 +66,9 @@ class LearnedState:
         schema_version: The record's format version.
 
     Raises:
-        ValueError: If a field is out of range (a limit that is not a positive
-            finite number, a negative count, ...).
+        ValueError: If a field has the wrong type or is out of range (a limit
+            that is not a positive finite number, a count that is not an
+            integer >= 0, a number too large for a float such as ``10**400``, ...).
     """
 
     limit: float
@@ -59,22 +80,25 @@ class LearnedState:
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
-        if isinstance(self.limit, bool) or not isinstance(self.limit, int | float):
-            raise ValueError(f"limit must be a number, got {self.limit!r}")
-        if not (math.isfinite(self.limit) and self.limit > 0):
-            raise ValueError(f"limit must be a finite number > 0, got {self.limit!r}")
+        # Every field is checked for its type as well as its range: a record is read back
+        # from files and servers anyone can write, and a bad one must be refused here
+        # (ValueError), not crash later with an OverflowError or a TypeError.
+        if not (_finite(self.limit) and self.limit > 0):
+            raise ValueError(f"limit must be a finite number > 0, got {_shown(self.limit)}")
         if not isinstance(self.policy, str) or not self.policy:
-            raise ValueError(f"policy must be a non-empty string, got {self.policy!r}")
-        if not math.isfinite(self.updated_at):
-            raise ValueError(f"updated_at must be finite, got {self.updated_at!r}")
-        if self.sample_count < 0:
-            raise ValueError(f"sample_count must be >= 0, got {self.sample_count!r}")
+            raise ValueError(f"policy must be a non-empty string, got {_shown(self.policy)}")
+        if not _finite(self.updated_at):
+            raise ValueError(f"updated_at must be a finite number, got {_shown(self.updated_at)}")
+        if not (_is_int(self.sample_count) and self.sample_count >= 0):
+            raise ValueError(f"sample_count must be an integer >= 0, got {_shown(self.sample_count)}")
         if self.latency_floor_s is not None and not (
-            math.isfinite(self.latency_floor_s) and self.latency_floor_s >= 0
+            _finite(self.latency_floor_s) and self.latency_floor_s >= 0
         ):
-            raise ValueError(f"latency_floor_s must be a finite number >= 0, got {self.latency_floor_s!r}")
-        if self.chunk_size is not None and self.chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size!r}")
+            raise ValueError(
+                f"latency_floor_s must be a finite number >= 0, got {_shown(self.latency_floor_s)}"
+            )
+        if self.chunk_size is not None and not (_is_int(self.chunk_size) and self.chunk_size >= 1):
+            raise ValueError(f"chunk_size must be an integer >= 1, got {_shown(self.chunk_size)}")
         if self.schema_version != SCHEMA_VERSION:
             raise ValueError(
                 f"unknown schema version {self.schema_version!r} (this aiogovernor reads {SCHEMA_VERSION})"

@@ -161,11 +161,18 @@ async def _run(
         env = os.environ.get("AIOGOVERNOR_ENV") or "default"
     name = getattr(args, "name", None)
     entries = await _entries(store, env, name)
+    targets = [(e, n) for e, n, _ in entries]
+    if action == "reset" and isinstance(store, JsonFileStore):
+        # A record too damaged to load is skipped by `list` (with a warning), but reset
+        # must still be able to remove it.
+        envs = [env] if env is not None else await store.environments()
+        for e in envs:
+            targets += [(e, n) for n in await store.names(e) if name in (None, n) and (e, n) not in targets]
     if action == "export":
         json.dump({"environments": _as_json(entries)}, out, indent=2, sort_keys=True)
         print(file=out)
         return EXIT_OK
-    if not entries and (name is not None or action != "list"):
+    if not targets and (name is not None or action != "list"):
         what = f"{name!r} in environment {env!r}" if name else f"environment {env!r}"
         print(f"aiogovernor: no learned state for {what} in {_where(store)}", file=err)
         return EXIT_NOT_FOUND
@@ -179,11 +186,11 @@ async def _run(
             print(f"no learned state in {_where(store)}", file=out)
         return EXIT_OK
     # reset
-    what = ", ".join(f"{n}[{e}]" for e, n, _ in entries)
+    what = ", ".join(f"{n}[{e}]" for e, n in targets)
     if not args.yes and not confirm(f"forget the learned state of {what}? [y/N] "):
         print("aiogovernor: reset refused (pass --yes to confirm)", file=err)
         return EXIT_REFUSED
-    removed = [(e, n) for e, n, _ in entries if await store.delete(e, n)]
+    removed = [(e, n) for e, n in targets if await store.delete(e, n)]
     if args.json:
         json.dump({"reset": [{"environment": e, "name": n} for e, n in removed]}, out, indent=2)
         print(file=out)

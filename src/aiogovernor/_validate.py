@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["check_bounds", "check_float", "check_int"]
+__all__ = ["check_bool", "check_bounds", "check_float", "check_int"]
 
 
 def check_int(name: str, value: object, *, low: int) -> int:
     """Return ``value`` if it is an integer >= ``low``, else raise ValueError naming it."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Return ``value`` if it is a bool, else raise TypeError naming it (``'no'`` is not False)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
     return value
 
 
@@ -29,9 +36,13 @@ def check_float(
     """
     ok = isinstance(value, int | float) and not isinstance(value, bool)
     if ok:
-        v = float(value)  # type: ignore[arg-type]
-        ok = math.isfinite(v) and (v > low if low_open else v >= low)
-        ok = ok and (v < high if high_open else v <= high)
+        try:
+            v = float(value)  # type: ignore[arg-type]
+        except OverflowError:  # an int beyond a float (10**400): out of range, not a crash
+            ok = False
+        else:
+            ok = math.isfinite(v) and (v > low if low_open else v >= low)
+            ok = ok and (v < high if high_open else v <= high)
     if not ok:
         left = "(" if low_open else "["
         right = ")" if high_open else "]"

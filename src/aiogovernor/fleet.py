@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._names import check_governor_name
 from ._persistence import StateStoreError
-from ._validate import check_float, check_int
+from ._validate import check_bool, check_float, check_int
 from .state._redis import connect_redis, redis_errors
 
 if TYPE_CHECKING:
@@ -148,17 +148,33 @@ class FleetCeiling:
     ) -> None:
         self._name = check_governor_name(name)
         self._cap = check_int("cap", cap, low=1)
-        self._lease_ms = round(1000 * check_float("lease_s", lease_s, low=0.01))
+        lease_s = check_float("lease_s", lease_s, low=0.01)
+        self._lease_ms = round(1000 * lease_s)
         self._poll_s = check_float("poll_s", poll_s, low=0.0, low_open=True)
-        check_float("timeout_s", timeout_s, low=0.0, low_open=True)
-        self._fail_open = bool(fail_open)
+        self._timeout_s = check_float("timeout_s", timeout_s, low=0.0, low_open=True)
+        if lease_s <= 3 * self._timeout_s:
+            # Leases are renewed every lease_s / 3, and one renewal may take up to timeout_s
+            # before it fails: the next one must still come before the leases run out.
+            raise ValueError(
+                f"lease_s ({lease_s:g}) must be more than 3 × timeout_s ({self._timeout_s:g}): leases are "
+                "renewed every lease_s / 3, so a renewal that hangs for timeout_s would let every "
+                "lease of this process expire; raise lease_s or lower timeout_s"
+            )
+        if not isinstance(namespace, str) or not namespace or ":" in namespace:
+            # The Redis store refuses it too: ':' separates the parts of a key.
+            raise ValueError(f"namespace must be a non-empty string without ':', got {namespace!r}")
+        self._fail_open = check_bool("fail_open", fail_open)
         self._key = f"{namespace}:{name}"
         self._owns_client = client is None
-        self._client = client if client is not None else connect_redis(url, timeout_s)
+        try:
+            self._client = client if client is not None else connect_redis(url, timeout_s)
+        finally:
+            del url  # a password in it must not sit in the locals of a traceback
         self._acquire_script: Any = self._client.register_script(_ACQUIRE)
         self._renew_script: Any = self._client.register_script(_RENEW)
         self._holders_script: Any = self._client.register_script(_HOLDERS)
         self._held: set[str] = set()
+        self._forgetting: set[asyncio.Future[None]] = set()  # removals of lost grants, kept from the GC
         self._renewer: asyncio.Task[None] | None = None
         self._unreachable = False
         self._random = random.Random()
@@ -179,7 +195,9 @@ class FleetCeiling:
         return len(self._held)
 
     def __repr__(self) -> str:
-        return f"<FleetCeiling {self._name!r} cap={self._cap} held here={len(self._held)}>"
+        # getattr: a debugger may show a ceiling whose construction failed half-way.
+        name, cap = getattr(self, "_name", "?"), getattr(self, "_cap", "?")
+        return f"<FleetCeiling {name!r} cap={cap} held here={len(getattr(self, '_held', ()))}>"
 
     def _unavailable(self, exc: BaseException) -> None:
         if not self._fail_open:
@@ -211,8 +229,17 @@ class FleetCeiling:
                     keys=[self._key], args=[self._cap, token, self._lease_ms]
                 )
             except redis_errors() as exc:
+                # The script may have run before the reply was lost: take the lease back
+                # (in the background: this path must not swallow a cancellation).
+                self._forget(token)
                 self._unavailable(exc)
                 return FleetPermit(self, None)
+            except BaseException:
+                # Cancelled (or failed) after the script may have granted the lease: remove
+                # it, or it would block a fleet slot for lease_s with nobody holding it.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(self._forget(token))
+                raise
             if self._unreachable:
                 self._unreachable = False
                 logger.warning("fleet ceiling %r: Redis is back", self._name)
@@ -227,6 +254,22 @@ class FleetCeiling:
                     raise TimeoutError(f"no fleet permit of {self._name!r} within {timeout_s}s")
                 delay = min(delay, max(0.0, deadline - loop.time()))
             await asyncio.sleep(delay)
+
+    def _forget(self, token: str) -> asyncio.Future[None]:
+        """Remove ``token``'s lease, if the acquire script granted one, in a task bounded by ``timeout_s``.
+
+        A task, so that the removal outlives a caller being cancelled (it waits on it
+        shielded: a second cancellation stops the wait, not the removal).
+        """
+
+        async def remove() -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._client.zrem(self._key, token), self._timeout_s)
+
+        task = asyncio.ensure_future(remove())
+        self._forgetting.add(task)
+        task.add_done_callback(self._forgetting.discard)
+        return task
 
     async def _release(self, token: str) -> None:
         self._held.discard(token)

@@ -19,6 +19,7 @@ errors become outcomes (429, 503 and timeouts are ``overload``), and a
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 import logging
@@ -150,8 +151,22 @@ def origin_of(url: httpx.URL | str) -> str:
     return f"{url.scheme}://{host}:{port}"
 
 
+def _call_soon() -> Callable[[Callable[[], object]], object] | None:
+    """A thread-safe "run this soon" of the running event loop (asyncio or trio), if any."""
+    try:
+        return asyncio.get_running_loop().call_soon_threadsafe
+    except RuntimeError:
+        pass
+    try:
+        import trio
+
+        return trio.lowlevel.current_trio_token().run_sync_soon
+    except (ImportError, RuntimeError):
+        return None
+
+
 class _GovernedStream(httpx.AsyncByteStream):
-    """A response body that gives the permit back when it is closed."""
+    """A response body that gives the permit back when it is closed, or else when it is collected."""
 
     def __init__(
         self, inner: httpx.AsyncByteStream, permit: Permit, outcome: Outcome, transport: GovernedTransport
@@ -160,6 +175,35 @@ class _GovernedStream(httpx.AsyncByteStream):
         self._permit = permit
         self._outcome = outcome
         self._transport = transport
+        self._call_soon = _call_soon()
+
+    def __del__(self) -> None:
+        # A streamed response dropped without being closed: give its permit back, as a
+        # file closes itself, and say so with a ResourceWarning, as a file does. The
+        # release runs on the event loop: a finalizer runs wherever the collector
+        # happens to, even in the middle of the governor's own code.
+        permit = getattr(self, "_permit", None)
+        if permit is None or permit.released:
+            return
+
+        def give_back() -> None:
+            if not permit.released:
+                permit.release(Outcome.IGNORED)  # its latency would be the collector's
+
+        try:
+            if self._call_soon is None:
+                raise RuntimeError("no event loop")
+            self._call_soon(give_back)
+        except RuntimeError:  # its loop is closed: nothing can be running on it
+            give_back()
+        warnings.warn(
+            f"a streamed response of governor {permit._governor.name!r} was never closed; its permit "
+            "was given back when it was collected (use 'async with client.stream(...)' or "
+            "'await response.aclose()')",
+            ResourceWarning,
+            source=self,
+            stacklevel=1,
+        )
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiogovernor._samples import Window
-from aiogovernor._validate import check_float, check_int
+from aiogovernor._validate import check_bool, check_float, check_int
 
 from ._base import Adjustment, BoundedPolicy
 
@@ -62,7 +62,7 @@ class AIMD(BoundedPolicy):
         self._threshold = check_float(
             "overload_threshold", overload_threshold, low=0.0, high=1.0, high_open=True
         )
-        self._slow_start = bool(slow_start)
+        self._slow_start = check_bool("slow_start", slow_start)
         self._floor_probe = check_int("floor_probe_windows", floor_probe_windows, low=1)
         self._windows_at_floor = 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from aiogovernor._samples import Window
-from aiogovernor._validate import check_float
+from aiogovernor._validate import check_bool, check_float
 
 from ._base import Adjustment, BoundedPolicy
 from ._baseline import LatencyBaseline
@@ -52,7 +52,7 @@ class Vegas(BoundedPolicy):
         self._alpha = check_float("alpha", alpha, low=0.0, low_open=True)
         self._beta = check_float("beta", beta, low=self._alpha, low_open=True)
         self._backoff = check_float("backoff_ratio", backoff_ratio, low=0.5, high=1.0, high_open=True)
-        self._slow_start = bool(slow_start)
+        self._slow_start = check_bool("slow_start", slow_start)
         self._baseline = LatencyBaseline()
 
     def update(self, window: Window) -> Adjustment:

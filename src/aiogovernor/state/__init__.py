@@ -3,8 +3,8 @@
 A governor keeps its learned limit (and latency floor, sample count, policy
 name) per ``(environment, governor name)`` in a `StateStore`:
 
-- `JsonFileStore`, the default: one atomically written JSON file per
-  environment under the user's state directory (``$AIOGOVERNOR_STATE_DIR``).
+- `JsonFileStore`, the default: one JSON record per governor, in one SQLite
+  file per environment under the user's state directory (``$AIOGOVERNOR_STATE_DIR``).
 - `MemoryStore`: a dict, for tests and for state that dies with the process.
 - `RedisStore`: shared by every process and host of a fleet (the ``redis`` extra).
 

@@ -19,14 +19,97 @@ __all__ = ["RedisStore", "connect_redis", "redis_errors"]
 logger = logging.getLogger("aiogovernor.state")
 
 
+_URL_FORM = "redis://[[user]:password@]host[:port][/db], rediss://... or unix://[[user]:password@]/path"
+
+
+def _parse(url: object) -> tuple[dict[str, Any] | None, str]:
+    """(redis-py's connection arguments, "") for a good URL; (None, what is wrong) otherwise."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    if not isinstance(url, str):
+        return None, f"a Redis URL must be a string, not {type(url).__name__}"
+    from redis.connection import parse_url
+
+    try:
+        parts = urlsplit(url)
+        if parts.fragment or "#" in url:
+            return None, "it has a '#'"
+        if "@" in parts.path or any("@" in key for key, _ in parse_qsl(parts.query, True)):
+            return None, "it has an '@' after the host"
+        kwargs: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
+        _ = parts.port  # a port that is not a number raises here, as in redis-py
+    except (ValueError, TypeError):
+        return None, "it cannot be parsed"
+    return kwargs, ""
+
+
+def _url_parts(url: object) -> dict[str, Any]:
+    """The connection arguments ``url`` names, as redis-py reads them; never echoes the URL.
+
+    Stricter than redis-py where it would misread a password silently: a Redis
+    URL has no fragment, and no ``@`` after its host, so either means a
+    password holding an unencoded ``#``, ``?``, ``/`` or ``@`` (which redis-py
+    would take for part of the host, the port or the query).
+
+    Raises:
+        ValueError: With a message that quotes no part of ``url``.
+    """
+    kwargs, problem = _parse(url)
+    if kwargs is not None:
+        return kwargs
+    # Raised here, outside any except block and with the URL gone from the frame: the
+    # error must carry neither redis-py's message (which can quote a piece of the
+    # password) as its context, nor the URL in the locals of its traceback.
+    del url
+    raise ValueError(
+        f"not a valid Redis URL ({problem}); expected {_URL_FORM}, with '#', '?', '/' and '@' "
+        "in a user name or password percent-encoded (%23, %3F, %2F, %40)"
+    )
+
+
+_CREDENTIALS = ("username", "password", "ssl_password", "credential_provider")
+
+
+def _display(url: str) -> str:
+    """``url`` as safe to show: rebuilt from its host, port, path and db, never from the text.
+
+    Every credential form redis-py accepts (user info, ``?password=``,
+    ``?username=``, ...) becomes ``***``; other query arguments are left out.
+    """
+    try:
+        kw = _url_parts(url)
+    except (ValueError, ImportError):
+        return "<invalid Redis URL>"
+    scheme = url.split(":", 1)[0].lower()
+    secret = "***@" if any(k in kw for k in _CREDENTIALS) or any("pass" in k for k in kw) else ""
+    if scheme == "unix":
+        db = f"?db={kw['db']}" if "db" in kw else ""
+        return f"unix://{secret}{kw.get('path', '')}{db}"
+    host = str(kw.get("host", "localhost"))
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{kw['port']}" if "port" in kw else ""
+    db = f"/{kw['db']}" if "db" in kw else ""
+    return f"{scheme}://{secret}{host}{port}{db}"
+
+
 def connect_redis(url: str, timeout_s: float) -> Redis:
-    """A ``redis.asyncio`` client for ``url`` that gives up after ``timeout_s`` instead of hanging."""
+    """A ``redis.asyncio`` client for ``url`` that gives up after ``timeout_s`` instead of hanging.
+
+    Raises:
+        ValueError: For a malformed URL, with a message that quotes none of it.
+    """
     try:
         from redis.asyncio import Redis
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
             "the Redis store needs the 'redis' extra: pip install 'aiogovernor[redis]'"
         ) from exc
+    try:
+        _url_parts(url)
+    except ValueError:
+        del url  # the traceback's frames must not hold it
+        raise
     return Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
 
 
@@ -35,21 +118,6 @@ def redis_errors() -> tuple[type[BaseException], ...]:
     from redis.exceptions import ConnectionError, TimeoutError
 
     return (ConnectionError, TimeoutError, OSError)
-
-
-def _redact(url: str) -> str:
-    """``url`` with its password (if any) replaced: a URL shown in a log must not carry a secret."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        user = parts.username or ""
-        host = parts.netloc.rpartition("@")[2]
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-    except ValueError:
-        return "<unparsable URL>"
 
 
 def _glob_escape(text: str) -> str:
@@ -85,9 +153,14 @@ class RedisStore:
             raise ValueError(f"namespace must be a non-empty string without ':', got {namespace!r}")
         check_float("timeout_s", timeout_s, low=0.0, low_open=True)
         self._namespace = namespace
-        self._url = url
+        # Only the URL's safe form is kept: the store's attributes show up in debuggers
+        # and in the locals of tracebacks.
+        self._shown = "<a client>" if client is not None else _display(url)
         self._owns_client = client is None
-        self._client = client if client is not None else connect_redis(url, timeout_s)
+        try:
+            self._client = client if client is not None else connect_redis(url, timeout_s)
+        finally:
+            del url  # nor may this frame's locals carry it, should the connection fail
         self._warned: set[str] = set()
 
     @property
@@ -100,7 +173,7 @@ class RedisStore:
         return f"{self._namespace}:{environment}:{name}"
 
     def __repr__(self) -> str:
-        return f"RedisStore({_redact(self._url)!r}, namespace={self._namespace!r})"
+        return f"RedisStore({self._shown!r}, namespace={self._namespace!r})"
 
     def _parse(self, key: str, raw: bytes | None) -> tuple[str, str, LearnedState] | None:
         if raw is None:

@@ -31,7 +31,7 @@ import random
 import socket
 import threading
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from types import TracebackType
 from typing import Any
 
@@ -144,7 +144,10 @@ def make_app(config: UpstreamConfig) -> tuple[Starlette, UpstreamState]:
             state.inflight -= 1
 
     async def stats(request: Request) -> Response:
-        return JSONResponse(asdict(state))
+        # Not asdict(): it rebuilds the Counter from (key, count) pairs, counting the pairs.
+        doc = {f.name: getattr(state, f.name) for f in fields(state)}
+        doc["files"] = dict(state.files)
+        return JSONResponse(doc)
 
     app = Starlette(
         routes=[

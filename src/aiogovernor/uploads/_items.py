@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -107,6 +108,26 @@ class UploadItem:
         if not os.access(self.path, os.R_OK):
             raise ItemReadError(self.key, "permission denied")
         return st.st_size
+
+    def fingerprint(self) -> str:
+        """What the manifest records to tell this content from other content under the same key.
+
+        A file's size and modification time (what ``stat`` gives, so no read
+        is needed to decide a skip), or the SHA-256 of bytes held in memory.
+
+        Raises:
+            ItemReadError: If the file cannot be stat'ed.
+        """
+        if self.data is not None:
+            return f"sha256:{hashlib.sha256(self.data).hexdigest()}"
+        assert self.path is not None
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            raise ItemReadError(self.key, "file not found") from None
+        except OSError as exc:
+            raise ItemReadError(self.key, f"cannot stat: {exc.strerror or exc}") from None
+        return f"size:{st.st_size},mtime_ns:{st.st_mtime_ns}"
 
     async def aiter_bytes(
         self, *, size: int, chunk_size_bytes: int, sent: Callable[[int], None] | None = None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import logging
 import os
 import random
 import warnings
@@ -28,6 +30,8 @@ from ._manifest import Manifest, ManifestError
 from ._multipart import MultipartBody
 
 __all__ = ["RequestBuilder", "UploadBatch", "UploadOptions", "upload_files", "upload_items"]
+
+logger = logging.getLogger("aiogovernor.uploads")
 
 DEFAULT_RETRY = Retry(attempts=4, retry_on=frozenset({Outcome.OVERLOAD, Outcome.ERROR}))
 
@@ -94,6 +98,7 @@ class _Settings:
     classify: HTTPClassifier | None
     chunk_size_bytes: int
     seed: int | None
+    destination: str | None
 
 
 class _UploadAttempts(HTTPAttempts):
@@ -185,7 +190,12 @@ class _Run:
         while self.pending and len(batch) < want:
             item = self.pending.popleft()
             try:
-                sizes.append(item.size())
+                size = item.size()
+                if self.manifest is not None:
+                    # Taken before the content is sent: a change made while it is sent
+                    # makes the next run send it again, never skip it.
+                    self.manifest._describe(item.key, self.settings.destination, item.fingerprint())
+                sizes.append(size)
             except ItemReadError as exc:
                 await self._finish([ItemResult(key=item.key, status=ItemStatus.FAILED, reason=exc.reason)])
                 continue
@@ -311,8 +321,15 @@ class UploadOptions(TypedDict, total=False):
         governor: Sets how many requests run at once; None makes one: named after
             the destination's origin by `upload_files` (``uploads:https://host``),
             ``Governor("uploads")`` by `upload_items` (warned about once when it keeps state).
-        manifest: A `Manifest` or its path: items it marks uploaded are
-            skipped, and every outcome is appended to it (see `ManifestError`).
+        manifest: A `Manifest` or its path: items it marks uploaded (to
+            ``destination``, with the same content) are skipped, and every
+            outcome is appended to it (see `ManifestError`).
+        destination: Where the requests go, in words (e.g. the URL), recorded
+            in the manifest so that a manifest shared by jobs sending to
+            different places never makes one skip what another uploaded.
+            `upload_files` sets it to the method and URL (without user info,
+            a query only as a hash); for `upload_items` keep secrets out of
+            it: it is written to the manifest as given.
         chunker: Items per request: a fixed number (1 by default), or any
             `aiogovernor.Chunker` (such as `aiogovernor.AdaptiveChunker`) that
             adapts it from request durations (for endpoints taking several files).
@@ -332,6 +349,7 @@ class UploadOptions(TypedDict, total=False):
 
     governor: Governor | None
     manifest: Manifest | str | os.PathLike[str] | None
+    destination: str | None
     chunker: int | Chunker
     batch_size: int | Chunker
     retry: Retry
@@ -375,6 +393,9 @@ def _settings(build_request: RequestBuilder, options: UploadOptions, form: str) 
         raise TypeError(f"classify must be callable, got {classify!r}")
     chunk_size_bytes = check_int("chunk_size_bytes", options.get("chunk_size_bytes", 256 * 1024), low=1)
     check_progress(options.get("progress"))
+    destination = options.get("destination")
+    if destination is not None and not isinstance(destination, str):
+        raise TypeError(f"destination must be a str or None, got {destination!r}")
     settings = _Settings(
         build_request=build_request,
         governor=governor,
@@ -384,8 +405,50 @@ def _settings(build_request: RequestBuilder, options: UploadOptions, form: str) 
         classify=classify,
         chunk_size_bytes=chunk_size_bytes,
         seed=options.get("seed"),
+        destination=destination,
     )
     return settings, options.get("manifest")
+
+
+def _already_uploaded(
+    manifest: Manifest, items: Sequence[UploadItem], destination: str | None
+) -> frozenset[str]:
+    """The keys to skip: recorded uploaded to ``destination`` with the content each item has now."""
+    recorded = manifest.load()
+    skip = set()
+    changed = 0
+    for item in items:
+        if item.key not in recorded:
+            continue
+        try:
+            fingerprint = item.fingerprint()
+        except ItemReadError:
+            continue  # sent, and failed with its reason, like any unreadable item
+        if manifest.uploaded(item.key, destination=destination, fingerprint=fingerprint):
+            skip.add(item.key)
+        else:
+            changed += 1
+    if changed:
+        logger.info(
+            "manifest %s: %d item(s) were uploaded elsewhere or have changed since; sending them",
+            manifest.path,
+            changed,
+        )
+    return frozenset(skip)
+
+
+def _destination_of(method: str, url: str | httpx.URL) -> str:
+    """A request target as the manifest records it: no user info, a query only as a hash.
+
+    A URL's user info or query may hold a token, and the manifest is a file
+    people read and copy; the hash still tells one query from another.
+    """
+    parsed = httpx.URL(url)
+    host = parsed.netloc.decode("ascii", "replace").rpartition("@")[2]
+    target = f"{method.upper()} {parsed.scheme}://{host}{parsed.path}"
+    if parsed.query:
+        target += "?sha256:" + hashlib.sha256(parsed.query).hexdigest()[:16]
+    return target
 
 
 async def upload_items(
@@ -413,7 +476,7 @@ async def upload_items(
             the uploader takes the permits itself).
         items: The items; keys must be unique.
         build_request: Builds one batch's request (see `UploadBatch.multipart`).
-        **options: ``governor``, ``manifest``, ``chunker``, ``retry``,
+        **options: ``governor``, ``manifest``, ``destination``, ``chunker``, ``retry``,
             ``classify``, ``chunk_size_bytes``, ``progress``, ``seed``: see
             `UploadOptions`.
 
@@ -454,7 +517,11 @@ async def upload_items(
     settings = dataclasses.replace(settings, manifest=manifest)
     try:
         # Reading the manifest is file I/O: off the event loop, like every write to it.
-        done = await anyio.to_thread.run_sync(manifest.load) if manifest is not None else frozenset()
+        done = (
+            await anyio.to_thread.run_sync(_already_uploaded, manifest, item_list, settings.destination)
+            if manifest is not None
+            else frozenset()
+        )
         with Reporter(
             options.get("progress"),
             governor=settings.governor,
@@ -517,6 +584,8 @@ async def upload_files(
     if options.get("governor") is None:
         # One learned limit per destination, not one for every upload the process makes.
         options["governor"] = Governor(_destination_name(url))
+    if "destination" not in options:
+        options["destination"] = _destination_of(method, url)
     return await upload_items(client, items, build_request=build, **options)
 
 
