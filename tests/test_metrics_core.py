@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import gc
+import json
 import logging
+import re
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -143,3 +147,41 @@ def test_latency_histograms_fold_every_window_exactly() -> None:
 def test_latency_buckets_are_validated(bad: list[float]) -> None:
     with pytest.raises(ValueError):
         LatencyHistograms(bad)
+
+
+def test_the_docs_json_formatter_shows_the_decision_fields() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "metrics.md").read_text()
+    match = re.search(r"## Structured decision logs.*?```python\n(.*?)```", text, re.S)
+    assert match is not None
+    formatter_code = match.group(1).split("\n\nhandler")[0]  # the class, not the global wiring
+    namespace: dict[str, Any] = {}
+    exec(compile(formatter_code, "<docs/metrics.md>", "exec"), namespace)
+    lines: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = Capture()
+    handler.setFormatter(namespace["JsonLines"]())
+    logger = logging.getLogger("aiogovernor")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        clock = ManualClock()
+        gov = Governor("json", AIMD(initial_limit=4), environment="docs", clock=clock, store=None)
+        drive(gov, clock, [0.01] * 12)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    first = json.loads(lines[0])
+    decision = gov.decisions[0]
+    assert first == {
+        "message": decision.describe(),
+        "governor": "json",
+        "environment": "docs",
+        "old": decision.old_limit,
+        "new": decision.new_limit,
+        "reason": decision.reason,
+    }
