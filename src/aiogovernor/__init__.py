@@ -56,6 +56,7 @@ from ._map import governed_imap_unordered as governed_imap_unordered
 from ._map import governed_map as governed_map
 from ._persistence import StateStore as _StateStore
 from ._persistence import set_default_store_factory as _set_default_store_factory
+from ._plot import PlotError as PlotError
 from ._progress import Progress as Progress
 from ._progress import ProgressCallback as ProgressCallback
 from ._registry import live_governors as live_governors
@@ -104,6 +105,7 @@ __all__ = [
     "Outcome",
     "OverloadError",
     "Permit",
+    "PlotError",
     "Profile",
     "Progress",
     "ProgressCallback",

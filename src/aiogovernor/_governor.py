@@ -475,6 +475,23 @@ class Governor:
             decision_counts=MappingProxyType(feedback.decision_counts()),
         )
 
+    def plot(self, path: str) -> None:
+        """Draw what this governor did to the PNG file ``path`` (the ``plot`` extra, matplotlib).
+
+        The picture the demo draws, from the decisions kept in `decisions`
+        (the last ``history_size``): the limit after each decision, each
+        window's peak in-flight work, its p50 latency and its overloads.
+
+        Raises:
+            ImportError: When matplotlib is missing.
+            aiogovernor.PlotError: When the file cannot be written.
+        """
+        from ._plot import Trace, draw
+
+        trace = Trace()
+        trace.add_decisions(self._feedback.history)
+        draw(trace, path, title=f"{self._name} [{self._environment}]: {self._policy.name}")
+
     def derive(self, name: str, policy: LimitPolicy | None = None) -> Governor:
         """A new governor set up like this one, under another name.
 

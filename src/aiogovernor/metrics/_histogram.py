@@ -69,7 +69,7 @@ class _Buckets:
         right = bisect.bisect_right
         self.state = (
             tuple(c + right(ok_latencies_s, b) for c, b in zip(counts, self.bounds, strict=True)),
-            total + math.fsum(ok_latencies_s),
+            total + sum(ok_latencies_s),
             count + n,
         )
 

@@ -86,7 +86,7 @@ class GovernorInstruments:
         *,
         latency_values_per_window: int = 16,
         latency_buckets_s: Iterable[float] = DEFAULT_LATENCY_BUCKETS_S,
-        max_pending_windows: int = 10_000,
+        max_pending_windows: int = 256,
     ) -> None:
         self._per_window = check_int("latency_values_per_window", latency_values_per_window, low=1)
         bounds = check_buckets(latency_buckets_s)
