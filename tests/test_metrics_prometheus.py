@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aiogovernor import AIMD, Governor, GovernorStats, Outcome
 from aiogovernor.metrics.prometheus import GovernorCollector
+from aiogovernor.sim import run_virtual
 from aiogovernor.testing import ManualClock
 
 DASHBOARD = Path(__file__).parent.parent / "docs" / "grafana" / "aiogovernor.json"
@@ -114,6 +115,25 @@ def test_governors_sharing_a_name_and_environment_give_one_series(registry: Coll
     for p in held:
         assert p is not None
         p.release()
+
+
+def test_a_governor_whose_clock_cannot_be_read_here_is_left_out_not_fatal(scrape: str) -> None:
+    async def paused_then_over() -> Governor:
+        gov = Governor("paused", environment="prom-ended", store=None)
+        async with gov:
+            pass
+        gov.pause(60)
+        return gov
+
+    ended = run_virtual(paused_then_over())  # the loop it was paused on is gone
+    with pytest.raises(RuntimeError):
+        ended.stats()
+    alive = Governor("alive", environment="prom-ended", clock=ManualClock(), store=None)
+    response = httpx.get(scrape, timeout=10)
+    assert response.status_code == 200
+    samples = parse(response.text, "prom-ended")
+    assert get(samples, "aiogovernor_limit", governor="alive") == alive.limit
+    assert not [key for key in samples if ("governor", "paused") in key[1]]
 
 
 def exported_names(registry: CollectorRegistry) -> set[str]:

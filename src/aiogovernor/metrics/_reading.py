@@ -37,10 +37,19 @@ class Reading:
 
 
 def read_live() -> list[Reading]:
-    """Read `Governor.stats` of every live governor once, grouped by (environment, name)."""
+    """Read `Governor.stats` of every live governor once, grouped by (environment, name).
+
+    A governor whose stats cannot be read here (see below) is left out.
+    """
     readings: dict[tuple[str, str], Reading] = {}
     for governor in _registry.live_governors():
-        s = governor.stats()
+        try:
+            s = governor.stats()
+        except RuntimeError:
+            # Its clock cannot be read from this thread: paused on an event loop that has
+            # ended, or on trio (whose clock is read in trio's own thread). Left out of this
+            # reading rather than failing the whole collection.
+            continue
         key = (s.environment, s.name)
         seen = readings.get(key)
         if seen is None:
