@@ -117,9 +117,12 @@ async def measure(
     name_to_run: dict[str, Callable[[], Awaitable[float]]], rounds: int
 ) -> dict[str, tuple[float, float]]:
     samples: dict[str, list[float]] = {name: [] for name in name_to_run}
-    for _ in range(rounds):
-        for name, run in name_to_run.items():  # interleaved: noise hits every contender alike
-            samples[name].append(await run())
+    order = list(name_to_run)
+    for i in range(rounds):
+        # Interleaved, so that noise hits every contender alike, and each round starts one
+        # contender later, so that none always runs right after the same neighbour.
+        for name in order[i % len(order) :] + order[: i % len(order)]:
+            samples[name].append(await name_to_run[name]())
             while _after_run:
                 _after_run.pop()()
     return {name: (statistics.median(values), max(values)) for name, values in samples.items()}
