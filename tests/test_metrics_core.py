@@ -65,7 +65,7 @@ def test_a_failing_window_listener_is_logged_and_the_gate_goes_on(caplog: pytest
     with caplog.at_level(logging.ERROR, logger="aiogovernor"):
         drive(gov, clock, [0.01] * 30)
     assert "window listener" in caplog.text
-    assert gov.inflight == 0 and gov.stats().decisions >= 1
+    assert gov.inflight == 0 and gov.stats().decision_count >= 1
     gov.remove_window_listener(broken)
     with pytest.raises(ValueError):
         gov.remove_window_listener(broken)
@@ -73,7 +73,7 @@ def test_a_failing_window_listener_is_logged_and_the_gate_goes_on(caplog: pytest
         gov.add_window_listener(42)  # type: ignore[arg-type]
 
 
-def test_decision_counts_by_direction_add_up_to_the_decisions() -> None:
+def test_decisions_by_direction_add_up_to_the_decisions() -> None:
     clock = ManualClock()
     gov = Governor("directions", AIMD(initial_limit=4, min_limit=1), clock=clock, store=None)
     directions: list[str] = []
@@ -84,9 +84,9 @@ def test_decision_counts_by_direction_add_up_to_the_decisions() -> None:
     drive(gov, clock, [0.01], Outcome.OVERLOAD)
     gov.reset_limit(gov.limit)  # a hold
     stats = gov.stats()
-    counts = dict(stats.decision_counts)
+    counts = dict(stats.decisions_by_direction)
     assert counts == {d: directions.count(d) for d in ("up", "down", "hold")}
-    assert sum(counts.values()) == stats.decisions
+    assert sum(counts.values()) == stats.decision_count
     assert counts["down"] >= 1 and counts["hold"] >= 1
 
 
@@ -110,7 +110,7 @@ def test_decisions_are_logged_with_structured_fields() -> None:
         logger.removeHandler(handler)
         logger.setLevel(level)
     decisions = [r for r in records if hasattr(r, "reason")]
-    assert len(decisions) == gov.stats().decisions
+    assert len(decisions) == gov.stats().decision_count
     for record, decision in zip(decisions, gov.decisions, strict=True):
         fields = vars(record)  # what a JSON formatter or structlog's stdlib bridge reads
         assert fields["governor"] == "logged"

@@ -59,7 +59,7 @@ def assert_matches(pts: Points, s: GovernorStats) -> None:
     assert value(pts, "aiogovernor.paused", **who) == pytest.approx(s.paused_for_s)
     for outcome, n in s.counts.items():
         assert value(pts, "aiogovernor.outcomes", outcome=outcome, **who) == n
-    for direction, n in s.decision_counts.items():
+    for direction, n in s.decisions_by_direction.items():
         assert value(pts, "aiogovernor.decisions", direction=direction, **who) == n
 
 
@@ -76,7 +76,7 @@ def test_values_equal_stats_at_the_same_moment(reader: InMemoryMetricReader) -> 
     gov.pause(3.0)
     clock.advance(0.5)
     s = gov.stats()
-    assert s.inflight == 2 and s.paused_for_s == pytest.approx(2.5) and s.decision_counts["down"] == 1
+    assert s.inflight == 2 and s.paused_for_s == pytest.approx(2.5) and s.decisions_by_direction["down"] == 1
     pts = points(reader, "otel-sync")
     assert_matches(pts, s)
     assert value(points(reader, "otel-other"), "aiogovernor.limit", governor="api") == other.limit

@@ -87,9 +87,9 @@ def test_a_scrape_reads_every_live_governors_stats(scrape: str) -> None:
     assert get(samples, "aiogovernor_paused_seconds", **g) == pytest.approx(s.paused_for_s) == 2.5
     for outcome, n in s.counts.items():
         assert get(samples, "aiogovernor_outcomes_total", outcome=outcome, **g) == n
-    for direction, n in s.decision_counts.items():
+    for direction, n in s.decisions_by_direction.items():
         assert get(samples, "aiogovernor_decisions_total", direction=direction, **g) == n
-    assert s.decision_counts["down"] == 1
+    assert s.decisions_by_direction["down"] == 1
     # The histogram holds every successful latency of every closed window.
     assert latencies
     for bound in ("0.002", "0.005", "0.1"):

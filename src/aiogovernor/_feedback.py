@@ -222,7 +222,7 @@ class Feedback:
         """How many decisions were made."""
         return self._decision_count
 
-    def decision_counts(self) -> Mapping[str, int]:
+    def decisions_by_direction(self) -> Mapping[str, int]:
         """Decisions that raised (``up``), lowered (``down``) and held (``hold``) the limit."""
         return dict(zip(("up", "down", "hold"), self._directions, strict=True))
 

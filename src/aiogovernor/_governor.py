@@ -158,7 +158,7 @@ class GovernorStats:
         last_window: The last closed window, if any.
         last_decision: The last decision, if any.
         decision_count: How many decisions were made.
-        decision_counts: Decisions by direction of the limit: ``up``,
+        decisions_by_direction: Decisions by direction of the limit: ``up``,
             ``down`` and ``hold``, since creation.
     """
 
@@ -177,7 +177,7 @@ class GovernorStats:
     last_window: Window | None
     last_decision: Decision | None
     decision_count: int
-    decision_counts: Mapping[str, int]
+    decisions_by_direction: Mapping[str, int]
 
     @property
     def decisions(self) -> int:
@@ -472,7 +472,7 @@ class Governor:
             last_window=w,
             last_decision=feedback.last_decision,
             decision_count=feedback.decision_count,
-            decision_counts=MappingProxyType(feedback.decision_counts()),
+            decisions_by_direction=MappingProxyType(feedback.decisions_by_direction()),
         )
 
     def plot(self, path: str) -> None:

@@ -61,7 +61,7 @@ def read_live() -> list[Reading]:
                 waiting=s.waiting,
                 paused_s=s.paused_for_s,
                 outcomes={o: s.counts.get(o, 0) for o in OUTCOMES},
-                decisions={d: s.decision_counts.get(d, 0) for d in DIRECTIONS},
+                decisions={d: s.decisions_by_direction.get(d, 0) for d in DIRECTIONS},
                 members=(governor,),
             )
         else:
@@ -73,7 +73,7 @@ def read_live() -> list[Reading]:
                 waiting=seen.waiting + s.waiting,
                 paused_s=max(seen.paused_s, s.paused_for_s),
                 outcomes={o: seen.outcomes[o] + s.counts.get(o, 0) for o in OUTCOMES},
-                decisions={d: seen.decisions[d] + s.decision_counts.get(d, 0) for d in DIRECTIONS},
+                decisions={d: seen.decisions[d] + s.decisions_by_direction.get(d, 0) for d in DIRECTIONS},
                 members=(*seen.members, governor),
             )
     return sorted(readings.values(), key=lambda r: (r.environment, r.governor))
