@@ -117,3 +117,24 @@ def test_bad_settings_are_refused() -> None:
         GovernorInstruments(MeterProvider(), latency_values_per_window=0)
     with pytest.raises(ValueError):
         GovernorInstruments(MeterProvider(), latency_buckets_s=[1.0, 0.5])
+
+
+def test_latencies_waiting_for_a_collection_are_bounded() -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    instruments = GovernorInstruments(provider, latency_values_per_window=1, max_pending_windows=2)
+    try:
+        clock = ManualClock()
+        gov = Governor("bounded", AIMD(initial_limit=2), environment="otel-bounded", clock=clock, store=None)
+        for _ in range(100):
+            permit = gov.try_acquire()
+            assert permit is not None
+            clock.advance(0.01)
+            permit.release()
+        assert sum(d.window is not None for d in gov.decisions) > 2
+        [hist] = points(reader, "otel-bounded")["aiogovernor.latency"]
+        assert isinstance(hist, HistogramDataPoint)
+        assert hist.count == 2  # the last two windows, one value each
+    finally:
+        instruments.close()
+        provider.shutdown()
