@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from aiogovernor import AIMD, Governor, Outcome, Window, live_governors
+from aiogovernor import AIMD, Governor, Outcome, live_governors
+from aiogovernor.limits import Window
 from aiogovernor.metrics import LatencyHistograms
 from aiogovernor.testing import ManualClock
 
