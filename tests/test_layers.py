@@ -33,8 +33,10 @@ CORE = frozenset(
         "aiogovernor._map",
         "aiogovernor._names",
         "aiogovernor._persistence",
+        "aiogovernor._plot",
         "aiogovernor._progress",
         "aiogovernor._record",
+        "aiogovernor._registry",
         "aiogovernor._retry",
         "aiogovernor._samples",
         "aiogovernor._time_gates",
@@ -50,7 +52,10 @@ STORES = "aiogovernor.state"
 # The core may use its one hard dependency, and trio where anyio runs on it.
 CORE_THIRD_PARTY = frozenset({"anyio", "sniffio", "trio"})
 # Optional extras the core imports where used (inside a function, with an install hint).
-CORE_LAZY_EXTRAS = {"aiogovernor._progress": frozenset({"rich"})}
+CORE_LAZY_EXTRAS = {
+    "aiogovernor._progress": frozenset({"rich"}),
+    "aiogovernor._plot": frozenset({"matplotlib"}),
+}
 # What stores and policies may import from the rest of the package: the protocol and
 # record they implement, and the shared vocabulary. Never a gate, never the package.
 STORES_MAY_USE = frozenset(

@@ -15,6 +15,9 @@ import aiogovernor.dispatch.testing
 import aiogovernor.fleet
 import aiogovernor.httpx
 import aiogovernor.limits
+import aiogovernor.metrics
+import aiogovernor.metrics.otel
+import aiogovernor.metrics.prometheus
 import aiogovernor.sim
 import aiogovernor.state
 import aiogovernor.testing
@@ -28,6 +31,9 @@ PUBLIC_MODULES = [
     aiogovernor.fleet,
     aiogovernor.httpx,
     aiogovernor.limits,
+    aiogovernor.metrics,
+    aiogovernor.metrics.otel,
+    aiogovernor.metrics.prometheus,
     aiogovernor.sim,
     aiogovernor.state,
     aiogovernor.testing,
@@ -68,8 +74,9 @@ def test_version_comes_from_metadata() -> None:
 
 def test_core_import_pulls_in_no_integration() -> None:
     heavy = ["httpx", "redis", "optuna", "rich", "matplotlib", "aiofiles", "psutil", "trio", "anyio"]
+    heavy += ["opentelemetry", "prometheus_client"]
     code = (
-        "import sys, aiogovernor, aiogovernor.limits, aiogovernor.state\n"
+        "import sys, aiogovernor, aiogovernor.limits, aiogovernor.state, aiogovernor.metrics\n"
         "aiogovernor.Governor('x', store=None)\n"
         f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
     )

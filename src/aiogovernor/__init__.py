@@ -45,6 +45,7 @@ from ._classify import OverloadError as OverloadError
 from ._classify import default_classify as default_classify
 from ._events import Decision as Decision
 from ._events import DecisionListener as DecisionListener
+from ._events import WindowListener as WindowListener
 from ._governor import Governor as Governor
 from ._governor import GovernorStats as GovernorStats
 from ._governor import Permit as Permit
@@ -55,8 +56,10 @@ from ._map import governed_imap_unordered as governed_imap_unordered
 from ._map import governed_map as governed_map
 from ._persistence import StateStore as _StateStore
 from ._persistence import set_default_store_factory as _set_default_store_factory
+from ._plot import PlotError as PlotError
 from ._progress import Progress as Progress
 from ._progress import ProgressCallback as ProgressCallback
+from ._registry import live_governors as live_governors
 from ._retry import Retry as Retry
 from ._retry import RetryBudget as RetryBudget
 from ._retry import parse_retry_after as parse_retry_after
@@ -102,6 +105,7 @@ __all__ = [
     "Outcome",
     "OverloadError",
     "Permit",
+    "PlotError",
     "Profile",
     "Progress",
     "ProgressCallback",
@@ -111,12 +115,14 @@ __all__ = [
     "ThroughputAIMD",
     "Vegas",
     "WindowConfig",
+    "WindowListener",
     "__version__",
     "default_classify",
     "governed_batches",
     "governed_imap",
     "governed_imap_unordered",
     "governed_map",
+    "live_governors",
     "parse_retry_after",
     "profile",
 ]

@@ -4,27 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from dataclasses import dataclass, field
 from typing import TextIO
 
 from ._governor import Governor
+from ._plot import PlotError, Trace, draw
 from .limits import LimitPolicy, default_policy
 from .sim import KneeUpstream, run_virtual
 
 __all__ = ["PlotError", "run_demo"]
-
-
-class PlotError(OSError):
-    """The plot file could not be written (the run itself completed)."""
-
-
-@dataclass
-class _Trace:
-    """What the plot shows: (time, value) pairs."""
-
-    limit: list[tuple[float, int]] = field(default_factory=list)
-    capacity: list[tuple[float, int]] = field(default_factory=list)
-    goodput: list[tuple[float, float]] = field(default_factory=list)  # fraction of the best
 
 
 def _bar(value: float, scale: float, width: int = 40) -> str:
@@ -39,7 +26,7 @@ async def _demo(
     workers: int,
     policy: LimitPolicy,
     shift_to: int | None,
-    trace: _Trace,
+    trace: Trace,
     out: TextIO,
 ) -> Governor:
     # A real knee: latency rises past `capacity` long before the queue bound (4 x capacity)
@@ -50,7 +37,8 @@ async def _demo(
     loop = asyncio.get_running_loop()
     trace.limit.append((loop.time(), gov.limit))
     trace.capacity.append((loop.time(), capacity))
-    gov.add_listener(lambda d: trace.limit.append((d.at, d.new_limit)) if d.changed else None)
+    # Every decision, not the governor's bounded history: the run makes hundreds.
+    gov.add_listener(lambda d: trace.add_decisions((d,)))
 
     async def shifter() -> None:
         if shift_to is None:
@@ -123,7 +111,7 @@ def run_demo(
         PlotError: When the plot file cannot be written.
     """
     out = out or sys.stdout
-    trace = _Trace()
+    trace = Trace()
     gov = run_virtual(
         _demo(
             capacity=capacity,
@@ -150,37 +138,15 @@ def run_demo(
     return gov
 
 
-def _plot(trace: _Trace, path: str, *, out: TextIO) -> None:
+def _plot(trace: Trace, path: str, *, out: TextIO) -> None:
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        draw(
+            trace,
+            path,
+            title="aiogovernor demo: the default policy against a simulated knee",
+            xlabel="simulated seconds",
+        )
     except ImportError:
         print("matplotlib is missing (pip install 'aiogovernor[plot]'): no plot written", file=out)
         return
-    fig, ax = plt.subplots(figsize=(9, 4))
-    ax.step(
-        *zip(*trace.capacity, strict=True), where="post", color="grey", ls="--", label="capacity (the knee)"
-    )
-    ax.step(*zip(*trace.limit, strict=True), where="post", color="tab:blue", label="limit (every decision)")
-    ax.set_xlabel("simulated seconds")
-    ax.set_ylabel("concurrency")
-    ax.set_ylim(bottom=0)
-    share = ax.twinx()
-    times, shares = zip(*trace.goodput, strict=True) if trace.goodput else ((), ())
-    share.plot(times, shares, color="tab:green", marker=".", label="goodput / best at that capacity")
-    share.set_ylabel("goodput, fraction of the best")
-    share.set_ylim(0, 1.1)
-    lines = ax.get_legend_handles_labels()
-    more = share.get_legend_handles_labels()
-    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="lower right")
-    ax.set_title("aiogovernor demo: the default policy against a simulated knee")
-    fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=100)
-    except OSError as exc:
-        raise PlotError(f"cannot write the plot to {path}: {exc.strerror or exc}") from exc
-    finally:
-        plt.close(fig)
     print(f"Plot written to {path}", file=out)

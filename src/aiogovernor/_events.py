@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from ._samples import Window
 
-__all__ = ["Decision", "DecisionListener"]
+__all__ = ["Decision", "DecisionListener", "WindowListener"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,3 +65,18 @@ class DecisionListener(Protocol):
     """
 
     def __call__(self, decision: Decision, /) -> None: ...
+
+
+class WindowListener(Protocol):
+    """Receives every window a governor closes, with the latencies it was made of.
+
+    Called synchronously on the event loop as the window closes, before the
+    decision taken on it. ``ok_latencies_s`` holds the window's successful
+    latencies in seconds, sorted ascending; it is only valid during the call
+    (copy what you keep). Listeners must be quick: a metrics exporter folds
+    the latencies into histogram buckets in bulk here, once per window rather
+    than once per unit of work. An exception raised by a listener is logged
+    and otherwise ignored.
+    """
+
+    def __call__(self, window: Window, ok_latencies_s: Sequence[float], /) -> None: ...

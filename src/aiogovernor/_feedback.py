@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from ._events import Decision, DecisionListener
+from ._events import Decision, DecisionListener, WindowListener
 from ._samples import Outcome, Window, WindowAggregator, WindowConfig
 from ._validate import check_int
 from .limits import LimitPolicy, gate_limit
@@ -56,6 +56,7 @@ class Feedback:
         "_agg",
         "_apply",
         "_decision_count",
+        "_directions",
         "_environment",
         "_governor",
         "_history",
@@ -63,6 +64,7 @@ class Feedback:
         "_listeners",
         "_policy",
         "_totals",
+        "_window_listeners",
         "max_samples",
         "ok_latencies",
     )
@@ -82,8 +84,10 @@ class Feedback:
         self._environment = environment
         self._history: deque[Decision] = deque(maxlen=check_int("history_size", history_size, low=1))
         self._listeners: list[DecisionListener] = []
+        self._window_listeners: list[WindowListener] = []
         self._apply = apply
         self._decision_count = 0
+        self._directions = [0, 0, 0]  # decisions that raised, lowered, held the limit
         self._totals = [0, 0, 0, 0]  # closed windows' counts, by Outcome in declaration order
         self._last_window: Window | None = None
         # The first window opens at the first sample's start (the gate's clock may need a loop).
@@ -134,6 +138,13 @@ class Feedback:
             peak_inflight: The most permits held at once during the window.
             saw_waiters: Whether callers queued during the window.
         """
+        ok_sorted: list[float] | None = None
+        if self._window_listeners:
+            # Sorted here (the window's own percentiles sort them anyway, and a sorted
+            # list sorts again in one pass) and copied: closing the window clears them.
+            latencies = self.ok_latencies
+            latencies.sort()
+            ok_sorted = latencies[:]
         window = self._agg.close(now, limit, peak_inflight=peak_inflight, saw_waiters=saw_waiters)
         totals = self._totals
         for i, n in enumerate(
@@ -141,6 +152,12 @@ class Feedback:
         ):
             totals[i] += n
         self._last_window = window
+        if ok_sorted is not None:
+            for window_listener in tuple(self._window_listeners):
+                try:
+                    window_listener(window, ok_sorted)
+                except Exception:
+                    logger.exception("window listener %r failed", window_listener)
         adjustment = self._policy.update(window)
         return self._decide(adjustment.limit, adjustment.reason, window, now, limit)
 
@@ -167,8 +184,20 @@ class Feedback:
         self._apply(decision)
         self._history.append(decision)
         self._decision_count += 1
+        self._directions[0 if new > old else 1 if new < old else 2] += 1
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("%s", decision.describe())
+            # The message is for people; the fields are for JSON formatters and structlog.
+            logger.debug(
+                "%s",
+                decision.describe(),
+                extra={
+                    "governor": self._governor,
+                    "environment": self._environment,
+                    "old": old,
+                    "new": new,
+                    "reason": reason,
+                },
+            )
         for listener in tuple(self._listeners):
             try:
                 listener(decision)
@@ -193,6 +222,10 @@ class Feedback:
         """How many decisions were made."""
         return self._decision_count
 
+    def decisions_by_direction(self) -> Mapping[str, int]:
+        """Decisions that raised (``up``), lowered (``down``) and held (``hold``) the limit."""
+        return dict(zip(("up", "down", "hold"), self._directions, strict=True))
+
     @property
     def last_window(self) -> Window | None:
         """The last closed window, if any."""
@@ -214,3 +247,13 @@ class Feedback:
     def remove_listener(self, listener: DecisionListener) -> None:
         """Stop calling ``listener``; a listener never added is an error (ValueError)."""
         self._listeners.remove(listener)
+
+    def add_window_listener(self, listener: WindowListener) -> None:
+        """Call ``listener(window, ok_latencies_s)`` as each window closes (see `WindowListener`)."""
+        if not callable(listener):
+            raise TypeError(f"listener must be callable, got {listener!r}")
+        self._window_listeners.append(listener)
+
+    def remove_window_listener(self, listener: WindowListener) -> None:
+        """Stop calling ``listener``; a listener never added is an error (ValueError)."""
+        self._window_listeners.remove(listener)

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Any, Literal
 
+from . import _registry
 from ._classify import Classifier, OverloadError, default_classify
 from ._clock import Clock, loop_time
-from ._events import Decision, DecisionListener
+from ._events import Decision, DecisionListener, WindowListener
 from ._feedback import Feedback
 from ._names import check_environment, check_governor_name
 from ._persistence import Persistence, StateStore, bind_persistence
@@ -157,6 +158,8 @@ class GovernorStats:
         last_window: The last closed window, if any.
         last_decision: The last decision, if any.
         decision_count: How many decisions were made.
+        decisions_by_direction: Decisions by direction of the limit: ``up``,
+            ``down`` and ``hold``, since creation.
     """
 
     name: str
@@ -174,6 +177,7 @@ class GovernorStats:
     last_window: Window | None
     last_decision: Decision | None
     decision_count: int
+    decisions_by_direction: Mapping[str, int]
 
     @property
     def decisions(self) -> int:
@@ -390,6 +394,7 @@ class Governor:
         self._state_pending = self._persistence is not None
         self._slow = True
         self._refresh_slow()
+        _registry.register(self)  # a weak reference, for metrics exporters
 
     def _refresh_slow(self) -> None:
         """Compute the one flag that sends callers off the fast path.
@@ -467,7 +472,25 @@ class Governor:
             last_window=w,
             last_decision=feedback.last_decision,
             decision_count=feedback.decision_count,
+            decisions_by_direction=MappingProxyType(feedback.decisions_by_direction()),
         )
+
+    def plot(self, path: str) -> None:
+        """Draw what this governor did to the PNG file ``path`` (the ``plot`` extra, matplotlib).
+
+        The picture the demo draws, from the decisions kept in `decisions`
+        (the last ``history_size``): the limit after each decision, each
+        window's peak in-flight work, its p50 latency and its overloads.
+
+        Raises:
+            ImportError: When matplotlib is missing.
+            aiogovernor.PlotError: When the file cannot be written.
+        """
+        from ._plot import Trace, draw
+
+        trace = Trace()
+        trace.add_decisions(self._feedback.history)
+        draw(trace, path, title=f"{self._name} [{self._environment}]: {self._policy.name}")
 
     def derive(self, name: str, policy: LimitPolicy | None = None) -> Governor:
         """A new governor set up like this one, under another name.
@@ -494,6 +517,14 @@ class Governor:
     def remove_listener(self, listener: DecisionListener) -> None:
         """Stop calling ``listener``; a listener never added is an error (ValueError)."""
         self._feedback.remove_listener(listener)
+
+    def add_window_listener(self, listener: WindowListener) -> None:
+        """Call ``listener(window, ok_latencies_s)`` as each window closes (see `WindowListener`)."""
+        self._feedback.add_window_listener(listener)
+
+    def remove_window_listener(self, listener: WindowListener) -> None:
+        """Stop calling ``listener``; a listener never added is an error (ValueError)."""
+        self._feedback.remove_window_listener(listener)
 
     def __repr__(self) -> str:
         return (
