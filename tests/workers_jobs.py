@@ -42,3 +42,9 @@ def die_once(marker: str) -> int:
 def noisy(x: int) -> int:
     print("a job's print goes to stderr, not into the protocol")
     return x
+
+
+def tagged(n: int) -> dict[str, int]:
+    """A short job that says which pool process ran it (its worker's parent)."""
+    time.sleep(0.05)
+    return {"n": n, "pool": os.getppid()}

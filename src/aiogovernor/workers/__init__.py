@@ -20,6 +20,7 @@ from ._errors import WorkerDied as WorkerDied
 from ._errors import WorkerError as WorkerError
 from ._errors import WorkerStartError as WorkerStartError
 from ._pool import WorkerPool as WorkerPool
+from ._queue import RedisJobQueue as RedisJobQueue
 from ._status import Job as Job
 from ._status import JobState as JobState
 from ._status import TypeStatus as TypeStatus
@@ -33,6 +34,7 @@ __all__ = [
     "JobCancelled",
     "JobFailed",
     "JobState",
+    "RedisJobQueue",
     "TypeStatus",
     "WorkerDied",
     "WorkerError",

@@ -44,13 +44,15 @@ def _read_frame(stream: BinaryIO) -> Any:
     return pickle.loads(body)
 
 
-def _write_frame(fd: int, message: Any) -> None:
-    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    data = _HEADER.pack(len(body)) + body
+def _write(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        written = os.write(fd, view)
-        view = view[written:]
+        view = view[os.write(fd, view) :]
+
+
+def _write_frame(fd: int, message: Any) -> None:
+    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    _write(fd, _HEADER.pack(len(body)) + body)
 
 
 def _watch_stdin(stdin: BinaryIO, jobs: queue.SimpleQueue[Any]) -> None:
@@ -131,7 +133,10 @@ def main() -> None:
         loop = asyncio.new_event_loop()
     jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
     threading.Thread(target=_watch_stdin, args=(stdin, jobs), daemon=True, name="stdin-watch").start()
-    _write_frame(out, ("ready", os.getpid()))
+    try:
+        _write_frame(out, ("ready", os.getpid()))
+    except OSError:
+        os._exit(0)
     while True:
         key, payload = jobs.get()
         try:
@@ -139,14 +144,19 @@ def main() -> None:
             reply: Any = (key, True, result)
             body = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
         except BaseException as exc:
-            if isinstance(exc, KeyboardInterrupt | SystemExit):
-                raise
+            if isinstance(exc, SystemExit):
+                # The job asked the process to exit: it does, at once (the parent reports
+                # a worker that died). Not through interpreter shutdown: the stdin watcher
+                # thread holds stdin's lock, and finalizing would abort.
+                sys.stderr.flush()
+                os._exit(exc.code if isinstance(exc.code, int) else 1)
             reply = (key, False, _failure(exc))
             body = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
-        data = _HEADER.pack(len(body)) + body
-        view = memoryview(data)
-        while view:
-            view = view[os.write(out, view) :]
+        try:
+            _write(out, _HEADER.pack(len(body)) + body)
+        except OSError:
+            # The parent is gone (a broken pipe): leave at once, as the stdin watcher would.
+            os._exit(0)
 
 
 def _is_async(fn: Any) -> bool:
