@@ -485,3 +485,23 @@ def test_the_example_runs() -> None:
         check=True,
     )
     assert "squares:" in out.stdout
+
+
+def test_the_docs_first_example_runs(tmp_path: Path) -> None:
+    text = (ROOT / "docs" / "workers.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "docs_example.py"
+    script.write_text(code)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "a.png.thumb.png" in out.stdout
+
+
+def test_importing_the_package_pulls_in_no_extra() -> None:
+    code = (
+        "import sys, aiogovernor.workers\n"
+        "print(','.join(m for m in ('redis', 'rich', 'psutil') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

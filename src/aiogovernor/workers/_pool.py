@@ -603,6 +603,7 @@ class WorkerPool:
             if proc.returncode is None:  # it closed its stdout but lives on
                 await self._stop_process(w, True)
             w.returncode = proc.returncode
+            await w.channel.close()
         expected = w.state == RETIRING or self._stopping
         from ._errors import describe_exit
 
@@ -677,7 +678,7 @@ class WorkerPool:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
             await proc.wait()
-            await w.channel.close_input()
+            await w.channel.close()
 
     async def _reaper(self) -> None:
         """Retire idle workers beyond ``min_idle`` after ``idle_timeout_s``, and idle ones past their age."""

@@ -131,6 +131,14 @@ class Channel:
             with contextlib.suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
                 await self.proc.stdin.aclose()
 
+    async def close(self) -> None:
+        """Close every pipe of a process that has exited (and wait for it)."""
+        import anyio
+
+        if self.proc is not None:
+            with contextlib.suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await self.proc.aclose()
+
     async def _send(self, data: bytes) -> None:
         import anyio
 
