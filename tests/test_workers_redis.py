@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,16 +73,26 @@ def test_two_pools_one_killed_every_job_completes_exactly_once(
         async def main() -> None:
             queue = RedisJobQueue(redis_server.url, name="fleet", claim_idle_s=0.5)
             ids = [await queue.submit("tag", n, job_id=f"job-{n}") for n in range(40)]
-            # Wait until pool A has done some work, then kill it -9 while it holds jobs.
+            # Wait until pool A has finished a job and holds others, then kill it -9.
             seen: dict[str, dict[str, int]] = {}
-            while not any(r["pool"] == a.pid for r in seen.values()):
+            while len(seen) < len(ids) and not any(r["pool"] == a.pid for r in seen.values()):
                 seen.update(await queue.results([i for i in ids if i not in seen][:1], timeout_s=30))
             os.kill(a.pid, signal.SIGKILL)
+            a.wait()
+            # What A had taken and not acknowledged when it died: pool B must take it over.
+            held = await queue.client.xpending_range(
+                queue.stream, queue.group, min="-", max="+", count=100, consumername="pool-a"
+            )
+            held_ids: set[str] = set()
+            for entry in held:
+                found: Any = await queue.client.xrange(queue.stream, entry["message_id"], entry["message_id"])
+                held_ids.update(fields[b"id"].decode() for _id, fields in found)
+            assert held_ids, "pool A was killed while it held jobs"
             rest = await queue.results([i for i in ids if i not in seen], timeout_s=60)
             seen.update(rest)
             assert sorted(seen) == sorted(ids), "every job has exactly one result"
             assert all(seen[f"job-{n}"]["n"] == n for n in range(40))
-            assert any(r["pool"] == b.pid for r in rest.values()), "pool B took over the rest"
+            assert held_ids <= set(rest), "the jobs A held were completed after it died"
             # Nothing left pending in the group: every job was acknowledged.
             pending = await queue.client.xpending(queue.stream, queue.group)
             assert pending["pending"] == 0

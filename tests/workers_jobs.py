@@ -46,5 +46,9 @@ def noisy(x: int) -> int:
 
 def tagged(n: int) -> dict[str, int]:
     """A short job that says which pool process ran it (its worker's parent)."""
-    time.sleep(0.05)
+    time.sleep(0.2)
     return {"n": n, "pool": os.getppid()}
+
+
+def identity(x: Any) -> Any:
+    return x

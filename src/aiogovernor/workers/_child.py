@@ -10,7 +10,7 @@ The protocol (each frame is a 4-byte big-endian length and a pickle):
    ``sys.path`` and ``__main__`` (as `multiprocessing`'s spawn start method
    does), and the pickled callable;
 2. the child answers ``("ready", pid)``, or ``("start_failed", text)``;
-3. then, for each job, the parent sends ``(key, payload)`` and the child
+3. then, for each job, the parent sends ``(key, payload_pickle)`` and the child
    answers ``(key, True, result)`` or ``(key, False, (exception_pickle, summary, traceback_text))``.
 
 The end of stdin means "exit now": between jobs it is how the parent retires
@@ -65,21 +65,36 @@ def _watch_stdin(stdin: BinaryIO, jobs: queue.SimpleQueue[Any]) -> None:
         os._exit(0)
 
 
+_MAIN = b"__main__"  # a pickle that refers to the parent's main module names it
+
+
 def _prepare(preparation: dict[str, Any]) -> None:
-    """Rebuild the parent's import path and ``__main__``, as multiprocessing's spawn does.
-
-    The parent's ``__main__`` is run again as ``__mp_main__`` (its
-    ``if __name__ == "__main__":`` block does not run), so that callables
-    defined in the main script unpickle here. Written out rather than
-    calling ``multiprocessing.spawn.prepare``: importing multiprocessing
-    costs every worker start about 50 ms.
-    """
-    import runpy
-    import types
-
+    """Rebuild the parent's import path, as multiprocessing's spawn does."""
     sys.path[:] = preparation["sys_path"]
     sys.argv = preparation["sys_argv"]
     os.chdir(preparation["dir"])
+
+
+_main_imported = False
+
+
+def _import_main(preparation: dict[str, Any]) -> None:
+    """Run the parent's ``__main__`` again as ``__mp_main__``, as multiprocessing's spawn does.
+
+    Its ``if __name__ == "__main__":`` block does not run. Done only when a
+    pickle refers to ``__main__`` (the callable, or a payload, is defined in
+    the main script): re-running a script that imports much (aiogovernor,
+    asyncio, ...) would cost every worker start that much. Written out rather
+    than calling ``multiprocessing.spawn.prepare``: importing multiprocessing
+    costs every worker start about 50 ms.
+    """
+    global _main_imported
+    if _main_imported:
+        return
+    _main_imported = True
+    import runpy
+    import types
+
     name = preparation.get("main_name")
     path = preparation.get("main_path")
     if name is not None:
@@ -121,6 +136,8 @@ def main() -> None:
         return
     try:
         _prepare(preparation)
+        if _MAIN in fn_pickle:
+            _import_main(preparation)
         fn = pickle.loads(fn_pickle)
     except BaseException as exc:
         _write_frame(out, ("start_failed", "".join(traceback.format_exception(exc))))
@@ -138,8 +155,11 @@ def main() -> None:
     except OSError:
         os._exit(0)
     while True:
-        key, payload = jobs.get()
+        key, payload_pickle = jobs.get()
         try:
+            if _MAIN in payload_pickle:
+                _import_main(preparation)
+            payload = pickle.loads(payload_pickle)
             result = loop.run_until_complete(fn(payload)) if loop is not None else fn(payload)
             reply: Any = (key, True, result)
             body = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)

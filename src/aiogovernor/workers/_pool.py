@@ -21,7 +21,7 @@ from aiogovernor._progress import ProgressCallback
 from aiogovernor._validate import check_float
 
 from ._errors import JobCancelled, JobFailed, WorkerDied, WorkerStartError
-from ._process import Channel, Reply, StartFailed
+from ._process import Channel, Reply, StartFailed, encode_job
 from ._status import Job, JobState, TypeStatus, WorkerEvent, WorkerListener, WorkerStatus
 from ._types import WorkerType
 
@@ -404,19 +404,21 @@ class WorkerPool:
         import anyio
 
         retry = ts.spec.retry
+        key = next(self._keys)
+        data = encode_job(ts.spec.fn_pickle is not None, key, job.payload)  # a bad payload fails here
         while True:
             w = await self._take_worker(ts)
             job.attempts += 1
             job.state = JobState.RUNNING
             job.pid = w.pid
-            slot = _Reply(next(self._keys))
+            slot = _Reply(key)
             w.slot, w.job = slot, job
             w.jobs_started += 1
             self._mark_last_job(ts, w)
             try:
                 # A worker gone before the send: its task sees the exit and says so below.
                 with contextlib.suppress(EOFError):
-                    await w.channel.send(slot.key, job.payload)
+                    await w.channel.send(data)
                 await slot.event.wait()
             except BaseException:
                 w.slot, w.job = None, None

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import anyio.abc
     from anyio.streams.buffered import BufferedByteReceiveStream
 
-__all__ = ["Channel", "Reply", "StartFailed"]
+__all__ = ["Channel", "Reply", "StartFailed", "encode_job"]
 
 _HEADER = struct.Struct(">I")
 _CHILD = str(Path(__file__).with_name("_child.py"))
@@ -34,6 +34,9 @@ def preparation() -> dict[str, Any]:
     """What a Python worker needs to rebuild the parent's ``sys.path`` and ``__main__`` (as spawn does)."""
     data: dict[str, Any] = {"sys_path": list(sys.path), "sys_argv": list(sys.argv), "dir": os.getcwd()}
     main = sys.modules.get("__main__")
+    # A result of a class defined in the main script comes back from ``__mp_main__``.
+    if main is not None:
+        sys.modules.setdefault("__mp_main__", main)
     spec = getattr(main, "__spec__", None)
     if spec is not None and spec.name:
         data["main_name"] = spec.name  # run with -m
@@ -44,6 +47,29 @@ def preparation() -> dict[str, Any]:
     # A relative import path entry means the parent's working directory.
     data["sys_path"] = [os.path.abspath(p) if p else os.getcwd() for p in data["sys_path"]]
     return data
+
+
+def encode_job(python: bool, key: int, payload: Any) -> bytes:
+    """One job as its worker reads it: a pickled frame, or a JSON line.
+
+    Raises:
+        TypeError: When the payload cannot be pickled (or, for a command, written as JSON).
+    """
+    if python:
+        try:
+            # Pickled apart, so that a payload the worker cannot rebuild fails its job, not the worker.
+            payload_pickle = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise TypeError(
+                f"the payload cannot be pickled for the worker: {type(exc).__name__}: {exc}"
+            ) from None
+        body = pickle.dumps((key, payload_pickle), protocol=pickle.HIGHEST_PROTOCOL)
+        return _HEADER.pack(len(body)) + body
+    try:
+        line = json.dumps({"id": key, "payload": payload}, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"a command worker's payload must be JSON-serialisable: {exc}") from None
+    return line.encode() + b"\n"
 
 
 class Channel:
@@ -103,13 +129,9 @@ class Channel:
 
         return describe_exit(self.proc.returncode if self.proc is not None else None)
 
-    async def send(self, key: int, payload: Any) -> None:
-        """Send one job; OSError-like failures mean the worker is gone."""
-        if self._fn_pickle is not None:
-            await self._send_frame((key, payload))
-        else:
-            line = json.dumps({"id": key, "payload": payload}, separators=(",", ":")) + "\n"
-            await self._send(line.encode())
+    async def send(self, data: bytes) -> None:
+        """Send one job, made by `encode_job`; EOFError when the worker is gone."""
+        await self._send(data)
 
     async def receive(self) -> Reply:
         """The next reply; EOFError when the process has closed its output (exited)."""
