@@ -15,12 +15,17 @@ Side by side, in one run, interleaved and repeated:
   job (starting workers included), counted as for the fixed pool; the pool's spawn latency (spawn to
   ready); and the time from a burst's last result to the exit of its last
   idle worker (about ``idle_timeout_s``).
+- where the pool's job functions live (``--jobs-from``): in a small module
+  (the default; the fixed pool always uses it), or in this script, which
+  each worker then runs again (importing asyncio and aiogovernor), as
+  `multiprocessing`'s spawn would.
 - **recycling**: ``--recycle-jobs`` trivial jobs through ``pool.map`` with
   ``max_jobs_per_worker=10`` and without: jobs lost, jobs duplicated,
   throughput ratio.
 
     .venv/bin/python benchmarks/workers.py                  # 10 000 jobs recycled: long on 2 busy cores
     .venv/bin/python benchmarks/workers.py --bursts 2 --repeat 2 --recycle-jobs 2000
+    .venv/bin/python benchmarks/workers.py --bursts 2 --repeat 2 --recycle-jobs 2000 --jobs-from main
 """
 
 from __future__ import annotations
@@ -35,13 +40,15 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+import _worker_jobs
+
 from aiogovernor.workers import WorkerEvent, WorkerPool, WorkerType
 
 JOB_CPU_S = 0.05
 
 
 def cpu_job(seconds: float) -> float:
-    """Spin for ``seconds`` of this process's CPU time; return the wall time it took."""
+    """`_worker_jobs.cpu_job`, defined in the main script: a worker must run this script to find it."""
     start_wall = time.perf_counter()
     end = time.process_time() + seconds
     while time.process_time() < end:
@@ -51,6 +58,13 @@ def cpu_job(seconds: float) -> float:
 
 def echo(n: int) -> int:
     return n
+
+
+def job_functions(where: str) -> tuple[Any, Any]:
+    """The jobs, from this script (a worker re-runs it, importing aiogovernor) or from a small module."""
+    if where == "main":
+        return cpu_job, echo
+    return _worker_jobs.cpu_job, _worker_jobs.echo
 
 
 class StateMeter:
@@ -84,7 +98,8 @@ class StateMeter:
 
 
 async def bursty_pool(args: argparse.Namespace, cores: int) -> dict[str, Any]:
-    spec = WorkerType("cpu", fn=cpu_job, max_workers=cores, idle_timeout_s=args.idle_timeout_s)
+    fn = job_functions(args.jobs_from)[0]
+    spec = WorkerType("cpu", fn=fn, max_workers=cores, idle_timeout_s=args.idle_timeout_s)
     events: list[tuple[float, WorkerEvent]] = []
     busy_s = job_s = 0.0
     to_last_exit: list[float] = []
@@ -121,13 +136,15 @@ async def bursty_fixed(args: argparse.Namespace, cores: int) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     with ProcessPoolExecutor(max_workers=cores) as ppe:
         # Kept alive: started and warm before the run, as a long-lived service's pool is.
-        await asyncio.gather(*(loop.run_in_executor(ppe, cpu_job, 0.0) for _ in range(cores * 4)))
+        await asyncio.gather(
+            *(loop.run_in_executor(ppe, _worker_jobs.cpu_job, 0.0) for _ in range(cores * 4))
+        )
         busy_s = job_s = 0.0
         start_all = time.perf_counter()
         for _ in range(args.bursts):
             start = time.perf_counter()
             walls = await asyncio.gather(
-                *(loop.run_in_executor(ppe, cpu_job, JOB_CPU_S) for _ in range(args.burst_jobs))
+                *(loop.run_in_executor(ppe, _worker_jobs.cpu_job, JOB_CPU_S) for _ in range(args.burst_jobs))
             )
             busy_s += time.perf_counter() - start
             job_s += sum(walls)
@@ -137,8 +154,14 @@ async def bursty_fixed(args: argparse.Namespace, cores: int) -> dict[str, Any]:
     return {"busy_s": busy_s, "idle_worker_s": alive_worker_s - job_s, "not_in_job_s": alive_worker_s - job_s}
 
 
-async def recycling(n: int, max_jobs: int | None, cores: int) -> dict[str, Any]:
-    spec = WorkerType("echo", fn=echo, max_workers=cores, max_jobs_per_worker=max_jobs, idle_timeout_s=5.0)
+async def recycling(n: int, max_jobs: int | None, cores: int, where: str) -> dict[str, Any]:
+    spec = WorkerType(
+        "echo",
+        fn=job_functions(where)[1],
+        max_workers=cores,
+        max_jobs_per_worker=max_jobs,
+        idle_timeout_s=5.0,
+    )
     async with WorkerPool(spec) as pool:
         start = time.perf_counter()
         out = await pool.map("echo", range(n))
@@ -164,11 +187,17 @@ async def main() -> None:
     parser.add_argument("--idle-timeout-s", type=float, default=1.0)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--recycle-jobs", type=int, default=10_000)
+    parser.add_argument(
+        "--jobs-from",
+        choices=("main", "module"),
+        default="module",
+        help="where the pool's job functions live: this script (each worker re-runs it) or a module",
+    )
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     print(
         f"cores={cores} bursts={args.bursts}x{args.burst_jobs} jobs of {JOB_CPU_S * 1000:.0f} ms CPU, "
-        f"quiet {args.quiet_s:g}s, pool idle_timeout_s={args.idle_timeout_s:g}"
+        f"quiet {args.quiet_s:g}s, pool idle_timeout_s={args.idle_timeout_s:g}, jobs from {args.jobs_from}"
     )
     time_ratios: list[float] = []
     idle_ratios: list[float] = []
@@ -199,8 +228,8 @@ async def main() -> None:
     print(f"spawn latency (s):              {spread(spawn)}")
     print(f"last result -> last exit (s):   {spread(to_exit)}   (idle_timeout_s={args.idle_timeout_s:g})")
     if args.recycle_jobs:
-        plain = await recycling(args.recycle_jobs, None, cores)
-        recycled = await recycling(args.recycle_jobs, 10, cores)
+        plain = await recycling(args.recycle_jobs, None, cores, args.jobs_from)
+        recycled = await recycling(args.recycle_jobs, 10, cores, args.jobs_from)
         print(
             f"recycling every 10 jobs over {args.recycle_jobs}: lost {recycled['lost']}, duplicated "
             f"{recycled['duplicated']}, {recycled['spawned']} workers started, "

@@ -110,7 +110,7 @@ class Channel:
             try:
                 kind, detail = await self._receive_frame()
             except EOFError:
-                raise StartFailed(f"the worker process {self._exit_text()} before it was ready") from None
+                raise StartFailed(f"the worker process {await self._exit_text()} before it was ready") from None
             if kind != "ready":
                 raise StartFailed(f"the worker process could not load its callable:\n{detail}")
             return
@@ -119,15 +119,22 @@ class Channel:
                 message = await self._receive_line()
             except EOFError:
                 raise StartFailed(
-                    f"the command {self._exit_text()} before it printed its ready line"
+                    f"the command {await self._exit_text()} before it printed its ready line"
                 ) from None
             if isinstance(message, dict) and message.get("ready") is True:
                 return
 
-    def _exit_text(self) -> str:
+    async def _exit_text(self) -> str:
+        import anyio
+
         from ._errors import describe_exit
 
-        return describe_exit(self.proc.returncode if self.proc is not None else None)
+        if self.proc is None:
+            return describe_exit(None)
+        # Its output closed: it has exited, or is about to. Its status says how.
+        with anyio.move_on_after(1.0):
+            await self.proc.wait()
+        return describe_exit(self.proc.returncode)
 
     async def send(self, data: bytes) -> None:
         """Send one job, made by `encode_job`; EOFError when the worker is gone."""
