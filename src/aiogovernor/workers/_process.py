@@ -110,7 +110,9 @@ class Channel:
             try:
                 kind, detail = await self._receive_frame()
             except EOFError:
-                raise StartFailed(f"the worker process {await self._exit_text()} before it was ready") from None
+                raise StartFailed(
+                    f"the worker process {await self._exit_text()} before it was ready"
+                ) from None
             if kind != "ready":
                 raise StartFailed(f"the worker process could not load its callable:\n{detail}")
             return
