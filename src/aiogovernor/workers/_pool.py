@@ -344,7 +344,7 @@ class WorkerPool:
             worker_type: The type that runs every payload.
             payloads: An iterable or async iterable of payloads.
             return_exceptions: Put each failure in the results instead of raising.
-            progress: A `aiogovernor.MapProgress` callback, or True for a rich
+            progress: A `aiogovernor.Progress` callback, or True for a rich
                 progress bar (the ``rich`` extra; nothing without it).
         """
         ts = self._type(worker_type)
