@@ -488,17 +488,6 @@ def test_trio_runs_the_pool_too() -> None:
     anyio.run(main, backend="trio")
 
 
-def test_the_example_runs() -> None:
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "workers.py")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    assert "squares:" in out.stdout
-
-
 def test_the_docs_first_example_runs(tmp_path: Path) -> None:
     text = (ROOT / "docs" / "workers.md").read_text()
     code = text.split("```python\n", 1)[1].split("```", 1)[0]
