@@ -26,6 +26,7 @@ RUNS_ALONE = [
     "retry_after.py",
     "uploads.py",
     "optuna_remote.py",
+    "workers.py",
 ]
 RUN_TWICE = ["learned_state.py"]
 

@@ -23,6 +23,7 @@ import aiogovernor.state
 import aiogovernor.testing
 import aiogovernor.testing.servers
 import aiogovernor.uploads
+import aiogovernor.workers
 
 PUBLIC_MODULES = [
     aiogovernor,
@@ -39,6 +40,7 @@ PUBLIC_MODULES = [
     aiogovernor.testing,
     aiogovernor.testing.servers,
     aiogovernor.uploads,
+    aiogovernor.workers,
 ]
 
 
