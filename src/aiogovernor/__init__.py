@@ -1,13 +1,15 @@
 """aiogovernor: an asyncio-native concurrency governor.
 
 An async semaphore whose limit a feedback loop resizes while work runs, so
-that you stop hand-tuning concurrency::
+that you stop hand-tuning concurrency:
 
-    from aiogovernor import Governor
+```python
+from aiogovernor import Governor
 
-    gov = Governor("uploads")
-    async with gov:
-        await upload(item)
+gov = Governor("uploads")
+async with gov:
+    await upload(item)
+```
 
 Layout (imports point down the list; ``tests/test_layers.py`` checks it):
 

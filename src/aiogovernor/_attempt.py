@@ -15,16 +15,18 @@ the uploader) runs this loop, so that the rules hold in one place:
 One `Attempts` object is made per map, transport or upload run (it holds the
 shared budget and the jitter source); `Attempts.run` drives one unit of work.
 Integrations adapt it by overriding its hooks (the shape of stamina's
-``retry_context``: one loop behind every form)::
+``retry_context``: one loop behind every form):
 
-    class HTTPAttempts(Attempts[httpx.Response]):
-        def classify(self, governor, result):   # a response or an exception
-            return classify_http(result)
-        def retry_after_s(self, result):
-            return retry_after_s(result) if isinstance(result, httpx.Response) else None
+```python
+class HTTPAttempts(Attempts[httpx.Response]):
+    def classify(self, governor, result):   # a response or an exception
+        return classify_http(result)
+    def retry_after_s(self, result):
+        return retry_after_s(result) if isinstance(result, httpx.Response) else None
 
-    attempts = HTTPAttempts(retry=Retry(attempts=3), rng=random.Random(seed))
-    response = await attempts.run(governor, lambda permit, attempt: send(request))
+attempts = HTTPAttempts(retry=Retry(attempts=3), rng=random.Random(seed))
+response = await attempts.run(governor, lambda permit, attempt: send(request))
+```
 """
 
 from __future__ import annotations

@@ -252,21 +252,23 @@ def _default_environment() -> str:
 class Governor:
     """An async semaphore whose limit a feedback loop resizes while work runs.
 
-    Three ways in::
+    Three ways in:
 
-        async with gov:                      # take a permit, measure, release
-            await call()
+    ```python
+    async with gov:                      # take a permit, measure, release
+        await call()
 
-        async with gov as permit:            # ... and say how it went
-            r = await client.get(url)
-            if r.status_code == 429:
-                permit.overload(retry_after_s=5)
+    async with gov as permit:            # ... and say how it went
+        r = await client.get(url)
+        if r.status_code == 429:
+            permit.overload(retry_after_s=5)
 
-        permit = await gov.acquire(timeout_s=1.0)   # manual form
-        try:
-            await call()
-        finally:
-            permit.release()
+    permit = await gov.acquire(timeout_s=1.0)   # manual form
+    try:
+        await call()
+    finally:
+        permit.release()
+    ```
 
     Each finished unit of work becomes a sample; samples are aggregated into
     windows; each window goes to the policy, which returns the next limit.

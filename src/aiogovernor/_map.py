@@ -784,11 +784,13 @@ def governed_imap(
     """Stream ``await fn(item)`` results in input order, as many calls at once as the governor allows.
 
     The calls run in a task group for as long as the ``async with`` block
-    (structured concurrency: leaving the block cancels what still runs)::
+    (structured concurrency: leaving the block cancels what still runs):
 
-        async with governed_imap(fetch, urls, governor=gov) as results:
-            async for page in results:
-                ...
+    ```python
+    async with governed_imap(fetch, urls, governor=gov) as results:
+        async for page in results:
+            ...
+    ```
 
     Items are pulled lazily and results wait for the consumer in a bounded
     buffer, so memory stays O(limit) even for an endless input; a slow
@@ -834,11 +836,13 @@ def governed_imap_unordered(
     """Stream ``await fn(item)`` results as they finish (the as-completed form of `governed_imap`).
 
     No slow item holds back the others. To know which item a result belongs
-    to, return it from ``fn`` (``return item, await fetch(item)``)::
+    to, return it from ``fn`` (``return item, await fetch(item)``):
 
-        async with governed_imap_unordered(fetch, urls) as results:
-            async for page in results:
-                ...
+    ```python
+    async with governed_imap_unordered(fetch, urls) as results:
+        async for page in results:
+            ...
+    ```
 
     Takes the same arguments as `governed_imap`.
 

@@ -16,18 +16,20 @@ both build on them):
   delta-seconds or HTTP-date form, as seconds to wait, or None when there is
   nothing usable in it (then fall back to backoff).
 
-A caller's retry loop, in outline::
+A caller's retry loop, in outline:
 
-    budget = retry.new_budget()
-    rng = random.Random()
-    attempt = 1
-    budget.record_request()
-    while True:
-        outcome, retry_after_s = await one_attempt()   # its own permit, its own sample
-        if not retry.should_retry(attempt, outcome) or not budget.try_spend():
-            break
-        await sleep(retry.delay_s(attempt, rng=rng, retry_after_s=retry_after_s))
-        attempt += 1
+```python
+budget = retry.new_budget()
+rng = random.Random()
+attempt = 1
+budget.record_request()
+while True:
+    outcome, retry_after_s = await one_attempt()   # its own permit, its own sample
+    if not retry.should_retry(attempt, outcome) or not budget.try_spend():
+        break
+    await sleep(retry.delay_s(attempt, rng=rng, retry_after_s=retry_after_s))
+    attempt += 1
+```
 
 The permit is released before the sleep: a retry waiting out its backoff
 holds no concurrency.

@@ -113,11 +113,13 @@ class FleetCeiling:
     acquisition, on Redis' own clock: permits never exceed it. Waiting
     callers poll (every ``poll_s``, jittered). Runs on asyncio (``redis.asyncio``).
 
-    Usage::
+    Usage:
 
-        fleet = FleetCeiling("upstream-api", cap=64, url="redis://redis:6379/0")
-        async with fleet.guard(gov):          # a local permit, then a fleet one
-            await call()
+    ```python
+    fleet = FleetCeiling("upstream-api", cap=64, url="redis://redis:6379/0")
+    async with fleet.guard(gov):          # a local permit, then a fleet one
+        await call()
+    ```
 
     Args:
         name: The shared pool's name: every process using it shares the cap.

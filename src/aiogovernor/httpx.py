@@ -1,14 +1,14 @@
 """Govern an httpx client: a transport that takes a permit per request and reads HTTP's own signals.
 
-::
+```python
+import httpx
+from aiogovernor import Governor
+from aiogovernor.httpx import GovernedTransport
 
-    import httpx
-    from aiogovernor import Governor
-    from aiogovernor.httpx import GovernedTransport
-
-    gov = Governor("api")
-    async with httpx.AsyncClient(transport=GovernedTransport(gov)) as client:
-        r = await client.get("https://api.example.com/items")
+gov = Governor("api")
+async with httpx.AsyncClient(transport=GovernedTransport(gov)) as client:
+    r = await client.get("https://api.example.com/items")
+```
 
 The permit is taken before the connection pool and held until the response
 is closed (its body read, or the stream closed), so a streaming download

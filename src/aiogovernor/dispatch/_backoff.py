@@ -1,4 +1,4 @@
-"""The jittered backoff between status polls (private; issue 4 brings the general retry policy)."""
+"""The jittered backoff between status polls: polls keep their own schedule, apart from `Retry`."""
 
 from __future__ import annotations
 

@@ -3,14 +3,16 @@
 `LocalServerless` serves RunPod's API shape (``/v2/{endpoint_id}/run``,
 ``/runsync``, ``/status/{id}``, ``/cancel/{id}``, ``/health``) from a
 starlette app on a free loopback port, in a background thread with its own
-event loop, so that any test loop (or a plain script) can talk to it::
+event loop, so that any test loop (or a plain script) can talk to it:
 
-    from aiogovernor.dispatch.testing import FakeEndpoint, LocalServerless
+```python
+from aiogovernor.dispatch.testing import FakeEndpoint, LocalServerless
 
-    with LocalServerless({"gpu-a": FakeEndpoint(workers=2, failure_rate=0.3)}) as server:
-        client = JobClient("gpu-a", api_key=server.api_key, base_url=server.base_url)
-        ...
-        assert server.live_jobs() == 0   # no orphaned job
+with LocalServerless({"gpu-a": FakeEndpoint(workers=2, failure_rate=0.3)}) as server:
+    client = JobClient("gpu-a", api_key=server.api_key, base_url=server.base_url)
+    ...
+    assert server.live_jobs() == 0   # no orphaned job
+```
 
 Each endpoint has W workers, a job duration, an optional queue bound (429
 with Retry-After beyond it), cold starts, a failure rate, an execution

@@ -1,4 +1,4 @@
-"""`ThroughputAIMD`: the seed uploader's throughput-driven rules, made correct."""
+"""`ThroughputAIMD`: throughput-driven rules as batch uploaders use them, made correct."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ __all__ = ["ThroughputAIMD"]
 
 
 class ThroughputAIMD(BoundedPolicy):
-    """Steer by throughput between consecutive windows (the seed uploader's profile).
+    """Steer by throughput between consecutive windows (a batch uploader's profile).
 
     Each window is compared with the previous one:
 

@@ -1,10 +1,10 @@
 """OpenTelemetry metrics for every live governor (the ``otel`` extra: ``opentelemetry-api``).
 
-::
+```python
+from aiogovernor.metrics.otel import GovernorInstruments
 
-    from aiogovernor.metrics.otel import GovernorInstruments
-
-    instruments = GovernorInstruments()   # the global MeterProvider, or pass one
+instruments = GovernorInstruments()   # the global MeterProvider, or pass one
+```
 
 Gauges and counters are observable: they read each live governor's
 `aiogovernor.Governor.stats` when the SDK collects, and cost nothing while

@@ -1,12 +1,12 @@
 """A Prometheus collector for every live governor (the ``prometheus`` extra: ``prometheus_client``).
 
-::
+```python
+from prometheus_client import REGISTRY, start_http_server
+from aiogovernor.metrics.prometheus import GovernorCollector
 
-    from prometheus_client import REGISTRY, start_http_server
-    from aiogovernor.metrics.prometheus import GovernorCollector
-
-    REGISTRY.register(GovernorCollector())
-    start_http_server(9464)
+REGISTRY.register(GovernorCollector())
+start_http_server(9464)
+```
 
 The collector reads each live governor's `aiogovernor.Governor.stats` when
 Prometheus scrapes: nothing runs on the permit path. The latency histogram

@@ -1,20 +1,22 @@
 """Simulation in virtual time: an event loop whose clock jumps, simulated upstreams, scenarios.
 
 Tune a governor's settings against a model of your upstream in seconds,
-and test closed-loop behaviour deterministically::
+and test closed-loop behaviour deterministically:
 
-    from aiogovernor.limits import LatencyAIMD
-    from aiogovernor.sim import KneeUpstream, Scenario, run_scenario, sweep_fixed
+```python
+from aiogovernor.limits import LatencyAIMD
+from aiogovernor.sim import KneeUpstream, Scenario, run_scenario, sweep_fixed
 
-    knee = Scenario(
-        name="knee",
-        upstream=lambda: KneeUpstream(capacity=16, service_time_s=0.05),
-        duration_s=60,
-        settle_s=20,
-    )
-    result = run_scenario(knee, LatencyAIMD)
-    oracle = sweep_fixed(knee, range(8, 25, 2))
-    print(result.goodput / oracle.goodput, result.mean_limit, oracle.limit)
+knee = Scenario(
+    name="knee",
+    upstream=lambda: KneeUpstream(capacity=16, service_time_s=0.05),
+    duration_s=60,
+    settle_s=20,
+)
+result = run_scenario(knee, LatencyAIMD)
+oracle = sweep_fixed(knee, range(8, 25, 2))
+print(result.goodput / oracle.goodput, result.mean_limit, oracle.limit)
+```
 """
 
 from __future__ import annotations

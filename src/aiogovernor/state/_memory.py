@@ -13,11 +13,13 @@ class MemoryStore:
     """Keeps learned state in memory, shared by every governor given this instance.
 
     Useful in tests and for governors that should learn within one process
-    without touching the disk::
+    without touching the disk:
 
-        store = MemoryStore()
-        a = Governor("api", store=store)
-        b = Governor("api", store=store)   # starts where `a` left off, once `a` saved
+    ```python
+    store = MemoryStore()
+    a = Governor("api", store=store)
+    b = Governor("api", store=store)   # starts where `a` left off, once `a` saved
+    ```
     """
 
     def __init__(self) -> None:

@@ -263,10 +263,10 @@ def _bind() -> socket.socket:
 class LocalUpstream:
     """The upstream served by uvicorn in a background thread, on a free loopback port.
 
-    ::
-
-        with LocalUpstream(UpstreamConfig(capacity=4)) as upstream:
-            ...  # requests to upstream.url; counters in upstream.state
+    ```python
+    with LocalUpstream(UpstreamConfig(capacity=4)) as upstream:
+        ...  # requests to upstream.url; counters in upstream.state
+    ```
 
     Entering returns once the server accepts connections.
     """

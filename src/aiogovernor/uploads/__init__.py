@@ -1,15 +1,15 @@
 """Batched uploads over httpx: files streamed from disk, requests governed, every item accounted for.
 
-::
+```python
+import httpx
+from aiogovernor.uploads import upload_files
 
-    import httpx
-    from aiogovernor.uploads import upload_files
-
-    async with httpx.AsyncClient() as client:
-        report = await upload_files(client, paths, url="https://api.example.com/upload",
-                                    manifest="upload-manifest.jsonl")
-    for failure in report.failed:
-        print(failure.key, failure.reason)
+async with httpx.AsyncClient() as client:
+    report = await upload_files(client, paths, url="https://api.example.com/upload",
+                                manifest="upload-manifest.jsonl")
+for failure in report.failed:
+    print(failure.key, failure.reason)
+```
 
 Needs the ``httpx`` and ``files`` extras (``rich`` for the progress bar).
 """

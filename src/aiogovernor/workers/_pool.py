@@ -157,10 +157,12 @@ class WorkerPool:
       workers: the end of their stdin, then SIGTERM, then SIGKILL, each after
       ``grace_s``. Every worker process is waited for: no zombie, no orphan.
 
-    Use it as an async context manager::
+    Use it as an async context manager:
 
-        async with WorkerPool([WorkerType("resize", fn=resize)]) as pool:
-            thumbnail = await pool.run("resize", path)
+    ```python
+    async with WorkerPool([WorkerType("resize", fn=resize)]) as pool:
+        thumbnail = await pool.run("resize", path)
+    ```
 
     Args:
         types: The worker types (names distinct).
