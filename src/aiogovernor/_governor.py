@@ -50,7 +50,24 @@ logger = logging.getLogger("aiogovernor")
 # makes nesting (``async with a: async with b:``) restore the outer permit.
 _current_permit: ContextVar[Permit | None] = ContextVar("aiogovernor_permit", default=None)
 _get_permit, _set_permit, _reset_permit = _current_permit.get, _current_permit.set, _current_permit.reset
+
+
+def _forget_permit(permit: Permit) -> None:
+    """Take ``permit`` out of this context's variable, even from a copy of the context that set it."""
+    token = permit._token
+    if token is None or _get_permit() is not permit:
+        return
+    try:
+        _reset_permit(token)
+    except ValueError:  # the token belongs to the context that was copied
+        old = token.old_value
+        _set_permit(None if old is Token.MISSING else old)
+
+
 _OK = Outcome.OK
+
+# Permit._released: held, given back by hand (`Permit.release`), or by an `async with` exit.
+_HELD, _BY_HAND, _BY_EXIT = 0, 1, 2
 
 
 class Permit:
@@ -71,9 +88,10 @@ class Permit:
         self._inflight = inflight
         self._generation = generation
         self._outcome: Outcome | None = None
-        self._released = False
-        # _token is set only for permits entered with `async with` (never read otherwise).
-        self._token: Token[Permit | None]
+        self._released = _HELD
+        # The context variable's token for permits entered with `async with`; None for
+        # permits from acquire() and try_acquire() (set by the governor, never read before).
+        self._token: Token[Permit | None] | None
 
     @property
     def governor(self) -> Governor:
@@ -93,7 +111,7 @@ class Permit:
     @property
     def released(self) -> bool:
         """Whether the permit has been given back."""
-        return self._released
+        return bool(self._released)
 
     def ok(self) -> None:
         """Mark the work as successful, whatever exception ends the block."""
@@ -130,8 +148,8 @@ class Permit:
         if self._released:
             raise RuntimeError("this permit was already released")
         if outcome is not None:
-            self._outcome = Outcome(outcome)
-        self._governor._release(self, self._outcome or Outcome.OK)
+            outcome = Outcome(outcome)  # a bad value raises here, while the permit is still held
+        self._governor._release(self, outcome or self._outcome or Outcome.OK)
 
     def __repr__(self) -> str:
         state = "released" if self._released else "held"
@@ -188,6 +206,22 @@ class GovernorStats:
             stacklevel=2,
         )
         return self.decision_count
+
+
+class _TrioRun:
+    """Stands in for the loop while one trio run goes on: bound while that run is current."""
+
+    __slots__ = ("_current", "_token")
+
+    def __init__(self, token: object, current: Callable[[], object]) -> None:
+        self._token = token
+        self._current = current
+
+    def is_running(self) -> bool:
+        try:
+            return self._current() is self._token
+        except RuntimeError:  # no trio run at all now
+            return False
 
 
 class _Forever:
@@ -355,6 +389,8 @@ class Governor:
         # running loop's bound time() is cached while that loop runs.
         self._time: Clock = clock or loop_time
         self._clock_bound: Callable[[], bool] = (_FOREVER if clock else _STOPPED).is_running
+        # What the times kept so far belong to: the asyncio loop or trio run whose clock was read.
+        self._clock_owner: object = None
         self._classify = classify
         window = window or WindowConfig()
         check_float("max_pause_s", max_pause_s, low=0.0)
@@ -366,6 +402,9 @@ class Governor:
         self._peak_inflight = 0  # the open window's most permits held at once
         self._saw_waiters = False  # whether anyone queued during the open window
         self._warned_nested = False
+        # Permits held through acquire()/try_acquire(); the rest of `_inflight` is held by
+        # `async with` blocks, which an exit in an unknown context may give back.
+        self._manual_held = 0
 
         # Windows, the policy, decisions: the gate only feeds samples in and
         # hears the decisions back through `_apply`.
@@ -562,17 +601,20 @@ class Governor:
         tb: TracebackType | None,
     ) -> None:
         permit = _get_permit()
-        if permit is None or permit._governor is not self:
-            raise RuntimeError(f"{self!r} exited without a matching enter in this task")
-        _reset_permit(permit._token)
-        if permit._released:
+        if permit is None or permit._governor is not self or permit._released:
+            self._exit_elsewhere(permit, exc)
             return
+        # The permit comes back first, before anything that can raise (DESIGN rule 12).
+        permit._released = _BY_EXIT
+        self._inflight -= 1
+        try:
+            _reset_permit(permit._token)  # type: ignore[arg-type]
+        except ValueError:  # exiting in a copy of the context that entered
+            _forget_permit(permit)
         outcome = permit._outcome
         if outcome is None and exc is None:
             # The common case, written out: no helper frames on the hot path.
-            permit._released = True
             permit._outcome = _OK
-            self._inflight -= 1
             now = self._time()
             lat = self._ok_latencies
             lat.append(now - permit._start)
@@ -583,7 +625,37 @@ class Governor:
             return
         if outcome is None:
             outcome = self._classify_exc(exc)  # type: ignore[arg-type]
-        self._release(permit, outcome)
+        permit._outcome = outcome
+        self._record(permit, outcome)
+
+    def _exit_elsewhere(self, permit: Permit | None, exc: BaseException | None) -> None:
+        """An `async with` exit that finds no held permit of this governor in its context.
+
+        The block was entered in another task or context: an async generator
+        closed by its finalizer in a new task, a fixture set up and torn down
+        in two tasks, ``asyncio.wait_for(gov.__aenter__(), t)``. Or an exit of
+        another block found this block's permit in a copied context and gave
+        it back. Either way one `async with` permit is still held for this
+        exit: give one back (its latency is unknown, so it counts as
+        ``ignored``), then honour a Retry-After. Only an exit with no
+        `async with` permit held at all is an error.
+        """
+        if permit is not None and permit._governor is self:
+            _forget_permit(permit)
+            if permit._released == _BY_HAND:
+                return  # given back inside the block: nothing more is held for it
+        if self._inflight - self._manual_held <= 0:
+            raise RuntimeError(f"{self!r} exited without a matching enter")
+        self._inflight -= 1
+        try:
+            now = self._now()
+        except RuntimeError:  # no event loop runs: nothing to measure or to wake
+            return
+        self._feedback.sample(now, now, Outcome.IGNORED, False, self._limit)
+        if isinstance(exc, OverloadError):
+            self._pause_for(exc)
+        if self._waiters:
+            self._dispatch()
 
     async def acquire(self, *, timeout_s: float | None = None) -> Permit:
         """Wait for a permit; the caller must `Permit.release` it.
@@ -625,12 +697,16 @@ class Governor:
         return True
 
     def _new_permit(self) -> Permit:
+        """The permit just taken (by acquire or try_acquire), which its holder releases by hand."""
         inflight = self._inflight
         if inflight > self._peak_inflight:
             self._peak_inflight = inflight
+        self._manual_held += 1
         if not self._clock_bound():
             self._bind_clock()
-        return Permit(self, self._time(), inflight, self._generation)
+        permit = Permit(self, self._time(), inflight, self._generation)
+        permit._token = None
+        return permit
 
     def _now(self) -> float:
         """The injected clock, or the running loop's time."""
@@ -639,14 +715,44 @@ class Governor:
         return self._time()
 
     def _bind_clock(self) -> None:
+        """Read the running loop's clock from now on; times kept from another loop's are dropped.
+
+        Raises:
+            RuntimeError: When no event loop runs at all (nothing is bound then).
+        """
+        owner: object
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            loop_time()  # raises when no loop runs at all: bind nothing then
-            # trio, through anyio: loop_time() finds the running trio clock each time.
-            self._clock_bound, self._time = _FOREVER.is_running, loop_time
+            try:
+                import trio  # the only other loop anyio runs on
+            except ImportError:
+                raise RuntimeError("no running event loop") from None
+            owner = trio.lowlevel.current_trio_token()  # raises RuntimeError outside a run
+            self._clock_bound = _TrioRun(owner, trio.lowlevel.current_trio_token).is_running
+            self._time = trio.current_time
         else:
+            owner = loop
             self._clock_bound, self._time = loop.is_running, _fast_time(loop)
+        if owner is not self._clock_owner:
+            first = self._clock_owner is None
+            self._clock_owner = owner
+            if not first:
+                self._new_clock()
+
+    def _new_clock(self) -> None:
+        """The governor is used by another event loop (a second ``asyncio.run``, a new ``trio.run``).
+
+        Every time kept so far is a reading of the old loop's clock, and its
+        wake-up timer will never fire here: a pause, the rate ceiling's
+        theoretical arrival time and the open window's start are dropped (the
+        window keeps its samples). Work and waiters are the loop's own: a loop
+        that ends cancels them, which gives their permits back.
+        """
+        self._gates.forget_times()
+        self._feedback.reopen(self._time())
+        self._close_at = self._feedback.close_at
+        self._refresh_slow()
 
     async def _wait(self, timeout_s: float | None) -> None:
         held = _get_permit()
@@ -738,6 +844,7 @@ class Governor:
     # -- releasing, sampling and deciding -----------------------------------
 
     def _classify_exc(self, exc: BaseException) -> Outcome:
+        """The outcome of work that ended with ``exc``; an `OverloadError`'s Retry-After pauses."""
         outcome: Outcome | None = None
         if self._classify is not None:
             # A broken classifier must not leak the permit nor replace the work's own exception.
@@ -748,15 +855,51 @@ class Governor:
                 logger.exception("%s: the classifier failed on %r; using the default", self._name, exc)
                 outcome = None
         outcome = default_classify(exc) if outcome is None else outcome
-        if isinstance(exc, OverloadError) and exc.retry_after_s is not None:
-            self.pause(exc.retry_after_s)
+        if isinstance(exc, OverloadError):
+            self._pause_for(exc)
         return outcome
 
+    def _pause_for(self, exc: OverloadError) -> None:
+        """Pause for an `OverloadError`'s Retry-After; a value that is no pause is logged and ignored.
+
+        `OverloadError` checks ``retry_after_s`` when made, but the attribute
+        can be set afterwards (or by a subclass), and this runs on the way out
+        of a block: it must not raise.
+        """
+        value: object = exc.retry_after_s
+        if value is None:
+            return
+        seconds = math.nan
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            with contextlib.suppress(OverflowError):  # an int too large for a float
+                seconds = float(value)
+        if not (math.isfinite(seconds) and seconds >= 0):
+            text = repr(value)
+            logger.warning(
+                "%s[%s]: ignoring an OverloadError's retry_after_s, which is not a number of seconds: %s",
+                self._name,
+                self._environment,
+                text if len(text) <= 40 else text[:37] + "...",
+            )
+            return
+        with contextlib.suppress(RuntimeError):  # no event loop runs: no clock to pause on
+            self.pause(seconds)
+
     def _release(self, permit: Permit, outcome: Outcome) -> None:
-        permit._released = True
+        """`Permit.release`: give the permit back first, then measure."""
+        permit._released = _BY_HAND
         permit._outcome = outcome
         self._inflight -= 1
-        now = self._time()  # bound when the permit was granted, in this same task
+        if permit._token is None:
+            self._manual_held -= 1
+        self._record(permit, outcome)
+
+    def _record(self, permit: Permit, outcome: Outcome) -> None:
+        """Fold a released permit's sample in, close a window if due, and wake waiters."""
+        try:
+            now = self._now()
+        except RuntimeError:  # released with no event loop running: nothing to measure or wake
+            return
         fresh = permit._generation == self._generation
         if self._feedback.sample(permit._start, now, outcome, fresh, self._limit):
             self._close_window(now)
