@@ -16,7 +16,7 @@ import contextvars
 import gc
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import pytest
 import trio
@@ -217,6 +217,28 @@ def test_an_exit_in_a_copied_context_gives_back_once() -> None:
     run_virtual(main())
 
 
+def test_an_async_generator_that_released_by_hand_inside_an_outer_block() -> None:
+    # The generator runs in the consumer's context: its block's permit shows there, even
+    # after the consumer stops iterating. The outer block's exit must not mistake it for
+    # its own, and the generator's exit (when it is closed) must give the outer one back.
+    gov = Governor("nested", Fixed(2), store=None)
+
+    async def inner() -> AsyncGenerator[int]:
+        async with gov as permit:
+            permit.release()
+            yield 1
+
+    async def main() -> None:
+        agen = inner()
+        async with gov:
+            assert await agen.__anext__() == 1
+        assert gov.inflight == 1  # one block (the generator's) is still open
+        await agen.aclose()
+        assert gov.inflight == 0
+
+    run_virtual(main())
+
+
 def test_an_exit_never_takes_a_permit_held_by_hand() -> None:
     gov = Governor("manual", Fixed(2), store=None)
 
@@ -239,10 +261,10 @@ def test_release_by_hand_inside_a_block_entered_elsewhere() -> None:
         permit = await loop.create_task(gov.__aenter__())
         permit.release(Outcome.ERROR)
         assert gov.inflight == 0
-        # The exit, in this other context, knows nothing of that permit; none is held for it.
+        await gov.__aexit__(None, None, None)  # closes the block, gives back nothing more
+        assert gov.inflight == 0
         with pytest.raises(RuntimeError, match="without a matching enter"):
             await gov.__aexit__(None, None, None)
-        assert gov.inflight == 0
 
     run_virtual(main())
 

@@ -66,9 +66,6 @@ def _forget_permit(permit: Permit) -> None:
 
 _OK = Outcome.OK
 
-# Permit._released: held, given back by hand (`Permit.release`), or by an `async with` exit.
-_HELD, _BY_HAND, _BY_EXIT = 0, 1, 2
-
 
 class Permit:
     """The right to run one unit of work now.
@@ -88,7 +85,7 @@ class Permit:
         self._inflight = inflight
         self._generation = generation
         self._outcome: Outcome | None = None
-        self._released = _HELD
+        self._released = False
         # The context variable's token for permits entered with `async with`; None for
         # permits from acquire() and try_acquire() (set by the governor, never read before).
         self._token: Token[Permit | None] | None
@@ -111,7 +108,7 @@ class Permit:
     @property
     def released(self) -> bool:
         """Whether the permit has been given back."""
-        return bool(self._released)
+        return self._released
 
     def ok(self) -> None:
         """Mark the work as successful, whatever exception ends the block."""
@@ -391,6 +388,11 @@ class Governor:
         self._clock_bound: Callable[[], bool] = (_FOREVER if clock else _STOPPED).is_running
         # What the times kept so far belong to: the asyncio loop or trio run whose clock was read.
         self._clock_owner: object = None
+        # Whether the fast path checks the binding on every permit. Every stock asyncio loop's
+        # time is `time.monotonic`, so once bound to one, the fast path trusts it and the
+        # binding is checked on the slow path and when a window is due (`_window_check`);
+        # a loop with its own time (virtual time) and trio runs are checked on every permit.
+        self._rebind = clock is None
         self._classify = classify
         window = window or WindowConfig()
         check_float("max_pause_s", max_pause_s, low=0.0)
@@ -404,8 +406,10 @@ class Governor:
         self._peak_inflight = 0  # the open window's most permits held at once
         self._saw_waiters = False  # whether anyone queued during the open window
         self._warned_nested = False
-        # Permits held through acquire()/try_acquire(); the rest of `_inflight` is held by
-        # `async with` blocks, which an exit in an unknown context may give back.
+        # `async with` blocks entered and not yet exited, and permits held through acquire()
+        # or try_acquire(): `_inflight - _manual_held` permits are held by blocks, never more
+        # than are open, whatever context their exits run in (see `_exit_elsewhere`).
+        self._open_blocks = 0
         self._manual_held = 0
 
         # Windows, the policy, decisions: the gate only feeds samples in and
@@ -590,10 +594,11 @@ class Governor:
         inflight = self._inflight
         if inflight > self._peak_inflight:
             self._peak_inflight = inflight
-        if not self._clock_bound():
+        if self._rebind and not self._clock_bound():
             self._bind_clock()
         permit = Permit(self, self._time(), inflight, self._generation)
         permit._token = _set_permit(permit)
+        self._open_blocks += 1
         return permit
 
     async def __aexit__(
@@ -606,9 +611,10 @@ class Governor:
         if permit is None or permit._governor is not self or permit._released:
             self._exit_elsewhere(permit, exc)
             return
-        # The permit comes back first, before anything that can raise (DESIGN rule 12).
-        permit._released = _BY_EXIT
+        # The permit comes back first, before anything that can raise.
+        permit._released = True
         self._inflight -= 1
+        self._open_blocks -= 1
         try:
             _reset_permit(permit._token)  # type: ignore[arg-type]
         except ValueError:  # exiting in a copy of the context that entered
@@ -633,21 +639,22 @@ class Governor:
     def _exit_elsewhere(self, permit: Permit | None, exc: BaseException | None) -> None:
         """An `async with` exit that finds no held permit of this governor in its context.
 
-        The block was entered in another task or context: an async generator
+        The block was entered in another task or context (an async generator
         closed by its finalizer in a new task, a fixture set up and torn down
-        in two tasks, ``asyncio.wait_for(gov.__aenter__(), t)``. Or an exit of
-        another block found this block's permit in a copied context and gave
-        it back. Either way one `async with` permit is still held for this
-        exit: give one back (its latency is unknown, so it counts as
-        ``ignored``), then honour a Retry-After. Only an exit with no
-        `async with` permit held at all is an error.
+        in two tasks, ``asyncio.wait_for(gov.__aenter__(), t)``), or its permit
+        was given back already (by hand, or by the exit of another block that
+        found it in a copied context). Blocks never hold more permits than
+        are open: if closing this one leaves one too many held, give one back
+        (its latency is unknown, so it counts as ``ignored``), then honour a
+        Retry-After. Only an exit with no block open at all is an error.
         """
+        if self._open_blocks <= 0:
+            raise RuntimeError(f"{self!r} exited without a matching enter")
         if permit is not None and permit._governor is self:
             _forget_permit(permit)
-            if permit._released == _BY_HAND:
-                return  # given back inside the block: nothing more is held for it
-        if self._inflight - self._manual_held <= 0:
-            raise RuntimeError(f"{self!r} exited without a matching enter")
+        self._open_blocks -= 1
+        if self._inflight - self._manual_held <= self._open_blocks:
+            return  # this block's permit was given back already
         self._inflight -= 1
         try:
             now = self._now()
@@ -733,9 +740,11 @@ class Governor:
             owner = trio.lowlevel.current_trio_token()  # raises RuntimeError outside a run
             self._clock_bound = _TrioRun(owner, trio.lowlevel.current_trio_token).is_running
             self._time = trio.current_time
+            self._rebind = True
         else:
             owner = loop
             self._clock_bound, self._time = loop.is_running, _fast_time(loop)
+            self._rebind = self._time is not time.monotonic
         if owner is not self._clock_owner:
             first = self._clock_owner is None
             self._clock_owner = owner
@@ -888,7 +897,7 @@ class Governor:
 
     def _release(self, permit: Permit, outcome: Outcome) -> None:
         """`Permit.release`: give the permit back first, then measure."""
-        permit._released = _BY_HAND
+        permit._released = True
         permit._outcome = outcome
         self._inflight -= 1
         if permit._token is None:
@@ -945,6 +954,11 @@ class Governor:
 
     def _window_check(self, now: float, sample_start: float) -> None:
         """After a fast-path sample: open the first window, or close the open one if it is due."""
+        if not self._clock_bound():
+            # Another loop runs now (the fast path trusted a stock loop's clock): ``now`` is
+            # a reading of the old one. Bind the new clock, which restarts the window.
+            self._bind_clock()
+            return
         feedback = self._feedback
         if feedback.due(sample_start, now, self._limit):
             self._close_window(now)
