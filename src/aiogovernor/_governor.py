@@ -406,11 +406,12 @@ class Governor:
         self._peak_inflight = 0  # the open window's most permits held at once
         self._saw_waiters = False  # whether anyone queued during the open window
         self._warned_nested = False
-        # `async with` blocks entered and not yet exited, and permits held through acquire()
-        # or try_acquire(): `_inflight - _manual_held` permits are held by blocks, never more
-        # than are open, whatever context their exits run in (see `_exit_elsewhere`).
+        # `async with` blocks entered and not yet exited, and how many of them gave their
+        # permit back before their exit (by hand, or renewed away by a map): blocks never
+        # hold more permits than are open, whatever context their exits run in (see
+        # `_exit_elsewhere`). The fast path moves only the first.
         self._open_blocks = 0
-        self._manual_held = 0
+        self._spare_blocks = 0
 
         # Windows, the policy, decisions: the gate only feeds samples in and
         # hears the decisions back through `_apply`.
@@ -639,22 +640,25 @@ class Governor:
     def _exit_elsewhere(self, permit: Permit | None, exc: BaseException | None) -> None:
         """An `async with` exit that finds no held permit of this governor in its context.
 
-        The block was entered in another task or context (an async generator
-        closed by its finalizer in a new task, a fixture set up and torn down
-        in two tasks, ``asyncio.wait_for(gov.__aenter__(), t)``), or its permit
-        was given back already (by hand, or by the exit of another block that
-        found it in a copied context). Blocks never hold more permits than
-        are open: if closing this one leaves one too many held, give one back
-        (its latency is unknown, so it counts as ``ignored``), then honour a
-        Retry-After. Only an exit with no block open at all is an error.
+        Either its block gave its permit back already (by hand, or a map
+        renewed it away), or the block was entered in another task or context:
+        an async generator closed by its finalizer in a new task, a fixture set
+        up and torn down in two tasks, ``asyncio.wait_for(gov.__aenter__(), t)``
+        (or another block's exit found this block's permit in a copied context
+        and gave it back). Blocks never hold more permits than are open: if no
+        open block had given its permit back, closing this one leaves one
+        permit too many held, and one goes back (its latency is unknown, so it
+        counts as ``ignored``), then a Retry-After is honoured. Only an exit
+        with no block open at all is an error.
         """
         if self._open_blocks <= 0:
             raise RuntimeError(f"{self!r} exited without a matching enter")
         if permit is not None and permit._governor is self:
             _forget_permit(permit)
         self._open_blocks -= 1
-        if self._inflight - self._manual_held <= self._open_blocks:
-            return  # this block's permit was given back already
+        if self._spare_blocks:
+            self._spare_blocks -= 1  # this block's permit (or one like it) was given back already
+            return
         self._inflight -= 1
         try:
             now = self._now()
@@ -710,7 +714,6 @@ class Governor:
         inflight = self._inflight
         if inflight > self._peak_inflight:
             self._peak_inflight = inflight
-        self._manual_held += 1
         if not self._clock_bound():
             self._bind_clock()
         permit = Permit(self, self._time(), inflight, self._generation)
@@ -900,8 +903,8 @@ class Governor:
         permit._released = True
         permit._outcome = outcome
         self._inflight -= 1
-        if permit._token is None:
-            self._manual_held -= 1
+        if permit._token is not None:  # an `async with` block's: it still has to exit
+            self._spare_blocks += 1
         self._record(permit, outcome)
 
     def _record(self, permit: Permit, outcome: Outcome) -> None:
@@ -944,6 +947,8 @@ class Governor:
                 permit._released = True
                 permit._outcome = _OK
                 self._inflight -= 1
+                if permit._token is not None:  # an `async with` block's: it still has to exit
+                    self._spare_blocks += 1
                 if self._waiters:
                     self._dispatch()
                 return False
