@@ -23,14 +23,28 @@ class OverloadError(Exception):
     Args:
         message: What happened.
         retry_after_s: How long the upstream asked callers to wait, if it said.
+
+
+    Raises:
+        TypeError: When ``retry_after_s`` is not a number (a string, a bool).
+        ValueError: When it is NaN, infinite, negative or too large for a float.
     """
 
     def __init__(self, message: str = "upstream overloaded", *, retry_after_s: float | None = None) -> None:
         super().__init__(message)
-        if retry_after_s is not None and not (
-            isinstance(retry_after_s, int | float) and math.isfinite(retry_after_s) and retry_after_s >= 0
-        ):
-            raise ValueError(f"retry_after_s must be a finite number >= 0 or None, got {retry_after_s!r}")
+        if retry_after_s is not None:
+            if isinstance(retry_after_s, bool) or not isinstance(retry_after_s, int | float):
+                raise TypeError(
+                    f"retry_after_s must be a number of seconds or None, got {type(retry_after_s).__name__}"
+                )
+            try:
+                valid = math.isfinite(retry_after_s) and retry_after_s >= 0
+            except OverflowError:  # an int too large for a float
+                valid = False
+            if not valid:
+                raise ValueError(
+                    f"retry_after_s must be a finite number >= 0 or None, got {retry_after_s!r:.40}"
+                )
         self.retry_after_s = retry_after_s
 
 

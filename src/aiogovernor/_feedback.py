@@ -129,6 +129,11 @@ class Feedback:
             agg.open(start)
         return agg.should_close(now, limit)
 
+    def reopen(self, now: float) -> None:
+        """Restart the open window at ``now``, its samples kept: its times came from another clock."""
+        if self._agg.start is not None:
+            self._agg.open(now)
+
     def close(self, now: float, limit: int, *, peak_inflight: int, saw_waiters: bool) -> Decision:
         """Close the open window, ask the policy, and decide.
 

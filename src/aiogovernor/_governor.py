@@ -21,7 +21,7 @@ import math
 import os
 import time
 import warnings
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
@@ -50,6 +50,20 @@ logger = logging.getLogger("aiogovernor")
 # makes nesting (``async with a: async with b:``) restore the outer permit.
 _current_permit: ContextVar[Permit | None] = ContextVar("aiogovernor_permit", default=None)
 _get_permit, _set_permit, _reset_permit = _current_permit.get, _current_permit.set, _current_permit.reset
+
+
+def _forget_permit(permit: Permit) -> None:
+    """Take ``permit`` out of this context's variable, even from a copy of the context that set it."""
+    token = permit._token
+    if token is None or _get_permit() is not permit:
+        return
+    try:
+        _reset_permit(token)
+    except ValueError:  # the token belongs to the context that was copied
+        old = token.old_value
+        _set_permit(None if old is Token.MISSING else old)
+
+
 _OK = Outcome.OK
 
 
@@ -72,8 +86,9 @@ class Permit:
         self._generation = generation
         self._outcome: Outcome | None = None
         self._released = False
-        # _token is set only for permits entered with `async with` (never read otherwise).
-        self._token: Token[Permit | None]
+        # The context variable's token for permits entered with `async with`; None for
+        # permits from acquire() and try_acquire() (set by the governor, never read before).
+        self._token: Token[Permit | None] | None
 
     @property
     def governor(self) -> Governor:
@@ -130,8 +145,8 @@ class Permit:
         if self._released:
             raise RuntimeError("this permit was already released")
         if outcome is not None:
-            self._outcome = Outcome(outcome)
-        self._governor._release(self, self._outcome or Outcome.OK)
+            outcome = Outcome(outcome)  # a bad value raises here, while the permit is still held
+        self._governor._release(self, outcome or self._outcome or Outcome.OK)
 
     def __repr__(self) -> str:
         state = "released" if self._released else "held"
@@ -188,6 +203,22 @@ class GovernorStats:
             stacklevel=2,
         )
         return self.decision_count
+
+
+class _TrioRun:
+    """Stands in for the loop while one trio run goes on: bound while that run is current."""
+
+    __slots__ = ("_current", "_token")
+
+    def __init__(self, token: object, current: Callable[[], object]) -> None:
+        self._token = token
+        self._current = current
+
+    def is_running(self) -> bool:
+        try:
+            return self._current() is self._token
+        except RuntimeError:  # no trio run at all now
+            return False
 
 
 class _Forever:
@@ -355,17 +386,32 @@ class Governor:
         # running loop's bound time() is cached while that loop runs.
         self._time: Clock = clock or loop_time
         self._clock_bound: Callable[[], bool] = (_FOREVER if clock else _STOPPED).is_running
+        # What the times kept so far belong to: the asyncio loop or trio run whose clock was read.
+        self._clock_owner: object = None
+        # Whether the fast path checks the binding on every permit. Every stock asyncio loop's
+        # time is `time.monotonic`, so once bound to one, the fast path trusts it and the
+        # binding is checked on the slow path and when a window is due (`_window_check`);
+        # a loop with its own time (virtual time) and trio runs are checked on every permit.
+        self._rebind = clock is None
         self._classify = classify
         window = window or WindowConfig()
         check_float("max_pause_s", max_pause_s, low=0.0)
 
         self._limit = gate_limit(policy.limit, policy.min_limit)
         self._inflight = 0
-        self._waiters: deque[_Waiter] = deque()
+        # Waiters in arrival order. An ordered dict, not a deque: a cancelled waiter
+        # leaves from anywhere in the queue in O(1) (a deque searches for it).
+        self._waiters: OrderedDict[_Waiter, None] = OrderedDict()
         self._generation = 0  # bumped on every decrease of the limit
         self._peak_inflight = 0  # the open window's most permits held at once
         self._saw_waiters = False  # whether anyone queued during the open window
         self._warned_nested = False
+        # `async with` blocks entered and not yet exited, and how many of them gave their
+        # permit back before their exit (by hand, or renewed away by a map): blocks never
+        # hold more permits than are open, whatever context their exits run in (see
+        # `_exit_elsewhere`). The fast path moves only the first.
+        self._open_blocks = 0
+        self._spare_blocks = 0
 
         # Windows, the policy, decisions: the gate only feeds samples in and
         # hears the decisions back through `_apply`.
@@ -549,10 +595,11 @@ class Governor:
         inflight = self._inflight
         if inflight > self._peak_inflight:
             self._peak_inflight = inflight
-        if not self._clock_bound():
+        if self._rebind and not self._clock_bound():
             self._bind_clock()
         permit = Permit(self, self._time(), inflight, self._generation)
         permit._token = _set_permit(permit)
+        self._open_blocks += 1
         return permit
 
     async def __aexit__(
@@ -562,17 +609,21 @@ class Governor:
         tb: TracebackType | None,
     ) -> None:
         permit = _get_permit()
-        if permit is None or permit._governor is not self:
-            raise RuntimeError(f"{self!r} exited without a matching enter in this task")
-        _reset_permit(permit._token)
-        if permit._released:
+        if permit is None or permit._governor is not self or permit._released:
+            self._exit_elsewhere(permit, exc)
             return
+        # The permit comes back first, before anything that can raise.
+        permit._released = True
+        self._inflight -= 1
+        self._open_blocks -= 1
+        try:
+            _reset_permit(permit._token)  # type: ignore[arg-type]
+        except ValueError:  # exiting in a copy of the context that entered
+            _forget_permit(permit)
         outcome = permit._outcome
         if outcome is None and exc is None:
             # The common case, written out: no helper frames on the hot path.
-            permit._released = True
             permit._outcome = _OK
-            self._inflight -= 1
             now = self._time()
             lat = self._ok_latencies
             lat.append(now - permit._start)
@@ -583,7 +634,41 @@ class Governor:
             return
         if outcome is None:
             outcome = self._classify_exc(exc)  # type: ignore[arg-type]
-        self._release(permit, outcome)
+        permit._outcome = outcome
+        self._record(permit, outcome)
+
+    def _exit_elsewhere(self, permit: Permit | None, exc: BaseException | None) -> None:
+        """An `async with` exit that finds no held permit of this governor in its context.
+
+        Either its block gave its permit back already (by hand, or a map
+        renewed it away), or the block was entered in another task or context:
+        an async generator closed by its finalizer in a new task, a fixture set
+        up and torn down in two tasks, ``asyncio.wait_for(gov.__aenter__(), t)``
+        (or another block's exit found this block's permit in a copied context
+        and gave it back). Blocks never hold more permits than are open: if no
+        open block had given its permit back, closing this one leaves one
+        permit too many held, and one goes back (its latency is unknown, so it
+        counts as ``ignored``), then a Retry-After is honoured. Only an exit
+        with no block open at all is an error.
+        """
+        if self._open_blocks <= 0:
+            raise RuntimeError(f"{self!r} exited without a matching enter")
+        if permit is not None and permit._governor is self:
+            _forget_permit(permit)
+        self._open_blocks -= 1
+        if self._spare_blocks:
+            self._spare_blocks -= 1  # this block's permit (or one like it) was given back already
+            return
+        self._inflight -= 1
+        try:
+            now = self._now()
+        except RuntimeError:  # no event loop runs: nothing to measure or to wake
+            return
+        self._feedback.sample(now, now, Outcome.IGNORED, False, self._limit)
+        if isinstance(exc, OverloadError):
+            self._pause_for(exc)
+        if self._waiters:
+            self._dispatch()
 
     async def acquire(self, *, timeout_s: float | None = None) -> Permit:
         """Wait for a permit; the caller must `Permit.release` it.
@@ -625,12 +710,15 @@ class Governor:
         return True
 
     def _new_permit(self) -> Permit:
+        """The permit just taken (by acquire or try_acquire), which its holder releases by hand."""
         inflight = self._inflight
         if inflight > self._peak_inflight:
             self._peak_inflight = inflight
         if not self._clock_bound():
             self._bind_clock()
-        return Permit(self, self._time(), inflight, self._generation)
+        permit = Permit(self, self._time(), inflight, self._generation)
+        permit._token = None
+        return permit
 
     def _now(self) -> float:
         """The injected clock, or the running loop's time."""
@@ -639,14 +727,46 @@ class Governor:
         return self._time()
 
     def _bind_clock(self) -> None:
+        """Read the running loop's clock from now on; times kept from another loop's are dropped.
+
+        Raises:
+            RuntimeError: When no event loop runs at all (nothing is bound then).
+        """
+        owner: object
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            loop_time()  # raises when no loop runs at all: bind nothing then
-            # trio, through anyio: loop_time() finds the running trio clock each time.
-            self._clock_bound, self._time = _FOREVER.is_running, loop_time
+            try:
+                import trio  # the only other loop anyio runs on
+            except ImportError:
+                raise RuntimeError("no running event loop") from None
+            owner = trio.lowlevel.current_trio_token()  # raises RuntimeError outside a run
+            self._clock_bound = _TrioRun(owner, trio.lowlevel.current_trio_token).is_running
+            self._time = trio.current_time
+            self._rebind = True
         else:
+            owner = loop
             self._clock_bound, self._time = loop.is_running, _fast_time(loop)
+            self._rebind = self._time is not time.monotonic
+        if owner is not self._clock_owner:
+            first = self._clock_owner is None
+            self._clock_owner = owner
+            if not first:
+                self._new_clock()
+
+    def _new_clock(self) -> None:
+        """The governor is used by another event loop (a second ``asyncio.run``, a new ``trio.run``).
+
+        Every time kept so far is a reading of the old loop's clock, and its
+        wake-up timer will never fire here: a pause, the rate ceiling's
+        theoretical arrival time and the open window's start are dropped (the
+        window keeps its samples). Work and waiters are the loop's own: a loop
+        that ends cancels them, which gives their permits back.
+        """
+        self._gates.forget_times()
+        self._feedback.reopen(self._time())
+        self._close_at = self._feedback.close_at
+        self._refresh_slow()
 
     async def _wait(self, timeout_s: float | None) -> None:
         held = _get_permit()
@@ -661,7 +781,7 @@ class Governor:
                 stacklevel=3,
             )
         waiter = _Waiter()
-        self._waiters.append(waiter)
+        self._waiters[waiter] = None
         self._saw_waiters = True
         try:
             try:
@@ -681,8 +801,7 @@ class Governor:
                 self._inflight -= 1
                 self._dispatch()
             else:
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
+                self._waiters.pop(waiter, None)
             raise
 
     @staticmethod
@@ -702,7 +821,7 @@ class Governor:
         while waiters and self._inflight < self._limit:
             if self._slow and not self._pass_time_gates():
                 return
-            if waiters.popleft().grant():
+            if waiters.popitem(last=False)[0].grant():
                 self._inflight += 1
             elif self._slow:
                 self._gates.refund()  # the rate token was not used
@@ -738,6 +857,7 @@ class Governor:
     # -- releasing, sampling and deciding -----------------------------------
 
     def _classify_exc(self, exc: BaseException) -> Outcome:
+        """The outcome of work that ended with ``exc``; an `OverloadError`'s Retry-After pauses."""
         outcome: Outcome | None = None
         if self._classify is not None:
             # A broken classifier must not leak the permit nor replace the work's own exception.
@@ -748,15 +868,51 @@ class Governor:
                 logger.exception("%s: the classifier failed on %r; using the default", self._name, exc)
                 outcome = None
         outcome = default_classify(exc) if outcome is None else outcome
-        if isinstance(exc, OverloadError) and exc.retry_after_s is not None:
-            self.pause(exc.retry_after_s)
+        if isinstance(exc, OverloadError):
+            self._pause_for(exc)
         return outcome
 
+    def _pause_for(self, exc: OverloadError) -> None:
+        """Pause for an `OverloadError`'s Retry-After; a value that is no pause is logged and ignored.
+
+        `OverloadError` checks ``retry_after_s`` when made, but the attribute
+        can be set afterwards (or by a subclass), and this runs on the way out
+        of a block: it must not raise.
+        """
+        value: object = exc.retry_after_s
+        if value is None:
+            return
+        seconds = math.nan
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            with contextlib.suppress(OverflowError):  # an int too large for a float
+                seconds = float(value)
+        if not (math.isfinite(seconds) and seconds >= 0):
+            text = repr(value)
+            logger.warning(
+                "%s[%s]: ignoring an OverloadError's retry_after_s, which is not a number of seconds: %s",
+                self._name,
+                self._environment,
+                text if len(text) <= 40 else text[:37] + "...",
+            )
+            return
+        with contextlib.suppress(RuntimeError):  # no event loop runs: no clock to pause on
+            self.pause(seconds)
+
     def _release(self, permit: Permit, outcome: Outcome) -> None:
+        """`Permit.release`: give the permit back first, then measure."""
         permit._released = True
         permit._outcome = outcome
         self._inflight -= 1
-        now = self._time()  # bound when the permit was granted, in this same task
+        if permit._token is not None:  # an `async with` block's: it still has to exit
+            self._spare_blocks += 1
+        self._record(permit, outcome)
+
+    def _record(self, permit: Permit, outcome: Outcome) -> None:
+        """Fold a released permit's sample in, close a window if due, and wake waiters."""
+        try:
+            now = self._now()
+        except RuntimeError:  # released with no event loop running: nothing to measure or wake
+            return
         fresh = permit._generation == self._generation
         if self._feedback.sample(permit._start, now, outcome, fresh, self._limit):
             self._close_window(now)
@@ -791,6 +947,8 @@ class Governor:
                 permit._released = True
                 permit._outcome = _OK
                 self._inflight -= 1
+                if permit._token is not None:  # an `async with` block's: it still has to exit
+                    self._spare_blocks += 1
                 if self._waiters:
                     self._dispatch()
                 return False
@@ -801,6 +959,11 @@ class Governor:
 
     def _window_check(self, now: float, sample_start: float) -> None:
         """After a fast-path sample: open the first window, or close the open one if it is due."""
+        if not self._clock_bound():
+            # Another loop runs now (the fast path trusted a stock loop's clock): ``now`` is
+            # a reading of the old one. Bind the new clock, which restarts the window.
+            self._bind_clock()
+            return
         feedback = self._feedback
         if feedback.due(sample_start, now, self._limit):
             self._close_window(now)

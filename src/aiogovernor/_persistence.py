@@ -361,7 +361,11 @@ class GovernorPersistence:
         try:
             with anyio.CancelScope() as scope:
                 self._scope = scope
-                delay = self._last_save_at + self._save_interval_s - anyio.current_time()
+                # Capped: the last save's time may come from another run's clock (trio's
+                # clocks start at a random offset), which must not put this save off.
+                delay = min(
+                    self._save_interval_s, self._last_save_at + self._save_interval_s - anyio.current_time()
+                )
                 if delay > 0:
                     await anyio.sleep(delay)
         finally:

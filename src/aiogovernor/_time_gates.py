@@ -7,6 +7,11 @@ the time it opens again and calls the ``on_wake`` callback then (the
 governor hands out permits from there). The shape is aiometer's
 ``RateLimitMeter``: the meter knows when the next start is allowed; the
 gate decides who starts.
+
+Times here are readings of the governor's clock, and a wake-up timer belongs
+to the event loop (or trio run) that made it. When the governor starts
+reading another clock (a new loop, a new ``trio.run``) it calls
+`forget_times`; a timer made on another loop is never waited for.
 """
 
 from __future__ import annotations
@@ -18,6 +23,10 @@ from collections.abc import Callable
 from ._validate import check_float, check_int
 
 __all__ = ["TimeGates"]
+
+# The longest interval between two calls a rate ceiling may ask for (a year): a
+# smaller max_per_second is a mistake, not a ceiling.
+_MAX_INTERVAL_S = 365 * 86400.0
 
 
 class TimeGates:
@@ -41,6 +50,7 @@ class TimeGates:
         "_tolerance",
         "_wake_at",
         "_wake_handle",
+        "_wake_owner",
         "engaged",
     )
 
@@ -55,14 +65,28 @@ class TimeGates:
         if max_per_second is None:
             self._interval = 0.0
         else:
-            self._interval = 1.0 / check_float("max_per_second", max_per_second, low=0.0, low_open=True)
-        self._tolerance = (check_int("burst", burst, low=1) - 1) * self._interval
+            rate = check_float("max_per_second", max_per_second, low=0.0, low_open=True)
+            self._interval = 1.0 / rate
+            if not self._interval <= _MAX_INTERVAL_S:
+                # 1 / 1e-320 overflows to inf, which no clock reading ever reaches.
+                raise ValueError(
+                    f"max_per_second must be at least {1 / _MAX_INTERVAL_S:g} (one call per "
+                    f"{_MAX_INTERVAL_S:g} s), got {max_per_second!r}"
+                )
+        burst = check_int("burst", burst, low=1)
+        try:
+            self._tolerance = (burst - 1) * self._interval
+        except OverflowError:  # an int too large for a float
+            self._tolerance = math.inf
+        if not math.isfinite(self._tolerance):
+            raise ValueError(f"burst is too large for max_per_second={max_per_second!r}, got {burst!r}")
         self._max_pause_s = max_pause_s
         self._on_wake = on_wake
         self._tat = -math.inf  # GCRA's theoretical arrival time
         self._paused_until = -math.inf
         self._wake_at = math.inf
         self._wake_handle: asyncio.TimerHandle | None = None
+        self._wake_owner: object = None  # the asyncio loop or trio run the timer belongs to
         self.engaged = bool(self._interval)
         """Whether `admit` must be asked at all: a rate ceiling is set or a pause is pending."""
 
@@ -102,6 +126,10 @@ class TimeGates:
     def admit(self, now: float) -> bool:
         """Whether a permit may be granted at ``now`` (taking a rate token); if not, arrange a wake-up."""
         if now < self._paused_until:
+            if self._paused_until - now > self._max_pause_s:
+                # Set on a clock that ran ahead of this one (an injected clock moved back):
+                # max_pause_s bounds the wait in the clock of the wait.
+                self._paused_until = now + self._max_pause_s
             self._wake_later(self._paused_until, now)
             return False
         self._paused_until = -math.inf
@@ -110,8 +138,14 @@ class TimeGates:
             return True
         allowed_at = self._tat - self._tolerance
         if now < allowed_at:
-            self._wake_later(allowed_at, now)
-            return False
+            if self._tat - now > 2 * (self._interval + self._tolerance):
+                # A clock that moved back: no admission made in this clock sets the
+                # theoretical arrival time more than one interval plus the burst ahead.
+                self._tat = now
+                allowed_at = now - self._tolerance
+            else:
+                self._wake_later(allowed_at, now)
+                return False
         self._tat = max(self._tat, now) + self._interval
         return True
 
@@ -120,22 +154,47 @@ class TimeGates:
         if self._interval:
             self._tat -= self._interval
 
+    def forget_times(self) -> None:
+        """Drop every time and timer kept so far: they belong to a clock no longer read.
+
+        A new clock starts with no pause and a full rate bucket (the rate ceiling
+        may admit ``burst`` calls at once across the change of clock).
+        """
+        self._paused_until = -math.inf
+        self._tat = -math.inf
+        self._drop_timer()
+        self.engaged = bool(self._interval)
+
+    def _drop_timer(self) -> None:
+        if self._wake_handle is not None:
+            self._wake_handle.cancel()  # harmless on a loop that has closed
+            self._wake_handle = None
+        self._wake_at = math.inf
+        self._wake_owner = None
+
     def _wake_later(self, at: float, now: float) -> None:
-        if self._wake_at <= at:
+        try:
+            owner: object = asyncio.get_running_loop()
+        except RuntimeError:
+            import trio  # the only other loop anyio runs on; imported only there
+
+            owner = trio.lowlevel.current_trio_token()
+        if owner is not self._wake_owner:
+            self._drop_timer()  # made on another loop or run: it will never fire here
+        elif self._wake_at <= at:
             return  # an earlier wake-up will look again
         if self._wake_handle is not None:
             self._wake_handle.cancel()
             self._wake_handle = None
         self._wake_at = at
+        self._wake_owner = owner
         delay = at - now
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            import trio  # the only other loop anyio runs on; imported only there
+        if isinstance(owner, asyncio.AbstractEventLoop):
+            self._wake_handle = owner.call_later(delay, self._fire)
+        else:
+            import trio
 
             trio.lowlevel.spawn_system_task(self._trio_wake, delay)
-        else:
-            self._wake_handle = loop.call_later(delay, self._fire)
 
     async def _trio_wake(self, delay: float) -> None:
         import trio
@@ -146,4 +205,5 @@ class TimeGates:
     def _fire(self) -> None:
         self._wake_handle = None
         self._wake_at = math.inf
+        self._wake_owner = None
         self._on_wake()
