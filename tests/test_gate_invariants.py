@@ -122,3 +122,43 @@ class GateMachine(RuleBasedStateMachine):
 
 TestGate = GateMachine.TestCase
 TestGate.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+class TwoLoopGateMachine(GateMachine):
+    """The same machine, but the governor outlives its event loop: a module-level governor used
+    by one ``asyncio.run`` after another. Each new loop's clock starts again at zero, behind the
+    old one, with a pause or a rate ceiling's schedule possibly still pending from the old one:
+    none of it may hang, leak or break an invariant on the new loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gov = Governor(
+            "machine",
+            AIMD(initial_limit=3, min_limit=1, max_limit=6),
+            window=WindowConfig(min_samples=2, min_duration_s=0.0, latency_multiple=0.0),
+            max_per_second=50.0,
+        )
+
+    @rule()
+    def next_loop(self) -> None:
+        # What asyncio.run does at its end: every task still running is cancelled (a holder's
+        # finally releases its permit), then the loop closes.
+        for task in self.tasks.values():
+            task.cancel()
+        self.settle()
+        for permit in self.held.values():
+            self.in_loop(permit.release)
+        self.held.clear()
+        self.tasks.clear()
+        self.loop.close()
+        self.loop = VirtualTimeEventLoop()
+        # A waiter on the new loop must be served: the old loop's timers and pause are gone.
+        ident = self.next_id
+        self.next_id += 1
+        self.tasks[ident] = self.loop.create_task(self._acquire(ident, None))
+        self.loop.run_until_complete(asyncio.sleep(self.gov.policy.max_limit))  # ample, in virtual time
+        assert self.tasks[ident].done(), "a waiter on a new loop was never woken"
+
+
+TestGateAcrossLoops = TwoLoopGateMachine.TestCase
+TestGateAcrossLoops.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
