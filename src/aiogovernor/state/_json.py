@@ -432,6 +432,16 @@ class JsonFileStore:
         check_environment(environment)
         await _committer().save(self, environment, name, record)
 
+    def save_blocking(self, environment: str, name: str, state: LearnedState) -> None:
+        """`save`, blocking the calling thread: how a governor's state is written at interpreter exit.
+
+        Raises:
+            StateStoreError: If the file cannot be written.
+        """
+        record = json.dumps(state.to_json(), allow_nan=False)
+        check_environment(environment)
+        self._save_sync(environment, name, record)
+
     async def delete(self, environment: str, name: str) -> bool:
         """Remove ``name``'s record (readable or not) from ``environment``; return whether it was there.
 
