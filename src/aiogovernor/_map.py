@@ -526,9 +526,11 @@ async def _closing(settings: _Settings, chunker: Chunker | None = None) -> Async
     """
     gov = settings.governor
     attach = chunker is not None and not isinstance(chunker, FixedChunker)
-    if attach:
-        gov.attach_chunker(chunker)
     try:
+        if attach:
+            # Loaded before the first chunk is cut (a worker cuts it before its permit).
+            await gov.restore()
+            gov.attach_chunker(chunker)
         yield
     finally:
         if attach:

@@ -386,6 +386,7 @@ class GovernorPersistence:
         self._saved_chunk_size: int | None = None
         self._history: deque[KeptDecision] | None = deque(maxlen=history_size) if history_size else None
         self._seen = 0  # units of work seen, as of the last snapshot
+        self._saved_seen = 0  # ... as of the last save
         governor.add_listener(self._on_decision)
 
     @property
@@ -612,8 +613,8 @@ class GovernorPersistence:
         if self._lock is None:
             self._lock = anyio.Lock()
         async with self._lock:
-            if self._chunker is not None and self._chunker.size != self._saved_chunk_size:
-                self._dirty = True  # a chunk size moves without a decision
+            if not self._dirty and self._moved_since_save():
+                self._dirty = True
             if not self._dirty:
                 return False
             gov = self._governor
@@ -635,11 +636,26 @@ class GovernorPersistence:
                         exc,
                     )
                 return False
+            except BaseException:
+                # Cancelled all the same (asyncio.run cancels what is left as the loop ends, and
+                # a shield guards only against cancel scopes): not saved, so the exit hook must.
+                self._dirty = True
+                raise
             self._saved(state)
             return True
 
+    def _moved_since_save(self) -> bool:
+        """Whether what moves without a decision (the chunk size, work counted) moved since the last save."""
+        if self._chunker is not None and self._chunker.size != self._saved_chunk_size:
+            return True
+        try:
+            return sum(self._governor.stats().counts.values()) != self._saved_seen
+        except Exception:  # a governor whose clock is gone with its loop
+            return False
+
     def _saved(self, state: LearnedState) -> None:
         self._saved_chunk_size = state.chunk_size
+        self._saved_seen = self._seen
         if not self._dirty:
             _unsaved.pop(id(self), None)
         if self._failing:
