@@ -5,6 +5,7 @@ Also the chunk size and the decision history, which are kept beside the limit.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -18,6 +19,7 @@ import anyio
 import pytest
 
 from aiogovernor import AIMD, AdaptiveChunker, Governor, Outcome, _persistence, governed_batches, governed_map
+from aiogovernor.__main__ import main
 from aiogovernor.limits import gate_limit
 from aiogovernor.state import JsonFileStore, KeptDecision, LearnedState, MemoryStore
 from aiogovernor.testing import ManualClock
@@ -368,3 +370,62 @@ def test_a_kept_decision_is_one_compact_array() -> None:
     old = LearnedState(limit=3.0, policy="aimd", updated_at=0.0).to_json()
     del old["history"]  # written before decisions were kept
     assert LearnedState.from_json(old).history == ()
+
+
+# -- the command line: history and plot ----------------------------------------------------------
+
+
+def kept_history(directory: Path) -> LearnedState:
+    clock = ManualClock()
+    store = JsonFileStore(directory)
+    gov = Governor("api", AIMD(initial_limit=4), clock=clock, store=store)
+    busy(gov, clock)
+    anyio.run(gov.aclose)
+    state = anyio.run(store.load, "default", "api")
+    assert state is not None and state.history
+    return state
+
+
+def test_history_prints_the_kept_decisions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state = kept_history(tmp_path)
+    # The store options are taken before or after the action.
+    assert main(["state", "history", "api", "--dir", str(tmp_path)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["TIME", "LIMIT", "REASON"]
+    assert len(table) == 2 + len(state.history)
+    last = state.history[-1]
+    assert f"{last.old_limit} -> {last.new_limit}" in table[-1] and last.reason in table[-1]
+    assert main(["state", "--dir", str(tmp_path), "history", "--json", "api"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["name"] == "api" and len(doc["history"]) == len(state.history)
+    assert doc["history"][-1]["new_limit"] == last.new_limit
+
+
+def test_history_of_an_empty_store_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path.joinpath("empty").mkdir()
+    assert main(["state", "history", "api", "--dir", str(tmp_path / "empty")]) == 1
+    assert "no learned state for 'api' in environment 'default'" in capsys.readouterr().err
+    anyio.run(
+        JsonFileStore(tmp_path).save, "default", "bare", LearnedState(limit=3.0, policy="x", updated_at=0.0)
+    )
+    assert main(["state", "history", "bare", "--dir", str(tmp_path)]) == 0
+    assert "no decisions kept for bare[default]" in capsys.readouterr().out
+
+
+def test_plot_draws_the_saved_history(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    state = kept_history(tmp_path)
+    out = tmp_path / "api.png"
+    assert main(["plot", "api", "-o", str(out), "--dir", str(tmp_path)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"Plot of {len(state.history)} decisions written" in capsys.readouterr().out
+    # An empty store, a record without decisions: clear messages, nothing drawn.
+    tmp_path.joinpath("empty").mkdir()
+    assert main(["plot", "--dir", str(tmp_path / "empty"), "api", "-o", str(tmp_path / "none.png")]) == 1
+    assert "no learned state for 'api'" in capsys.readouterr().err
+    anyio.run(
+        JsonFileStore(tmp_path).save, "default", "bare", LearnedState(limit=3.0, policy="x", updated_at=0.0)
+    )
+    assert main(["plot", "bare", "-o", str(tmp_path / "bare.png"), "--dir", str(tmp_path)]) == 1
+    assert "nothing to draw" in capsys.readouterr().err
+    assert not (tmp_path / "none.png").exists() and not (tmp_path / "bare.png").exists()
