@@ -367,6 +367,10 @@ def test_a_kept_decision_is_one_compact_array() -> None:
     for bad in ([1, 2, 3], [0, 1, 2, "sideways", None, 0, 0, 0], [0, -1, 2, "up", None, 0, 0, 0]):
         with pytest.raises(ValueError):
             KeptDecision.from_json(bad)
+    # The text a store writes reads back as the record (each decision encoded once).
+    state = LearnedState(limit=3.0, policy="aimd", updated_at=0.0, history=(d, d))
+    assert json.loads(state.to_json_text()) == state.to_json()
+    assert json.loads(LearnedState(limit=3.0, policy="aimd", updated_at=0.0).to_json_text())["history"] == []
     old = LearnedState(limit=3.0, policy="aimd", updated_at=0.0).to_json()
     del old["history"]  # written before decisions were kept
     assert LearnedState.from_json(old).history == ()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["REASON_CODES", "SCHEMA_VERSION", "KeptDecision", "LearnedState"]
@@ -94,6 +95,17 @@ class KeptDecision:
     ok: int = 0
     overload: int = 0
     peak_inflight: int = 0
+    # Its JSON text, made on first use: a save re-encodes every kept decision otherwise,
+    # and a thousand of them cost a millisecond or more of the event loop's time per save.
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def json_text(self) -> str:
+        """`to_json` as JSON text (encoded once)."""
+        text = self._text
+        if text is None:
+            text = json.dumps(self.to_json(), allow_nan=False, separators=(",", ":"))
+            object.__setattr__(self, "_text", text)
+        return text
 
     def to_json(self) -> list[Any]:
         """The entry as a JSON-ready array."""
@@ -201,6 +213,21 @@ class LearnedState:
 
     def to_json(self) -> dict[str, Any]:
         """The record as a JSON-ready dict."""
+        return {**self._head(), "history": [d.to_json() for d in self.history]}
+
+    def to_json_text(self) -> str:
+        """The record as JSON text, the same as ``json.dumps(to_json())`` reads back.
+
+        Cheaper for a store to call: each kept decision is encoded once, not at every save.
+
+        Raises:
+            ValueError: If a number is not finite.
+        """
+        head = json.dumps(self._head(), allow_nan=False)
+        history = ",".join(d.json_text() for d in self.history)
+        return f'{head[:-1]}, "history": [{history}]}}'
+
+    def _head(self) -> dict[str, Any]:
         return {
             "schema_version": self.schema_version,
             "limit": self.limit,
@@ -209,7 +236,6 @@ class LearnedState:
             "sample_count": self.sample_count,
             "latency_floor_s": self.latency_floor_s,
             "chunk_size": self.chunk_size,
-            "history": [d.to_json() for d in self.history],
         }
 
     @classmethod

@@ -428,7 +428,7 @@ class JsonFileStore:
         Raises:
             StateStoreError: If the file cannot be written.
         """
-        record = json.dumps(state.to_json(), allow_nan=False)
+        record = state.to_json_text()
         check_environment(environment)
         await _committer().save(self, environment, name, record)
 
@@ -440,7 +440,7 @@ class JsonFileStore:
         Raises:
             StateStoreError: If the file cannot be written.
         """
-        record = json.dumps(state.to_json(), allow_nan=False)
+        record = state.to_json_text()
         check_environment(environment)
         try:
             self._save_sync(environment, name, record)
