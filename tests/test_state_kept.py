@@ -18,7 +18,16 @@ from pathlib import Path
 import anyio
 import pytest
 
-from aiogovernor import AIMD, AdaptiveChunker, Governor, Outcome, _persistence, governed_batches, governed_map
+from aiogovernor import (
+    AIMD,
+    AdaptiveChunker,
+    Governor,
+    Outcome,
+    _persistence,
+    governed_batches,
+    governed_imap_unordered,
+    governed_map,
+)
 from aiogovernor.__main__ import main
 from aiogovernor.limits import gate_limit
 from aiogovernor.state import JsonFileStore, KeptDecision, LearnedState, MemoryStore
@@ -38,7 +47,7 @@ def child_env(state_dir: Path, **extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def run_child(code: str, state_dir: Path, *, timeout_s: float = 60.0, **extra: str) -> str:
+def run_child(code: str, state_dir: Path, *, timeout_s: float = 60.0, **extra: str) -> tuple[str, str]:
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         env=child_env(state_dir, **extra),
@@ -48,7 +57,7 @@ def run_child(code: str, state_dir: Path, *, timeout_s: float = 60.0, **extra: s
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    return done.stderr
+    return done.stdout, done.stderr
 
 
 def records(state_dir: Path, environment: str = "default") -> dict[str, LearnedState]:
@@ -74,11 +83,12 @@ def test_a_script_that_never_closes_anything_leaves_its_final_state(tmp_path: Pa
     files.mkdir()
     for i in range(12):
         (files / f"{i}.txt").write_text("x" * i)
-    stderr = run_child(
+    stdout, stderr = run_child(
         f"""
         import asyncio, logging, httpx
         from aiogovernor import AIMD, Governor, governed_map
         from aiogovernor.dispatch import EndpointPool, JobClient
+        from aiogovernor.dispatch.testing import FakeEndpoint, LocalServerless
         from aiogovernor.uploads import upload_files
 
         logging.basicConfig(level=logging.DEBUG, format="%(name)s %(message)s")
@@ -92,10 +102,12 @@ def test_a_script_that_never_closes_anything_leaves_its_final_state(tmp_path: Pa
             client = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(201)))
             paths = sorted(str(p) for p in __import__("pathlib").Path({str(files)!r}).iterdir())
             await upload_files(client, paths, url="http://uploads.test/in")
-            pool = EndpointPool([JobClient("ep1", api_key="k", base_url="http://127.0.0.1:9")])
-            jobs = pool.clients[0].governor
-            await jobs.restore()
-            jobs.reset_limit(7, reason="learned")
+            with LocalServerless({{"ep1": FakeEndpoint(workers=4, job_duration_s=0.005)}}) as srv:
+                fast = dict(poll_interval_s=0.005, max_poll_interval_s=0.02)
+                pool = EndpointPool([JobClient("ep1", api_key=srv.api_key, base_url=srv.base_url, **fast)])
+                await pool.start()
+                await asyncio.gather(*(pool.run({{"x": i}}) for i in range(40)))
+                print("jobs limit", pool.clients[0].governor.policy.limit, flush=True)
             mine = Governor("script", AIMD(initial_limit=3))
             async with mine:
                 pass
@@ -111,7 +123,9 @@ def test_a_script_that_never_closes_anything_leaves_its_final_state(tmp_path: Pa
     assert mapped.sample_count == 400
     assert mapped.history and mapped.history[-1].new_limit == gate_limit(mapped.limit)
     assert kept["uploads:http://uploads.test"].sample_count == 12
-    assert kept["dispatch:ep1"].limit == 7
+    # The pool was never closed: the exit hook wrote its job governor's final limit.
+    assert f"jobs limit {kept['dispatch:ep1'].limit}" in stdout
+    assert kept["dispatch:ep1"].sample_count == 40
     assert kept["script"].limit == 9
     assert "saved learned state at exit" in stderr
     assert "script[default]" in stderr and "dispatch:ep1[default]" in stderr
@@ -173,7 +187,7 @@ def test_kill_9_mid_run_leaves_the_last_debounced_save(tmp_path: Path) -> None:
 
 
 def test_the_exit_hook_gives_up_on_a_store_that_hangs(tmp_path: Path) -> None:
-    stderr = run_child(
+    _, stderr = run_child(
         """
         import logging, time
         from aiogovernor import Governor
@@ -238,6 +252,22 @@ async def test_a_map_closes_its_governor_even_when_it_fails(state_dir: Path) -> 
     (name,) = await store.list("default")
     state = await store.load("default", name)
     assert state is not None and state.sample_count >= 30
+
+
+async def test_a_cancelled_map_closes_its_governor(state_dir: Path) -> None:
+    async def slow(x: int) -> int:
+        await anyio.sleep(0.01 * (x + 1))
+        return x
+
+    with anyio.move_on_after(0.5) as scope:
+        async with governed_imap_unordered(slow, range(1000)) as results:
+            async for _ in results:
+                pass
+    assert scope.cancelled_caught
+    store = JsonFileStore(state_dir)
+    (name,) = await store.list("default")
+    state = await store.load("default", name)
+    assert state is not None and state.sample_count > 0
 
 
 async def test_a_transport_closes_the_governors_it_made(state_dir: Path) -> None:
