@@ -53,9 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # Kept so that scripts written when a plot was drawn by default still run.
     demo.add_argument("--no-plot", action="store_true", help=argparse.SUPPRESS)
-    from ._state_cli import add_state_parser  # the stores load when the CLI runs, not on import
+    from ._state_cli import add_plot_parser, add_state_parser  # the stores load when the CLI runs
 
     add_state_parser(commands)
+    add_plot_parser(commands)
     return parser
 
 
@@ -96,6 +97,10 @@ def _main(argv: Sequence[str] | None) -> int:
         from ._state_cli import run_state  # as above: only the command that runs
 
         return run_state(args, parser)
+    if args.command == "plot":
+        from ._state_cli import run_plot
+
+        return run_plot(args, parser)
     raise AssertionError(f"unhandled command {args.command!r}")  # pragma: no cover
 
 

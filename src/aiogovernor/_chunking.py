@@ -178,6 +178,19 @@ class AdaptiveChunker:
         """The mean duration of the window's calls at the current size; None when empty."""
         return sum(self._durations) / len(self._durations) if self._durations else None
 
+    def reset(self, size: int) -> None:
+        """Start again from ``size`` (clamped to the bounds), forgetting the durations seen.
+
+        A governor calls it with the learned size when this chunker is attached
+        to it (`aiogovernor.Governor.attach_chunker`).
+
+        Raises:
+            ValueError: If ``size`` < 1.
+        """
+        check_int("size", size, low=1)
+        self._size = min(self._max, max(self._min, size))
+        self._durations.clear()
+
     def record(self, size: int, duration_s: float) -> int:
         """Record that a call carrying ``size`` items took ``duration_s``; return the next size.
 

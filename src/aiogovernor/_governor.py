@@ -29,12 +29,14 @@ from types import MappingProxyType, TracebackType
 from typing import Any, Literal
 
 from . import _registry
+from ._chunking import Chunker
 from ._classify import Classifier, OverloadError, default_classify
 from ._clock import Clock, loop_time
 from ._events import Decision, DecisionListener, WindowListener
 from ._feedback import Feedback
 from ._names import check_environment, check_governor_name
 from ._persistence import Persistence, StateStore, bind_persistence
+from ._record import LearnedState
 from ._samples import Outcome, Window, WindowConfig
 from ._time_gates import TimeGates
 from ._validate import check_float
@@ -175,6 +177,10 @@ class GovernorStats:
         decision_count: How many decisions were made.
         decisions_by_direction: Decisions by direction of the limit: ``up``,
             ``down`` and ``hold``, since creation.
+        restored: Whether the governor started from learned state (loaded
+            by `Governor.restore` or the first acquire, and recent enough to use).
+        restored_saved_at: When that state had been saved, in wall-clock
+            seconds since the epoch; None when nothing was restored.
     """
 
     name: str
@@ -193,6 +199,8 @@ class GovernorStats:
     last_decision: Decision | None
     decision_count: int
     decisions_by_direction: Mapping[str, int]
+    restored: bool = False
+    restored_saved_at: float | None = None
 
     @property
     def decisions(self) -> int:
@@ -325,12 +333,16 @@ class Governor:
         store: Where the learned state is kept (see `aiogovernor.state`):
             ``"default"`` is a `aiogovernor.state.JsonFileStore` in the user's
             state directory; None (or ``$AIOGOVERNOR_DISABLE_STATE=1``) keeps
-            nothing. The learned limit is loaded on the first awaited acquire
-            and clamped to the policy's bounds; decisions are saved in the
-            background, debounced; `aclose` saves what is left.
+            nothing. The learned state is loaded by `restore`, or else on
+            the first awaited acquire, and the limit clamped to the policy's
+            bounds; decisions are saved in the background, debounced;
+            `aclose` saves what is left, and for a file store so does the
+            interpreter's exit (see the state guide).
         state_max_age_s: Learned state older than this (wall time) is ignored;
             None uses it whatever its age.
         save_interval_s: At most one background save per this many seconds.
+        state_history_size: How many of the latest decisions are kept with
+            the learned state (``aiogovernor state history``); 0 keeps none.
     """
 
     def __init__(
@@ -349,6 +361,7 @@ class Governor:
         store: StateStore | Literal["default"] | None = "default",
         state_max_age_s: float | None = 30 * 86400.0,
         save_interval_s: float = 5.0,
+        state_history_size: int = 1000,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string, got {name!r}")
@@ -378,6 +391,7 @@ class Governor:
             "store": store,
             "state_max_age_s": state_max_age_s,
             "save_interval_s": save_interval_s,
+            "state_history_size": state_history_size,
         }
         self._environment = environment
         self._policy = policy
@@ -437,7 +451,11 @@ class Governor:
         # Learned state: until it is loaded, `_slow` sends callers to the slow
         # path, where the first one loads it; the fast path checks nothing more.
         self._persistence: Persistence | None = bind_persistence(
-            self, store, max_age_s=state_max_age_s, save_interval_s=save_interval_s
+            self,
+            store,
+            max_age_s=state_max_age_s,
+            save_interval_s=save_interval_s,
+            history_size=state_history_size,
         )
         self._state_pending = self._persistence is not None
         self._slow = True
@@ -503,6 +521,7 @@ class Governor:
     def stats(self) -> GovernorStats:
         """A frozen snapshot: limit, inflight, waiting, counts, last window and decision."""
         feedback = self._feedback
+        persistence = self._persistence
         w = feedback.last_window
         return GovernorStats(
             name=self._name,
@@ -521,6 +540,8 @@ class Governor:
             last_decision=feedback.last_decision,
             decision_count=feedback.decision_count,
             decisions_by_direction=MappingProxyType(feedback.decisions_by_direction()),
+            restored=persistence is not None and persistence.restored is not None,
+            restored_saved_at=persistence.restored_at if persistence is not None else None,
         )
 
     def plot(self, path: str) -> None:
@@ -1007,6 +1028,46 @@ class Governor:
         """Where the learned state is kept; None when persistence is off."""
         return self._persistence.store if self._persistence is not None else None
 
+    async def restore(self) -> LearnedState | None:
+        """Load the learned state now, instead of on the first acquire; return what was restored.
+
+        Until the state is loaded, `limit` shows the policy's starting limit.
+        Call this to see (or log) the learned limit before any work runs.
+        Loading happens once: later calls return the same state at no cost.
+
+        Returns:
+            The state the governor now starts from; None when persistence is
+            off, nothing was saved yet, or the state is older than
+            ``state_max_age_s``.
+        """
+        persistence = self._persistence
+        if persistence is None:
+            return None
+        if self._state_pending:
+            await self._load_state()
+        return persistence.restored
+
+    def attach_chunker(self, chunker: Chunker | None) -> None:
+        """Keep ``chunker``'s size with this governor's learned state; None detaches it.
+
+        The integrations that size chunks (`aiogovernor.governed_batches`, the
+        uploader) attach theirs; attach your own when you size batches
+        yourself. A chunker with a ``reset(size)`` method, such as
+        `AdaptiveChunker`, starts from the learned size. One chunker is
+        attached at a time; the size of the last one is kept after it is
+        detached. Does nothing when persistence is off.
+        """
+        if chunker is not None and not isinstance(chunker, Chunker):
+            raise TypeError(f"chunker must be a Chunker (size and record) or None, got {chunker!r}")
+        if self._persistence is not None:
+            self._persistence.attach_chunker(chunker)
+
+    def detach_chunker(self, chunker: Chunker) -> None:
+        """Detach ``chunker`` if it is the one attached (keeping its size); else do nothing."""
+        persistence = self._persistence
+        if persistence is not None and persistence.chunker is chunker:
+            persistence.attach_chunker(None)
+
     async def _load_state(self) -> None:
         persistence = self._persistence
         assert persistence is not None
@@ -1022,7 +1083,11 @@ class Governor:
         governor's lifetime"; for a block that saves on the way out use
         ``async with contextlib.aclosing(Governor(...)) as gov:``. The
         governor stays usable after `aclose`; later decisions are saved again.
-        Never raises for a store failure: that is logged.
+        Never raises for a store failure: that is logged. The save is
+        shielded from cancellation, so a cancelled task's cleanup still saves.
         """
         if self._persistence is not None:
-            await self._persistence.flush()
+            import anyio
+
+            with anyio.CancelScope(shield=True):
+                await self._persistence.flush()

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, Unpack, overload
 
 from ._attempt import Attempts
-from ._chunking import AdaptiveChunker, Chunker, as_chunker
+from ._chunking import AdaptiveChunker, Chunker, FixedChunker, as_chunker
 from ._governor import Governor
 from ._names import name_after_callable, warn_if_ambiguous
 from ._progress import ProgressCallback, Reporter, check_progress
@@ -79,6 +79,7 @@ class _Settings:
     timeout_s: float | None
     progress: ProgressCallback | bool | None
     seed: int | None
+    owned: bool = False  # the governor was made for this map: closed (its state saved) at the end
 
 
 def _is_async_callable(fn: object) -> bool:
@@ -121,6 +122,7 @@ def _settings(
     check_progress(progress)
     return _Settings(
         governor=governor or _default_governor(fn),
+        owned=governor is None,
         return_exceptions=bool(return_exceptions),
         retry=retry,
         retry_budget=retry_budget,
@@ -515,6 +517,28 @@ class _Pool:
             return await self._fn(unit)
 
 
+@asynccontextmanager
+async def _closing(settings: _Settings, chunker: Chunker | None = None) -> AsyncIterator[None]:
+    """Around one map: attach its chunker to the governor, and close a governor made for it.
+
+    However the map ends (results, an exception, cancellation), a governor it
+    made is closed, its final state saved: nobody else holds it to call ``aclose``.
+    """
+    gov = settings.governor
+    attach = chunker is not None and not isinstance(chunker, FixedChunker)
+    try:
+        if attach:
+            # Loaded before the first chunk is cut (a worker cuts it before its permit).
+            await gov.restore()
+            gov.attach_chunker(chunker)
+        yield
+    finally:
+        if attach:
+            gov.detach_chunker(chunker)  # type: ignore[arg-type]
+        if settings.owned:
+            await gov.aclose()  # shielded: it saves even when the map was cancelled
+
+
 async def _collect(
     fn: Callable[[Any], Awaitable[Any]],
     items: Iterable[Any] | AsyncIterable[Any],
@@ -522,6 +546,16 @@ async def _collect(
     chunker: Chunker | None = None,
 ) -> list[Any]:
     """Run the pool to the end; one result per unit pulled (an item, or a chunk), in order."""
+    async with _closing(settings, chunker):
+        return await _collect_in(fn, items, settings, chunker)
+
+
+async def _collect_in(
+    fn: Callable[[Any], Awaitable[Any]],
+    items: Iterable[Any] | AsyncIterable[Any],
+    settings: _Settings,
+    chunker: Chunker | None,
+) -> list[Any]:
     with Reporter(
         settings.progress, governor=settings.governor, description=settings.governor.name
     ) as reporter:
@@ -744,29 +778,30 @@ def _stream(
 
         failure: Exception | None = None
         gov = settings.governor
-        with Reporter(settings.progress, governor=gov, description=gov.name) as reporter:
-            pool = _Pool(fn, items, settings, reporter)
-            # By default, room for every worker's result plus as many again queued
-            # for the consumer: memory stays O(limit), a slow consumer slows the pool.
-            pool.capacity = buffer_size or 0
-            stream: _Stream[R] = _Stream(pool, ordered=ordered)
+        async with _closing(settings):
+            with Reporter(settings.progress, governor=gov, description=gov.name) as reporter:
+                pool = _Pool(fn, items, settings, reporter)
+                # By default, room for every worker's result plus as many again queued
+                # for the consumer: memory stays O(limit), a slow consumer slows the pool.
+                pool.capacity = buffer_size or 0
+                stream: _Stream[R] = _Stream(pool, ordered=ordered)
 
-            async def drive() -> None:
-                try:
-                    await pool.run()
-                finally:
-                    stream.finish()
+                async def drive() -> None:
+                    try:
+                        await pool.run()
+                    finally:
+                        stream.finish()
 
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(drive)
-                try:
-                    yield stream
-                except Exception as exc:
-                    # Raised past the task group it would come out wrapped in a group.
-                    failure = exc
-                finally:
-                    # The consumer is done (or gone): stop the calls still running.
-                    pool.scope.cancel()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(drive)
+                    try:
+                        yield stream
+                    except Exception as exc:
+                        # Raised past the task group it would come out wrapped in a group.
+                        failure = exc
+                    finally:
+                        # The consumer is done (or gone): stop the calls still running.
+                        pool.scope.cancel()
         if failure is not None:
             raise failure
 

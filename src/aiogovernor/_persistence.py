@@ -9,8 +9,17 @@ Two small protocols meet here, so that neither side imports the other:
   the governor; `Persistence` is all the governor sees of it.
 
 `GovernorPersistence` ties one learner to one store: the learned state is
-loaded once, on the first slow-path acquire, saved after decisions (in the
-background, debounced) and flushed on ``aclose``.
+loaded once (by `aiogovernor.Governor.restore`, or on the first slow-path
+acquire), saved after decisions (in the background, debounced) and flushed on
+``aclose``. What it keeps: the limit, the latency floor, the size of an
+attached chunker and the last decisions (`KeptDecision`).
+
+A safety net for scripts that never call ``aclose``: a governor whose state
+changed since its last save stays in `_unsaved` until it is saved, and an
+exit hook (`_save_at_exit`) writes what is left through the stores that can
+write without an event loop (`BlockingSave`: the JSON file store), in a
+thread it waits for at most ``$AIOGOVERNOR_EXIT_SAVE_TIMEOUT_S`` (2 s by
+default), so that a store that hangs never hangs the exit.
 
 The default store (``store="default"``, a JSON file in the user's state
 directory) lives in `aiogovernor.state`, above the core. Rather than reach up
@@ -24,22 +33,28 @@ for every gate (async or threaded) that binds persistence through here.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import builtins
+import contextlib
 import logging
 import math
 import os
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from ._record import LearnedState
-from ._validate import check_float
+from ._record import KeptDecision, LearnedState
+from ._validate import check_float, check_int
 
 if TYPE_CHECKING:
+    from ._chunking import Chunker
     from ._events import Decision, DecisionListener
     from .limits import LimitPolicy
 
 __all__ = [
+    "BlockingSave",
     "GovernorPersistence",
     "Learner",
     "Persistence",
@@ -103,6 +118,22 @@ class StateStore(Protocol):
         ...
 
 
+@runtime_checkable
+class BlockingSave(Protocol):
+    """What a store offers to be written at interpreter exit, when no event loop runs.
+
+    Optional: a store without it (Redis, memory) is not written at exit.
+    """
+
+    def save_blocking(self, environment: str, name: str, state: LearnedState) -> None:
+        """`StateStore.save`, blocking the calling thread (called from a worker thread at exit).
+
+        Raises:
+            StateStoreError: When the state cannot be written.
+        """
+        ...
+
+
 class Learner(Protocol):
     """What persistence needs of a governor; any gate (async or threaded) can offer it."""
 
@@ -140,6 +171,25 @@ class Persistence(Protocol):
     @property
     def loaded(self) -> bool:
         """Whether the learned state was loaded (and applied, if there was any)."""
+        ...
+
+    @property
+    def restored(self) -> LearnedState | None:
+        """The state the governor started from, if one was loaded and used."""
+        ...
+
+    @property
+    def restored_at(self) -> float | None:
+        """When the state the governor started from was saved (wall time), if one was restored."""
+        ...
+
+    @property
+    def chunker(self) -> Chunker | None:
+        """The chunker attached, if any."""
+        ...
+
+    def attach_chunker(self, chunker: Chunker | None) -> None:
+        """Keep ``chunker``'s size with the limit (None detaches, keeping its last size)."""
         ...
 
     async def load(self) -> None:
@@ -187,15 +237,109 @@ def bind_persistence(
     *,
     max_age_s: float | None,
     save_interval_s: float,
+    history_size: int = 1000,
 ) -> GovernorPersistence | None:
     """Validate the persistence settings and tie ``learner`` to its store; None when nothing is kept."""
     if max_age_s is not None:
         check_float("state_max_age_s", max_age_s, low=0.0)
     check_float("save_interval_s", save_interval_s, low=0.0)
+    check_int("state_history_size", history_size, low=0)
     resolved = resolve_store(store)
     if resolved is None:
         return None
-    return GovernorPersistence(learner, resolved, max_age_s=max_age_s, save_interval_s=save_interval_s)
+    return GovernorPersistence(
+        learner, resolved, max_age_s=max_age_s, save_interval_s=save_interval_s, history_size=history_size
+    )
+
+
+# -- the exit hook ---------------------------------------------------------------
+
+# Governors whose state changed since their last save, held strongly: a governor made by a
+# script and dropped without `aclose` (its loop gone, its debounced save cancelled) must
+# still be here for the exit hook. One leaves as soon as a save catches up with it.
+_unsaved: dict[int, GovernorPersistence] = {}
+_exit_hook = threading.Lock()
+_exit_hook_registered = False
+if hasattr(os, "register_at_fork"):
+    # A forked child did not learn what its parent did: its exit must not write it.
+    os.register_at_fork(after_in_child=_unsaved.clear)
+DEFAULT_EXIT_SAVE_TIMEOUT_S = 2.0
+
+
+def _exit_timeout_s() -> float:
+    raw = os.environ.get("AIOGOVERNOR_EXIT_SAVE_TIMEOUT_S", "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_EXIT_SAVE_TIMEOUT_S
+    except ValueError:
+        value = DEFAULT_EXIT_SAVE_TIMEOUT_S
+    return value if math.isfinite(value) and value >= 0 else DEFAULT_EXIT_SAVE_TIMEOUT_S
+
+
+def _register_exit_hook() -> None:
+    # Registered on the first unsaved change, not on import: `atexit` runs hooks last in,
+    # first out, and this one must run before the hooks of the stores (registered when
+    # their module was imported, before any governor could use them), which close their
+    # files, and before `logging`'s, which closes the handlers it logs to.
+    global _exit_hook_registered
+    with _exit_hook:
+        if not _exit_hook_registered:
+            atexit.register(_save_at_exit)
+            _exit_hook_registered = True
+
+
+def _save_at_exit() -> None:
+    """Write the state of every governor left unsaved, within the exit timeout; log at debug."""
+    pending = [p for p in list(_unsaved.values()) if p._dirty]
+    _unsaved.clear()
+    if not pending:
+        return
+    writable = [p for p in pending if isinstance(p.store, BlockingSave)]
+    for p in pending:
+        if p not in writable:
+            logger.debug(
+                "%s: not saved at exit (%r cannot write without an event loop; call 'await gov.aclose()')",
+                p.label,
+                p.store,
+            )
+    if not writable:
+        return
+    timeout_s = _exit_timeout_s()
+    saved: list[str] = []
+
+    def write() -> None:
+        for p in writable:
+            if p.save_blocking():
+                saved.append(p.label)
+
+    # In a daemon thread the exit waits for at most `timeout_s`: a store that hangs (a
+    # stalled network file system, a lock never released) is left behind, never waited on.
+    worker = threading.Thread(target=write, name="aiogovernor-save-at-exit", daemon=True)
+    try:
+        worker.start()
+    except RuntimeError as exc:  # no new thread at this stage of the exit
+        logger.debug("learned state not saved at exit: %s", exc)
+        return
+    worker.join(timeout_s)
+    if worker.is_alive():
+        logger.debug(
+            "saving learned state at exit took longer than %.1fs: gave up (saved so far: %s)",
+            timeout_s,
+            ", ".join(saved) or "none",
+        )
+    else:
+        logger.debug("saved learned state at exit: %s", ", ".join(saved) or "none")
+
+
+def _reason_code(decision: Decision) -> str:
+    """A decision's cause in one word (see `aiogovernor.state.REASON_CODES`)."""
+    w = decision.window
+    if w is None:
+        return "reset"
+    if decision.new_limit > decision.old_limit:
+        return "up"
+    if decision.new_limit < decision.old_limit:
+        return "overload" if w.overload or w.stale_overload else "down"
+    return "hold"
 
 
 class GovernorPersistence:
@@ -216,6 +360,7 @@ class GovernorPersistence:
         *,
         max_age_s: float | None,
         save_interval_s: float,
+        history_size: int = 1000,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._governor = governor
@@ -236,7 +381,18 @@ class GovernorPersistence:
         self._lock: Any = None
         self._last_save_at = -math.inf
         self._failing = False
+        self._chunker: Chunker | None = None
+        self._chunk_size: int | None = None  # the latest chunk size known (restored or seen)
+        self._saved_chunk_size: int | None = None
+        self._history: deque[KeptDecision] | None = deque(maxlen=history_size) if history_size else None
+        self._seen = 0  # units of work seen, as of the last snapshot
+        self._saved_seen = 0  # ... as of the last save
         governor.add_listener(self._on_decision)
+
+    @property
+    def label(self) -> str:
+        """``name[environment]``, for logs."""
+        return f"{self._governor.name}[{self._governor.environment}]"
 
     @property
     def store(self) -> StateStore:
@@ -302,6 +458,15 @@ class GovernorPersistence:
             return
         self._restored = state
         self._latency_floor_s = state.latency_floor_s
+        if state.chunk_size is not None:
+            self._chunk_size = self._saved_chunk_size = state.chunk_size
+            self._resize_chunker()
+        if self._history is not None and state.history:
+            # Older than anything decided in this process (a reset before the load).
+            newer = list(self._history)
+            self._history.clear()
+            self._history.extend(state.history)
+            self._history.extend(newer)
         self._restoring = True
         try:
             saved = f"{state.policy}, saved {max(0.0, age_s):.0f}s ago"
@@ -311,18 +476,64 @@ class GovernorPersistence:
 
     # -- saving -------------------------------------------------------------
 
+    @property
+    def restored_at(self) -> float | None:
+        """When the state the governor started from was saved (wall time), if one was restored."""
+        return self._restored.updated_at if self._restored is not None else None
+
+    # -- the chunk size -----------------------------------------------------
+
+    @property
+    def chunker(self) -> Chunker | None:
+        """The chunker attached, if any."""
+        return self._chunker
+
+    def attach_chunker(self, chunker: Chunker | None) -> None:
+        """Keep ``chunker``'s size with the limit; None detaches the one attached (its size is kept).
+
+        An attached chunker with a ``reset(size)`` method (`aiogovernor.AdaptiveChunker`)
+        starts from the learned size: now if one is known, else when the state is loaded.
+        """
+        previous = self._chunker
+        if previous is not None and previous is not chunker:
+            self._note_chunk_size(previous.size)
+        self._chunker = chunker
+        if chunker is not None:
+            self._resize_chunker()
+
+    def _resize_chunker(self) -> None:
+        chunker, size = self._chunker, self._chunk_size
+        if chunker is None or size is None:
+            return
+        reset = getattr(chunker, "reset", None)
+        if callable(reset) and chunker.size != size:
+            reset(size)
+
+    def _note_chunk_size(self, size: int) -> None:
+        if size != self._chunk_size:
+            self._chunk_size = size
+        if size != self._saved_chunk_size:
+            self._mark_dirty()
+
+    # -- saving -------------------------------------------------------------
+
     def snapshot(self) -> LearnedState:
         """What the governor knows now, as a record."""
         gov = self._governor
         base = self._restored
-        seen = sum(gov.stats().counts.values())
+        # At exit, a paused governor's clock may be gone with its loop: keep the last count.
+        with contextlib.suppress(Exception):
+            self._seen = sum(gov.stats().counts.values())
+        if self._chunker is not None:
+            self._chunk_size = self._chunker.size
         return LearnedState(
             limit=gov.policy.limit,
             policy=gov.policy.name,
             updated_at=self._wall_clock(),
-            sample_count=(base.sample_count if base else 0) + seen,
+            sample_count=(base.sample_count if base else 0) + self._seen,
             latency_floor_s=self._latency_floor_s,
-            chunk_size=base.chunk_size if base else None,
+            chunk_size=self._chunk_size,
+            history=tuple(self._history) if self._history is not None else (),
         )
 
     def _on_decision(self, decision: Decision) -> None:
@@ -333,7 +544,27 @@ class GovernorPersistence:
             floor = self._latency_floor_s
             if floor is None or w.latency_min_s < floor:
                 self._latency_floor_s = w.latency_min_s
+        if self._history is not None:
+            self._history.append(
+                KeptDecision(
+                    round(self._wall_clock(), 3),
+                    decision.old_limit,
+                    decision.new_limit,
+                    _reason_code(decision),
+                    None if w is None or not w.ok else round(w.latency_p50_s, 6),
+                    0 if w is None else w.ok,
+                    0 if w is None else w.overload + w.stale_overload,
+                    0 if w is None else w.peak_inflight,
+                )
+            )
+        self._mark_dirty()
+
+    def _mark_dirty(self) -> None:
         self._dirty = True
+        if id(self) not in _unsaved:
+            _unsaved[id(self)] = self
+            if not _exit_hook_registered:
+                _register_exit_hook()
         if not self._scheduled:
             self._schedule()
 
@@ -382,6 +613,8 @@ class GovernorPersistence:
         if self._lock is None:
             self._lock = anyio.Lock()
         async with self._lock:
+            if not self._dirty and self._moved_since_save():
+                self._dirty = True
             if not self._dirty:
                 return False
             gov = self._governor
@@ -403,10 +636,51 @@ class GovernorPersistence:
                         exc,
                     )
                 return False
-            if self._failing:
-                self._failing = False
-                logger.warning("learned state for %s[%s] is being saved again", gov.name, gov.environment)
+            except BaseException:
+                # Cancelled all the same (asyncio.run cancels what is left as the loop ends, and
+                # a shield guards only against cancel scopes): not saved, so the exit hook must.
+                self._dirty = True
+                raise
+            self._saved(state)
             return True
+
+    def _moved_since_save(self) -> bool:
+        """Whether what moves without a decision (the chunk size, work counted) moved since the last save."""
+        if self._chunker is not None and self._chunker.size != self._saved_chunk_size:
+            return True
+        try:
+            return sum(self._governor.stats().counts.values()) != self._saved_seen
+        except Exception:  # a governor whose clock is gone with its loop
+            return False
+
+    def _saved(self, state: LearnedState) -> None:
+        self._saved_chunk_size = state.chunk_size
+        self._saved_seen = self._seen
+        if not self._dirty:
+            _unsaved.pop(id(self), None)
+        if self._failing:
+            self._failing = False
+            logger.warning("learned state for %s is being saved again", self.label)
+
+    def save_blocking(self) -> bool:
+        """Save what is left now, blocking (the exit hook, in a worker thread); return whether written.
+
+        Only for stores that can (`BlockingSave`); never raises: a failure is logged at debug.
+        """
+        store = self._store
+        if not self._dirty or not isinstance(store, BlockingSave):
+            return False
+        gov = self._governor
+        try:
+            state = self.snapshot()
+            self._dirty = False
+            store.save_blocking(gov.environment, gov.name, state)
+        except Exception as exc:
+            self._dirty = True
+            logger.debug("cannot save learned state for %s at exit (%s)", self.label, exc)
+            return False
+        self._saved(state)
+        return True
 
     async def flush(self) -> None:
         """Cancel the pending debounced save and save what is left now."""

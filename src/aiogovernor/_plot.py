@@ -1,8 +1,8 @@
 """The picture of a governor over time: limit, in-flight work, p50 latency and overloads.
 
-One drawing for every caller (the demo, `Governor.plot`): what differs is only
-which series are known. matplotlib (the ``plot`` extra) is imported when a
-picture is drawn, never by importing this module.
+One drawing for every caller (the demo, `Governor.plot`, ``aiogovernor plot``
+from a saved history): what differs is only which series are known. matplotlib
+(the ``plot`` extra) is imported when a picture is drawn, never by importing this module.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ._events import Decision
+from ._record import KeptDecision
 
 __all__ = ["PlotError", "Trace", "draw"]
 
@@ -45,6 +46,25 @@ class Trace:
                 self.inflight.append((w.end, w.peak_inflight))
                 self.p50_s.append((w.end, w.latency_p50_s))
                 self.overloads.append((w.end, w.overload + w.stale_overload))
+
+    def add_kept(self, decisions: Sequence[KeptDecision]) -> None:
+        """Add decisions read back from a store, timed in seconds since the first one.
+
+        A kept decision holds its window's figures at the moment it was taken:
+        the limit after it, the window's peak in flight, p50 and overloads.
+        """
+        if not decisions:
+            return
+        start = decisions[0].at
+        for d in decisions:
+            t = d.at - start
+            self.limit.append((t, d.new_limit))
+            if d.reason == "reset":
+                continue  # set by hand or restored: no window behind it
+            self.inflight.append((t, d.peak_inflight))
+            if d.latency_p50_s is not None:
+                self.p50_s.append((t, d.latency_p50_s))
+            self.overloads.append((t, d.overload))
 
 
 def _xy(points: Sequence[tuple[float, float]]) -> tuple[list[float], list[float]]:

@@ -1,12 +1,13 @@
-"""What a governor learned, as one frozen, schema-versioned record."""
+"""What a governor learned, as one frozen, schema-versioned record, with its recent decisions."""
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["SCHEMA_VERSION", "LearnedState"]
+__all__ = ["REASON_CODES", "SCHEMA_VERSION", "KeptDecision", "LearnedState"]
 
 SCHEMA_VERSION = 1
 """The version of the persisted record; a store refuses records of another version."""
@@ -50,6 +51,108 @@ def _integer(data: dict[str, Any], key: str, *, optional: bool = False) -> int |
     return value
 
 
+REASON_CODES = ("up", "down", "overload", "hold", "reset")
+"""What drove a kept decision, in one word: the limit rose, fell (on latency or
+throughput), fell with overloads in its window, held, or was set by hand."""
+
+
+def _field(value: object, what: str, *, integer: bool, optional: bool = False) -> Any:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
+        raise ValueError(f"{what} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    if not integer and not math.isfinite(value):
+        raise ValueError(f"{what} must be finite, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{what} must be >= 0, got {value!r}")
+    return value if integer else float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class KeptDecision:
+    """One decision as it is kept in a `LearnedState`'s history: compact, in wall time.
+
+    Stored as one JSON array, ``[at, old_limit, new_limit, reason, latency_p50_s,
+    ok, overload, peak_inflight]``, so a thousand of them stay small.
+
+    Attributes:
+        at: Wall-clock time of the decision, seconds since the epoch.
+        old_limit: The gate's limit before.
+        new_limit: The gate's limit after.
+        reason: One of `REASON_CODES`.
+        latency_p50_s: The window's median latency (None without a window or
+            a successful sample).
+        ok: Successful units of work in the window.
+        overload: Overloaded units of work in the window.
+        peak_inflight: The most permits held at once in the window.
+    """
+
+    at: float
+    old_limit: int
+    new_limit: int
+    reason: str
+    latency_p50_s: float | None = None
+    ok: int = 0
+    overload: int = 0
+    peak_inflight: int = 0
+    # Its JSON text, made on first use: a save re-encodes every kept decision otherwise,
+    # and a thousand of them cost a millisecond or more of the event loop's time per save.
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def json_text(self) -> str:
+        """`to_json` as JSON text (encoded once)."""
+        text = self._text
+        if text is None:
+            text = json.dumps(self.to_json(), allow_nan=False, separators=(",", ":"))
+            object.__setattr__(self, "_text", text)
+        return text
+
+    def to_json(self) -> list[Any]:
+        """The entry as a JSON-ready array."""
+        return [
+            self.at,
+            self.old_limit,
+            self.new_limit,
+            self.reason,
+            self.latency_p50_s,
+            self.ok,
+            self.overload,
+            self.peak_inflight,
+        ]
+
+    @classmethod
+    def from_json(cls, data: object) -> KeptDecision:
+        """Parse an entry written by `to_json`.
+
+        Raises:
+            ValueError: If ``data`` is not such an entry.
+        """
+        if not isinstance(data, list) or len(data) != 8:
+            raise ValueError(f"a kept decision must be an array of 8 fields, got {data!r}")
+        at, old, new, reason, p50, ok, overload, peak = data
+        if reason not in REASON_CODES:
+            raise ValueError(f"unknown decision reason {reason!r}")
+        return cls(
+            _field(at, "a decision's time", integer=False),
+            _field(old, "a decision's old limit", integer=True),
+            _field(new, "a decision's new limit", integer=True),
+            reason,
+            _field(p50, "a decision's p50 latency", integer=False, optional=True),
+            _field(ok, "a decision's ok count", integer=True),
+            _field(overload, "a decision's overload count", integer=True),
+            _field(peak, "a decision's peak in flight", integer=True),
+        )
+
+
+def _history(data: object) -> tuple[KeptDecision, ...]:
+    # Absent in records written before decisions were kept: no history, not an error.
+    if data is None:
+        return ()
+    if not isinstance(data, list):
+        raise ValueError(f"field 'history' must be an array, got {type(data).__name__}")
+    return tuple(KeptDecision.from_json(entry) for entry in data)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LearnedState:
     """What one governor learned in one environment, as persisted by a `StateStore`.
@@ -62,7 +165,10 @@ class LearnedState:
         sample_count: Units of work the governor has seen, over all runs.
         latency_floor_s: The lowest window latency seen (the upstream's
             unloaded latency), if any window closed.
-        chunk_size: A learned batch size, for governors that adapt one.
+        chunk_size: The chunk (batch) size learned by the chunker attached to
+            the governor (`aiogovernor.Governor.attach_chunker`), if any.
+        history: The most recent decisions, oldest first (bounded by the
+            governor's ``state_history_size``).
         schema_version: The record's format version.
 
     Raises:
@@ -77,6 +183,7 @@ class LearnedState:
     sample_count: int = 0
     latency_floor_s: float | None = None
     chunk_size: int | None = None
+    history: tuple[KeptDecision, ...] = ()
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -106,6 +213,21 @@ class LearnedState:
 
     def to_json(self) -> dict[str, Any]:
         """The record as a JSON-ready dict."""
+        return {**self._head(), "history": [d.to_json() for d in self.history]}
+
+    def to_json_text(self) -> str:
+        """The record as JSON text, the same as ``json.dumps(to_json())`` reads back.
+
+        Cheaper for a store to call: each kept decision is encoded once, not at every save.
+
+        Raises:
+            ValueError: If a number is not finite.
+        """
+        head = json.dumps(self._head(), allow_nan=False)
+        history = ",".join(d.json_text() for d in self.history)
+        return f'{head[:-1]}, "history": [{history}]}}'
+
+    def _head(self) -> dict[str, Any]:
         return {
             "schema_version": self.schema_version,
             "limit": self.limit,
@@ -138,5 +260,6 @@ class LearnedState:
             sample_count=_integer(data, "sample_count"),  # type: ignore[arg-type]
             latency_floor_s=_number(data, "latency_floor_s", optional=True),
             chunk_size=_integer(data, "chunk_size", optional=True),
+            history=_history(data.get("history")),
             schema_version=version,
         )

@@ -1,4 +1,4 @@
-"""``aiogovernor state ...``: inspect, export and reset learned state."""
+"""``aiogovernor state ...`` (inspect, export and reset learned state) and ``aiogovernor plot``."""
 
 from __future__ import annotations
 
@@ -21,7 +21,16 @@ from .state import (
     check_governor_name,
 )
 
-__all__ = ["EXIT_NOT_FOUND", "EXIT_OK", "EXIT_REFUSED", "EXIT_STORE_ERROR", "add_state_parser", "run_state"]
+__all__ = [
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "EXIT_STORE_ERROR",
+    "add_plot_parser",
+    "add_state_parser",
+    "run_plot",
+    "run_state",
+]
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -60,6 +69,19 @@ def add_state_parser(commands: Any) -> None:
     reset = actions.add_parser("reset", help="forget learned state (asks unless --yes)")
     common(reset, name=True, env_default=True)
     reset.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    history = actions.add_parser(
+        "history",
+        help="one governor's last decisions, as saved with its state",
+        description=(
+            "Print the decisions kept with a governor's learned state, oldest first: when (local "
+            "time), the limit before and after, why (up, down, overload, hold, reset), and its "
+            "window's p50 latency, successes, overloads and peak in flight."
+        ),
+    )
+    _store_options(history, default=argparse.SUPPRESS)
+    history.add_argument("name", help="the governor's name")
+    history.add_argument("--env", help="the environment (default: $AIOGOVERNOR_ENV or 'default')")
+    history.add_argument("--json", action="store_true", help="print JSON for scripts")
     export = actions.add_parser("export", help="dump learned state as JSON")
     _store_options(export, default=argparse.SUPPRESS)
     export.add_argument("--env", help="only this environment (default: every environment)")
@@ -157,9 +179,11 @@ async def _run(
         print(f"aiogovernor: no state directory {str(store.directory)!r}", file=err)
         return EXIT_NOT_FOUND
     env = args.env
-    if env is None and action in ("show", "reset"):
+    if env is None and action in ("show", "reset", "history"):
         env = os.environ.get("AIOGOVERNOR_ENV") or "default"
     name = getattr(args, "name", None)
+    if action == "history":
+        return await _history(store, env, args.name, args.json, out, err)
     entries = await _entries(store, env, name)
     targets = [(e, n) for e, n, _ in entries]
     if action == "reset" and isinstance(store, JsonFileStore):
@@ -200,6 +224,62 @@ async def _run(
     return EXIT_OK
 
 
+def _not_found(store: StateStore, env: str, name: str, err: TextIO) -> int:
+    print(f"aiogovernor: no learned state for {name!r} in environment {env!r} in {_where(store)}", file=err)
+    return EXIT_NOT_FOUND
+
+
+def _no_history(env: str, name: str) -> str:
+    return (
+        f"no decisions kept for {name}[{env}] (saved before decisions were kept, "
+        "or by a governor with state_history_size=0)"
+    )
+
+
+async def _history(store: StateStore, env: str, name: str, as_json: bool, out: TextIO, err: TextIO) -> int:
+    state = await store.load(env, name)
+    if state is None:
+        return _not_found(store, env, name, err)
+    if as_json:
+        fields = (
+            "at",
+            "old_limit",
+            "new_limit",
+            "reason",
+            "latency_p50_s",
+            "ok",
+            "overload",
+            "peak_inflight",
+        )
+        doc = {
+            "environment": env,
+            "name": name,
+            "history": [dict(zip(fields, d.to_json(), strict=True)) for d in state.history],
+        }
+        json.dump(doc, out, indent=2)
+        print(file=out)
+        return EXIT_OK
+    if not state.history:
+        print(_no_history(env, name), file=out)
+        return EXIT_OK
+    rows = [["TIME", "LIMIT", "REASON", "P50", "OK", "OVERLOAD", "PEAK INFLIGHT"]]
+    for d in state.history:
+        p50 = "-" if d.latency_p50_s is None else f"{d.latency_p50_s * 1000:.1f} ms"
+        rows.append(
+            [
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.at)) + f".{int(d.at % 1 * 1000):03d}",
+                f"{d.old_limit} -> {d.new_limit}",
+                d.reason,
+                p50,
+                str(d.ok),
+                str(d.overload),
+                str(d.peak_inflight),
+            ]
+        )
+    _table(rows, out)
+    return EXIT_OK
+
+
 def _ask(prompt: str) -> bool:
     if not sys.stdin.isatty():
         return False
@@ -207,6 +287,84 @@ def _ask(prompt: str) -> bool:
         return input(prompt).strip().lower() in ("y", "yes")
     except EOFError:
         return False
+
+
+def add_plot_parser(commands: Any) -> None:
+    """Add the ``plot`` command to ``commands`` (argparse sub-parsers)."""
+    plot = commands.add_parser(
+        "plot",
+        help="draw a governor's saved history to a PNG (the plot extra)",
+        description=(
+            "Draw the decisions kept with a governor's learned state: the limit after each, and "
+            "each window's peak in flight, p50 latency and overloads, over time (the demo's picture; "
+            "Governor.plot draws it from a live governor). Needs matplotlib: pip install "
+            "'aiogovernor[plot]'. Exit codes: 0 drawn; 1 no such state, or no decisions kept, or "
+            "the file cannot be written; 2 bad usage or name; 3 the store cannot be read."
+        ),
+    )
+    plot.add_argument("name", help="the governor's name")
+    plot.add_argument("-o", "--output", metavar="PATH", required=True, help="the PNG file to write")
+    plot.add_argument("--env", help="the environment (default: $AIOGOVERNOR_ENV or 'default')")
+    _store_options(plot, default=None)
+
+
+def run_plot(
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    *,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Run ``aiogovernor plot NAME -o PATH``; return the exit code."""
+    out, err = out or sys.stdout, err or sys.stderr
+    env = args.env or os.environ.get("AIOGOVERNOR_ENV") or "default"
+    try:
+        check_environment(env)
+        check_governor_name(args.name)
+        store = _store(args)
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
+    except ImportError as exc:  # --redis without the redis extra
+        print(f"aiogovernor: {exc}", file=err)
+        return EXIT_STORE_ERROR
+
+    async def load() -> LearnedState | None:
+        try:
+            return await store.load(env, args.name)
+        finally:
+            await store.aclose()
+
+    named_dir = args.dir is not None or os.environ.get("AIOGOVERNOR_STATE_DIR")
+    if isinstance(store, JsonFileStore) and named_dir and not store.directory.is_dir():
+        print(f"aiogovernor: no state directory {str(store.directory)!r}", file=err)
+        return EXIT_NOT_FOUND
+    try:
+        state = asyncio.run(load())
+    except StateStoreError as exc:
+        print(f"aiogovernor: {exc}", file=err)
+        return EXIT_STORE_ERROR
+    if state is None:
+        return _not_found(store, env, args.name, err)
+    if not state.history:
+        print(f"aiogovernor: {_no_history(env, args.name)}: nothing to draw", file=err)
+        return EXIT_NOT_FOUND
+    from ._plot import PlotError, Trace, draw  # matplotlib is imported when drawing
+
+    trace = Trace()
+    trace.add_kept(state.history)
+    first = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(state.history[0].at))
+    try:
+        draw(
+            trace,
+            args.output,
+            title=f"{args.name} [{env}]: {state.policy}, last {len(state.history)} decisions",
+            xlabel=f"seconds since {first}",
+        )
+    except (ImportError, PlotError) as exc:
+        print(f"aiogovernor: {exc}", file=err)
+        return EXIT_NOT_FOUND
+    print(f"Plot of {len(state.history)} decisions written to {args.output}", file=out)
+    return EXIT_OK
 
 
 def run_state(

@@ -327,6 +327,8 @@ class GovernedTransport(httpx.AsyncBaseTransport):
         governor_factory: Callable[[str], Governor] | None = None,
         seed: int | None = None,
     ) -> None:
+        # Governors made here (the default one, one per origin) are closed by `aclose`.
+        self._owns_governor = governor is None
         if governor is None:
             governor = Governor("http")
         elif not isinstance(governor, Governor):
@@ -436,8 +438,19 @@ class GovernedTransport(httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
-        """Close the wrapped transport."""
-        await self._transport.aclose()
+        """Close the wrapped transport, then the governors this transport made (their state is saved).
+
+        Those are the default ``Governor("http")`` and, with ``per_host``,
+        each origin's governor; a governor passed in is yours to close.
+        """
+        try:
+            await self._transport.aclose()
+        finally:
+            made = list(self._governors.values())
+            if self._owns_governor:
+                made.append(self._governor)
+            for gov in made:
+                await gov.aclose()  # shielded, and never raises for a store failure
 
 
 def retry_after_s(response: httpx.Response) -> float | None:

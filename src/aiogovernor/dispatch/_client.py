@@ -298,6 +298,8 @@ class JobClient:
         # sign of too many jobs (a short queue hides the polling delay between one job's
         # end and the next one's start). A GPU worker running several jobs at once wants
         # a latency-aware governor instead (see the class docstring).
+        # The governors made here are closed (their state saved) by `aclose`.
+        self._made = [g is None for g in (governor, submit_governor, request_governor)]
         self._governor = governor or Governor(
             f"dispatch:{endpoint_id}", AIMD(min_limit=1, max_limit=max_jobs, initial_limit=min(4, max_jobs))
         )
@@ -369,10 +371,16 @@ class JobClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the HTTP client if this client made it."""
-        if self._owns_http and self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        """Close the HTTP client and the governors if this client made them (their state is saved)."""
+        try:
+            if self._owns_http and self._http is not None:
+                await self._http.aclose()
+                self._http = None
+        finally:
+            governors = (self._governor, self._submits, self._requests)
+            for made, gov in zip(self._made, governors, strict=True):
+                if made:
+                    await gov.aclose()  # shielded, and never raises for a store failure
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:

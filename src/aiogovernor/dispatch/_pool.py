@@ -336,9 +336,13 @@ class EndpointPool:
             client.governor.reset_limit(limit, reason=f"/health: {health.workers} workers")
 
     async def aclose(self) -> None:
-        """Close every client."""
-        for client in self._clients:
-            await client.aclose()
+        """Close every client, and the local fallback's governor (its state is saved)."""
+        try:
+            for client in self._clients:
+                await client.aclose()
+        finally:
+            if self._local is not None:
+                await self._local.aclose()
 
     # -- running trials -------------------------------------------------------
 

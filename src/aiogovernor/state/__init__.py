@@ -1,7 +1,8 @@
 """Learned state per environment: where what a governor learned is kept, so the next run starts there.
 
 A governor keeps its learned limit (and latency floor, sample count, policy
-name) per ``(environment, governor name)`` in a `StateStore`:
+name, chunk size and its last decisions as `KeptDecision`) per
+``(environment, governor name)`` in a `StateStore`:
 
 - `JsonFileStore`, the default: one JSON record per governor, in one SQLite
   file per environment under the user's state directory (``$AIOGOVERNOR_STATE_DIR``).
@@ -26,7 +27,9 @@ from aiogovernor._names import check_environment as check_environment
 from aiogovernor._names import check_governor_name as check_governor_name
 from aiogovernor._persistence import StateStore as StateStore
 from aiogovernor._persistence import StateStoreError as StateStoreError
+from aiogovernor._record import REASON_CODES as REASON_CODES
 from aiogovernor._record import SCHEMA_VERSION as SCHEMA_VERSION
+from aiogovernor._record import KeptDecision as KeptDecision
 from aiogovernor._record import LearnedState as LearnedState
 
 from ._json import JsonFileStore as JsonFileStore
@@ -36,9 +39,11 @@ from ._redis import RedisStore as RedisStore
 
 __all__ = [
     "JsonFileStore",
+    "KeptDecision",
     "LearnedState",
     "MAX_NAME_LENGTH",
     "MemoryStore",
+    "REASON_CODES",
     "RedisStore",
     "SCHEMA_VERSION",
     "StateStore",

@@ -428,9 +428,25 @@ class JsonFileStore:
         Raises:
             StateStoreError: If the file cannot be written.
         """
-        record = json.dumps(state.to_json(), allow_nan=False)
+        record = state.to_json_text()
         check_environment(environment)
         await _committer().save(self, environment, name, record)
+
+    def save_blocking(self, environment: str, name: str, state: LearnedState) -> None:
+        """`save`, blocking the calling thread: how a governor's state is written at interpreter exit.
+
+        The environment's connection is closed afterwards (the exit's order of hooks is not ours).
+
+        Raises:
+            StateStoreError: If the file cannot be written.
+        """
+        record = state.to_json_text()
+        check_environment(environment)
+        try:
+            self._save_sync(environment, name, record)
+        finally:
+            # At exit this may run after `_close_databases`: leave no connection open behind.
+            _forget_database(self.path_for(environment))
 
     async def delete(self, environment: str, name: str) -> bool:
         """Remove ``name``'s record (readable or not) from ``environment``; return whether it was there.

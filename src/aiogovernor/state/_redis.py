@@ -133,6 +133,11 @@ class RedisStore:
     the server is back (the client reconnects by itself). ``redis.asyncio``
     runs on asyncio only.
 
+    It is not written at interpreter exit: its client lives on an event loop
+    that is gone by then, so a governor's last changes reach Redis only
+    through its debounced saves and ``await gov.aclose()`` (the integrations
+    close the governors they make; close yours).
+
     Args:
         url: The server, as a ``redis://`` URL.
         client: A ``redis.asyncio.Redis`` to use instead of ``url`` (the store

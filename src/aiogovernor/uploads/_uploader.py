@@ -16,7 +16,7 @@ from typing import TypeAlias, TypedDict, Unpack
 import anyio
 import httpx
 
-from aiogovernor._chunking import Chunker, as_chunker
+from aiogovernor._chunking import Chunker, FixedChunker, as_chunker
 from aiogovernor._governor import Governor, Permit
 from aiogovernor._names import warn_if_ambiguous
 from aiogovernor._progress import ProgressCallback, Reporter, check_progress
@@ -501,6 +501,7 @@ async def upload_items(
             "client's transport is a GovernedTransport: the uploader takes the permits itself; "
             "pass a plain client and give the governor to the uploader"
         )
+    made = options.get("governor") is None  # made here: closed here, its final state saved
     settings, manifest = _settings(build_request, options, "upload_items")
     item_list = list(items)
     seen: set[str] = set()
@@ -515,6 +516,10 @@ async def upload_items(
         manifest = owned = Manifest(manifest)  # type: ignore[arg-type]
     assert manifest is None or isinstance(manifest, Manifest)
     settings = dataclasses.replace(settings, manifest=manifest)
+    gov, chunker = settings.governor, settings.chunker
+    attach = not isinstance(chunker, FixedChunker)
+    if attach:
+        gov.attach_chunker(chunker)  # its learned batch size is kept with the limit
     try:
         # Reading the manifest is file I/O: off the event loop, like every write to it.
         done = (
@@ -535,6 +540,10 @@ async def upload_items(
     finally:
         if owned is not None:
             owned.close()  # made from a path here: its file is ours to close
+        if attach:
+            gov.detach_chunker(chunker)
+        if made:
+            await gov.aclose()  # shielded: saved even when the upload was cancelled
 
 
 async def upload_files(
@@ -581,12 +590,16 @@ async def upload_files(
         body = batch.multipart(field=field, checksum_field=checksum_field, data=form)
         return client.build_request(method, url, content=body, headers={**extra, **body.headers})
 
-    if options.get("governor") is None:
-        # One learned limit per destination, not one for every upload the process makes.
-        options["governor"] = Governor(_destination_name(url))
     if "destination" not in options:
         options["destination"] = _destination_of(method, url)
-    return await upload_items(client, items, build_request=build, **options)
+    if options.get("governor") is not None:
+        return await upload_items(client, items, build_request=build, **options)
+    # One learned limit per destination, not one for every upload the process makes.
+    gov = options["governor"] = Governor(_destination_name(url))
+    try:
+        return await upload_items(client, items, build_request=build, **options)
+    finally:
+        await gov.aclose()  # made here: closed here (shielded), its final state saved
 
 
 def _destination_name(url: str | httpx.URL) -> str:
