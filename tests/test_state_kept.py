@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -463,3 +464,20 @@ def test_plot_draws_the_saved_history(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["plot", "bare", "-o", str(tmp_path / "bare.png"), "--dir", str(tmp_path)]) == 1
     assert "nothing to draw" in capsys.readouterr().err
     assert not (tmp_path / "none.png").exists() and not (tmp_path / "bare.png").exists()
+
+
+def test_closing_the_databases_at_exit_never_waits_on_a_stuck_writer(tmp_path: Path) -> None:
+    from aiogovernor.state import _json
+
+    store = JsonFileStore(tmp_path / "state")
+    anyio.run(store.save, "prod", "api", LearnedState(limit=3.0, policy="x", updated_at=1.0))
+    db = _json._databases[str(store.path_for("prod"))]
+    assert db.lock.acquire()  # a writer stuck inside SQLite on a stalled disk holds it for ever
+    try:
+        closer = threading.Thread(target=_json._close_databases, daemon=True)
+        closer.start()
+        closer.join(timeout=30)  # generous: the hook gives up after about a second
+        assert not closer.is_alive(), "the exit hook waited on the stuck writer"
+    finally:
+        db.lock.release()
+        db.conn.close()

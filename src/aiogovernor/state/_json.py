@@ -262,23 +262,38 @@ _databases: OrderedDict[str, _Database] = OrderedDict()
 _databases_lock = threading.Lock()
 
 
-def _forget_database(path: Path) -> None:
-    """Close and drop the process's connection to ``path`` (one inherited over a fork is only dropped)."""
+def _forget_database(path: Path, *, wait_s: float = -1) -> None:
+    """Close and drop the process's connection to ``path`` (one inherited over a fork is only dropped).
+
+    With ``wait_s`` >= 0, give up closing after that long if another thread holds the
+    connection (a write stuck on a stalled disk): the operating system closes it at exit,
+    and SQLite recovers the write-ahead log on the next open.
+    """
     with _databases_lock:
         db = _databases.pop(str(path), None)
-    if db is not None and db.pid == os.getpid():
-        with db.lock, contextlib.suppress(sqlite3.Error):
+    if db is None or db.pid != os.getpid():
+        return
+    if not db.lock.acquire(timeout=wait_s):
+        return
+    try:
+        with contextlib.suppress(sqlite3.Error):
             db.conn.close()
+    finally:
+        db.lock.release()
+
+
+_EXIT_CLOSE_WAIT_S = 1.0
 
 
 @atexit.register
 def _close_databases() -> None:
     # Closed, not left to the collector: the last connection to close checkpoints the
     # WAL into the database, and newer Pythons warn about connections never closed.
+    # Bounded: an exit hook must never hang the exit, even behind a writer stuck on its disk.
     with _databases_lock:
         paths = list(_databases)
     for path in paths:
-        _forget_database(Path(path))
+        _forget_database(Path(path), wait_s=_EXIT_CLOSE_WAIT_S)
 
 
 def _connect(path: Path, *, check: bool = True) -> sqlite3.Connection:
