@@ -504,7 +504,7 @@ class RunResult:
     limit_mean: float
     cpu_ms_per_response: float
     peak_connections: int
-    trace: list[tuple[float, int]] = field(default_factory=list)
+    trace: list[tuple[float, int, int, int]] = field(default_factory=list)  # t, limit, inflight, connections
     decisions: list[tuple[float, int, int, str]] = field(default_factory=list)
 
     @property
@@ -544,7 +544,7 @@ async def run_once(
         )
     )
     stop = asyncio.Event()
-    trace: list[tuple[float, int]] = []
+    trace: list[tuple[float, int, int, int]] = []
     peak_connections = 0
 
     async def caller(client: httpx.AsyncClient) -> None:
@@ -559,8 +559,9 @@ async def run_once(
     async def sample() -> None:
         nonlocal peak_connections
         while not stop.is_set():
-            trace.append((time.monotonic() - t0, gov.limit))
-            peak_connections = max(peak_connections, inner.pool_connections())
+            connections = inner.pool_connections()
+            trace.append((time.monotonic() - t0, gov.limit, gov.inflight, connections))
+            peak_connections = max(peak_connections, connections)
             await asyncio.sleep(0.02)
 
     async with httpx.AsyncClient(transport=transport, timeout=5.0) as client:
@@ -582,7 +583,7 @@ async def run_once(
     overload = sum(1 for r in measured if r[2] in OVERLOAD_CODES or r[2] == -1)
     latencies = sorted(r[1] for r in measured)
     p99 = latencies[max(0, math.ceil(0.99 * len(latencies)) - 1)] * 1000 if latencies else math.nan
-    in_window = [lim for t, lim in trace if start - t0 <= t < end - t0]
+    in_window = [lim for t, lim, _, _ in trace if start - t0 <= t < end - t0]
     return RunResult(
         goodput=ok / (end - start),
         ok=ok,
@@ -719,8 +720,8 @@ def plot(results: list[RowResult], folder: pathlib.Path) -> None:
         for i, (name, runs) in enumerate(rr.entries.items()):
             for k, r in enumerate(runs):
                 ax.plot(
-                    [t for t, _ in r.trace],
-                    [lim for _, lim in r.trace],
+                    [t for t, *_ in r.trace],
+                    [lim for _, lim, *_ in r.trace],
                     color=colors[i % len(colors)],
                     alpha=1.0 if k == 0 else 0.35,
                     linewidth=1,
