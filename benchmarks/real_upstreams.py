@@ -97,6 +97,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, get SIGTERM if this benchmark dies (even by SIGKILL)."""
+    if sys.platform == "linux":
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class Servers:
     """The processes this benchmark started; `stop` ends each one's process group, and only those."""
 
@@ -116,6 +125,7 @@ class Servers:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},
                 start_new_session=True,  # its own process group: workers are stopped with it
+                preexec_fn=_die_with_parent,
             )
         self.procs.append((name, proc, log))
         return proc
