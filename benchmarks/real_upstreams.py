@@ -339,13 +339,13 @@ ROWS: list[Row] = [
     Row(
         "nginx-rate",
         "nginx limit_req 150 r/s burst 20 -> backend 50 ms",
-        (6, 8, 12, 20),
+        (6, 8, 12, 20, 28),
         lambda s: start_nginx(s, limit="limit_req zone=rate burst=20;", backend_sleep_s=0.05),
     ),
     Row(
         "knee16",
         "Python knee server, 16 workers, 60 ms",
-        (8, 12, 16, 20),
+        (8, 12, 16, 20, 24),
         lambda s: start_knee(s, workers=16, service_time_s=0.06),
         quick=True,
     ),
@@ -364,13 +364,13 @@ ROWS: list[Row] = [
     Row(
         "knee16-20ms",
         "Python knee server, 16 workers, 20 ms",
-        (8, 12, 16, 20),
+        (4, 6, 8, 12, 16),
         lambda s: start_knee(s, workers=16, service_time_s=0.02),
     ),
     Row(
         "knee16-500s",
         "Python knee server, 16 workers, 60 ms, 5 % unrelated 500s",
-        (8, 12, 16, 20),
+        (8, 12, 16, 20, 24),
         lambda s: start_knee(s, workers=16, service_time_s=0.06, failure_rate=0.05),
     ),
     Row(
@@ -622,6 +622,28 @@ class RowResult:
         return [r.goodput for r in self.fixed[self.best_fixed]]
 
 
+def drain(url: str, timeout_s: float = 60.0) -> float:
+    """Wait until the upstream has served what the last run left behind; return the seconds waited.
+
+    The callers of a run are cancelled at its end, but the requests they had sent are
+    still queued at the upstream (in gunicorn's accept backlog, behind the knee server's
+    workers) and would be served during the next run, which would then see a server busy
+    with another contender's work. One request queues behind them on these FIFO servers,
+    so its answer says they are done; 503s (a limit still counting the closed
+    connections) are retried.
+    """
+    start = time.monotonic()
+    deadline = start + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=timeout_s).status_code not in OVERLOAD_CODES:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
 def run_row(row: Row, entries: list[Entry], args: argparse.Namespace) -> RowResult:
     servers = Servers()
     try:
@@ -632,6 +654,7 @@ def run_row(row: Row, entries: list[Entry], args: argparse.Namespace) -> RowResu
         contenders = [Entry(f"fixed {c}", lambda: (None, None), fixed=c) for c in sweep] + entries
         # A short warm-up: imports, worker start, first connections.
         asyncio.run(run_once(url, contenders[0], duration_s=0.5, warmup_s=0.25, client_cpu_s=0.0))
+        drain(url)
         results: dict[str, list[RunResult]] = {e.name: [] for e in contenders}
         for rep in range(args.reps):
             for e in contenders:
@@ -649,7 +672,7 @@ def run_row(row: Row, entries: list[Entry], args: argparse.Namespace) -> RowResu
                     f"  [{row.key} rep {rep + 1}/{args.reps}] {e.name:<28} {r.goodput:7.1f}/s "
                     f"overload {r.overload / max(r.total, 1):6.2%} p99 {r.p99_ms:6.0f} ms "
                     f"limit {r.limit_mean:5.1f} cpu {r.cpu_ms_per_response:5.2f} ms/resp "
-                    f"conns {r.peak_connections}",
+                    f"conns {r.peak_connections} drained in {drain(url):.1f} s",
                     flush=True,
                 )
     finally:
