@@ -739,7 +739,8 @@ def summary_table(results: list[RowResult], names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: list[RowResult], folder: pathlib.Path) -> None:
+def plot(results: list[RowResult], folder: pathlib.Path, warmup_s: float) -> None:
+    """One figure per row: a panel per contender, its limit over time in every repetition."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -747,30 +748,40 @@ def plot(results: list[RowResult], folder: pathlib.Path) -> None:
 
     folder.mkdir(parents=True, exist_ok=True)
     for rr in results:
-        fig, ax = plt.subplots(figsize=(10, 3.5))
-        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-        top = rr.best_fixed * 3
-        for i, (name, runs) in enumerate(rr.entries.items()):
-            for k, r in enumerate(runs):
-                ax.plot(
+        names = list(rr.entries)
+        cols = 3
+        rows = -(-len(names) // cols)
+        fig, axes = plt.subplots(
+            rows, cols, figsize=(10, 1.9 * rows + 0.6), sharex=True, sharey=True, squeeze=False
+        )
+        top = max(rr.best_fixed * 3, 8)
+        for ax, name in zip(axes.flat, names, strict=False):
+            for k, r in enumerate(rr.entries[name]):
+                ax.step(
                     [t for t, *_ in r.trace],
                     [lim for _, lim, *_ in r.trace],
-                    color=colors[i % len(colors)],
-                    alpha=1.0 if k == 0 else 0.35,
+                    where="post",
                     linewidth=1,
-                    label=name if k == 0 else None,
+                    label=f"rep {k + 1}",
                 )
-        ax.axhline(
-            rr.best_fixed, color="black", linestyle=":", linewidth=1, label=f"best fixed ({rr.best_fixed})"
+            ax.axhline(rr.best_fixed, color="black", linestyle=":", linewidth=1)
+            ax.axvline(warmup_s, color="grey", linewidth=0.5)
+            ratio = statistics.median(ratios(rr, rr.entries[name]))
+            ax.set_title(f"{name}: {ratio:.2f} of best fixed", fontsize=8)
+            ax.set_ylim(0, top)
+            ax.tick_params(labelsize=7)
+        for ax in axes.flat[len(names) :]:
+            ax.set_visible(False)
+        fig.suptitle(
+            f"limit over time: {rr.row.title}; dotted: best fixed ({rr.best_fixed}); "
+            f"grey: end of warm-up; off-scale lines: see the table",
+            fontsize=8,
         )
-        ax.set_title(f"limit over time: {rr.row.title} (every repetition; the first one solid)", fontsize=9)
-        ax.set_xlabel("seconds")
-        ax.set_ylabel("limit")
-        ax.set_ylim(0, top)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        fig.supxlabel("seconds", fontsize=8)
+        fig.supylabel("limit", fontsize=8)
         fig.tight_layout()
         path = folder / f"real-{rr.row.key}.png"
-        fig.savefig(path, dpi=80)
+        fig.savefig(path, dpi=72)
         plt.close(fig)
         print(f"wrote {path}")
 
@@ -908,7 +919,7 @@ def main(argv: list[str] | None = None) -> None:
             print(row_table(rr))
             print()
     if args.plot and results:
-        plot(results, args.plot)
+        plot(results, args.plot, args.warmup_s)
     if args.json:
         args.json.write_text(json.dumps(to_json(results)))
         print(f"wrote {args.json}")
