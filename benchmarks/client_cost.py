@@ -27,9 +27,9 @@ import time
 import httpx
 from real_upstreams import Servers, _Opaque, _TimedTransport, free_port, start_uvicorn
 
-from aiogovernor import Fixed, Governor, Window
+from aiogovernor import Fixed, Governor
 from aiogovernor.httpx import GovernedTransport
-from aiogovernor.limits import Adjustment, BoundedPolicy
+from aiogovernor.limits import Adjustment, BoundedPolicy, Window
 
 NGINX_CONF = """\
 worker_processes 1;

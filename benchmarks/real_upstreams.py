@@ -63,7 +63,7 @@ from typing import Any
 
 import httpx
 
-from aiogovernor import Governor
+from aiogovernor import Governor, WindowConfig
 from aiogovernor.httpx import GovernedTransport
 from aiogovernor.limits import (
     AIMD,
@@ -77,11 +77,6 @@ from aiogovernor.limits import (
     default_policy,
 )
 from aiogovernor.limits import profile as profile_named
-
-try:
-    from aiogovernor import WindowConfig
-except ImportError:  # pragma: no cover - where the name lives may move
-    from aiogovernor._samples import WindowConfig
 
 HERE = pathlib.Path(__file__).resolve().parent
 CALLERS = 200
@@ -258,9 +253,7 @@ def start_nginx(servers: Servers, *, limit: str, rate: int = 150, backend_sleep_
 
 
 def start_knee(servers: Servers, *, workers: int, service_time_s: float, failure_rate: float = 0.0) -> str:
-    module = "aiogovernor._testserver"
-    if importlib.util.find_spec(module) is None:  # pragma: no cover - where it lives may move
-        module = "aiogovernor.testing"
+    module = "aiogovernor.testing.servers"
     args = [sys.executable, "-m", module, "--capacity", str(workers), "--service-time-s", str(service_time_s)]
     args += ["--failure-rate", str(failure_rate), "--seed", "1"]
     servers.start("knee", args)

@@ -16,10 +16,10 @@ import httpcore
 import httpx
 import pytest
 
-from aiogovernor import Governor, Window
-from aiogovernor._testserver import LocalUpstream, UpstreamConfig
+from aiogovernor import Governor
 from aiogovernor.httpx import GovernedTransport
-from aiogovernor.limits import Adjustment, BoundedPolicy
+from aiogovernor.limits import Adjustment, BoundedPolicy, Window
+from aiogovernor.testing.servers import LocalUpstream, UpstreamConfig
 
 pytestmark = pytest.mark.anyio
 
