@@ -8,7 +8,7 @@ client's own CPU is what is measured: this process's CPU time over the responses
    connections): responses/s and client CPU per response.
 2. A governor that once ran at 64 and now admits 16: the pool trimmed to the limit
    (what `GovernedTransport` does) beside the same pool left at 64 idle-or-busy
-   connections (the pool hidden from the transport, as before the trimming).
+   connections (the pool hidden from the transport, so nothing trims it).
 
 Interleaved, repeated; medians and worst.
 

@@ -30,7 +30,7 @@ checkout's ``.venv/bin/python path/to/real_upstreams.py --policy ...``.
 
 ``--pool-compare`` adds "default, pool not trimmed": the same default governor with the
 connection pool hidden from `GovernedTransport`, so idle connections beyond the limit stay
-open (as before the transport trimmed them); compare its client CPU per response.
+open (as with a transport that does not trim them); compare its client CPU per response.
 
 Needs gunicorn (``pip install --group bench``) and nginx (``scripts/bootstrap.sh`` installs
 both); rows whose server is missing are skipped with a message. Figures are ratios taken in
