@@ -31,6 +31,7 @@ from types import MappingProxyType
 from typing import TypeAlias
 
 try:
+    import httpcore  # httpx's own connection pool, whose idle connections are trimmed
     import httpx
 except ImportError as exc:  # an optional extra: say which one
     raise ImportError("aiogovernor.httpx needs httpx: pip install 'aiogovernor[httpx]'") from exc
@@ -223,6 +224,7 @@ class _GovernedStream(httpx.AsyncByteStream):
         finally:
             if not self._permit.released:
                 self._permit.release(self._outcome)
+        await self._transport._trim_pool()
 
 
 class _TransportAttempts(HTTPAttempts):
@@ -384,6 +386,8 @@ class GovernedTransport(httpx.AsyncBaseTransport):
                     stacklevel=2,
                 )
         self._transport = transport
+        self._pool = _connection_pool(transport)
+        self._closing: set[httpcore.AsyncConnectionInterface] = set()
 
     @property
     def transport(self) -> httpx.AsyncBaseTransport:
@@ -452,6 +456,40 @@ class GovernedTransport(httpx.AsyncBaseTransport):
             for gov in made:
                 await gov.aclose()  # shielded, and never raises for a store failure
 
+    async def _trim_pool(self) -> None:
+        """Close idle pooled connections beyond what the governor admits at once, plus some slack.
+
+        A governor that once peaked high would otherwise keep that many
+        connections open, and httpcore's pool walks all of them on every
+        request and response (its cost grows with the square of their number).
+        The slack keeps a limit that moves by a step or two from closing and
+        reopening connections. Called after each response is closed.
+        """
+        pool = self._pool
+        if pool is None:
+            return
+        closing = self._closing
+        connections = [c for c in pool.connections if not c.is_closed() and c not in closing]
+        limit = sum(g.limit for g in self._governors.values()) if self._per_host else self._governor.limit
+        surplus = len(connections) - (limit + max(2, limit // 4))
+        if surplus <= 0:
+            return
+        # Chosen before the first await, and kept in `_closing` until closed, so that
+        # responses closing at the same time do not each close the same surplus.
+        # The pool hands requests to the first available connections: close from the end.
+        victims = [c for c in reversed(connections) if c.is_idle()][:surplus]
+        closing.update(victims)
+        try:
+            for connection in victims:
+                try:
+                    # Marks the connection closed before it awaits: the pool never assigns
+                    # it again, and drops it from its list on its next pass.
+                    await connection.aclose()
+                except Exception:  # a socket that fails to close is gone all the same
+                    logger.debug("closing an idle pooled connection failed", exc_info=True)
+        finally:
+            closing.difference_update(victims)
+
 
 def retry_after_s(response: httpx.Response) -> float | None:
     """Seconds a response's ``Retry-After`` asks to wait, or None (absent, garbage, a past date).
@@ -472,6 +510,21 @@ def retry_after_s(response: httpx.Response) -> float | None:
         except (TypeError, ValueError, IndexError, OverflowError):
             now = None
     return parse_retry_after(value, now=now)
+
+
+def _connection_pool(transport: httpx.AsyncBaseTransport) -> httpcore.AsyncConnectionPool | None:
+    """httpx's own transport's httpcore pool, whose idle connections `GovernedTransport` trims.
+
+    This reads httpx's private ``AsyncHTTPTransport._pool`` (as `_pool_size` does); what
+    is done with the pool is httpcore's public API: ``AsyncConnectionPool.connections``
+    and each connection's ``is_idle()``, ``is_closed()`` and ``aclose()``. Any other
+    transport (a mock, a wrapper) gets None: nothing is trimmed.
+    """
+    if isinstance(transport, httpx.AsyncHTTPTransport):
+        pool = getattr(transport, "_pool", None)
+        if isinstance(pool, httpcore.AsyncConnectionPool):
+            return pool
+    return None
 
 
 def _pool_size(transport: httpx.AsyncBaseTransport) -> int | None:
