@@ -48,6 +48,11 @@ class LatencyBaseline:
         """The baseline latency in seconds; None before the first usable window."""
         return self._value
 
+    @property
+    def known(self) -> bool:
+        """Whether any no-load latency has been measured (of plain calls or of any call size)."""
+        return bool(self._bands)
+
     def observe(self, window: Window) -> None:
         """Fold in one window's median latency (successful samples only), per size band if sized."""
         if window.bands:

@@ -152,7 +152,7 @@ class LatencyAIMD(BoundedPolicy):
 
     def update(self, window: Window) -> Adjustment:
         """Measure the baseline if needed; else cut on overload or queueing, grow while limit-bound."""
-        if self._resume is None and self._baseline.value is None and self._limit > 2 * self._probe_limit:
+        if self._resume is None and not self._baseline.known and self._limit > 2 * self._probe_limit:
             self._resume = self._limit
             self._probe_ok = 0
             self._probe_medians = []
@@ -289,16 +289,21 @@ class LatencyAIMD(BoundedPolicy):
         assert self._resume is not None
         if window.peak_inflight <= self._probe_limit and window.ok:
             self._probe_ok += window.ok
-            self._probe_medians.append((window.ok, window.latency_p50_s))
+            if window.bands:
+                self._baseline.observe(window)  # sized calls: measured per size band
+            else:
+                self._probe_medians.append((window.ok, window.latency_p50_s))
         if self._probe_ok < self._probe_samples:
             return self._hold(
                 f"measuring the latency baseline: {self._probe_ok}/{self._probe_samples} samples"
             )
+        resume, self._resume = self._resume, None
+        self._step = 1.0
+        if not self._probe_medians:
+            return self._set(resume, f"latency baseline measured per call size; back to {resume:g}")
         medians = sorted(m for _, m in self._probe_medians)
         baseline = medians[len(medians) // 2]
         self._baseline.seed(baseline)
-        resume, self._resume = self._resume, None
-        self._step = 1.0
         return self._set(resume, f"latency baseline {baseline * 1000:.1f} ms measured; back to {resume:g}")
 
     def reset(self, limit: float) -> None:
