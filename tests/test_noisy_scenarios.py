@@ -53,10 +53,10 @@ def test_every_noisy_scenario_is_swept() -> None:
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_default_keeps_the_goodput_of_the_best_fixed_limit(name: str) -> None:
     r, best = result(name), oracle(name)
-    # Below target on cpu-saturates (measured 0.95): the best fixed limit there runs at
+    # Just below target on cpu-saturates (measured 0.967): the best fixed limit there runs at
     # about 1.4 x the no-load latency (throughput still grows while latency rises), which a
-    # policy that reads a latency rise as queueing does not reach.
-    bound = 0.94 if name == "cpu-saturates" else 0.97
+    # policy that reads a latency rise as queueing only approaches.
+    bound = 0.96 if name == "cpu-saturates" else 0.97
     assert r.goodput >= bound * best.goodput, (r.summary(), best)
     # A wall gives no warning: it is found by touching it, at most about once per probe.
     assert r.overload_rate <= (0.01 if name == "proxy-wall" else 0.005), r.summary()

@@ -42,6 +42,14 @@ class LatencyAIMD(BoundedPolicy):
     knee. A probe that stays clean forgets the ceiling, so a capacity that
     grows is followed.
 
+    Three rules keep the real world's noise from reading as queueing: a deep
+    latency cut stops at the *good floor*, the highest limit with a clean,
+    limit-bound window lately, unless queueing lasts; the client loop's own
+    lag (`Window.loop_lag_s`, `Window.loop_pause_s`) is taken off the median,
+    and a rise that only the client's steady backlog explains holds the limit;
+    calls that carry a size are judged against calls of about that size
+    (`LatencyBaseline`).
+
     Without a baseline, a policy started above twice ``probe_limit`` (a high
     start, a learned limit) first pins the limit at ``probe_limit`` to measure the no-load
     latency, as Envoy's adaptive concurrency filter does, then return.
@@ -66,6 +74,15 @@ class LatencyAIMD(BoundedPolicy):
         floor_probe_windows: Windows at the floor before an upward probe, >= 1.
         min_latency_samples: Successful samples a window needs before its
             latency can cut the limit, >= 2.
+        good_memory_windows: How many windows back the good floor looks for a
+            clean, limit-bound window, >= 0 (0: no good floor).
+        good_forget_windows: Within how many windows of a floored cut lasting
+            queueing makes the floor forgotten, >= 1.
+        good_min_windows: Clean windows the good floor needs at its limit, >= 1.
+        lag_allowance: How many times the client loop's lag is taken off the
+            median latency before judging queueing, >= 0 (0: the lag is ignored).
+        good_floor_ratio: Latency cuts only over this ratio stop at the good
+            floor, >= 1; gentler ones (a knee) cut as Little's law says.
     """
 
     name = "latency-aimd"
