@@ -989,6 +989,9 @@ class Governor:
         start = permit._start
         lat = self._ok_latencies
         lat.append(now - start)
+        if permit._size != 1.0:
+            self._feedback.record_size(now - start, permit._size)
+            permit._size = 1.0  # the next unit of work says its own size
         if now >= self._close_at or len(lat) >= self._max_samples:
             self._window_check(now, start)
             if self._inflight > self._limit:
