@@ -92,7 +92,15 @@ def virtual_clock() -> Iterator[None]:
 def _model(scenario: Scenario) -> tuple[int, float, int]:
     """``(capacity, service_time_s, initial_limit)`` of a scenario, read from a fresh upstream."""
     upstream = scenario.upstream()
-    return upstream.capacity, upstream.service_time_s, scenario.initial_limit or 1
+    return upstream.capacity, _service_time(upstream), scenario.initial_limit or 1
+
+
+def _service_time(upstream: object) -> float:
+    """An upstream model's no-load latency: its own, or the one behind a proxy or a limiter."""
+    inner = getattr(upstream, "inner", None)
+    if inner is not None:
+        return _service_time(inner)
+    return float(getattr(upstream, "service_time_s", 0.0)) + float(getattr(upstream, "cpu_s", 0.0))
 
 
 class _PerTask:

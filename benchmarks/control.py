@@ -7,6 +7,11 @@ through the adapters in ``_adapters.py``, on the same scenarios.
     .venv/bin/python benchmarks/control.py            # ~2 min, writes docs/img/control-*.png
     .venv/bin/python benchmarks/control.py --no-plot
     .venv/bin/python benchmarks/control.py --no-outside   # aiogovernor's policies only
+    .venv/bin/python benchmarks/control.py --only noisy   # the models of real servers' noise only
+
+The noisy scenarios (`noisy_scenarios()`: worker pools with a FIFO backlog, CPU-bound
+servers, a proxy wall, a token bucket, correlated stalls, a client whose loop lags) are
+swept for their own oracle, over the fixed limits in ``NOISY_SWEEPS``.
 
 Virtual time: the figures are deterministic, not timings.
 """
@@ -19,7 +24,15 @@ import pathlib
 from collections.abc import Callable
 
 from aiogovernor.limits import AIMD, Gradient, LatencyAIMD, LimitPolicy, ThroughputAIMD, Vegas
-from aiogovernor.sim import Gate, Scenario, ScenarioResult, run_scenario, standard_scenarios, sweep_fixed
+from aiogovernor.sim import (
+    Gate,
+    Scenario,
+    ScenarioResult,
+    noisy_scenarios,
+    run_scenario,
+    standard_scenarios,
+    sweep_fixed,
+)
 
 POLICIES: dict[str, Callable[[], LimitPolicy]] = {
     "LatencyAIMD (default)": LatencyAIMD,
@@ -29,6 +42,17 @@ POLICIES: dict[str, Callable[[], LimitPolicy]] = {
     "ThroughputAIMD (seed)": ThroughputAIMD,
 }
 ORACLE_OF = {"knee-high-start": "knee", "low-demand": None, "shift": None, "shared": None}
+# Fixed limits swept for each noisy scenario's oracle: around its knee, and past it.
+NOISY_SWEEPS = {
+    "backlog": [4, 6, 8, 10, 12, 16],
+    "cpu-bound": [1, 2, 3, 4, 6, 8],
+    "cpu-saturates": [16, 18, 20, 22, 24, 28, 32],
+    "proxy-wall": [12, 14, 15, 16],
+    "token-bucket": [6, 8, 10, 12, 16, 20, 24],
+    "stalls": [12, 14, 16, 18, 20, 24],
+    "busy-client": [10, 12, 14, 16, 18, 20, 24],
+    "flaky-5xx": [10, 12, 14, 16, 18, 20, 24],
+}
 Entry = Callable[[], LimitPolicy | Gate] | int
 
 
@@ -47,12 +71,19 @@ def main() -> None:
     parser.add_argument("--capacity", type=int, default=16)
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--no-outside", action="store_true", help="skip the other libraries")
+    parser.add_argument("--only", choices=["standard", "noisy"], help="one set of scenarios")
     args = parser.parse_args()
     c = args.capacity
-    scenarios = standard_scenarios(capacity=c)
+    scenarios = {} if args.only == "noisy" else standard_scenarios(capacity=c)
     oracles = {}
     for name in ("knee", "wall", "heavy-tail", "flaky"):
-        oracles[name] = sweep_fixed(scenarios[name], range(c - 3, c + 4))
+        if name in scenarios:
+            oracles[name] = sweep_fixed(scenarios[name], range(c - 3, c + 4))
+    if args.only != "standard":
+        noisy = noisy_scenarios()
+        scenarios.update(noisy)
+        for name, sweep in NOISY_SWEEPS.items():
+            oracles[name] = sweep_fixed(noisy[name], sweep)
     rows = [
         "| scenario | policy | goodput / oracle | overload | p99 ms | mean limit | converged (s) |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
@@ -82,7 +113,7 @@ def main() -> None:
                 f"{r.mean_limit:.1f} | {'-' if conv is None else f'{conv:.1f}'} |"
             )
     print("\n".join(rows))
-    if not args.no_plot:
+    if not args.no_plot and args.only != "noisy":
         plot(results, pathlib.Path(__file__).parent.parent / "docs" / "img")
 
 

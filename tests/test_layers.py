@@ -30,6 +30,7 @@ CORE = frozenset(
         "aiogovernor._events",
         "aiogovernor._feedback",
         "aiogovernor._governor",
+        "aiogovernor._lag",
         "aiogovernor._map",
         "aiogovernor._names",
         "aiogovernor._persistence",

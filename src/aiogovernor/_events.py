@@ -49,9 +49,12 @@ class Decision:
         w = self.window
         if w is None:
             return f"{head}: {self.reason}"
+        sized = f", size={w.size_mean:.4g}" if w.bands else ""
+        lagged = w.loop_lag_s + w.loop_pause_s
+        lag = f", loop lag={lagged * 1000:.1f}ms" if lagged >= 0.0005 else ""
         return (
             f"{head}: {self.reason} (n={w.count}, ok={w.ok}, overload={w.overload}, "
-            f"error={w.error}, p50={w.latency_p50_s * 1000:.1f}ms, "
+            f"error={w.error}, p50={w.latency_p50_s * 1000:.1f}ms{sized}{lag}, "
             f"peak inflight={w.peak_inflight}, confidence={self.confidence:.2f})"
         )
 

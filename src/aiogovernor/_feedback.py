@@ -65,6 +65,7 @@ class Feedback:
         "_policy",
         "_totals",
         "_window_listeners",
+        "lag_probe_period_s",
         "max_samples",
         "ok_latencies",
     )
@@ -96,6 +97,8 @@ class Feedback:
         """The open window's successful latencies (the same list for the object's life)."""
         self.max_samples = window.max_samples
         """How many samples close a window whatever its duration."""
+        self.lag_probe_period_s = window.lag_probe_period_s
+        """How often the gate reads its loop's lag (`record_lag`); None: it does not."""
 
     # -- samples and windows ---------------------------------------------
 
@@ -104,7 +107,9 @@ class Feedback:
         """The earliest time the open window may close on duration (-inf before the first sample)."""
         return self._agg.close_at
 
-    def sample(self, start: float, now: float, outcome: Outcome, fresh: bool, limit: int) -> bool:
+    def sample(
+        self, start: float, now: float, outcome: Outcome, fresh: bool, limit: int, size: float = 1.0
+    ) -> bool:
         """Fold in one finished unit of work; return whether a window is due (then call `close`).
 
         Args:
@@ -113,11 +118,22 @@ class Feedback:
             outcome: How it went.
             fresh: False when it started before the latest decrease of the limit.
             limit: The gate's limit now.
+            size: How much work it carried (items, bytes); 1 for a plain call.
         """
         agg = self._agg
         if agg.start is None:
             agg.open(start)
+        if size != 1.0 and outcome is Outcome.OK:
+            agg.record_size(now - start, size)
         return agg.record(now - start, outcome, fresh, now, limit)
+
+    def record_size(self, latency_s: float, size: float) -> None:
+        """After a successful latency was appended to `ok_latencies`: it carried ``size`` units of work."""
+        self._agg.record_size(latency_s, size)
+
+    def record_lag(self, lag_s: float, period_s: float) -> None:
+        """One reading of the gate's loop lag: a timer armed ``period_s`` before ran ``lag_s`` late."""
+        self._agg.record_lag(lag_s, period_s)
 
     def due(self, start: float, now: float, limit: int) -> bool:
         """After latencies were appended to `ok_latencies`: whether a window is due.

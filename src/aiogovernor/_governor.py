@@ -34,6 +34,7 @@ from ._classify import Classifier, OverloadError, default_classify
 from ._clock import Clock, loop_time
 from ._events import Decision, DecisionListener, WindowListener
 from ._feedback import Feedback
+from ._lag import LoopLagProbe
 from ._names import check_environment, check_governor_name
 from ._persistence import Persistence, StateStore, bind_persistence
 from ._record import LearnedState
@@ -79,7 +80,16 @@ class Permit:
     ``ok``.
     """
 
-    __slots__ = ("_generation", "_governor", "_inflight", "_outcome", "_released", "_start", "_token")
+    __slots__ = (
+        "_generation",
+        "_governor",
+        "_inflight",
+        "_outcome",
+        "_released",
+        "_size",
+        "_start",
+        "_token",
+    )
 
     def __init__(self, governor: Governor, start: float, inflight: int, generation: int) -> None:
         self._governor = governor
@@ -88,6 +98,7 @@ class Permit:
         self._generation = generation
         self._outcome: Outcome | None = None
         self._released = False
+        self._size = 1.0
         # The context variable's token for permits entered with `async with`; None for
         # permits from acquire() and try_acquire() (set by the governor, never read before).
         self._token: Token[Permit | None] | None
@@ -106,6 +117,20 @@ class Permit:
     def outcome(self) -> Outcome | None:
         """The outcome set so far, if any."""
         return self._outcome
+
+    @property
+    def size(self) -> float:
+        """How much work this call carries (items in a batch, bytes of an upload); 1 by default.
+
+        Set it before the permit is released: the sample carries it, and the default
+        policy judges its latency against calls of about the same size, so a larger
+        batch is not mistaken for queueing.
+        """
+        return self._size
+
+    @size.setter
+    def size(self, value: float) -> None:
+        self._size = check_float("size", value, low=0.0, low_open=True)
 
     @property
     def released(self) -> bool:
@@ -426,6 +451,7 @@ class Governor:
         # `_exit_elsewhere`). The fast path moves only the first.
         self._open_blocks = 0
         self._spare_blocks = 0
+        self._lag_probe: LoopLagProbe | None = None  # armed at window closes, on asyncio only
 
         # Windows, the policy, decisions: the gate only feeds samples in and
         # hears the decisions back through `_apply`.
@@ -648,6 +674,8 @@ class Governor:
             now = self._time()
             lat = self._ok_latencies
             lat.append(now - permit._start)
+            if permit._size != 1.0:
+                self._feedback.record_size(now - permit._start, permit._size)
             if now >= self._close_at or len(lat) >= self._max_samples:
                 self._window_check(now, permit._start)
             if self._waiters:
@@ -935,7 +963,7 @@ class Governor:
         except RuntimeError:  # released with no event loop running: nothing to measure or wake
             return
         fresh = permit._generation == self._generation
-        if self._feedback.sample(permit._start, now, outcome, fresh, self._limit):
+        if self._feedback.sample(permit._start, now, outcome, fresh, self._limit, permit._size):
             self._close_window(now)
         self._close_at = self._feedback.close_at
         if self._waiters:
@@ -961,6 +989,9 @@ class Governor:
         start = permit._start
         lat = self._ok_latencies
         lat.append(now - start)
+        if permit._size != 1.0:
+            self._feedback.record_size(now - start, permit._size)
+            permit._size = 1.0  # the next unit of work says its own size
         if now >= self._close_at or len(lat) >= self._max_samples:
             self._window_check(now, start)
             if self._inflight > self._limit:
@@ -999,8 +1030,26 @@ class Governor:
         # Work still running belongs to the next window too.
         self._peak_inflight = self._inflight
         self._saw_waiters = bool(self._waiters)
+        period_s = feedback.lag_probe_period_s
+        if period_s is not None:
+            self._watch_lag(period_s)
         if decision.new_limit > decision.old_limit:
             self._dispatch()
+
+    def _watch_lag(self, period_s: float) -> None:
+        """Keep the loop-lag probe ticking on the running asyncio loop while work is in flight."""
+        probe = self._lag_probe
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # trio: no probe
+            return
+        if probe is None or probe.loop is not loop:
+            if probe is not None:
+                probe.stop()
+            probe = self._lag_probe = LoopLagProbe(
+                loop, self._feedback.record_lag, lambda: self._inflight > 0, period_s=period_s
+            )
+        probe.ensure_running()
 
     def _apply(self, decision: Decision) -> None:
         """Take a decision's limit (the feedback calls this before any listener hears of it)."""

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, Unp
 
 from ._attempt import Attempts
 from ._chunking import AdaptiveChunker, Chunker, FixedChunker, as_chunker
-from ._governor import Governor
+from ._governor import Governor, Permit
 from ._names import name_after_callable, warn_if_ambiguous
 from ._progress import ProgressCallback, Reporter, check_progress
 from ._retry import Retry, RetryBudget
@@ -474,11 +474,21 @@ class _Pool:
 
     async def _call(self, unit: Any) -> Any:
         """One unit with its options: retries (the attempt loop), per-attempt timeout, chunk timing."""
+        # A chunk's permit says how many items it carries: a larger chunk is not queueing.
+        size = len(unit) if self._chunker is not None else 1
         if self._attempts is None:
-            async with self._gov:
+            async with self._gov as permit:
+                if size != 1:
+                    permit.size = size
                 value = await self._attempt(unit)
         else:
-            value = await self._attempts.run(self._gov, lambda permit, attempt: self._attempt(unit))
+
+            def sized(permit: Permit, attempt: int) -> Awaitable[Any]:
+                if size != 1:
+                    permit.size = size
+                return self._attempt(unit)
+
+            value = await self._attempts.run(self._gov, sized)
         if self._chunker is not None:
             value = list(value)
             if len(value) != len(unit):

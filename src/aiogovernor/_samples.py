@@ -9,6 +9,7 @@ when it makes one decision.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import math
 import operator
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 from ._validate import check_float, check_int
 
-__all__ = ["Outcome", "Sample", "Window", "WindowAggregator", "WindowConfig"]
+__all__ = ["Outcome", "Sample", "SizeBand", "Window", "WindowAggregator", "WindowConfig", "size_band"]
 
 
 class Outcome(enum.StrEnum):
@@ -49,6 +50,10 @@ class Sample:
         fresh: False when the work started before the latest decrease of the
             limit; such a sample cannot trigger another decrease for the same
             congestion event.
+        size: How much work the call carried (items in a batch, bytes of an
+            upload); 1 for a plain call. Latency is judged against the
+            no-load latency of calls of about the same size, so a larger
+            batch is not mistaken for queueing.
     """
 
     start: float
@@ -56,6 +61,26 @@ class Sample:
     inflight: int
     outcome: Outcome
     fresh: bool = True
+    size: float = 1.0
+
+
+def size_band(size: float) -> int:
+    """The band of a call's size: sizes within a factor of two share one (1 → 0, 2-3 → 1, 4-7 → 2...)."""
+    return max(0, math.floor(math.log2(size))) if size > 1 else 0
+
+
+@dataclass(frozen=True, slots=True)
+class SizeBand:
+    """The successful calls of one size band in a window: how many, and their median latency."""
+
+    band: int
+    """`size_band` of the calls' sizes."""
+    count: int
+    latency_p50_s: float
+    latency_cv: float
+    """Coefficient of variation of the band's latencies."""
+    size_mean: float
+    """Mean size of the band's calls."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +118,18 @@ class Window:
     """The gate's limit when the window closed."""
     limit_bound: bool
     """Whether the limit was the bottleneck: inflight reached it, or callers queued."""
+    size_mean: float = 1.0
+    """Mean size of the successful calls (items or bytes each carried; 1 when unsized)."""
+    bands: tuple[SizeBand, ...] = ()
+    """Successful calls per size band, when any call said its size; empty otherwise."""
+    loop_lag_s: float = 0.0
+    """How late the client's own event loop ran the lag probe's timers, the median (0 when
+    not measured): a steady backlog of the client's own work, delay the upstream is not to
+    blame for, and that grows when the client is its own bottleneck."""
+    loop_pause_s: float = 0.0
+    """The delay the client's whole-loop pauses (its garbage collector, CPU stolen from it)
+    caused a response arriving at a random moment of the window, on average: noise unrelated
+    to how much is in flight."""
 
     @property
     def duration_s(self) -> float:
@@ -146,6 +183,9 @@ class WindowConfig:
             is taken over.
         limit_bound_utilization: The fraction of the limit that peak inflight
             must reach for the limit to count as the bottleneck.
+        lag_probe_period_s: How often the governor checks how late its event loop
+            runs a timer while work is in flight (`Window.loop_lag_s`); None turns
+            the probe off.
     """
 
     min_samples: int = 10
@@ -154,6 +194,7 @@ class WindowConfig:
     latency_multiple: float = 2.0
     min_latency_memory: int = 10
     limit_bound_utilization: float = 0.9
+    lag_probe_period_s: float | None = 0.01
 
     def __post_init__(self) -> None:
         check_int("min_samples", self.min_samples, low=1)
@@ -162,6 +203,8 @@ class WindowConfig:
         check_float("latency_multiple", self.latency_multiple, low=0.0)
         check_int("min_latency_memory", self.min_latency_memory, low=1)
         check_float("limit_bound_utilization", self.limit_bound_utilization, low=0.0, high=1.0, low_open=True)
+        if self.lag_probe_period_s is not None:
+            check_float("lag_probe_period_s", self.lag_probe_period_s, low=0.0, low_open=True)
 
 
 def _percentile(ordered: list[float], q: float) -> float:
@@ -186,11 +229,14 @@ class WindowAggregator:
         "_close_at",
         "_config",
         "_counts",
+        "_lag_span",
+        "_lags",
         "_lat_ok",
         "_lat_other",
         "_max",
         "_min_latencies",
         "_need",
+        "_sized",
         "_start",
         "_target_s",
     )
@@ -205,6 +251,9 @@ class WindowAggregator:
         # that a caller may hold on to `ok_latencies` across windows.
         self._lat_ok: list[float] = []
         self._lat_other: list[float] = []
+        self._sized: list[tuple[float, float]] = []  # (latency, size) of successful sized calls
+        self._lags: list[float] = []  # the lag probe's readings in the open window
+        self._lag_span = 0.0
         self._start: float | None = None
         self._close_at = -math.inf
         self._counts = [0, 0, 0, 0, 0]
@@ -260,6 +309,9 @@ class WindowAggregator:
         self.open(start)
         self._lat_ok.clear()
         self._lat_other.clear()
+        self._sized.clear()
+        self._lags.clear()
+        self._lag_span = 0.0
         self._counts = [0, 0, 0, 0, 0]  # (ok: len(_lat_ok)), overload, error, ignored, stale
 
     def add(self, sample: Sample, *, now: float, limit: int) -> bool:
@@ -268,7 +320,34 @@ class WindowAggregator:
         Returns:
             Whether the window should now close (see `should_close`).
         """
+        if sample.size != 1.0 and sample.outcome is Outcome.OK:
+            self._sized.append((sample.latency_s, sample.size))
         return self.record(sample.latency_s, sample.outcome, sample.fresh, now, limit)
+
+    def record_size(self, latency_s: float, size: float) -> None:
+        """Say that the successful sample just recorded carried ``size`` units of work."""
+        if size != 1.0:
+            self._sized.append((latency_s, size))
+
+    def record_lag(self, lag_s: float, period_s: float) -> None:
+        """Fold in one lag reading: a timer armed ``period_s`` before ran ``lag_s`` late."""
+        self._lags.append(lag_s)
+        self._lag_span += period_s + lag_s
+
+    def _loop_lag(self) -> tuple[float, float]:
+        """The client loop's steady lag and the delay its pauses cause, as `Window` reports them.
+
+        A steadily backlogged loop runs every tick about equally late: the median
+        lateness. A pause delays only what arrives during it, by what is left of it: on
+        average ``Σ excess² / 2 / Σ span`` over the window, the excess being each tick's
+        lateness beyond the steady one.
+        """
+        lags = self._lags
+        if not lags:
+            return 0.0, 0.0
+        steady = sorted(lags)[len(lags) // 2]
+        excess = sum((lag - steady) ** 2 for lag in lags if lag > steady)
+        return steady, excess / (2.0 * self._lag_span)
 
     def record(self, latency_s: float, outcome: Outcome, fresh: bool, now: float, limit: int) -> bool:
         """Fold one sample in and say whether the window should close (the allocation-free `add`).
@@ -295,6 +374,38 @@ class WindowAggregator:
             return len(self._lat_ok) + len(self._lat_other) >= self._max
         count = len(self._lat_ok) + len(self._lat_other)
         return count >= self._need or count >= limit
+
+    def _bands(self, ok: int) -> tuple[float, tuple[SizeBand, ...]]:
+        """Mean size and per-band medians of the successful calls (none when no call had a size)."""
+        sized = self._sized
+        if not sized:
+            return 1.0, ()
+        # Calls that said no size are size 1: their latencies are the ok ones not in `sized`.
+        unsized = ok - len(sized)
+        by_band: dict[int, list[float]] = {}
+        sizes: dict[int, float] = {}
+        if unsized > 0:
+            sized_latencies = sorted(lat for lat, _ in sized)
+            rest = list(self._lat_ok)  # sorted by close()
+            for lat in sized_latencies:  # remove each sized latency once
+                rest.pop(bisect.bisect_left(rest, lat))
+            by_band[0] = rest
+            sizes[0] = float(unsized)
+        total = float(unsized)
+        for lat, size in sized:
+            band = size_band(size)
+            by_band.setdefault(band, []).append(lat)
+            sizes[band] = sizes.get(band, 0.0) + size
+            total += size
+        bands = []
+        for band in sorted(by_band):
+            lats = sorted(by_band[band])
+            n = len(lats)
+            mean = sum(lats) / n
+            var = max(0.0, sum(x * x for x in lats) / n - mean * mean)
+            cv = math.sqrt(var) / mean if mean > 0 else 0.0
+            bands.append(SizeBand(band, n, _percentile(lats, 0.5), cv, sizes[band] / n))
+        return total / ok if ok else 1.0, tuple(bands)
 
     def should_close(self, now: float, limit: int) -> bool:
         """Whether the open window has enough in it to decide on at ``now``, under ``limit``.
@@ -341,6 +452,8 @@ class WindowAggregator:
         bound = saw_waiters or peak_inflight >= max(
             1, math.ceil(limit * self._config.limit_bound_utilization)
         )
+        size_mean, bands = self._bands(ok)
+        loop_lag, loop_pause = self._loop_lag()
         window = Window(
             start=now if self._start is None else self._start,
             end=now,
@@ -359,6 +472,10 @@ class WindowAggregator:
             peak_inflight=peak_inflight,
             limit=limit,
             limit_bound=bound,
+            size_mean=size_mean,
+            bands=bands,
+            loop_lag_s=loop_lag,
+            loop_pause_s=loop_pause,
         )
         recent = self.recent_min_latency_s
         self._target_s = max(

@@ -9,6 +9,7 @@ The window types a policy reads (`Window`, and the `Sample` and
 from __future__ import annotations
 
 from aiogovernor._samples import Sample as Sample
+from aiogovernor._samples import SizeBand as SizeBand
 from aiogovernor._samples import Window as Window
 from aiogovernor._samples import WindowAggregator as WindowAggregator
 
@@ -45,6 +46,7 @@ __all__ = [
     "ResourceCeiling",
     "ResourceReading",
     "Sample",
+    "SizeBand",
     "ThroughputAIMD",
     "Vegas",
     "Window",

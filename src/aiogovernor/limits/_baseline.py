@@ -31,10 +31,13 @@ class LatencyBaseline:
         min_samples: Windows with fewer successful samples are not used.
     """
 
-    __slots__ = ("_medians", "_min_samples", "_quantile", "_shortfall", "_value")
+    __slots__ = ("_bands", "_memory", "_min_samples", "_quantile", "_shortfall", "_value")
 
     def __init__(self, *, memory_windows: int = 50, quantile: float = 0.1, min_samples: int = 10) -> None:
-        self._medians: deque[float] = deque(maxlen=check_int("memory_windows", memory_windows, low=1))
+        self._memory = check_int("memory_windows", memory_windows, low=1)
+        # One memory per size band (see `Window.bands`; plain calls are band 0, size 1) of
+        # (latency, mean size) pairs, and the band's reference pair at the low quantile.
+        self._bands: dict[int, tuple[deque[tuple[float, float]], list[float]]] = {}
         self._quantile = check_float("quantile", quantile, low=0.0, high=1.0, low_open=True, high_open=True)
         self._shortfall = -statistics.NormalDist().inv_cdf(self._quantile)
         self._min_samples = check_int("min_samples", min_samples, low=1)
@@ -45,24 +48,82 @@ class LatencyBaseline:
         """The baseline latency in seconds; None before the first usable window."""
         return self._value
 
+    @property
+    def known(self) -> bool:
+        """Whether any no-load latency has been measured (of plain calls or of any call size)."""
+        return bool(self._bands)
+
     def observe(self, window: Window) -> None:
-        """Fold in one window's median latency (successful samples only)."""
+        """Fold in one window's median latency (successful samples only), per size band if sized."""
+        if window.bands:
+            # A band needs fewer calls than a window: batches are few and slow. Its own
+            # spread sets how far its median is raised, as for unsized windows.
+            need = max(2, self._min_samples // 4)
+            for band in window.bands:
+                if band.count >= need and band.latency_p50_s > 0:
+                    noise = 1.25 * band.latency_cv / math.sqrt(band.count)
+                    latency = band.latency_p50_s * (1.0 + self._shortfall * noise)
+                    self._note(band.band, latency, band.size_mean)
+            return
         if window.ok < self._min_samples or window.latency_p50_s <= 0:
             return
         noise = median_noise(window)
-        self._medians.append(window.latency_p50_s * (1.0 + self._shortfall * noise))
-        ordered = sorted(self._medians)
-        self._value = ordered[max(0, math.ceil(self._quantile * len(ordered)) - 1)]
+        self._note(0, window.latency_p50_s * (1.0 + self._shortfall * noise), 1.0)
+
+    def _note(self, band: int, latency_s: float, size: float) -> None:
+        memory, ref = self._bands.setdefault(band, (deque(maxlen=self._memory), [0.0, 1.0]))
+        memory.append((latency_s, size))
+        ordered = sorted(memory)
+        ref[:] = ordered[max(0, math.ceil(self._quantile * len(ordered)) - 1)]
+        if band == 0:
+            self._value = ref[0]
+
+    def expected_s(self, size: float) -> float | None:
+        """The no-load latency of a call of ``size``, from the size bands measured so far.
+
+        Between two measured sizes it interpolates (a cost affine in the size is then
+        exact); beyond them it assumes the cost that makes a latency look least like
+        queueing: the same latency for a smaller call, proportional for a larger one.
+        None before any sized call was measured.
+        """
+        below: tuple[float, float] | None = None
+        above: tuple[float, float] | None = None
+        for _, (latency, ref_size) in self._bands.values():
+            if ref_size <= size and (below is None or ref_size > below[0]):
+                below = (ref_size, latency)
+            elif ref_size > size and (above is None or ref_size < above[0]):
+                above = (ref_size, latency)
+        if below is not None and above is not None:
+            (s1, l1), (s2, l2) = below, above
+            return l1 + max(0.0, l2 - l1) * (size - s1) / (s2 - s1)
+        if below is not None:
+            return below[1] * size / below[0]
+        if above is not None:
+            return above[1]
+        return None
 
     def seed(self, latency_s: float) -> None:
         """Forget the memory and start from ``latency_s`` (a fresh minimum measurement)."""
         check_float("latency_s", latency_s, low=0.0, low_open=True)
-        self._medians.clear()
-        self._medians.append(latency_s)
-        self._value = latency_s
+        self._bands.clear()
+        self._note(0, latency_s, 1.0)
 
     def ratio(self, window: Window) -> float:
-        """The window's median latency over the baseline (1.0 when either is unknown)."""
+        """The window's median latency over the baseline (1.0 when either is unknown).
+
+        When the window's calls carried sizes, each size band's median is compared with
+        the no-load latency expected at that band's mean size (`expected_s`) and the
+        ratios are averaged, weighted by calls.
+        """
+        if window.bands:
+            weighted = calls = 0.0
+            for band in window.bands:
+                expected = self.expected_s(band.size_mean)
+                if expected is None or expected <= 0 or band.latency_p50_s <= 0:
+                    continue
+                weighted += band.count * band.latency_p50_s / expected
+                calls += band.count
+            return weighted / calls if calls else 1.0
         if self._value is None or window.ok == 0 or window.latency_p50_s <= 0:
             return 1.0
         return window.latency_p50_s / self._value

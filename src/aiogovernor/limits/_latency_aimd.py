@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 
 from aiogovernor._samples import Window
 from aiogovernor._validate import check_float, check_int
@@ -41,6 +42,14 @@ class LatencyAIMD(BoundedPolicy):
     knee. A probe that stays clean forgets the ceiling, so a capacity that
     grows is followed.
 
+    Three rules keep the real world's noise from reading as queueing: a deep
+    latency cut stops at the *good floor*, the highest limit with a clean,
+    limit-bound window lately, unless queueing lasts; the client loop's own
+    lag (`Window.loop_lag_s`, `Window.loop_pause_s`) is taken off the median,
+    and a rise that only the client's steady backlog explains holds the limit;
+    calls that carry a size are judged against calls of about that size
+    (`LatencyBaseline`).
+
     Without a baseline, a policy started above twice ``probe_limit`` (a high
     start, a learned limit) first pins the limit at ``probe_limit`` to measure the no-load
     latency, as Envoy's adaptive concurrency filter does, then return.
@@ -65,6 +74,15 @@ class LatencyAIMD(BoundedPolicy):
         floor_probe_windows: Windows at the floor before an upward probe, >= 1.
         min_latency_samples: Successful samples a window needs before its
             latency can cut the limit, >= 2.
+        good_memory_windows: How many windows back the good floor looks for a
+            clean, limit-bound window, >= 0 (0: no good floor).
+        good_forget_windows: Within how many windows of a floored cut lasting
+            queueing makes the floor forgotten, >= 1.
+        good_min_windows: Clean windows the good floor needs at its limit, >= 1.
+        lag_allowance: How many times the client loop's lag is taken off the
+            median latency before judging queueing, >= 0 (0: the lag is ignored).
+        good_floor_ratio: Latency cuts only over this ratio stop at the good
+            floor, >= 1; gentler ones (a knee) cut as Little's law says.
     """
 
     name = "latency-aimd"
@@ -86,6 +104,11 @@ class LatencyAIMD(BoundedPolicy):
         baseline: LatencyBaseline | None = None,
         floor_probe_windows: int = 5,
         min_latency_samples: int = 5,
+        good_memory_windows: int = 30,
+        good_forget_windows: int = 5,
+        good_min_windows: int = 1,
+        lag_allowance: float = 2.0,
+        good_floor_ratio: float = 1.5,
     ) -> None:
         if initial_limit is None and isinstance(min_limit, int) and isinstance(max_limit, int):
             initial_limit = min(max(min_limit, 4), max_limit)
@@ -107,6 +130,15 @@ class LatencyAIMD(BoundedPolicy):
         self._baseline = baseline or LatencyBaseline()
         self._floor_probe = check_int("floor_probe_windows", floor_probe_windows, low=1)
         self._min_latency_samples = check_int("min_latency_samples", min_latency_samples, low=2)
+        self._good_memory = check_int("good_memory_windows", good_memory_windows, low=0)
+        self._good_forget = check_int("good_forget_windows", good_forget_windows, low=1)
+        self._good_min = check_int("good_min_windows", good_min_windows, low=1)
+        self._lag_allowance = check_float("lag_allowance", lag_allowance, low=0.0)
+        self._good_floor_ratio = check_float("good_floor_ratio", good_floor_ratio, low=1.0)
+        self._windows = 0  # windows seen (the clock of the good-floor memory)
+        self._good: deque[tuple[int, float]] = deque()  # (window, limit) of clean limit-bound windows
+        self._floored_at: int | None = None  # window of the last cut the good floor stopped
+        self._streak = 0  # consecutive windows with queueing latency
         self._step = 1.0
         self._ceiling: float | None = None
         self._quiet = 0  # windows since the last decrease or probe
@@ -123,13 +155,21 @@ class LatencyAIMD(BoundedPolicy):
         return self._baseline.value
 
     @property
+    def good_floor(self) -> float | None:
+        """The highest limit with a clean, limit-bound window lately: where latency cuts stop."""
+        if self._good_min == 1:
+            return max((limit for _, limit in self._good), default=None)
+        limits = sorted((limit for _, limit in self._good), reverse=True)
+        return limits[self._good_min - 1] if len(limits) >= self._good_min else None
+
+    @property
     def ceiling(self) -> float | None:
         """The limit at which congestion last showed, while remembered."""
         return self._ceiling
 
     def update(self, window: Window) -> Adjustment:
         """Measure the baseline if needed; else cut on overload or queueing, grow while limit-bound."""
-        if self._resume is None and self._baseline.value is None and self._limit > 2 * self._probe_limit:
+        if self._resume is None and not self._baseline.known and self._limit > 2 * self._probe_limit:
             self._resume = self._limit
             self._probe_ok = 0
             self._probe_medians = []
@@ -139,6 +179,9 @@ class LatencyAIMD(BoundedPolicy):
             return self._measure(window)
 
         limit = self._limit
+        self._windows += 1
+        while self._good and self._good[0][0] <= self._windows - self._good_memory:
+            self._good.popleft()
         if window.count and window.overload / window.count > self._threshold:
             return self._cut(
                 limit * self._backoff,
@@ -151,21 +194,56 @@ class LatencyAIMD(BoundedPolicy):
             return self._hold("overload from before the last decrease")
 
         ratio = self._baseline.ratio(window)
-        # Too few samples say nothing about a median: such windows never cut for latency.
+        # Calls that carry a size are judged against the no-load latency at their size.
+        at = f" at size {window.size_mean:.4g}" if window.bands else ""
+        lagged = ""
+        raw = ratio
+        pause = window.loop_pause_s * self._lag_allowance
+        steady = window.loop_lag_s * self._lag_allowance
+        busy_ratio = ratio
+        if (pause or steady) and ratio > 1.0 and window.latency_p50_s > 0:
+            # The client's own loop delayed every response by about its lag: that part of
+            # the rise is not the upstream's queue. A rise several times the lag still
+            # counts; overload always does.
+            p50 = window.latency_p50_s
+            busy_ratio = max(1.0, ratio * (1.0 - min(1.0, pause / p50)))
+            ratio = max(1.0, ratio * (1.0 - min(1.0, (pause + steady) / p50)))
+            lag_ms = (window.loop_lag_s + window.loop_pause_s) * 1000
+            lagged = f" (less the client's loop lag {lag_ms:.1f} ms)"
         noise = 2.0 * median_noise(window) if window.ok >= self._min_latency_samples else math.inf
         self._baseline.observe(window)
         cooldown, self._cooldown = self._cooldown, False
         queueing = ratio > 1.0 + self._tolerance + noise
+        self._streak = self._streak + 1 if queueing else 0
         if queueing and not cooldown:
             target = max(limit / ratio, limit * (1.0 - self._max_decrease))
-            return self._cut(
-                target,
-                window,
-                f"latency p50 {ratio:.2f}x baseline > {1 + self._tolerance + noise:.2f}",
-                ceiling=False,
-            )
+            why = f"latency p50 {ratio:.2f}x baseline{at}{lagged} > {1 + self._tolerance + noise:.2f}"
+            floored = self._floored_at
+            if floored is not None and self._windows - floored <= self._good_forget and self._streak >= 2:
+                # Queueing stayed on after a floored cut (this window and the one before):
+                # the floor is stale (the capacity fell), so forget it and let Little's law
+                # cut. A stall that merely comes again, after a clean window, is floored again.
+                self._good.clear()
+                self._floored_at = None
+                why += ", again soon after a floored cut: floor forgotten"
+            else:
+                good = self.good_floor
+                if good is not None and target < good and ratio > self._good_floor_ratio:
+                    # One noisy window (a stall, a pause of the client) does not take the
+                    # limit below where it recently ran clean while limit-bound.
+                    target = min(good, limit - 1.0)
+                    self._floored_at = self._windows
+                    why += f": cut to the good floor {good:g}"
+            return self._cut(target, window, why, ceiling=False)
         if queueing:
             return self._hold(f"latency {ratio:.2f}x baseline, from work started before the last cut")
+        if busy_ratio > 1.0 + self._tolerance + noise:
+            # The rise is the client's own steady backlog: no cut, but no growth either,
+            # since more work in flight cannot help a client that is its own bottleneck.
+            # (Pauses, its GC, are noise: they stop neither.)
+            self._clean = 0
+            self._step = 1.0
+            return self._hold(f"latency {raw:.2f}x baseline{at}, explained by the client's busy loop")
 
         at_floor = limit <= self._min_limit
         self._windows_at_floor = self._windows_at_floor + 1 if at_floor else 0
@@ -177,6 +255,10 @@ class LatencyAIMD(BoundedPolicy):
             return self._hold("not limit-bound")
         self._quiet += 1
         rising = ratio > 1.0 + self._tolerance / 2
+        # Only a window that is clean beyond its own noise counts: a lucky window above the
+        # knee must not raise the floor.
+        if self._good_memory and ratio + noise <= 1.0 + self._tolerance / 2:
+            self._good.append((self._windows, float(window.limit)))
         ceiling = self._ceiling
         if ceiling is not None and limit + 1.0 >= ceiling:
             # Only refusals set a ceiling: a hard wall gives no warning before it.
@@ -202,13 +284,16 @@ class LatencyAIMD(BoundedPolicy):
             self._step = min(step * 2.0, max(1.0, limit * self._max_step_ratio))
         else:
             self._step = 1.0
-        why = f"latency {ratio:.2f}x baseline, rising" if rising else f"latency {ratio:.2f}x baseline"
+        why = f"latency {ratio:.2f}x baseline{at}" + (", rising" if rising else "")
         return self._set(limit + step, f"limit-bound, {why}: +{step:g}")
 
     def _cut(self, target: float, window: Window, reason: str, *, ceiling: bool) -> Adjustment:
         limit = self._limit
         if ceiling:
             self._ceiling = float(window.limit)
+            # A refusal outranks the memory of clean windows: none above it is kept.
+            new = min(target, limit - 1.0)
+            self._good = deque(g for g in self._good if g[1] < new)
         self._clean = 0
         self._step = 1.0
         self._quiet = 0
@@ -221,16 +306,21 @@ class LatencyAIMD(BoundedPolicy):
         assert self._resume is not None
         if window.peak_inflight <= self._probe_limit and window.ok:
             self._probe_ok += window.ok
-            self._probe_medians.append((window.ok, window.latency_p50_s))
+            if window.bands:
+                self._baseline.observe(window)  # sized calls: measured per size band
+            else:
+                self._probe_medians.append((window.ok, window.latency_p50_s))
         if self._probe_ok < self._probe_samples:
             return self._hold(
                 f"measuring the latency baseline: {self._probe_ok}/{self._probe_samples} samples"
             )
+        resume, self._resume = self._resume, None
+        self._step = 1.0
+        if not self._probe_medians:
+            return self._set(resume, f"latency baseline measured per call size; back to {resume:g}")
         medians = sorted(m for _, m in self._probe_medians)
         baseline = medians[len(medians) // 2]
         self._baseline.seed(baseline)
-        resume, self._resume = self._resume, None
-        self._step = 1.0
         return self._set(resume, f"latency baseline {baseline * 1000:.1f} ms measured; back to {resume:g}")
 
     def reset(self, limit: float) -> None:
@@ -243,3 +333,5 @@ class LatencyAIMD(BoundedPolicy):
         self._cooldown = False
         self._windows_at_floor = 0
         self._resume = None
+        self._good.clear()
+        self._floored_at = None

@@ -21,6 +21,7 @@ print(result.goodput / oracle.goodput, result.mean_limit, oracle.limit)
 
 from __future__ import annotations
 
+from ._catalog import noisy_scenarios as noisy_scenarios
 from ._catalog import standard_scenarios as standard_scenarios
 from ._loop import VirtualTimeEventLoop as VirtualTimeEventLoop
 from ._loop import run_virtual as run_virtual
@@ -32,21 +33,30 @@ from ._scenario import Scenario as Scenario
 from ._scenario import ScenarioResult as ScenarioResult
 from ._scenario import jain_index as jain_index
 from ._scenario import run_scenario as run_scenario
+from ._servers import ConnectionWall as ConnectionWall
+from ._servers import ServerUpstream as ServerUpstream
+from ._servers import TokenBucketUpstream as TokenBucketUpstream
+from ._servers import Upstream as Upstream
 from ._upstreams import KneeUpstream as KneeUpstream
 from ._upstreams import UpstreamError as UpstreamError
 from ._upstreams import WallUpstream as WallUpstream
 
 __all__ = [
     "Client",
+    "ConnectionWall",
     "Gate",
     "KneeUpstream",
     "Oracle",
     "Scenario",
     "ScenarioResult",
+    "ServerUpstream",
+    "TokenBucketUpstream",
+    "Upstream",
     "UpstreamError",
     "VirtualTimeEventLoop",
     "WallUpstream",
     "jain_index",
+    "noisy_scenarios",
     "run_scenario",
     "run_virtual",
     "standard_scenarios",

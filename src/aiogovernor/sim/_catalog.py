@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiogovernor._samples import WindowConfig
 from aiogovernor._validate import check_float, check_int
 
 from ._scenario import Client, Scenario
+from ._servers import ConnectionWall, ServerUpstream, TokenBucketUpstream, Upstream
 from ._upstreams import KneeUpstream, WallUpstream
 
-__all__ = ["standard_scenarios"]
+__all__ = ["noisy_scenarios", "standard_scenarios"]
 
 
 def standard_scenarios(
@@ -110,5 +113,108 @@ def standard_scenarios(
                 for i in range(4)
             ),
             initial_limit=1,
+        ),
+    }
+
+
+def noisy_scenarios(*, duration_s: float = 20.0) -> dict[str, Scenario]:
+    """Models of real servers and a real client, with the noise the standard models lack.
+
+    Each is shaped after a real server measured on loopback (the figures beside
+    each say which); all use 200 closed-loop callers, as the real benchmark does.
+
+    - ``backlog``: 8 sync workers, 40 ms each, a FIFO accept queue (gunicorn
+      sync workers with a sleep): latency = wait + service, throughput flat past 8;
+    - ``cpu-bound``: 8 sync workers, 27 ms of CPU each on 2 shared cores, the client
+      spending 2 ms of CPU per response (gunicorn with CPU work): the knee is 2;
+    - ``cpu-saturates``: 32 workers, 60 ms of I/O and 3 ms of CPU each on one core
+      (a threaded Python server): the CPU saturates at about 21 busy workers;
+    - ``proxy-wall``: a proxy answering 503 past 16 connections in front of a
+      50 ms backend (nginx ``limit_conn``);
+    - ``token-bucket``: 150 requests/s with a burst of 20 delayed, then refused,
+      in front of a 50 ms backend (nginx ``limit_req``);
+    - ``stalls``: 16 workers at 20 ms whose whole process freezes for 15-70 ms
+      about 3 times a second (GC pauses, CPU steal), and a client whose loop
+      pauses likewise;
+    - ``busy-client``: 16 workers at 20 ms, a client spending 1 ms of CPU per
+      response on its one event loop (which lags in proportion to its load) and
+      pausing now and then;
+    - ``flaky-5xx``: ``busy-client`` with 5 % of responses failing for reasons
+      unrelated to load.
+
+    Steady state is measured from ``0.375 × duration_s``. Every model is seeded.
+
+    Args:
+        duration_s: Simulated seconds of each scenario.
+    """
+    d = check_float("duration_s", duration_s, low=1.0)
+    settle = 0.375 * d
+    callers = (Client(callers=200),)
+
+    def make(
+        name: str,
+        upstream: Callable[[], Upstream],
+        *,
+        client_cost_s: float = 0.0005,
+        client_pause_every_s: float | None = None,
+        seed: int = 0,
+    ) -> Scenario:
+        return Scenario(
+            name=name,
+            upstream=upstream,
+            duration_s=d,
+            settle_s=settle,
+            clients=callers,
+            initial_limit=1,
+            client_cost_s=client_cost_s,
+            client_pause_every_s=client_pause_every_s,
+            seed=seed,
+        )
+
+    return {
+        "backlog": make(
+            "backlog",
+            lambda: ServerUpstream(workers=8, service_time_s=0.04, cpu_s=0.001, cores=1, seed=11),
+        ),
+        "cpu-bound": make(
+            "cpu-bound",
+            lambda: ServerUpstream(workers=8, service_time_s=0.0, cpu_s=0.027, cores=2, seed=12),
+            client_cost_s=0.002,
+        ),
+        "cpu-saturates": make(
+            "cpu-saturates",
+            lambda: ServerUpstream(workers=32, service_time_s=0.06, cpu_s=0.003, cores=1, seed=13),
+        ),
+        "proxy-wall": make(
+            "proxy-wall",
+            lambda: ConnectionWall(
+                ServerUpstream(workers=64, service_time_s=0.05, seed=14), max_connections=16
+            ),
+        ),
+        "token-bucket": make(
+            "token-bucket",
+            lambda: TokenBucketUpstream(
+                ServerUpstream(workers=64, service_time_s=0.05, seed=15), rate_per_s=150, burst=20
+            ),
+        ),
+        "stalls": make(
+            "stalls",
+            lambda: ServerUpstream(workers=16, service_time_s=0.02, stall_every_s=0.33, seed=16),
+            client_pause_every_s=0.5,
+            seed=16,
+        ),
+        "busy-client": make(
+            "busy-client",
+            lambda: ServerUpstream(workers=16, service_time_s=0.02, seed=17),
+            client_cost_s=0.0025,
+            client_pause_every_s=0.5,
+            seed=17,
+        ),
+        "flaky-5xx": make(
+            "flaky-5xx",
+            lambda: ServerUpstream(workers=16, service_time_s=0.02, error_rate=0.05, seed=18),
+            client_cost_s=0.0015,
+            client_pause_every_s=0.5,
+            seed=18,
         ),
     }

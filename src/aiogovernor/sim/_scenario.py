@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,8 +18,9 @@ from aiogovernor._samples import WindowConfig
 from aiogovernor._validate import check_float, check_int
 from aiogovernor.limits import Fixed, LimitPolicy
 
-from ._loop import run_virtual
-from ._upstreams import KneeUpstream, UpstreamError
+from ._loop import VirtualTimeEventLoop, run_virtual
+from ._servers import Upstream
+from ._upstreams import UpstreamError
 
 __all__ = ["Client", "Gate", "Scenario", "ScenarioResult", "jain_index", "run_scenario"]
 
@@ -98,10 +100,18 @@ class Scenario:
         retry_delay_s: How long a refused caller waits before trying again.
         trace_every_s: How often the limits are sampled into the trace.
         window: The governors' window rules.
+        client_cost_s: Client CPU spent on each response while its permit is held
+            (parsing, the HTTP client's own work): the client's event loop is busy
+            for that long and every other task waits, so the loop lags in
+            proportion to the load.
+        client_pause_every_s: Mean time between pauses of the client's whole loop
+            (its garbage collector, CPU stolen from it); None for none.
+        client_pause_s: ``(shortest, longest)`` client pause, seconds.
+        seed: Seeds the client-side noise.
     """
 
     name: str
-    upstream: Callable[[], KneeUpstream]
+    upstream: Callable[[], Upstream]
     duration_s: float
     clients: tuple[Client, ...] = (Client(callers=200),)
     capacity_schedule: tuple[tuple[float, int], ...] = ()
@@ -110,9 +120,18 @@ class Scenario:
     retry_delay_s: float = 0.05
     trace_every_s: float = 0.25
     window: WindowConfig | None = None
+    client_cost_s: float = 0.0
+    client_pause_every_s: float | None = None
+    client_pause_s: tuple[float, float] = (0.015, 0.07)
+    seed: int = 0
 
     def __post_init__(self) -> None:
         check_float("duration_s", self.duration_s, low=0.0, low_open=True)
+        check_float("client_cost_s", self.client_cost_s, low=0.0)
+        if self.client_pause_every_s is not None:
+            check_float("client_pause_every_s", self.client_pause_every_s, low=0.0, low_open=True)
+        check_float("client_pause_s shortest", self.client_pause_s[0], low=0.0)
+        check_float("client_pause_s longest", self.client_pause_s[1], low=self.client_pause_s[0])
         check_float("settle_s", self.settle_s, low=0.0, high=self.duration_s, high_open=True)
         check_float("retry_delay_s", self.retry_delay_s, low=0.0)
         check_float("trace_every_s", self.trace_every_s, low=0.0, low_open=True)
@@ -280,6 +299,14 @@ async def _run(scenario: Scenario, policy_spec: PolicyFactory | int) -> Scenario
     counts = [0, 0, 0]  # ok, overload, error in steady state
     requests = 0
     delay = scenario.retry_delay_s
+    cost = scenario.client_cost_s
+    if (cost or scenario.client_pause_every_s) and not isinstance(loop, VirtualTimeEventLoop):
+        raise RuntimeError("client-side noise needs a VirtualTimeEventLoop (run_scenario makes one)")
+
+    def busy(seconds: float) -> None:
+        # The client's loop does CPU work: nothing else runs, and the clock moves on.
+        assert isinstance(loop, VirtualTimeEventLoop)
+        loop.advance(seconds)
 
     async def caller(i: int, stop_s: float) -> None:
         nonlocal requests
@@ -289,7 +316,11 @@ async def _run(scenario: Scenario, policy_spec: PolicyFactory | int) -> Scenario
             try:
                 async with gov:
                     started = loop.time()
-                    await upstream()
+                    try:
+                        await upstream()
+                    finally:
+                        if cost:
+                            busy(cost)
             except OverloadError:
                 outcome = 1
             except UpstreamError:
@@ -325,7 +356,18 @@ async def _run(scenario: Scenario, policy_spec: PolicyFactory | int) -> Scenario
             await asyncio.sleep(at_s - loop.time())
             upstream.capacity = capacity
 
-    await asyncio.gather(tracer(), shifter(), *(client(i) for i in range(n)))
+    async def pauser() -> None:
+        every = scenario.client_pause_every_s
+        if every is None:
+            return
+        rng = random.Random(scenario.seed)
+        while True:
+            await asyncio.sleep(rng.expovariate(1.0 / every))
+            if loop.time() >= scenario.duration_s:
+                return
+            busy(rng.uniform(*scenario.client_pause_s))
+
+    await asyncio.gather(tracer(), shifter(), pauser(), *(client(i) for i in range(n)))
 
     steady = [limits[0] for t, limits in trace if steady_from <= t < steady_to]
     mean_limit = statistics.fmean(steady) if steady else math.nan

@@ -211,6 +211,8 @@ class _Run:
             attempt = n
             for item in items:
                 self.attempts[item.key] = self.attempts.get(item.key, 0) + 1
+            # The request's bytes are its work: a larger batch is not read as queueing.
+            permit.size = max(1, sum(sizes))
             started = anyio.current_time()
             batch = UploadBatch(tuple(items), tuple(sizes), n, self.settings.chunk_size_bytes, self._sent)
             request = self.settings.build_request(batch)
