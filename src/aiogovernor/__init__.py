@@ -48,6 +48,7 @@ from ._classify import default_classify as default_classify
 from ._events import Decision as Decision
 from ._events import DecisionListener as DecisionListener
 from ._events import WindowListener as WindowListener
+from ._events import WindowSummary as WindowSummary
 from ._governor import Governor as Governor
 from ._governor import GovernorStats as GovernorStats
 from ._governor import Permit as Permit
@@ -118,6 +119,7 @@ __all__ = [
     "Vegas",
     "WindowConfig",
     "WindowListener",
+    "WindowSummary",
     "__version__",
     "default_classify",
     "governed_batches",

@@ -46,6 +46,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from ._record import KeptDecision, LearnedState
+from ._samples import Window
 from ._validate import check_float, check_int
 
 if TYPE_CHECKING:
@@ -540,7 +541,8 @@ class GovernorPersistence:
         if self._restoring:
             return
         w = decision.window
-        if w is not None and w.count > 0 and w.ok > 0:
+        # Decisions given to listeners carry the whole window (a kept summary has no minimum).
+        if isinstance(w, Window) and w.count > 0 and w.ok > 0:
             floor = self._latency_floor_s
             if floor is None or w.latency_min_s < floor:
                 self._latency_floor_s = w.latency_min_s
