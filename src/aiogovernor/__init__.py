@@ -40,6 +40,8 @@ Layout (imports point down the list; ``tests/test_layers.py`` checks it):
 
 from __future__ import annotations
 
+import os as _os
+
 from ._chunking import AdaptiveChunker as AdaptiveChunker
 from ._chunking import Chunker as Chunker
 from ._classify import Classifier as Classifier
@@ -79,6 +81,8 @@ from .limits import ThroughputAIMD as ThroughputAIMD
 from .limits import Vegas as Vegas
 from .limits import profile as profile
 
+_default_stores: dict[tuple[str | None, ...], _StateStore] = {}
+
 
 def _json_file_store() -> _StateStore:
     # This package's __init__ is the composition root, the one module that sees both the
@@ -86,7 +90,14 @@ def _json_file_store() -> _StateStore:
     # keeps state, so that `import aiogovernor` pulls in no store.
     from .state import JsonFileStore
 
-    return JsonFileStore()
+    # One store per state directory, not one per governor (resolving the directory costs
+    # more than the rest of a governor): keyed by what `default_state_dir` reads.
+    environ = _os.environ
+    key = tuple(environ.get(k) for k in ("AIOGOVERNOR_STATE_DIR", "XDG_STATE_HOME", "HOME", "LOCALAPPDATA"))
+    store = _default_stores.get(key)
+    if store is None:
+        store = _default_stores[key] = JsonFileStore()
+    return store
 
 
 _set_default_store_factory(_json_file_store)

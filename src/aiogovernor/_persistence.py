@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from ._record import KeptDecision, LearnedState
 from ._samples import Window
-from ._validate import check_float, check_int
+from ._validate import check_float, check_int, conforms
 
 if TYPE_CHECKING:
     from ._chunking import Chunker
@@ -221,7 +221,7 @@ def resolve_store(store: StateStore | Literal["default"] | None) -> StateStore |
     if isinstance(store, str):
         if store != "default":
             raise ValueError(f"store must be a StateStore, None or 'default', got {store!r}")
-    elif store is not None and not isinstance(store, StateStore):
+    elif store is not None and not conforms(store, StateStore):
         raise TypeError(f"store must implement StateStore (load, save, delete, list, ...), got {store!r}")
     if store is None or state_disabled():
         return None
