@@ -41,6 +41,7 @@ Layout (imports point down the list; ``tests/test_layers.py`` checks it):
 from __future__ import annotations
 
 import os as _os
+import sys as _sys
 
 from ._chunking import AdaptiveChunker as AdaptiveChunker
 from ._chunking import Chunker as Chunker
@@ -82,6 +83,12 @@ from .limits import Vegas as Vegas
 from .limits import profile as profile
 
 _default_stores: dict[tuple[str | None, ...], _StateStore] = {}
+# What `aiogovernor.state.default_state_dir` reads on this platform.
+_STATE_DIR_VARIABLES = (
+    ("AIOGOVERNOR_STATE_DIR", "LOCALAPPDATA", "USERPROFILE")
+    if _sys.platform == "win32"
+    else ("AIOGOVERNOR_STATE_DIR", "XDG_STATE_HOME", "HOME")
+)
 
 
 def _json_file_store() -> _StateStore:
@@ -93,7 +100,7 @@ def _json_file_store() -> _StateStore:
     # One store per state directory, not one per governor (resolving the directory costs
     # more than the rest of a governor): keyed by what `default_state_dir` reads.
     environ = _os.environ
-    key = tuple(environ.get(k) for k in ("AIOGOVERNOR_STATE_DIR", "XDG_STATE_HOME", "HOME", "LOCALAPPDATA"))
+    key = tuple(environ.get(k) for k in _STATE_DIR_VARIABLES)
     store = _default_stores.get(key)
     if store is None:
         store = _default_stores[key] = JsonFileStore()
