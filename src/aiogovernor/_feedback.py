@@ -221,11 +221,12 @@ class Feedback:
                     "reason": reason,
                 },
             )
-        for listener in tuple(self._listeners):
-            try:
-                listener(decision)
-            except Exception:
-                logger.exception("decision listener %r failed", listener)
+        if self._listeners:
+            for listener in tuple(self._listeners):
+                try:
+                    listener(decision)
+                except Exception:
+                    logger.exception("decision listener %r failed", listener)
         return decision
 
     # -- what it knows ------------------------------------------------------

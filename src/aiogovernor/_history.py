@@ -100,24 +100,27 @@ class DecisionHistory:
             self._flags = bytearray(size)
             self._reasons = [""] * size
         row = self._next
-        self._next = row + 1 if row + 1 < self._size else 0
-        if self._len < self._size:
+        size = self._size
+        self._next = row + 1 if row + 1 < size else 0
+        if self._len < size:
             self._len += 1
         self._last = decision
         w = decision.window
         f = row * _FLOATS
         floats[f] = decision.at
         floats[f + 1] = decision.policy_limit
+        smalls = self._smalls
         s = row * _SMALLS
-        self._smalls[s] = decision.confidence
-        self._reasons[row] = _shared(decision.reason)
+        smalls[s] = decision.confidence
+        reason = decision.reason
+        self._reasons[row] = _REASONS.get(reason) or _shared(reason)
         if w is None:
             self._flags[row] = 0
             values: tuple[int, ...] = (decision.old_limit, decision.new_limit, 0, 0, 0, 0, 0, 0, 0)
         else:
             floats[f + 2] = w.latency_p50_s
-            self._smalls[s + 1] = w.end - w.start
-            self._flags[row] = _WINDOWED | (_LIMIT_BOUND if w.limit_bound else 0)
+            smalls[s + 1] = w.end - w.start
+            self._flags[row] = _WINDOWED | _LIMIT_BOUND if w.limit_bound else _WINDOWED
             values = (
                 decision.old_limit,
                 decision.new_limit,
@@ -129,7 +132,12 @@ class DecisionHistory:
                 w.peak_inflight,
                 w.limit,
             )
-        self._write_ints(row * _INTS, values)
+        i = row * _INTS
+        ints = self._ints
+        try:
+            ints[i : i + _INTS] = array(ints.typecode, values)  # type: ignore[attr-defined]
+        except (OverflowError, AttributeError):
+            self._write_ints(i, values)
 
     def _write_ints(self, i: int, values: tuple[int, ...]) -> None:
         while True:
