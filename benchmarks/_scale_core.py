@@ -13,6 +13,7 @@ import asyncio
 import copy
 import functools
 import gc
+import pickle
 import statistics
 import time
 import tracemalloc
@@ -222,6 +223,7 @@ def _bytes_per_governor(n: int, decisions: int, *, keep_whole: bool, policy: Cal
 def bench_governors(rounds: int, sizes: tuple[int, ...]) -> None:
     template = Governor("t", store=None)
     frozen = default_policy()
+    pickled = pickle.dumps(frozen, pickle.HIGHEST_PROTOCOL)
     _table(
         "Building one: µs each, building N = 1 000 in a row",
         _interleave(
@@ -234,6 +236,9 @@ def bench_governors(rounds: int, sizes: tuple[int, ...]) -> None:
                 "per-host origin: derive + deepcopy of the policy (before)": lambda: _build_us(
                     lambda i: template.derive(f"t@{i}", copy.deepcopy(frozen)), 1000
                 ),
+                "per-host origin: derive + unpickled policy (now)": lambda: _build_us(
+                    lambda i: template.derive(f"t@{i}", pickle.loads(pickled)), 1000
+                ),
             },
             rounds,
         ),
@@ -241,11 +246,11 @@ def bench_governors(rounds: int, sizes: tuple[int, ...]) -> None:
     )
     print(
         "\nMemory per governor (tracemalloc), default history (100), windows of 10 samples\n\n"
-        "| N governors | decisions each | policy | history now, B | whole decisions kept (before), B |\n"
+        "| N governors | decisions each | policy | B per governor | with every decision also kept whole, B |\n"
         "| ---: | ---: | --- | ---: | ---: |"
     )
-    for n in [s for s in sizes if s <= 1000]:
-        for decisions in (0, 100, 1000):
+    for n in sizes[:1]:  # per governor: the same at any count (each keeps its own)
+        for decisions in (0, 100, 300):
             for label, policy in (("default", default_policy), ("AIMD", AIMD)):
                 now = _bytes_per_governor(n, decisions, keep_whole=False, policy=policy)
                 whole = _bytes_per_governor(n, decisions, keep_whole=True, policy=policy)

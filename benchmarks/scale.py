@@ -16,7 +16,7 @@ Sections (run one, or all by default):
   N ``Semaphore.release()`` calls.
 - ``governors``: building one (beside a Semaphore, with and without the default
   store, and a per-host origin's copy of the policy as it was made before), and
-  memory per governor after 0, 100 and 1 000 decisions, the history now beside
+  memory per governor (100 of them) after 0, 100 and 300 decisions, the history now beside
   the same decisions kept whole.
 - ``decisions``: one decision's cost against its window's size, and the share of
   a core a governor takes at 10⁵ requests/s with the default and a short window.
