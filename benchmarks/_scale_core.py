@@ -246,7 +246,7 @@ def bench_governors(rounds: int, sizes: tuple[int, ...]) -> None:
     )
     print(
         "\nMemory per governor (tracemalloc), default history (100), windows of 10 samples\n\n"
-        "| N governors | decisions each | policy | B per governor | with every decision also kept whole, B |\n"
+        "| N governors | decisions each | policy | B per governor | with decisions also kept whole, B |\n"
         "| ---: | ---: | --- | ---: | ---: |"
     )
     for n in sizes[:1]:  # per governor: the same at any count (each keeps its own)

@@ -39,6 +39,14 @@ class WindowSummary:
     """The gate's limit when the window closed."""
     limit_bound: bool
     """Whether the limit was the bottleneck."""
+    size_mean: float = 1.0
+    """Mean size of the successful calls (1 when unsized)."""
+    sized: bool = False
+    """Whether any call said its size (the whole window's ``bands`` were not empty)."""
+    loop_lag_s: float = 0.0
+    """How late the client's own event loop ran (see `Window.loop_lag_s`)."""
+    loop_pause_s: float = 0.0
+    """The delay the client's whole-loop pauses caused (see `Window.loop_pause_s`)."""
 
     @property
     def count(self) -> int:
@@ -108,7 +116,8 @@ class Decision:
         w = self.window
         if w is None:
             return f"{head}: {self.reason}"
-        sized = f", size={w.size_mean:.4g}" if w.bands else ""
+        has_sizes = w.sized if isinstance(w, WindowSummary) else bool(w.bands)
+        sized = f", size={w.size_mean:.4g}" if has_sizes else ""
         lagged = w.loop_lag_s + w.loop_pause_s
         lag = f", loop lag={lagged * 1000:.1f}ms" if lagged >= 0.0005 else ""
         return (

@@ -5,7 +5,7 @@ dataclasses, a dozen boxed floats, a formatted reason); a governor keeping
 100 of them weighs ~54 KB, and a process with one governor per upstream host
 keeps thousands. Here each kept decision is one row of a few flat arrays
 (numbers unboxed, small counts in two bytes) plus a shared reference to its
-reason text, some 60 bytes; `Decision` objects are built again only when the
+reason text, some 70 bytes; `Decision` objects are built again only when the
 history is read. The latest decision is kept whole, so the one listeners were
 given and ``stats().last_decision`` are the same object as the history's last.
 """
@@ -21,9 +21,11 @@ __all__ = ["DecisionHistory"]
 
 # Numbers per kept decision, by row: floats and integers.
 _FLOATS = 3  # at, policy_limit, latency_p50_s
-_SMALLS = 2  # confidence and the window's duration, in single precision (about 7 digits)
+# Confidence, and the window's duration, mean call size, loop lag and loop pause, in single
+# precision (about 7 digits).
+_SMALLS = 5
 _INTS = 9  # old_limit, new_limit, and the window's ok, overload, error, ignored, stale, peak, limit
-_WINDOWED, _LIMIT_BOUND = 1, 2  # flag bits
+_WINDOWED, _LIMIT_BOUND, _SIZED = 1, 2, 4  # flag bits
 
 # Reason texts repeat ("not limit-bound", "limit-bound: +1", ...): one object per distinct
 # text is shared by every record and governor that uses it. Bounded: a policy whose texts
@@ -120,7 +122,14 @@ class DecisionHistory:
         else:
             floats[f + 2] = w.latency_p50_s
             smalls[s + 1] = w.end - w.start
-            self._flags[row] = _WINDOWED | _LIMIT_BOUND if w.limit_bound else _WINDOWED
+            smalls[s + 2] = w.size_mean
+            smalls[s + 3] = w.loop_lag_s
+            smalls[s + 4] = w.loop_pause_s
+            self._flags[row] = (
+                _WINDOWED
+                | (_LIMIT_BOUND if w.limit_bound else 0)
+                | (_SIZED if (w.sized if isinstance(w, WindowSummary) else w.bands) else 0)
+            )
             values = (
                 decision.old_limit,
                 decision.new_limit,
@@ -175,6 +184,10 @@ class DecisionHistory:
                 peak_inflight=peak,
                 limit=limit,
                 limit_bound=bool(flags & _LIMIT_BOUND),
+                size_mean=self._smalls[s + 2],
+                sized=bool(flags & _SIZED),
+                loop_lag_s=self._smalls[s + 3],
+                loop_pause_s=self._smalls[s + 4],
             )
             if flags & _WINDOWED
             else None
