@@ -10,7 +10,21 @@ Sections (run one, or all by default):
   state at once; then the CPU share and the shared thread pool taken by 1 000
   governors saving every 5 s.
 
-    .venv/bin/python benchmarks/scale.py [state] [--rounds 5] [--seconds 5]
+- ``waiters``: hand-off per permit and cancellation per waiter with 10² … 10⁵
+  callers queued, the governor beside ``asyncio.Semaphore``.
+- ``limit``: raising the limit with N waiters (`Governor.reset_limit`) beside
+  N ``Semaphore.release()`` calls.
+- ``governors``: building one (beside a Semaphore, with and without the default
+  store, and a per-host origin's copy of the policy as it was made before), and
+  memory per governor (100 of them) after 0, 100 and 300 decisions, the history now beside
+  the same decisions kept whole.
+- ``decisions``: one decision's cost against its window's size, and the share of
+  a core a governor takes at 10⁵ requests/s with the default and a short window.
+- ``map``: `governed_map` beside a task per item, aiometer and a bare pool, by
+  items (10² … 10⁵) and by limit (10, 100, 1 000).
+
+    .venv/bin/python benchmarks/scale.py [state|waiters|limit|governors|decisions|map ...] \
+        [--rounds 5] [--seconds 5] [--max-size 100000]
 """
 
 from __future__ import annotations
@@ -29,6 +43,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import _scale_core
 import anyio
 import anyio.to_thread
 
@@ -283,18 +298,33 @@ def bench_start(governors: int) -> None:
     print()
 
 
+CORE_SECTIONS: dict[str, Callable[[int, tuple[int, ...]], None]] = {
+    "waiters": _scale_core.bench_waiters,
+    "limit": _scale_core.bench_limit,
+    "governors": _scale_core.bench_governors,
+    "decisions": _scale_core.bench_decisions,
+    "map": _scale_core.bench_map,
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("sections", nargs="*", choices=["state"], default=["state"])
+    sections = ["state", *CORE_SECTIONS]
+    parser.add_argument("sections", nargs="*", choices=sections, default=sections)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--max-size", type=int, default=100_000, help="largest N of the core sections")
     args = parser.parse_args()
     if "state" in args.sections:
         bench_calls(args.rounds)
         bench_start(1_000)
         bench_fleet(args.seconds, max(1, args.rounds // 2))
+    sizes = tuple(n for n in _scale_core.SIZES if n <= args.max_size)
+    for name, bench in CORE_SECTIONS.items():
+        if name in args.sections:
+            bench(args.rounds, sizes)
 
 
 if __name__ == "__main__":

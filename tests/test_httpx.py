@@ -17,7 +17,7 @@ import httpx
 import pytest
 import respx
 
-from aiogovernor import Fixed, Governor, Outcome, Retry
+from aiogovernor import Fixed, Governor, Outcome, Retry, WindowConfig
 from aiogovernor.httpx import GovernedTransport, HTTPAttempts, classify_http, origin_of, retry_after_s
 from aiogovernor.testing import wait_until
 
@@ -425,3 +425,64 @@ def test_a_streamed_response_collected_after_its_loop_closed_gives_its_permit_ba
     with pytest.warns(ResourceWarning, match="never closed"):
         _drop(kept)
     assert gov.inflight == 0
+
+
+async def test_idle_origins_governors_are_dropped_and_saved(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiogovernor.state import MemoryStore
+    from aiogovernor.testing import ManualClock
+
+    monkeypatch.delenv("AIOGOVERNOR_DISABLE_STATE")
+    clock, store = ManualClock(), MemoryStore()
+    every_request = WindowConfig(min_samples=1, min_duration_s=0.0)  # a decision to save
+    template = Governor("api", Fixed(2), store=store, clock=clock, window=every_request)
+    mock = httpx.MockTransport(lambda request: httpx.Response(200))
+    transport = GovernedTransport(template, transport=mock, per_host=True, host_idle_s=60.0, max_hosts=None)
+    async with _client(transport) as client:
+        await client.get("http://a/")
+        first = transport.governor_for("http://a/")
+        clock.advance(30.0)
+        await client.get("http://b/")
+        clock.advance(31.0)  # a: idle 61 s, b: 31 s
+        await client.get("http://c/")
+        assert set(transport.governors) == {"http://b:80", "http://c:80"}
+        await client.get("http://c/")  # on trio, the next request saves what was dropped
+        for task in list(transport._saving):  # on asyncio, a task does
+            await task
+        assert await store.load(template.environment, "api@http://a:80") is not None  # saved
+        again = transport.governor_for("http://a/")
+        assert again is not first
+        assert set(transport.governors) == {"http://a:80", "http://b:80", "http://c:80"}
+        held = transport.governor_for("http://b/").try_acquire()  # a permit held: b is not idle
+        assert held is not None
+        clock.advance(100.0)
+        await client.get("http://d/")
+        assert set(transport.governors) == {"http://b:80", "http://d:80"}
+        held.release()
+
+
+async def test_origins_beyond_max_hosts_drop_the_least_recently_used_idle_one() -> None:
+    template = Governor("api", Fixed(2), store=None)
+    mock = httpx.MockTransport(lambda request: httpx.Response(200))
+    transport = GovernedTransport(template, transport=mock, per_host=True, max_hosts=2, host_idle_s=None)
+    async with _client(transport) as client:
+        await client.get("http://a/")
+        await client.get("http://b/")
+        await client.get("http://a/")  # b is now the least recently used
+        await client.get("http://c/")
+        assert list(transport.governors) == ["http://a:80", "http://c:80"]
+        held = [transport.governor_for(url).try_acquire() for url in ("http://a/", "http://c/")]
+        await client.get("http://d/")  # every other one is busy: the bound gives way
+        assert set(transport.governors) == {"http://a:80", "http://c:80", "http://d:80"}
+        for permit in held:
+            assert permit is not None
+            permit.release()
+        await client.get("http://e/")
+        assert list(transport.governors) == ["http://d:80", "http://e:80"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"), [({"max_hosts": 0}, "max_hosts"), ({"host_idle_s": 0.0}, "host_idle_s")]
+)
+def test_bad_eviction_settings_are_refused(kwargs: dict[str, float], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        GovernedTransport(Governor("api", Fixed(1), store=None), per_host=True, **kwargs)  # type: ignore[arg-type]

@@ -31,6 +31,7 @@ CORE = frozenset(
         "aiogovernor._feedback",
         "aiogovernor._governor",
         "aiogovernor._lag",
+        "aiogovernor._history",
         "aiogovernor._map",
         "aiogovernor._names",
         "aiogovernor._persistence",

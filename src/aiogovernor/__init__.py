@@ -40,6 +40,9 @@ Layout (imports point down the list; ``tests/test_layers.py`` checks it):
 
 from __future__ import annotations
 
+import os as _os
+import sys as _sys
+
 from ._chunking import AdaptiveChunker as AdaptiveChunker
 from ._chunking import Chunker as Chunker
 from ._classify import Classifier as Classifier
@@ -48,6 +51,7 @@ from ._classify import default_classify as default_classify
 from ._events import Decision as Decision
 from ._events import DecisionListener as DecisionListener
 from ._events import WindowListener as WindowListener
+from ._events import WindowSummary as WindowSummary
 from ._governor import Governor as Governor
 from ._governor import GovernorStats as GovernorStats
 from ._governor import Permit as Permit
@@ -78,6 +82,14 @@ from .limits import ThroughputAIMD as ThroughputAIMD
 from .limits import Vegas as Vegas
 from .limits import profile as profile
 
+_default_stores: dict[tuple[str | None, ...], _StateStore] = {}
+# What `aiogovernor.state.default_state_dir` reads on this platform.
+_STATE_DIR_VARIABLES = (
+    ("AIOGOVERNOR_STATE_DIR", "LOCALAPPDATA", "USERPROFILE")
+    if _sys.platform == "win32"
+    else ("AIOGOVERNOR_STATE_DIR", "XDG_STATE_HOME", "HOME")
+)
+
 
 def _json_file_store() -> _StateStore:
     # This package's __init__ is the composition root, the one module that sees both the
@@ -85,7 +97,14 @@ def _json_file_store() -> _StateStore:
     # keeps state, so that `import aiogovernor` pulls in no store.
     from .state import JsonFileStore
 
-    return JsonFileStore()
+    # One store per state directory, not one per governor (resolving the directory costs
+    # more than the rest of a governor): keyed by what `default_state_dir` reads.
+    environ = _os.environ
+    key = tuple(environ.get(k) for k in _STATE_DIR_VARIABLES)
+    store = _default_stores.get(key)
+    if store is None:
+        store = _default_stores[key] = JsonFileStore()
+    return store
 
 
 _set_default_store_factory(_json_file_store)
@@ -118,6 +137,7 @@ __all__ = [
     "Vegas",
     "WindowConfig",
     "WindowListener",
+    "WindowSummary",
     "__version__",
     "default_classify",
     "governed_batches",

@@ -8,7 +8,71 @@ from typing import Protocol
 
 from ._samples import Window
 
-__all__ = ["Decision", "DecisionListener", "WindowListener"]
+__all__ = ["Decision", "DecisionListener", "WindowListener", "WindowSummary"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WindowSummary:
+    """The headline figures of the window a kept decision was made on.
+
+    `Governor.decisions` keeps many decisions per governor, so all but the
+    latest keep these figures instead of the whole `Window` (whose fields
+    they share, under the same names); the latest decision, the one given to
+    listeners and ``stats().last_window`` hold the whole window.
+    """
+
+    start: float
+    """Clock time of the window's opening."""
+    end: float
+    """Clock time of the window's closing."""
+    ok: int
+    overload: int
+    """Overloads from work that started after the latest decrease."""
+    error: int
+    ignored: int
+    stale_overload: int
+    """Overloads from work that started before the latest decrease."""
+    latency_p50_s: float
+    peak_inflight: int
+    """The most permits held at once during the window."""
+    limit: int
+    """The gate's limit when the window closed."""
+    limit_bound: bool
+    """Whether the limit was the bottleneck."""
+    size_mean: float = 1.0
+    """Mean size of the successful calls (1 when unsized)."""
+    sized: bool = False
+    """Whether any call said its size (the whole window's ``bands`` were not empty)."""
+    loop_lag_s: float = 0.0
+    """How late the client's own event loop ran (see `Window.loop_lag_s`)."""
+    loop_pause_s: float = 0.0
+    """The delay the client's whole-loop pauses caused (see `Window.loop_pause_s`)."""
+
+    @property
+    def count(self) -> int:
+        """Samples counted (ignored ones excluded)."""
+        return self.ok + self.overload + self.error + self.stale_overload
+
+    @property
+    def duration_s(self) -> float:
+        """How long the window lasted."""
+        return self.end - self.start
+
+    @property
+    def throughput(self) -> float:
+        """Successful samples per second."""
+        return self.ok / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def overload_rate(self) -> float:
+        """Fresh and stale overloads as a fraction of counted samples."""
+        return (self.overload + self.stale_overload) / self.count if self.count else 0.0
+
+    @property
+    def error_rate(self) -> float:
+        """Plain errors as a fraction of counted samples."""
+        count = self.count
+        return self.error / count if count else 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -24,7 +88,10 @@ class Decision:
         policy_limit: The policy's own (float) limit after.
         reason: What drove the decision, in words.
         window: The figures the decision was made on; None for decisions
-            made outside a window (a reset, a restored state).
+            made outside a window (a reset, a restored state). The whole
+            `Window` for a decision given to listeners and for the latest
+            one kept; a `WindowSummary` (its headline figures, same names)
+            for older decisions in `Governor.decisions`.
         confidence: How much the window could be trusted, in [0, 1].
     """
 
@@ -35,7 +102,7 @@ class Decision:
     new_limit: int
     policy_limit: float
     reason: str
-    window: Window | None
+    window: Window | WindowSummary | None
     confidence: float
 
     @property
@@ -44,12 +111,13 @@ class Decision:
         return self.new_limit != self.old_limit
 
     def describe(self) -> str:
-        """A one-line account of the decision, for logs."""
+        """A one-line account of the decision, for logs (formatted on each call, never kept)."""
         head = f"{self.governor}[{self.environment}] limit {self.old_limit} -> {self.new_limit}"
         w = self.window
         if w is None:
             return f"{head}: {self.reason}"
-        sized = f", size={w.size_mean:.4g}" if w.bands else ""
+        has_sizes = w.sized if isinstance(w, WindowSummary) else bool(w.bands)
+        sized = f", size={w.size_mean:.4g}" if has_sizes else ""
         lagged = w.loop_lag_s + w.loop_pause_s
         lag = f", loop lag={lagged * 1000:.1f}ms" if lagged >= 0.0005 else ""
         return (

@@ -9,10 +9,10 @@ decisions. A plain synchronous object with no event loop, so it is tested
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Callable, Mapping
 
 from ._events import Decision, DecisionListener, WindowListener
+from ._history import DecisionHistory
 from ._samples import Outcome, Window, WindowAggregator, WindowConfig
 from ._validate import check_int
 from .limits import LimitPolicy, gate_limit
@@ -83,7 +83,9 @@ class Feedback:
         self._policy = policy
         self._governor = governor
         self._environment = environment
-        self._history: deque[Decision] = deque(maxlen=check_int("history_size", history_size, low=1))
+        self._history = DecisionHistory(
+            check_int("history_size", history_size, low=1), governor=governor, environment=environment
+        )
         self._listeners: list[DecisionListener] = []
         self._window_listeners: list[WindowListener] = []
         self._apply = apply
@@ -219,24 +221,29 @@ class Feedback:
                     "reason": reason,
                 },
             )
-        for listener in tuple(self._listeners):
-            try:
-                listener(decision)
-            except Exception:
-                logger.exception("decision listener %r failed", listener)
+        if self._listeners:
+            for listener in tuple(self._listeners):
+                try:
+                    listener(decision)
+                except Exception:
+                    logger.exception("decision listener %r failed", listener)
         return decision
 
     # -- what it knows ------------------------------------------------------
 
     @property
     def history(self) -> tuple[Decision, ...]:
-        """The most recent decisions, oldest first (bounded by ``history_size``)."""
-        return tuple(self._history)
+        """The most recent decisions, oldest first (bounded by ``history_size``).
+
+        The latest is the decision listeners were given; older ones carry a
+        `WindowSummary` (built again on each read from compact records).
+        """
+        return self._history.decisions()
 
     @property
     def last_decision(self) -> Decision | None:
         """The latest decision, if any."""
-        return self._history[-1] if self._history else None
+        return self._history.last
 
     @property
     def decision_count(self) -> int:

@@ -40,7 +40,7 @@ from ._persistence import Persistence, StateStore, bind_persistence
 from ._record import LearnedState
 from ._samples import Outcome, Window, WindowConfig
 from ._time_gates import TimeGates
-from ._validate import check_float
+from ._validate import check_float, conforms
 from .limits import LimitPolicy, default_policy, gate_limit
 
 __all__ = ["Governor", "GovernorStats", "Permit"]
@@ -68,6 +68,7 @@ def _forget_permit(permit: Permit) -> None:
 
 
 _OK = Outcome.OK
+_DEFAULT_WINDOW = WindowConfig()  # frozen: one validated instance shared by every governor
 
 
 class Permit:
@@ -392,7 +393,7 @@ class Governor:
             raise ValueError(f"name must be a non-empty string, got {name!r}")
         if policy is None:
             policy = default_policy()
-        elif not isinstance(policy, LimitPolicy):
+        elif not conforms(policy, LimitPolicy):
             raise TypeError(f"policy must implement LimitPolicy (limit, update, reset, ...), got {policy!r}")
         if clock is not None and not callable(clock):
             raise TypeError(f"clock must be a zero-argument callable returning seconds, got {clock!r}")
@@ -433,7 +434,7 @@ class Governor:
         # a loop with its own time (virtual time) and trio runs are checked on every permit.
         self._rebind = clock is None
         self._classify = classify
-        window = window or WindowConfig()
+        window = window or _DEFAULT_WINDOW
         check_float("max_pause_s", max_pause_s, low=0.0)
 
         self._limit = gate_limit(policy.limit, policy.min_limit)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 import warnings
 
 __all__ = [
@@ -18,6 +19,8 @@ __all__ = [
 MAX_NAME_LENGTH = 128
 """The longest environment or governor name accepted."""
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")  # one regex scan, not a Python loop per character
+
 
 def _common(kind: str, value: object) -> str:
     if not isinstance(value, str):
@@ -26,7 +29,7 @@ def _common(kind: str, value: object) -> str:
         raise ValueError(f"{kind} must be a non-empty string")
     if len(value) > MAX_NAME_LENGTH:
         raise ValueError(f"{kind} must be at most {MAX_NAME_LENGTH} characters, got {len(value)}")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if _CONTROL.search(value) is not None:
         raise ValueError(f"{kind} must not contain NUL or control characters, got {value!r}")
     if value != value.strip():
         raise ValueError(f"{kind} must not start or end with whitespace, got {value!r}")

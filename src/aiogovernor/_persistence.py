@@ -46,7 +46,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from ._record import KeptDecision, LearnedState
-from ._validate import check_float, check_int
+from ._samples import Window
+from ._validate import check_float, check_int, conforms
 
 if TYPE_CHECKING:
     from ._chunking import Chunker
@@ -220,7 +221,7 @@ def resolve_store(store: StateStore | Literal["default"] | None) -> StateStore |
     if isinstance(store, str):
         if store != "default":
             raise ValueError(f"store must be a StateStore, None or 'default', got {store!r}")
-    elif store is not None and not isinstance(store, StateStore):
+    elif store is not None and not conforms(store, StateStore):
         raise TypeError(f"store must implement StateStore (load, save, delete, list, ...), got {store!r}")
     if store is None or state_disabled():
         return None
@@ -540,7 +541,8 @@ class GovernorPersistence:
         if self._restoring:
             return
         w = decision.window
-        if w is not None and w.count > 0 and w.ok > 0:
+        # Decisions given to listeners carry the whole window (a kept summary has no minimum).
+        if isinstance(w, Window) and w.count > 0 and w.ok > 0:
             floor = self._latency_floor_s
             if floor is None or w.latency_min_s < floor:
                 self._latency_floor_s = w.latency_min_s

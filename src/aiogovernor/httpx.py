@@ -23,8 +23,11 @@ import asyncio
 import copy
 import dataclasses
 import logging
+import math
+import pickle
 import random
 import warnings
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from email.utils import parsedate_to_datetime
 from types import MappingProxyType
@@ -41,7 +44,7 @@ from ._classify import default_classify
 from ._governor import Governor, Permit
 from ._retry import Retry, RetryBudget, parse_retry_after
 from ._samples import Outcome
-from ._validate import check_float
+from ._validate import check_float, check_int
 
 __all__ = [
     "GovernedTransport",
@@ -278,7 +281,11 @@ class GovernedTransport(httpx.AsyncBaseTransport):
     - With ``retry``, failed attempts are sent again (see below).
     - With ``per_host=True`` each origin (scheme, host, port) gets its own
       governor, made on first use and named ``"<name>@<origin>"`` so that
-      its learned state is kept apart.
+      its learned state is kept apart. An origin's governor that has been idle
+      (no permit held or awaited) for ``host_idle_s``, or the least recently
+      used idle ones beyond ``max_hosts``, is closed (its learned state saved
+      by `Governor.aclose`) and dropped; the origin's next request makes a new
+      one, which loads that state.
 
     The governor, not the pool, must decide how many requests run: the
     default transport's pool is sized to the governor's ``max_limit`` (no
@@ -309,6 +316,12 @@ class GovernedTransport(httpx.AsyncBaseTransport):
         governor_factory: With ``per_host``, makes the governor for an
             origin (called with the origin string) instead of copying the template.
         seed: Seeds the jitter, for reproducible tests.
+        max_hosts: With ``per_host``, how many origins' governors are kept at
+            most (idle ones are dropped, least recently used first); None
+            keeps every one.
+        host_idle_s: With ``per_host``, an origin's governor unused for this
+            many seconds (of the template's clock) is dropped; None never drops
+            one for idleness.
 
     Raises:
         TypeError: If ``transport`` is not an `httpx.AsyncBaseTransport`,
@@ -328,9 +341,15 @@ class GovernedTransport(httpx.AsyncBaseTransport):
         retry: Retry | None = None,
         governor_factory: Callable[[str], Governor] | None = None,
         seed: int | None = None,
+        max_hosts: int | None = 1000,
+        host_idle_s: float | None = 600.0,
     ) -> None:
         # Governors made here (the default one, one per origin) are closed by `aclose`.
         self._owns_governor = governor is None
+        self._max_hosts = None if max_hosts is None else check_int("max_hosts", max_hosts, low=1)
+        self._host_idle_s = (
+            None if host_idle_s is None else check_float("host_idle_s", host_idle_s, low=0.0, low_open=True)
+        )
         if governor is None:
             governor = Governor("http")
         elif not isinstance(governor, Governor):
@@ -363,8 +382,19 @@ class GovernedTransport(httpx.AsyncBaseTransport):
         self._governor = governor
         # Copied before the template is used, so every origin starts from the same place.
         self._policy_template = copy.deepcopy(governor.policy)
+        # Each origin's copy is unpickled from these bytes: a quarter of a deepcopy's cost,
+        # the same copy for a plain object (a policy that cannot be pickled is deep-copied).
+        try:
+            self._policy_bytes: bytes | None = pickle.dumps(self._policy_template, pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            self._policy_bytes = None
         self._factory = governor_factory
-        self._governors: dict[str, Governor] = {}
+        # Least recently used first; with the clock time of each origin's last request.
+        self._governors: OrderedDict[str, Governor] = OrderedDict()
+        self._used: dict[str, float] = {}
+        self._next_sweep = -math.inf
+        self._saving: set[asyncio.Task[None]] = set()  # dropped governors being saved (asyncio)
+        self._to_close: list[Governor] = []  # dropped governors to save (other loops: trio)
 
         max_limit = governor.policy.max_limit
         if transport is None:
@@ -409,7 +439,9 @@ class GovernedTransport(httpx.AsyncBaseTransport):
         if not self._per_host:
             return self._governor
         origin = origin_of(url)
-        gov = self._governors.get(origin)
+        governors = self._governors
+        gov = governors.get(origin)
+        now = self._now()
         if gov is None:
             if self._factory is not None:
                 gov = self._factory(origin)
@@ -419,9 +451,60 @@ class GovernedTransport(httpx.AsyncBaseTransport):
                 # The template's settings (store, clock, classifier, rate ceiling, ...),
                 # a fresh copy of its policy as it was configured.
                 template = self._governor
-                gov = template.derive(f"{template.name}@{origin}", copy.deepcopy(self._policy_template))
-            self._governors[origin] = gov
+                frozen = self._policy_bytes
+                policy = copy.deepcopy(self._policy_template) if frozen is None else pickle.loads(frozen)
+                gov = template.derive(f"{template.name}@{origin}", policy)
+            governors[origin] = gov
+            self._used[origin] = now
+            self._evict(now, keep=origin)
+        else:
+            governors.move_to_end(origin)
+            self._used[origin] = now
+            if now >= self._next_sweep:
+                self._evict(now, keep=origin)
         return gov
+
+    def _now(self) -> float:
+        try:
+            return self._governor._now()
+        except RuntimeError:  # the default clock, read with no loop running: idleness unknown
+            return math.nan
+
+    def _evict(self, now: float, *, keep: str) -> None:
+        """Drop idle origins' governors: unused for ``host_idle_s``, or the oldest used past ``max_hosts``."""
+        governors, idle_s = self._governors, self._host_idle_s
+        over = 0 if self._max_hosts is None else len(governors) - self._max_hosts
+        if idle_s is None and over <= 0:
+            self._next_sweep = math.inf if idle_s is None else now + idle_s / 4
+            return
+        cutoff = now - idle_s if idle_s is not None else -math.inf
+        victims: list[str] = []
+        for origin, gov in governors.items():  # least recently used first: stops early
+            if origin == keep:
+                continue
+            stale = self._used[origin] <= cutoff
+            if not stale and len(victims) >= over:
+                break
+            if gov.inflight == 0 and gov.waiting == 0:
+                victims.append(origin)
+        for origin in victims:
+            self._drop(origin)
+        # Idle ones are looked for again a quarter of the idle time later, not on every request.
+        self._next_sweep = (now + idle_s / 4 if now == now else -math.inf) if idle_s is not None else math.inf
+
+    def _drop(self, origin: str) -> None:
+        gov = self._governors[origin]
+        if gov.store is not None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                # No asyncio loop (trio): the next request, or `aclose`, saves it.
+                self._to_close.append(gov)
+            else:
+                task = loop.create_task(gov.aclose())
+                self._saving.add(task)
+                task.add_done_callback(self._saving.discard)
+        del self._governors[origin], self._used[origin]
 
     def _classify_result(self, result: httpx.Response | BaseException) -> Outcome:
         return self._attempts.classify(self._governor, result)
@@ -434,12 +517,19 @@ class GovernedTransport(httpx.AsyncBaseTransport):
         sent again after the policy's delay; the last attempt's response or
         exception is what the caller gets.
         """
+        if self._to_close:
+            await self._close_dropped()
         return await self._attempts.run(
             self.governor_for(request.url),
             lambda permit, attempt: self._transport.handle_async_request(request),
             # A one-shot body (an async generator) cannot be sent twice.
             once=not isinstance(request.stream, httpx.ByteStream),
         )
+
+    async def _close_dropped(self) -> None:
+        dropped, self._to_close = self._to_close, []
+        for gov in dropped:
+            await gov.aclose()  # never raises for a store failure
 
     async def aclose(self) -> None:
         """Close the wrapped transport, then the governors this transport made (their state is saved).
@@ -455,6 +545,10 @@ class GovernedTransport(httpx.AsyncBaseTransport):
                 made.append(self._governor)
             for gov in made:
                 await gov.aclose()  # shielded, and never raises for a store failure
+            # Origins' governors dropped for idleness: saved by now, or saved here.
+            await self._close_dropped()
+            if self._saving:
+                await asyncio.gather(*self._saving, return_exceptions=True)
 
     async def _trim_pool(self) -> None:
         """Close idle pooled connections beyond what the governor admits at once, plus some slack.
