@@ -166,8 +166,13 @@ class JobClient:
     - **polls**: `request_governor` bounds ``/status`` and ``/health`` calls, in
       concurrency and, with ``max_per_second``, in rate (the status budget); a
       429 on a poll pauses polls only;
-    - **cancels** go out on their own: no governor, no pause and no rate
-      ceiling can hold a cancel back; each is bounded by ``cancel_timeout_s``.
+    - **cancels** go out on their own: no pause and no rate ceiling can hold
+      a cancel back (their own governor only counts them); each is retried
+      until ``cancel_timeout_s``.
+
+    Every call on these lanes runs through the library's one attempt loop
+    (`aiogovernor.Retry` caps and jitters each Retry-After and draws each
+    backoff); the status polls of one job follow their own schedule, not a retry's.
 
     A 429 is retried, never the end of a job; several 429s within
     ``overload_debounce_s`` count as one congestion event.
