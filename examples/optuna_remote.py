@@ -23,7 +23,7 @@ from typing import Any
 
 import optuna
 
-from aiogovernor.dispatch import EndpointPool, JobClient, Progress, optimize_remote
+from aiogovernor.dispatch import EndpointPool, JobClient, StudyProgress, optimize_remote
 from aiogovernor.dispatch.testing import FakeEndpoint, LocalServerless
 
 
@@ -40,7 +40,7 @@ def build_input(trial: optuna.Trial) -> Any:
 async def main(server: LocalServerless) -> None:
     shown = 0
 
-    def show(p: Progress) -> None:
+    def show(p: StudyProgress) -> None:
         nonlocal shown
         if p.finished >= shown + 10:
             shown = p.finished

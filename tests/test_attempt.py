@@ -154,6 +154,36 @@ async def test_a_failing_hook_never_leaks_the_permit() -> None:
     assert gov.inflight == 0
 
 
+async def test_sample_softens_what_the_governor_records_not_the_pause_or_the_retry() -> None:
+    class Debounced(Valued):
+        def sample(self, governor: Governor, result: str | BaseException, outcome: Outcome) -> Outcome:
+            # Only the first overload counts: the later ones are the same congestion event.
+            if outcome is Outcome.OVERLOAD and governor.stats().counts["overload"]:
+                return Outcome.IGNORED
+            return outcome
+
+    gov = Governor("t", Fixed(4))
+    retry = Retry(attempts=3, max_retry_after_s=1.0, retry_after_jitter=0.0)
+    call = Script("busy:1", "busy:1", "fine")
+    assert await Debounced(retry=retry).run(gov, call) == "fine"
+    assert call.times[2] - call.times[0] == pytest.approx(2.0)  # both overloads paused and were retried
+    assert gov.stats().counts == {"ok": 1, "overload": 1, "error": 0, "ignored": 1}
+
+
+async def test_acquire_can_bound_the_wait_for_a_permit() -> None:
+    class Deadline(Attempts[str]):
+        async def acquire(self, governor: Governor) -> Permit:
+            return await governor.acquire(timeout_s=0.5)
+
+    gov = Governor("t", Fixed(1))
+    held = await gov.acquire()
+    with pytest.raises(TimeoutError):
+        await Deadline().run(gov, Script("never"))
+    held.release()
+    assert await Deadline().run(gov, Script("x")) == "x"
+    assert gov.inflight == 0
+
+
 def test_retry_after_of_reads_usable_numbers_only() -> None:
     assert retry_after_of(OverloadError(retry_after_s=2)) == 2.0
     assert retry_after_of(OverloadError()) is None

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from aiogovernor.dispatch import AuthError, EndpointError, EndpointPool, JobClient, JobState
+from aiogovernor.dispatch import AuthError, EndpointError, EndpointPool, JobClient, JobState, JobStatus
 from aiogovernor.dispatch.testing import FakeEndpoint, LocalServerless
 
 T = TypeVar("T")
@@ -351,3 +351,21 @@ def test_a_retry_after_date_pauses_the_submits_only() -> None:
 
     submit_pause, poll_pause = run(main)
     assert 20 < submit_pause <= 31 and poll_pause == 0
+
+
+def test_a_polls_retry_after_is_capped_and_jittered_by_retry_and_cancels_still_go() -> None:
+    async def main() -> tuple[float, float, JobStatus | None]:
+        handler = job_api(
+            answer(200, {"id": "job-1", "status": "IN_QUEUE"}),
+            status_answer=answer(429, {"error": "slow down"}, Retry_After="3600"),
+        )
+        async with Hostile(handler) as server, client_for(server) as c:
+            with pytest.raises(EndpointError, match="429"):
+                await c.status("job-1")
+            pauses = c.request_governor.paused_for_s(), c.submit_governor.paused_for_s()
+            return *pauses, await c.cancel("job-1")
+
+    poll_pause, submit_pause, cancelled = run(main)
+    # Retry's default cap (60 s) and jitter (up to 10 % longer), as everywhere in the library.
+    assert 55 < poll_pause <= 66 and submit_pause == 0
+    assert cancelled is not None and cancelled.state is JobState.CANCELLED

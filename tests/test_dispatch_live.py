@@ -14,7 +14,7 @@ import httpx
 import pytest
 from rich.console import Console
 
-from aiogovernor import Fixed, Governor
+from aiogovernor import Fixed, Governor, Progress, ProgressCallback
 from aiogovernor.dispatch import (
     BreakerState,
     EndpointPool,
@@ -22,7 +22,7 @@ from aiogovernor.dispatch import (
     JobClient,
     LiveView,
     PoolSnapshot,
-    Progress,
+    StudyProgress,
     optimize_remote,
     render_pool,
 )
@@ -46,15 +46,17 @@ def rows(text: str) -> dict[str, list[str]]:
 
 
 SNAPSHOT = PoolSnapshot(
-    progress=Progress(
+    progress=StudyProgress(
         total=60,
         queued=4,
-        running=3,
-        completed=17,
+        inflight=3,
+        limit=9,
+        done=17,
         failed=2,
         best_value=0.012345678,
         mean_duration_s=2.0,
         elapsed_s=12.0,
+        throughput_per_s=19 / 12.0,
         eta_s=65.0,
     ),
     endpoints=(
@@ -111,15 +113,17 @@ def test_render_pool_draws_the_summary_and_one_row_per_endpoint() -> None:
 
 
 def test_render_pool_before_anything_is_known() -> None:
-    progress = Progress(
+    progress = StudyProgress(
         total=None,
         queued=0,
-        running=0,
-        completed=0,
+        inflight=0,
+        limit=0,
+        done=0,
         failed=0,
         best_value=None,
         mean_duration_s=None,
         elapsed_s=3725.0,
+        throughput_per_s=0.0,
         eta_s=None,
     )
     out = console()
@@ -184,6 +188,39 @@ def test_pool_snapshot_counts_each_endpoint_and_the_local_fallback() -> None:
     )
     assert (local_row.name, local_row.breaker, local_row.completed, local_row.failed) == ("local", None, 2, 0)
     assert (snap.progress.completed, snap.progress.failed) == (2, 0)
+    # The trials' limit is the pool's capacity: the open endpoint takes none, the local fallback one.
+    assert snap.progress.limit == 1 and snap.progress.inflight == snap.progress.running == 0
+
+
+def test_study_progress_is_the_core_progress_contract() -> None:
+    seen: list[Progress] = []
+    callback: ProgressCallback = seen.append  # the maps' and the uploader's callback type
+
+    async def local(payload: Any) -> Any:
+        return {"v": 0}
+
+    async def main() -> None:
+        pool = pool_of(
+            "FAILED", failure_threshold=1, max_attempts=1, local_fallback=local, on_progress=callback
+        )
+        await pool.run({"x": 0})
+
+    run_virtual(main())
+    assert seen and all(isinstance(p, StudyProgress) for p in seen)
+    last = seen[-1]
+    assert isinstance(last, StudyProgress)
+    assert (last.done, last.completed, last.failed, last.bytes_sent) == (1, 1, 0, None)
+    assert last.throughput_per_s == pytest.approx(1 / last.elapsed_s)
+
+
+def test_the_old_progress_name_still_works_with_a_warning() -> None:
+    import aiogovernor.dispatch as dispatch
+
+    with pytest.warns(DeprecationWarning, match="StudyProgress"):
+        old = dispatch.Progress
+    assert old is StudyProgress
+    with pytest.raises(AttributeError):
+        dispatch.NoSuchName  # noqa: B018
 
 
 def test_live_view_redraws_during_a_run_and_stops_with_the_last_frame() -> None:

@@ -175,3 +175,15 @@ def test_parse_retry_after_takes_naive_now_as_utc_and_defaults_to_the_wall_clock
     future = datetime.now(UTC) + timedelta(hours=1)
     seconds = parse_retry_after(future.strftime("%a, %d %b %Y %H:%M:%S GMT"))
     assert seconds is not None and 3500 < seconds <= 3600
+
+
+def test_backoff_ceiling_is_the_growth_and_cap_that_backoff_draws_under() -> None:
+    retry = Retry(base_delay_s=0.1, max_delay_s=1.0, multiplier=2.0)
+    assert [retry.backoff_ceiling_s(n) for n in (1, 2, 3, 4, 5, 10**9)] == pytest.approx(
+        [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    )
+    rng = random.Random(3)
+    for n in range(1, 8):
+        assert 0.0 <= retry.backoff_s(n, rng=rng) <= retry.backoff_ceiling_s(n)
+    with pytest.raises(ValueError, match="attempt"):
+        retry.backoff_ceiling_s(0)

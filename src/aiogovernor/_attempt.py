@@ -1,7 +1,7 @@
 """The one attempt loop: permit → call → classify → Retry-After → release → backoff.
 
 Every caller that retries under a governor (the maps, the httpx transport,
-the uploader) runs this loop, so that the rules hold in one place:
+the uploader, dispatch's submits, polls and cancels) runs this loop, so that the rules hold in one place:
 
 - each attempt takes its own permit and is its own sample;
 - the outcome comes from one classifier (a hook), the permit goes back with
@@ -118,6 +118,22 @@ class Attempts(Generic[T]):
         """Whether this result may be attempted again at all (a one-shot body may not); True by default."""
         return True
 
+    def sample(self, governor: Governor, result: T | BaseException, outcome: Outcome) -> Outcome:
+        """The outcome this attempt's permit records; by default the classified one.
+
+        The classified outcome still decides the pause and the retry; an
+        override may soften what the governor samples (a burst of 429s counted
+        as one congestion event: the later ones ``ignored``).
+        """
+        return outcome
+
+    async def acquire(self, governor: Governor) -> Permit:
+        """Take the permit for an attempt when `scoped` is False; by default `Governor.acquire`.
+
+        An override may bound the wait (a deadline), raising what the caller should see.
+        """
+        return await governor.acquire()
+
     def keep(self, value: T, permit: Permit, outcome: Outcome) -> None:
         """The last attempt returned ``value``: release its permit (or tie it to the value's lifetime)."""
         permit.release(outcome)
@@ -180,7 +196,7 @@ class Attempts(Generic[T]):
                     done, value, delay_s = await self._attempt(governor, permit, call, attempt, once)
             else:
                 if permit is None:
-                    permit = await governor.acquire()
+                    permit = await self.acquire(governor)
                 done, value, delay_s = await self._attempt(governor, permit, call, attempt, once)
             if done:
                 return value  # type: ignore[return-value]
@@ -201,23 +217,25 @@ class Attempts(Generic[T]):
         try:
             value = await call(permit, attempt)
         except BaseException as exc:
-            outcome = Outcome.ERROR if isinstance(exc, Exception) else Outcome.IGNORED
+            outcome = recorded = Outcome.ERROR if isinstance(exc, Exception) else Outcome.IGNORED
             delay_s = None
             try:
-                outcome = self.classify(governor, exc)
+                outcome = recorded = self.classify(governor, exc)
                 delay_s = self._pause(governor, attempt, exc, outcome)
+                recorded = self.sample(governor, exc, outcome)
             finally:
                 # The permit comes back whatever the hooks did (the call may have released it).
                 if not permit.released:
-                    permit.release(outcome)
+                    permit.release(recorded)
             if once or not isinstance(exc, Exception) or not self._again(attempt, exc, outcome):
                 raise
             return False, None, delay_s
         try:
             outcome = self.classify(governor, value)
             delay_s = self._pause(governor, attempt, value, outcome)
+            recorded = self.sample(governor, value, outcome)
             if once or not self._again(attempt, value, outcome):
-                self.keep(value, permit, outcome)
+                self.keep(value, permit, recorded)
                 return True, value, None
             await self.close(value, drain=True)
         except BaseException as exc:
@@ -225,7 +243,7 @@ class Attempts(Generic[T]):
                 permit.release(Outcome.ERROR if isinstance(exc, Exception) else Outcome.IGNORED)
             await self.close(value, drain=False)
             raise
-        permit.release(outcome)
+        permit.release(recorded)
         return False, None, delay_s
 
     def _pause(

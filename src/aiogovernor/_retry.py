@@ -138,6 +138,14 @@ class Retry:
         Returns:
             A uniform draw from ``[0, min(max_delay_s, base_delay_s * multiplier ** (attempt - 1))]``.
         """
+        return rng.uniform(0.0, self.backoff_ceiling_s(attempt))
+
+    def backoff_ceiling_s(self, attempt: int) -> float:
+        """The most `backoff_s` can draw after failed attempt ``attempt`` (1-based).
+
+        ``min(max_delay_s, base_delay_s * multiplier ** (attempt - 1))``: the one
+        growth-and-cap computation, shared with schedules that jitter differently.
+        """
         check_int("attempt", attempt, low=1)
         if self.base_delay_s == 0.0:
             return 0.0  # and no power of the multiplier to overflow
@@ -145,8 +153,7 @@ class Retry:
         steps = attempt - 1
         if self.multiplier > 1.0 and self.base_delay_s > 0.0:
             steps = min(steps, math.ceil(math.log(self.max_delay_s / self.base_delay_s, self.multiplier)) + 1)
-        ceiling = min(self.max_delay_s, self.base_delay_s * self.multiplier**steps)
-        return rng.uniform(0.0, ceiling)
+        return min(self.max_delay_s, self.base_delay_s * self.multiplier**steps)
 
     def delay_s(self, attempt: int, *, rng: random.Random, retry_after_s: float | None = None) -> float:
         """How long to wait after failed attempt ``attempt`` before the next one.

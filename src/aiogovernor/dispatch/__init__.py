@@ -8,8 +8,8 @@
   endpoint's recent success rate), fail over on the endpoint's failures
   (never on the trial's own, `Fault`), drop endpoints that refuse the key,
   and fall back to a bounded local callable.
-- `ProgressTracker` / `Progress`: counts, best value and an ETA measured
-  from observed durations.
+- `ProgressTracker` / `StudyProgress`: counts, best value and an ETA measured
+  from observed durations; a `StudyProgress` is an `aiogovernor.Progress`.
 - `LiveView` / `render_pool`: an optional rich live table of a pool (needs
   the ``rich`` extra; shows nothing without it).
 - `optimize_remote`: an Optuna study driven by asyncio tasks (needs the
@@ -35,8 +35,8 @@ from ._pool import EndpointPool as EndpointPool
 from ._pool import LocalFallback as LocalFallback
 from ._progress import EndpointSnapshot as EndpointSnapshot
 from ._progress import PoolSnapshot as PoolSnapshot
-from ._progress import Progress as Progress
 from ._progress import ProgressTracker as ProgressTracker
+from ._progress import StudyProgress as StudyProgress
 from ._protocol import RunPodProtocol as RunPodProtocol
 from ._protocol import ServerlessProtocol as ServerlessProtocol
 from ._states import AuthError as AuthError
@@ -78,13 +78,34 @@ __all__ = [
     "LiveView",
     "LocalFallback",
     "PoolSnapshot",
-    "Progress",
     "ProgressTracker",
     "RemoteStudyResult",
     "RunPodProtocol",
     "ServerlessProtocol",
+    "StudyProgress",
     "TrialFailed",
     "default_classify_job",
     "optimize_remote",
     "render_pool",
 ]
+
+# Old names, kept working with a DeprecationWarning.
+_RENAMED = {
+    # Two public classes named Progress with different shapes: the study's one is a
+    # StudyProgress, an aiogovernor.Progress with the study's figures.
+    "Progress": "StudyProgress",
+}
+
+
+def __getattr__(name: str) -> object:
+    new = _RENAMED.get(name)
+    if new is None:
+        raise AttributeError(f"module 'aiogovernor.dispatch' has no attribute {name!r}")
+    import warnings  # on the deprecated path only
+
+    warnings.warn(
+        f"aiogovernor.dispatch.{name} is deprecated; use aiogovernor.dispatch.{new}",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return globals()[new]

@@ -9,6 +9,7 @@ import math
 import os
 import random
 import re
+import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,12 +17,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
+from aiogovernor._attempt import Attempts
 from aiogovernor._clock import Clock, loop_time
 from aiogovernor._governor import Governor, Permit
-from aiogovernor._retry import parse_retry_after
+from aiogovernor._retry import Retry, parse_retry_after
 from aiogovernor._samples import Outcome
 from aiogovernor._validate import check_float, check_int
-from aiogovernor.limits import AIMD
+from aiogovernor.limits import AIMD, Fixed
 
 from ._backoff import PollBackoff
 from ._protocol import RunPodProtocol, ServerlessProtocol
@@ -54,6 +56,25 @@ T = TypeVar("T")
 # (RFC 3986's unreserved set), starting with a letter or digit (so never "." or "..").
 _ENDPOINT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]*")
 _MAX_JOB_ID = 512
+
+# A lane's retries end at its deadline (the queue timeout, the cancel timeout), not after a count.
+_UNTIL_DEADLINE = sys.maxsize
+
+# Cancels are retried quickly (they free a GPU), each wait drawn by `Retry`, until
+# ``cancel_timeout_s`` ends them. Every failure is worth another try: a cancel's 429 is an
+# error, not an overload, so no Retry-After ever pauses the cancels' lane.
+_CANCEL_RETRY = Retry(
+    attempts=_UNTIL_DEADLINE,
+    base_delay_s=0.05,
+    max_delay_s=1.0,
+    multiplier=1.5,
+    retry_on=frozenset({Outcome.ERROR}),
+    budget_ratio=None,
+)
+
+# The cancels' lane counts cancels in flight and holds none back: no pause, no rate
+# ceiling, and a limit far above the cancels any run makes at once.
+_CANCELS_AT_ONCE = 1 << 20
 
 
 def require_asyncio(what: str) -> None:
@@ -145,8 +166,13 @@ class JobClient:
     - **polls**: `request_governor` bounds ``/status`` and ``/health`` calls, in
       concurrency and, with ``max_per_second``, in rate (the status budget); a
       429 on a poll pauses polls only;
-    - **cancels** go out on their own: no governor, no pause and no rate
-      ceiling can hold a cancel back; each is bounded by ``cancel_timeout_s``.
+    - **cancels** go out on their own: no pause and no rate ceiling can hold
+      a cancel back (their own governor only counts them); each is retried
+      until ``cancel_timeout_s``.
+
+    Every call on these lanes runs through the library's one attempt loop
+    (`aiogovernor.Retry` caps and jitters each Retry-After and draws each
+    backoff); the status polls of one job follow their own schedule, not a retry's.
 
     A 429 is retried, never the end of a job; several 429s within
     ``overload_debounce_s`` count as one congestion event.
@@ -203,7 +229,7 @@ class JobClient:
         max_poll_errors: Consecutive failed polls (transport errors, 5xx,
             unreadable answers) before the job is given up (and cancelled).
         clock: Seconds as a float for deadlines; defaults to the loop's time.
-        seed: Seeds the polling jitter, for reproducible runs.
+        seed: Seeds the polling and retry jitter, for reproducible runs.
     """
 
     def __init__(
@@ -312,8 +338,19 @@ class JobClient:
             max_per_second=max_per_second,
             burst=max(1, math.ceil(max_per_second or 1)),
         )
+        self._cancels = Governor(f"dispatch:{endpoint_id}:cancel", Fixed(_CANCELS_AT_ONCE), store=None)
         self._clock: Clock = clock or loop_time
         self._rng = random.Random(seed)
+        # A 429 on submit is retried until the queue deadline, the waits drawn by `Retry`
+        # from the polling interval up (or the capped, jittered Retry-After).
+        self._submit_retry = Retry(
+            attempts=_UNTIL_DEADLINE,
+            base_delay_s=self._poll_interval_s,
+            max_delay_s=self._max_poll_interval_s,
+            multiplier=1.5,
+            budget_ratio=None,
+        )
+        self._polls = _LaneAttempts(self)
         self._last_overload: dict[int, float] = {}
         self._counts = dict.fromkeys(
             (
@@ -446,33 +483,19 @@ class JobClient:
             )
         return response
 
-    def _judge(self, permit: Permit, response: httpx.Response) -> None:
-        """Set the API call's outcome: 429 and 503 are overload, other 5xx an error."""
-        code = response.status_code
-        if code == 429 or code == 503:
-            self._overload(permit, parse_retry_after(response.headers.get("Retry-After")))
-        elif code >= 500:
-            permit.error()
-
-    def _overload(self, permit: Permit, retry_after_s: float | None) -> None:
-        """Record one overload per debounce interval and lane; always honour the pause (in that lane)."""
+    def _overloaded(self, governor: Governor) -> Outcome:
+        """Count a 429/503; the governor samples one overload per debounce interval and lane."""
         self._counts["overloaded"] += 1
         now = self._clock()
-        lane = id(permit.governor)
+        lane = id(governor)
         if now - self._last_overload.get(lane, -math.inf) >= self._debounce_s:
             self._last_overload[lane] = now
-            permit.overload(retry_after_s=retry_after_s)
-        else:
-            permit.ignore()  # the same congestion event, already answered
-            if retry_after_s is not None:
-                permit.governor.pause(retry_after_s)
+            return Outcome.OVERLOAD
+        return Outcome.IGNORED  # the same congestion event, already answered (its pause still holds)
 
     async def _poll_call(self, call: str, path: str) -> httpx.Response:
-        """One status or health read, through the polls' governor."""
-        async with self._requests as permit:
-            response = await self._send(call, "GET", path)
-            self._judge(permit, response)
-            return response
+        """One status or health read, through the polls' governor (one attempt: polling is the retry)."""
+        return await self._polls.run(self._requests, lambda permit, attempt: self._send(call, "GET", path))
 
     def _decode(self, response: httpx.Response, call: str) -> Mapping[str, Any]:
         """The answer's JSON object, or an `EndpointError` naming the endpoint and the call."""
@@ -561,32 +584,21 @@ class JobClient:
     async def _cancel(self, job_id: str) -> JobStatus | None:
         self._counts["cancels_sent"] += 1
         path = self._protocol.cancel_path(self._endpoint_id, _path_job_id(job_id))
+        attempts = _CancelAttempts(self)
         reason = "timed out"
         try:
             async with asyncio.timeout(self._cancel_timeout_s):
-                backoff = PollBackoff(initial_s=0.05, max_s=1.0, rng=self._rng)
-                while True:
-                    try:
-                        response = await self._send("cancel", "POST", path)
-                    except AuthError as exc:
-                        reason = str(exc)
-                        break
-                    except EndpointError as exc:
-                        reason = str(exc)
-                    else:
-                        if response.status_code == 404:
-                            return JobStatus(job_id=job_id, state=JobState.EXPIRED)
-                        if response.status_code == 200:
-                            try:
-                                return self._status_from(self._decode(response, "cancel"), "cancel", 200)
-                            except EndpointError as exc:
-                                # Accepted, but the answer says nothing readable about the job.
-                                reason = str(exc)
-                                break
-                        reason = f"HTTP {response.status_code}"
-                    await asyncio.sleep(backoff.next_s())
+                response = await attempts.run(
+                    self._cancels, lambda permit, attempt: self._send("cancel", "POST", path)
+                )
+            if response.status_code == 404:
+                return JobStatus(job_id=job_id, state=JobState.EXPIRED)
+            # Accepted (200); an answer that says nothing readable about the job is a failure.
+            return self._status_from(self._decode(response, "cancel"), "cancel", 200)
         except TimeoutError:
-            pass
+            reason = attempts.reason
+        except EndpointError as exc:  # a refused key, or an unreadable answer: trying again won't help
+            reason = str(exc)
         except Exception as exc:  # a cancel never raises into the code cleaning up after a job
             reason = f"{type(exc).__name__}: {exc}"
         self._counts["cancel_failures"] += 1
@@ -620,52 +632,28 @@ class JobClient:
     ) -> JobStatus:
         path = self._protocol.run_path(self._endpoint_id, sync=sync)
         body = self._protocol.run_body(payload)
-        backoff = PollBackoff(initial_s=self._poll_interval_s, max_s=self._max_poll_interval_s, rng=self._rng)
-        while True:
+
+        async def post(permit: Permit, attempt: int) -> httpx.Response:
+            sent = asyncio.ensure_future(self._send("submit", "POST", path, body))
             try:
-                # The queue deadline bounds the wait for the submits' lane too (a long Retry-After).
-                permit = await self._submits.acquire(timeout_s=max(0.0, deadline - self._clock()))
-            except TimeoutError:
-                raise JobTimeout(
-                    f"endpoint {self._endpoint_id!r} did not take the job within {self._queue_timeout_s:g}s "
-                    "(its submits were paused by a Retry-After, or full)",
-                    endpoint=self._endpoint_id,
-                    job_id=None,
-                    state=None,
-                    phase="queue",
-                ) from None
-            try:
-                post = asyncio.ensure_future(self._send("submit", "POST", path, body))
-                try:
-                    response = await _await_shielded(post)
-                except asyncio.CancelledError:
-                    permit.ignore()
-                    await self._cancel_created(post)
-                    raise
-                except EndpointError:
-                    permit.error()
-                    raise
-                self._judge(permit, response)
-            finally:
-                permit.release()
-            if response.status_code == 429:
-                if job_permit is not None and permit.outcome is Outcome.OVERLOAD:
-                    job_permit.overload()  # the endpoint's queue is full: too many jobs
-                if self._clock() >= deadline:
-                    raise JobTimeout(
-                        f"endpoint {self._endpoint_id!r} kept refusing the job (429) for "
-                        f"{self._queue_timeout_s:g}s",
-                        endpoint=self._endpoint_id,
-                        job_id=None,
-                        state=None,
-                        phase="queue",
-                    )
-                await asyncio.sleep(min(backoff.next_s(), max(0.0, deadline - self._clock())))
-                continue
-            if response.status_code not in (200, 201, 202):
-                raise self._fail("submit", f"HTTP {response.status_code}", response.status_code)
-            self._counts["submitted"] += 1
-            return await self._read_created(response)
+                return await _await_shielded(sent)
+            except asyncio.CancelledError:
+                await self._cancel_created(sent)
+                raise
+
+        response = await _SubmitAttempts(self, deadline, job_permit).run(self._submits, post)
+        if response.status_code == 429:  # the last one: the queue deadline passed
+            raise JobTimeout(
+                f"endpoint {self._endpoint_id!r} kept refusing the job (429) for {self._queue_timeout_s:g}s",
+                endpoint=self._endpoint_id,
+                job_id=None,
+                state=None,
+                phase="queue",
+            )
+        if response.status_code not in (200, 201, 202):
+            raise self._fail("submit", f"HTTP {response.status_code}", response.status_code)
+        self._counts["submitted"] += 1
+        return await self._read_created(response)
 
     async def _read_created(self, response: httpx.Response) -> JobStatus:
         """Read a submit's answer; if it names its job but is otherwise unreadable, cancel that job."""
@@ -789,7 +777,12 @@ class JobClient:
         )
 
     async def _follow(self, status: JobStatus, submitted_at: float) -> JobStatus:
-        """Poll until a terminal state, enforcing the queue and execution deadlines."""
+        """Poll until a terminal state, enforcing the queue and execution deadlines.
+
+        Polls are not retries: each is the next planned look at a running job,
+        on `PollBackoff`'s schedule, so a failed poll (a 429, a 5xx) is simply
+        followed by the next one; only ``max_poll_errors`` in a row give up.
+        """
         backoff = PollBackoff(initial_s=self._poll_interval_s, max_s=self._max_poll_interval_s, rng=self._rng)
         started_at: float | None = None
         errors = 0
@@ -837,6 +830,135 @@ class JobClient:
 
 
 _NOT_JSON = object()
+
+
+class _LaneAttempts(Attempts["httpx.Response"]):
+    """An API call on a governed lane (polls; submits below): the shared attempt loop's hooks.
+
+    A 429 or 503 is an overload of the lane's governor (debounced into one
+    congestion event per ``overload_debounce_s``) whose Retry-After pauses that
+    lane only, capped and jittered by `Retry`; another 5xx is an error.
+    Without a retry policy (polls) each call is one attempt.
+    """
+
+    __slots__ = ("_client",)
+
+    scoped = True
+
+    def __init__(self, client: JobClient, *, retry: Retry | None = None) -> None:
+        super().__init__(retry=retry, rng=client._rng)
+        self._client = client
+
+    def classify(self, governor: Governor, result: httpx.Response | BaseException) -> Outcome:
+        if isinstance(result, BaseException):
+            return super().classify(governor, result)
+        code = result.status_code
+        if code == 429 or code == 503:
+            return Outcome.OVERLOAD
+        return Outcome.ERROR if code >= 500 else Outcome.OK
+
+    def retry_after_s(self, result: httpx.Response | BaseException) -> float | None:
+        if isinstance(result, BaseException):
+            return None
+        return parse_retry_after(result.headers.get("Retry-After"))
+
+    def sample(self, governor: Governor, result: httpx.Response | BaseException, outcome: Outcome) -> Outcome:
+        if outcome is Outcome.OVERLOAD and not isinstance(result, BaseException):
+            return self._client._overloaded(governor)
+        return outcome
+
+
+class _SubmitAttempts(_LaneAttempts):
+    """One job's submit: a 429 (the endpoint's queue is full) is retried until the queue deadline.
+
+    The deadline also bounds each wait for the submits' lane (a long Retry-After
+    pause, or the lane full), and a sampled 429 is an overload of the job's own
+    permit too (too many jobs). A 503 pauses the lane but is not retried.
+    """
+
+    __slots__ = ("_deadline", "_job_permit")
+
+    scoped = False
+
+    def __init__(self, client: JobClient, deadline: float, job_permit: Permit | None) -> None:
+        super().__init__(client, retry=client._submit_retry)
+        self._deadline = deadline
+        self._job_permit = job_permit
+
+    def classify(self, governor: Governor, result: httpx.Response | BaseException) -> Outcome:
+        if isinstance(result, EndpointError):
+            return Outcome.ERROR
+        return super().classify(governor, result)
+
+    def retryable(self, result: httpx.Response | BaseException) -> bool:
+        if isinstance(result, BaseException) or result.status_code != 429:
+            return False
+        client = self._client
+        # A lane paused (this 429's Retry-After) past the deadline could only time out: stop now.
+        return client._clock() + client._submits.paused_for_s() < self._deadline
+
+    def sample(self, governor: Governor, result: httpx.Response | BaseException, outcome: Outcome) -> Outcome:
+        recorded = super().sample(governor, result, outcome)
+        job_permit = self._job_permit
+        if (
+            recorded is Outcome.OVERLOAD
+            and job_permit is not None
+            and not isinstance(result, BaseException)
+            and result.status_code == 429
+        ):
+            job_permit.overload()  # the endpoint's queue is full: too many jobs
+        return recorded
+
+    async def acquire(self, governor: Governor) -> Permit:
+        client = self._client
+        try:
+            return await governor.acquire(timeout_s=max(0.0, self._deadline - client._clock()))
+        except TimeoutError:
+            raise JobTimeout(
+                f"endpoint {client.endpoint_id!r} did not take the job within {client._queue_timeout_s:g}s "
+                "(its submits were paused by a Retry-After, or full)",
+                endpoint=client.endpoint_id,
+                job_id=None,
+                state=None,
+                phase="queue",
+            ) from None
+
+    async def wait(self, delay_s: float) -> None:
+        await asyncio.sleep(min(delay_s, max(0.0, self._deadline - self._client._clock())))
+
+
+class _CancelAttempts(Attempts["httpx.Response"]):
+    """A cancel call, retried on every failure but a refused key until ``cancel_timeout_s``.
+
+    Nothing here pauses the cancels' lane: a cancel's 429 is an error, and its
+    Retry-After is not read. `reason` keeps why the last attempt failed.
+    """
+
+    __slots__ = ("reason",)
+
+    scoped = False
+
+    def __init__(self, client: JobClient) -> None:
+        super().__init__(retry=_CANCEL_RETRY, rng=client._rng)
+        self.reason = "timed out"
+
+    def classify(self, governor: Governor, result: httpx.Response | BaseException) -> Outcome:
+        if isinstance(result, BaseException):
+            self.reason = str(result) if isinstance(result, EndpointError) else type(result).__name__
+            return Outcome.ERROR if isinstance(result, Exception) else Outcome.IGNORED
+        if result.status_code in (200, 404):
+            return Outcome.OK
+        self.reason = f"HTTP {result.status_code}"
+        return Outcome.ERROR
+
+    def retry_after_s(self, result: httpx.Response | BaseException) -> float | None:
+        return None
+
+    def retryable(self, result: httpx.Response | BaseException) -> bool:
+        # Transport errors, timeouts and error answers pass; a refused key does not.
+        if isinstance(result, BaseException):
+            return isinstance(result, EndpointError) and not isinstance(result, AuthError)
+        return True
 
 
 def _short(value: Any) -> str:

@@ -15,7 +15,7 @@ from aiogovernor._validate import check_int
 from ._client import require_asyncio
 from ._live import LiveView
 from ._pool import DispatchResult, EndpointPool
-from ._progress import Progress
+from ._progress import StudyProgress
 from ._states import AuthError, Fault, TrialFailed
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class RemoteStudyResult:
     completed: int
     failed: int
     retried: int
-    progress: Progress
+    progress: StudyProgress
 
 
 def _warn_if_tpe_without_liar(study: optuna.Study, concurrency: int) -> None:

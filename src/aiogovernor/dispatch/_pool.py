@@ -18,7 +18,7 @@ from aiogovernor.limits import Fixed
 
 from ._breaker import BreakerState, CircuitBreaker
 from ._client import JobClient, require_asyncio
-from ._progress import EndpointSnapshot, PoolSnapshot, Progress, ProgressTracker
+from ._progress import EndpointSnapshot, PoolSnapshot, ProgressTracker, StudyProgress
 from ._states import AuthError, EndpointError, Fault, JobError, TrialFailed
 
 __all__ = ["DispatchResult", "EndpointPool", "LocalFallback"]
@@ -121,8 +121,8 @@ class EndpointPool:
             the polling delay between one job's end and the next one's start.
         success_window: Recent attempts per endpoint its success rate is measured over.
         progress: A tracker to report to; by default the pool makes one.
-        on_progress: Called with a `Progress` after every change (when the
-            pool makes the tracker).
+        on_progress: Called with a `StudyProgress` after every change (when the
+            pool makes the tracker); any `aiogovernor.ProgressCallback` will do.
     """
 
     def __init__(
@@ -138,7 +138,7 @@ class EndpointPool:
         health_limit_factor: float = 2.0,
         success_window: int = 20,
         progress: ProgressTracker | None = None,
-        on_progress: Callable[[Progress], None] | None = None,
+        on_progress: Callable[[StudyProgress], object] | None = None,
     ) -> None:
         clients = list(clients) if not isinstance(clients, JobClient) else [clients]
         if not clients and local_fallback is None:
@@ -178,6 +178,8 @@ class EndpointPool:
         self._local_fallback = local_fallback
         self._local = Governor("dispatch:local", Fixed(local_limit)) if local_fallback else None
         self._progress = progress or ProgressTracker(on_change=on_progress)
+        if self._progress.capacity is None:
+            self._progress.capacity = self.capacity  # the trials' limit is the pool's capacity
         self._local_counts = {"completed": 0, "failed": 0}
         self._changed: asyncio.Event | None = None
         self._success = {c.endpoint_id: _SuccessRate(success_window) for c in clients}

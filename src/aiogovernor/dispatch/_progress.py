@@ -1,4 +1,8 @@
-"""`Progress` snapshots and the `ProgressTracker` that measures them: counts, best value, ETA.
+"""`StudyProgress` snapshots and the `ProgressTracker` that measures them: counts, best value, ETA.
+
+A `StudyProgress` is an `aiogovernor.Progress` (the one progress contract of the
+maps and the uploader) with the figures a study adds: so any
+`aiogovernor.ProgressCallback` can watch a pool or a study.
 
 Also the `PoolSnapshot` / `EndpointSnapshot` that `EndpointPool.snapshot` takes for a live view."""
 
@@ -9,39 +13,52 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiogovernor._clock import Clock, loop_time
+from aiogovernor._progress import Progress
 from aiogovernor._validate import check_int
 
 from ._breaker import BreakerState
 
-__all__ = ["EndpointSnapshot", "PoolSnapshot", "Progress", "ProgressTracker"]
+__all__ = ["EndpointSnapshot", "PoolSnapshot", "ProgressTracker", "StudyProgress"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Progress:
-    """Where a run of trials stands.
+class StudyProgress(Progress):
+    """Where a run of trials stands: an `aiogovernor.Progress` with a study's own figures.
+
+    The `aiogovernor.Progress` fields, for trials:
+
+    - ``done``: trials that ended with a result (also `completed`);
+    - ``failed``: trials that ended without one;
+    - ``total``: trials planned, if known;
+    - ``limit``: trials that may run at once now (an `EndpointPool`'s
+      capacity; the trials running for a tracker that knows no pool);
+    - ``inflight``: trials running now (also `running`);
+    - ``elapsed_s``: time since the tracker started;
+    - ``throughput_per_s``: trials finished per second so far;
+    - ``bytes_sent``: None (trials send no bodies the tracker counts).
 
     Attributes:
-        total: Trials planned, if known.
         queued: Trials waiting for capacity (a permit or a local slot).
-        running: Trials running (remote or local).
-        completed: Trials that ended with a result.
-        failed: Trials that ended without one.
         best_value: The best objective value reported so far.
         mean_duration_s: Mean duration of the finished trials' runs.
-        elapsed_s: Time since the tracker started.
         eta_s: Estimated time left, from observed durations and the current
             concurrency; None until a trial has finished or when ``total`` is unknown.
     """
 
-    total: int | None
     queued: int
-    running: int
-    completed: int
-    failed: int
     best_value: float | None
     mean_duration_s: float | None
-    elapsed_s: float
     eta_s: float | None
+
+    @property
+    def completed(self) -> int:
+        """Trials that ended with a result (``done``)."""
+        return self.done
+
+    @property
+    def running(self) -> int:
+        """Trials running, remote or local (``inflight``)."""
+        return self.inflight
 
     @property
     def finished(self) -> int:
@@ -97,7 +114,7 @@ class PoolSnapshot:
             fallback's, if there is one.
     """
 
-    progress: Progress
+    progress: StudyProgress
     endpoints: tuple[EndpointSnapshot, ...]
 
 
@@ -114,7 +131,10 @@ class ProgressTracker:
         total: Trials planned (None: unknown, no ETA).
         direction: ``"minimize"`` or ``"maximize"``: which value is best.
         clock: Seconds as a float; defaults to the running event loop's time.
-        on_change: Called with a fresh `Progress` after every change.
+        on_change: Called with a fresh `StudyProgress` after every change
+            (any `aiogovernor.ProgressCallback` will do).
+        capacity: How many trials may run at once now (reported as ``limit``);
+            None reports the trials running. `EndpointPool` sets its own.
     """
 
     def __init__(
@@ -123,7 +143,8 @@ class ProgressTracker:
         total: int | None = None,
         direction: str = "minimize",
         clock: Clock | None = None,
-        on_change: Callable[[Progress], None] | None = None,
+        on_change: Callable[[StudyProgress], object] | None = None,
+        capacity: Callable[[], int] | None = None,
     ) -> None:
         if total is not None:
             check_int("total", total, low=0)
@@ -133,6 +154,10 @@ class ProgressTracker:
             raise TypeError(f"clock must be a zero-argument callable returning seconds, got {clock!r}")
         if on_change is not None and not callable(on_change):
             raise TypeError(f"on_change must be callable, got {on_change!r}")
+        if capacity is not None and not callable(capacity):
+            raise TypeError(f"capacity must be a zero-argument callable returning an int, got {capacity!r}")
+        self.capacity = capacity
+        """How many trials may run at once now (reported as ``limit``); None: the trials running."""
         self._total = total
         self._sign = 1.0 if direction == "minimize" else -1.0
         self._clock: Clock = clock or loop_time
@@ -219,7 +244,7 @@ class ProgressTracker:
             self._best = value
             self._notify()
 
-    def snapshot(self) -> Progress:
+    def snapshot(self) -> StudyProgress:
         """The progress now."""
         now = self._now()
         assert self._started is not None
@@ -230,15 +255,20 @@ class ProgressTracker:
             not_started = max(0, self._total - finished - len(self._running))
             left_of_running = sum(max(0.0, mean - (now - t)) for t in self._running.values())
             eta = (not_started * mean + left_of_running) / max(1, len(self._running))
-        return Progress(
-            total=self._total,
-            queued=self._queued,
-            running=len(self._running),
-            completed=self._completed,
+        running = len(self._running)
+        elapsed = now - self._started
+        finished = self._completed + self._failed
+        return StudyProgress(
+            done=self._completed,
             failed=self._failed,
+            total=self._total,
+            limit=running if self.capacity is None else self.capacity(),
+            inflight=running,
+            elapsed_s=elapsed,
+            throughput_per_s=finished / elapsed if elapsed > 0 else 0.0,
+            queued=self._queued,
             best_value=self._best,
             mean_duration_s=mean,
-            elapsed_s=now - self._started,
             eta_s=eta,
         )
 
