@@ -76,9 +76,12 @@ def run(factory: Callable[[], Awaitable[T]], *, within_s: float = 10.0) -> T:
 
 
 async def until(condition: Callable[[], bool], *, within_s: float = 5.0) -> None:
-    """Yield to the loop until ``condition()`` holds: the client handling an answer the server sent."""
+    """Yield to the loop until ``condition()`` holds: the client handling an answer the server sent.
+
+    The client offers no event for "an answer was read", so this polls, bounded by ``within_s``.
+    """
     async with asyncio.timeout(within_s):
-        while not condition():
+        while not condition():  # noqa: ASYNC110
             await asyncio.sleep(0.001)
 
 
