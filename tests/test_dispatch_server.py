@@ -202,6 +202,22 @@ def test_cancel_while_the_submit_is_out_cancels_the_job_it_created(server: Local
     assert server.counters("sync").cancelled == before + 1
 
 
+def test_a_job_stops_counting_as_live_when_its_cancel_answers(server: LocalServerless) -> None:
+    # The worker running a job notices the cancel only on its next turn of the server's loop;
+    # the counters must not wait for it (a check for orphans right after a cancel would fail).
+    async def main() -> None:
+        async with client(server, "ok") as c:
+            for _ in range(10):
+                job = await c.submit({"duration_s": 30})
+                await asyncio.to_thread(server.wait_for, lambda: server.counters("ok").running == 1)
+                status = await c.cancel(job.job_id)
+                assert status is not None and status.state is JobState.CANCELLED
+                counters = server.counters("ok")
+                assert (counters.live, counters.running) == (0, 0)
+
+    run(main)
+
+
 def test_queue_deadline_cancels_a_job_stuck_behind_others(server: LocalServerless) -> None:
     async def main() -> None:
         async with client(server, "cold") as patient, client(server, "cold", queue_timeout_s=0.02) as c:

@@ -34,7 +34,7 @@ CONSUMER = textwrap.dedent(
     from aiogovernor.workers import RedisJobQueue, WorkerPool, WorkerType
 
     async def main():
-        spec = WorkerType("tag", fn=workers_jobs.tagged, max_workers=2, max_jobs_per_worker=7)
+        spec = WorkerType("tag", fn=workers_jobs.tagged_when_open, max_workers=2, max_jobs_per_worker=7)
         async with WorkerPool(spec) as pool:
             queue = RedisJobQueue({url!r}, name="fleet", claim_idle_s=0.5)
             print("serving", flush=True)
@@ -63,6 +63,18 @@ def stop(proc: subprocess.Popen[str]) -> None:
         proc.stdout.close()
 
 
+async def taken_by(queue: RedisJobQueue, consumer: str) -> set[str]:
+    """The ids of the jobs ``consumer`` has taken and not acknowledged."""
+    held = await queue.client.xpending_range(
+        queue.stream, queue.group, min="-", max="+", count=100, consumername=consumer
+    )
+    ids: set[str] = set()
+    for entry in held:
+        found: Any = await queue.client.xrange(queue.stream, entry["message_id"], entry["message_id"])
+        ids.update(fields[b"id"].decode() for _id, fields in found)
+    return ids
+
+
 def test_two_pools_one_killed_every_job_completes_exactly_once(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
@@ -72,33 +84,38 @@ def test_two_pools_one_killed_every_job_completes_exactly_once(
 
         async def main() -> None:
             queue = RedisJobQueue(redis_server.url, name="fleet", claim_idle_s=0.5)
-            ids = [await queue.submit("tag", n, job_id=f"job-{n}") for n in range(40)]
-            # Wait until pool A has finished a job and holds others, then kill it -9.
-            seen: dict[str, dict[str, int]] = {}
-            while len(seen) < len(ids) and not any(r["pool"] == a.pid for r in seen.values()):
-                seen.update(await queue.results([i for i in ids if i not in seen][:1], timeout_s=30))
+            try:
+                await fleet(queue)
+            finally:
+                await queue.aclose()
+
+        async def fleet(queue: RedisJobQueue) -> None:
+            # No job ends before the gate opens, so pool A surely holds jobs when it is killed
+            # (with jobs of fixed length, a slow test could find A between jobs, or done).
+            gate = tmp_path / "gate"
+            ids = [
+                await queue.submit("tag", {"n": n, "gate": str(gate)}, job_id=f"job-{n}") for n in range(40)
+            ]
+            held_ids: set[str] = set()
+            async with asyncio.timeout(30):
+                while not held_ids:  # polled: redis has no event for "a consumer took a job"
+                    await asyncio.sleep(0.01)
+                    held_ids = await taken_by(queue, "pool-a")
             os.kill(a.pid, signal.SIGKILL)
             a.wait()
             # What A had taken and not acknowledged when it died: pool B must take it over.
-            held = await queue.client.xpending_range(
-                queue.stream, queue.group, min="-", max="+", count=100, consumername="pool-a"
-            )
-            held_ids: set[str] = set()
-            for entry in held:
-                found: Any = await queue.client.xrange(queue.stream, entry["message_id"], entry["message_id"])
-                held_ids.update(fields[b"id"].decode() for _id, fields in found)
+            held_ids = await taken_by(queue, "pool-a")
             assert held_ids, "pool A was killed while it held jobs"
-            rest = await queue.results([i for i in ids if i not in seen], timeout_s=60)
-            seen.update(rest)
+            gate.touch()
+            seen = await queue.results(ids, timeout_s=60)
             assert sorted(seen) == sorted(ids), "every job has exactly one result"
             assert all(seen[f"job-{n}"]["n"] == n for n in range(40))
-            assert held_ids <= set(rest), "the jobs A held were completed after it died"
+            assert {seen[i]["pool"] for i in held_ids} == {b.pid}, "the jobs A held were completed by B"
             # Nothing left pending in the group: every job was acknowledged.
             pending = await queue.client.xpending(queue.stream, queue.group)
             assert pending["pending"] == 0
             # A job asked again is not run again, and not returned twice.
             assert await queue.results([], timeout_s=1) == {}
-            await queue.aclose()
 
         asyncio.run(main())
     finally:

@@ -50,5 +50,16 @@ def tagged(n: int) -> dict[str, int]:
     return {"n": n, "pool": os.getppid()}
 
 
+def tagged_when_open(job: dict[str, Any]) -> dict[str, int]:
+    """`tagged`, once the file ``job["gate"]`` exists: the test decides when jobs may end."""
+    gate = Path(job["gate"])
+    deadline = time.monotonic() + 60.0
+    while not gate.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{gate} never appeared")
+        time.sleep(0.005)
+    return {"n": job["n"], "pool": os.getppid()}
+
+
 def identity(x: Any) -> Any:
     return x

@@ -199,6 +199,11 @@ class _Endpoint:
     def queued(self) -> int:
         return sum(1 for j in self.jobs.values() if j.state is _S.IN_QUEUE)
 
+    def in_progress(self) -> int:
+        # By state, not by `running` (the workers busy): a cancel ends its job when it answers,
+        # while the worker running it only notices on its next turn of the server's loop.
+        return sum(1 for j in self.jobs.values() if j.state is _S.IN_PROGRESS)
+
     def ensure_workers(self) -> asyncio.Queue[_Job]:
         if self.queue is None:
             self.queue = asyncio.Queue()
@@ -269,6 +274,7 @@ class _Endpoint:
         key = {_S.COMPLETED: "completed", _S.CANCELLED: "cancelled"}.get(state, "failed")
         self.counts[key] += 1
         job.done.set()
+        self.notify()
 
     def expire(self, now: float) -> None:
         ttl = self.b.result_ttl_s
@@ -329,11 +335,11 @@ class LocalServerless:
     def counters(self, endpoint_id: str) -> EndpointCounters:
         """One endpoint's counters."""
         ep = self._endpoints[endpoint_id]
-        queued = ep.queued()
+        queued, running = ep.queued(), ep.in_progress()
         return EndpointCounters(
-            live=queued + ep.running,
+            live=queued + running,
             queued=queued,
-            running=ep.running,
+            running=running,
             peak_running=ep.peak_running,
             **ep.counts,
         )
@@ -409,6 +415,7 @@ class LocalServerless:
         limit = ep.b.queue_limit  # checked after the last await: submits race
         if limit is not None and ep.queued() >= limit:
             ep.counts["rejected"] += 1
+            ep.notify()  # a counter changed: `wait_for` may be waiting for it
             return None, JSONResponse(
                 {"error": "queue full"}, status_code=429, headers={"Retry-After": f"{ep.b.retry_after_s:g}"}
             )
@@ -485,7 +492,7 @@ class LocalServerless:
             {
                 "jobs": {
                     "inQueue": queued,
-                    "inProgress": ep.running,
+                    "inProgress": ep.in_progress(),
                     "completed": ep.counts["completed"],
                     "failed": ep.counts["failed"],
                     "retried": 0,
