@@ -567,12 +567,25 @@ class WorkerPool:
     async def _worker_main(self, ts: _Type, w: _Worker) -> None:
         import anyio
 
+        if self._stopping:  # the pool closed before this task ran: nothing was started
+            self._gone(ts, w)
+            return
         try:
             with anyio.fail_after(ts.spec.startup_timeout_s):
                 await w.channel.start()
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await self._stop_process(w, True)
+            if self._stopping and isinstance(exc, Exception):
+                # The pool stopped it while it started (closing ends a starting worker's
+                # input): not a failed start, and no reason to open the breaker.
+                from ._errors import describe_exit
+
+                returncode = w.channel.proc.returncode if w.channel.proc is not None else None
+                why = f"stopped while starting, as the pool closed: {describe_exit(returncode)}"
+                self._emit("exit", ts, w.pid, why)
+                self._gone(ts, w)
+                return
             if isinstance(exc, TimeoutError):
                 why = f"not ready within startup_timeout_s={ts.spec.startup_timeout_s:g}"
             elif isinstance(exc, StartFailed):
@@ -674,13 +687,11 @@ class WorkerPool:
                 with anyio.move_on_after(self._grace_s):
                     await proc.wait()
             if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.terminate()
+                w.channel.terminate()
                 with anyio.move_on_after(self._grace_s):
                     await proc.wait()
             if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
+                w.channel.kill()
             await proc.wait()
             await w.channel.close()
 
