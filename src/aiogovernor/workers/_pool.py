@@ -284,6 +284,10 @@ class WorkerPool:
                     for w in list(ts.workers):
                         tg.start_soon(self._stop_process, w, cancel)
 
+    def _is_stopping(self) -> bool:
+        # A method, not the attribute: checkers would keep a value read before an await.
+        return self._stopping
+
     def _check_entered(self) -> None:
         if not self._entered or self._tg is None:
             raise RuntimeError("use the pool inside `async with WorkerPool(...) as pool:`")
@@ -567,7 +571,7 @@ class WorkerPool:
     async def _worker_main(self, ts: _Type, w: _Worker) -> None:
         import anyio
 
-        if self._stopping:  # the pool closed before this task ran: nothing was started
+        if self._is_stopping():  # the pool closed before this task ran: nothing was started
             self._gone(ts, w)
             return
         try:
@@ -576,7 +580,7 @@ class WorkerPool:
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await self._stop_process(w, True)
-            if self._stopping and isinstance(exc, Exception):
+            if self._is_stopping() and isinstance(exc, Exception):
                 # The pool stopped it while it started (closing ends a starting worker's
                 # input): not a failed start, and no reason to open the breaker.
                 from ._errors import describe_exit
