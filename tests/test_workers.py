@@ -29,6 +29,7 @@ from aiogovernor.workers import (
     JobCancelled,
     JobFailed,
     JobState,
+    JobTimeout,
     WorkerDied,
     WorkerEvent,
     WorkerPool,
@@ -427,6 +428,58 @@ def test_signalling_a_worker_that_just_exited_never_reaps_it(caplog: pytest.LogC
         run(main)
     assert "Unknown child process" not in caplog.text
     assert "exit status already read" not in caplog.text
+
+
+def test_a_job_over_its_timeout_fails_and_its_worker_is_stopped_and_replaced() -> None:
+    async def main() -> None:
+        spec = WorkerType("sq", fn=jobs.pid_after, max_workers=1, job_timeout_s=0.5)
+        async with WorkerPool(spec, grace_s=0.5) as pool:
+            first = await pool.run("sq", 0, job_timeout_s=BOUND_S)  # a longer limit for this job
+            with pytest.raises(JobTimeout, match=r"within job_timeout_s=0\.5; its worker") as caught:
+                await pool.run("sq", 60)  # the type's limit
+            assert caught.value.pid == first
+            await until(lambda: not running(first), "the worker over time is stopped")
+            job = await pool.submit("sq", 60, job_timeout_s=0.3)
+            with pytest.raises(JobTimeout, match=r"job_timeout_s=0\.3"):
+                await job.result()
+            assert job.state is JobState.FAILED
+            last = await pool.run("sq", 0, job_timeout_s=BOUND_S)
+            assert last not in (first, job.pid)
+            assert len(kinds(pool.events, "timeout")) == 2
+            assert pool.status()["sq"].jobs_failed == 2
+
+    run(main)
+    with pytest.raises(ValueError, match="job_timeout_s"):
+        WorkerType("x", fn=jobs.square, job_timeout_s=0)
+
+
+def test_a_worker_over_its_memory_ceiling_finishes_its_job_then_is_recycled() -> None:
+    async def main() -> None:
+        spec = WorkerType("mem", fn=jobs.hold_memory, max_workers=1, max_worker_memory_mb=150)
+        async with WorkerPool(spec) as pool:
+            small = [await pool.run("mem", 0) for _ in range(2)]
+            assert small[0] == small[1]  # under the ceiling: kept
+            big = await pool.run("mem", 200)  # over it after this job, which still completes
+            assert big == small[0]
+            after = await pool.run("mem", 0)
+            assert after != big
+            (recycle,) = kinds(pool.events, "recycle")
+            assert recycle.pid == big and "over max_worker_memory_mb=150" in recycle.reason
+            assert not kinds(pool.events, "died")
+
+    run(main)
+    with pytest.raises(ValueError, match="max_worker_memory_mb"):
+        WorkerType("x", fn=jobs.square, max_worker_memory_mb=-1)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_the_memory_reader_without_psutil_reads_proc() -> None:
+    from aiogovernor.workers._memory import _from_proc, memory_reader
+
+    rss = _from_proc(os.getpid())
+    assert rss is not None and rss > 1_000_000
+    assert memory_reader()(os.getpid()) is not None
+    assert _from_proc(2**22 + 1) is None  # above any pid: no such process
 
 
 # -- close -----------------------------------------------------------------------
