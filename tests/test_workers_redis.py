@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 import workers_jobs as jobs
@@ -73,11 +74,16 @@ def test_two_pools_one_killed_every_job_completes_exactly_once(
         async def main() -> None:
             queue = RedisJobQueue(redis_server.url, name="fleet", claim_idle_s=0.5)
             ids = [await queue.submit("tag", n, job_id=f"job-{n}") for n in range(40)]
-            # Wait until pool A has finished a job and holds others, then kill it -9.
-            seen: dict[str, dict[str, int]] = {}
-            while len(seen) < len(ids) and not any(r["pool"] == a.pid for r in seen.values()):
-                seen.update(await queue.results([i for i in ids if i not in seen][:1], timeout_s=30))
+            # Wait until pool A holds jobs it has taken and not acknowledged, then kill it -9
+            # at once (a job takes 0.2 s: it cannot have finished them all in between).
+            # Waiting for one of A's results first left a window in which A held nothing.
+            with anyio.fail_after(30):
+                while not await queue.client.xpending_range(  # noqa: ASYNC110 - a server's state: no event to wait on
+                    queue.stream, queue.group, min="-", max="+", count=1, consumername="pool-a"
+                ):
+                    await anyio.sleep(0.01)
             os.kill(a.pid, signal.SIGKILL)
+            seen: dict[str, dict[str, int]] = {}
             a.wait()
             # What A had taken and not acknowledged when it died: pool B must take it over.
             held = await queue.client.xpending_range(
