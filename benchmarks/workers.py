@@ -167,10 +167,17 @@ async def recycling(n: int, max_jobs: int | None, cores: int, where: str) -> dic
         out = await pool.map("echo", range(n))
         elapsed = time.perf_counter() - start
         spawned = pool.status()["echo"].spawned
+        spawn_failures = pool.status()["echo"].spawn_failures
     lost = sum(1 for i, v in enumerate(out) if v != i)
     duplicated = len(out) - len(set(out))
     lost += max(0, n - len(out))
-    return {"per_s": n / elapsed, "lost": lost, "duplicated": duplicated, "spawned": spawned}
+    return {
+        "per_s": n / elapsed,
+        "lost": lost,
+        "duplicated": duplicated,
+        "spawned": spawned,
+        "spawn_failures": spawn_failures,
+    }
 
 
 def spread(values: list[float]) -> str:
@@ -232,7 +239,8 @@ async def main() -> None:
         recycled = await recycling(args.recycle_jobs, 10, cores, args.jobs_from)
         print(
             f"recycling every 10 jobs over {args.recycle_jobs}: lost {recycled['lost']}, duplicated "
-            f"{recycled['duplicated']}, {recycled['spawned']} workers started, "
+            f"{recycled['duplicated']}, {recycled['spawned']} workers started "
+            f"({recycled['spawn_failures']} failed), "
             f"{recycled['per_s']:.0f} jobs/s vs {plain['per_s']:.0f} jobs/s without recycling "
             f"(x{recycled['per_s'] / plain['per_s']:.3f}); without: lost {plain['lost']}, "
             f"duplicated {plain['duplicated']}"

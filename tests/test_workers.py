@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -28,6 +29,7 @@ from aiogovernor.workers import (
     JobCancelled,
     JobFailed,
     JobState,
+    JobTimeout,
     WorkerDied,
     WorkerEvent,
     WorkerPool,
@@ -367,6 +369,117 @@ def test_startup_timeout_and_the_start_breaker() -> None:
             assert pool.status()["missing"].spawned == 3
 
     run(main)
+
+
+def test_a_worker_still_starting_when_the_pool_closes_is_no_start_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Closing ends a starting worker's input, and a worker whose input ends exits (status 0):
+    # that is the pool's own doing, not a failed start (it was counted as one, and logged).
+    slow = WorkerType(
+        "slow",
+        command=[sys.executable, "-c", "import sys; sys.stdin.read()"],  # never ready; exits at EOF
+        min_idle=1,
+        start_failures_to_stop=1,
+    )
+
+    async def main() -> None:
+        async with WorkerPool(slow, grace_s=5.0) as pool:
+            await until(lambda: pool.status()["slow"].workers[0].pid is not None, "the worker is started")
+            pid = pool.status()["slow"].workers[0].pid
+        status = pool.status()["slow"]
+        assert (status.spawn_failures, status.spawning_stopped, status.last_start_error) == (0, False, None)
+        assert not kinds(pool.events, "start_failed")
+        assert "stopped while starting" in kinds(pool.events, "exit")[0].reason
+        assert pid is not None and not alive(pid)
+
+    with caplog.at_level(logging.WARNING):
+        run(main)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX child reaping")
+def test_signalling_a_worker_that_just_exited_never_reaps_it(caplog: pytest.LogCaptureFixture) -> None:
+    # Popen.send_signal (what asyncio's terminate() is) polls with waitpid first: a child that
+    # has just exited is reaped behind the loop's child watcher, which then logs "Unknown child
+    # process pid" and reports status 255. The pool signals its workers without reaping them.
+    from aiogovernor.workers._process import send_signal
+
+    async def main() -> None:
+        caught = 0
+        for _ in range(60):
+            proc = await anyio.open_process(["true"], stdin=None, stdout=None, stderr=None)
+            try:
+                # Waits for the exit without reaping: the child is a zombie, not yet reported.
+                # Blocking on purpose: the loop must not run the watcher's report first.
+                os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # noqa: ASYNC222
+            except ChildProcessError:
+                await proc.wait()  # the watcher was first: nothing to test in this round
+                continue
+            send_signal(proc, signal.SIGTERM)
+            send_signal(proc, getattr(signal, "SIGKILL", signal.SIGTERM))
+            assert await proc.wait() == 0
+            caught += 1
+            if caught == 5:
+                break
+        assert caught, "never saw an exited child before its watcher did"
+
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        run(main)
+    assert "Unknown child process" not in caplog.text
+    assert "exit status already read" not in caplog.text
+
+
+def test_a_job_over_its_timeout_fails_and_its_worker_is_stopped_and_replaced() -> None:
+    async def main() -> None:
+        spec = WorkerType("sq", fn=jobs.pid_after, max_workers=1, job_timeout_s=0.5)
+        async with WorkerPool(spec, grace_s=0.5) as pool:
+            first = await pool.run("sq", 0, job_timeout_s=BOUND_S)  # a longer limit for this job
+            with pytest.raises(JobTimeout, match=r"within job_timeout_s=0\.5; its worker") as caught:
+                await pool.run("sq", 60)  # the type's limit
+            assert caught.value.pid == first
+            await until(lambda: not running(first), "the worker over time is stopped")
+            job = await pool.submit("sq", 60, job_timeout_s=0.3)
+            with pytest.raises(JobTimeout, match=r"job_timeout_s=0\.3"):
+                await job.result()
+            assert job.state is JobState.FAILED
+            last = await pool.run("sq", 0, job_timeout_s=BOUND_S)
+            assert last not in (first, job.pid)
+            assert len(kinds(pool.events, "timeout")) == 2
+            assert pool.status()["sq"].jobs_failed == 2
+
+    run(main)
+    with pytest.raises(ValueError, match="job_timeout_s"):
+        WorkerType("x", fn=jobs.square, job_timeout_s=0)
+
+
+def test_a_worker_over_its_memory_ceiling_finishes_its_job_then_is_recycled() -> None:
+    async def main() -> None:
+        spec = WorkerType("mem", fn=jobs.hold_memory, max_workers=1, max_worker_memory_mb=150)
+        async with WorkerPool(spec) as pool:
+            small = [await pool.run("mem", 0) for _ in range(2)]
+            assert small[0] == small[1]  # under the ceiling: kept
+            big = await pool.run("mem", 200)  # over it after this job, which still completes
+            assert big == small[0]
+            after = await pool.run("mem", 0)
+            assert after != big
+            (recycle,) = kinds(pool.events, "recycle")
+            assert recycle.pid == big and "over max_worker_memory_mb=150" in recycle.reason
+            assert not kinds(pool.events, "died")
+
+    run(main)
+    with pytest.raises(ValueError, match="max_worker_memory_mb"):
+        WorkerType("x", fn=jobs.square, max_worker_memory_mb=-1)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_the_memory_reader_without_psutil_reads_proc() -> None:
+    from aiogovernor.workers._memory import _from_proc, memory_reader
+
+    rss = _from_proc(os.getpid())
+    assert rss is not None and rss > 1_000_000
+    assert memory_reader()(os.getpid()) is not None
+    assert _from_proc(2**22 + 1) is None  # above any pid: no such process
 
 
 # -- close -----------------------------------------------------------------------

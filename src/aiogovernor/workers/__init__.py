@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from ._errors import JobCancelled as JobCancelled
 from ._errors import JobFailed as JobFailed
+from ._errors import JobTimeout as JobTimeout
 from ._errors import WorkerDied as WorkerDied
 from ._errors import WorkerError as WorkerError
 from ._errors import WorkerStartError as WorkerStartError
@@ -34,6 +35,7 @@ __all__ = [
     "JobCancelled",
     "JobFailed",
     "JobState",
+    "JobTimeout",
     "RedisJobQueue",
     "TypeStatus",
     "WorkerDied",

@@ -21,16 +21,26 @@ on as an orphan, so a thread watching stdin exits the process at once.
 from __future__ import annotations
 
 import os
-import pickle
 import queue
 import signal
 import struct
 import sys
 import threading
-import traceback
-from typing import Any, BinaryIO
+
+try:
+    # The C pickler itself: the `pickle` module around it imports `re` (20-30 ms of every start).
+    from _pickle import dumps as _dumps
+    from _pickle import loads as _loads
+except ImportError:  # pragma: no cover - another Python implementation
+    from pickle import dumps as _dumps
+    from pickle import loads as _loads
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # `typing` costs every start 10-20 ms; annotations only need it for checkers
+    from typing import Any, BinaryIO
 
 _HEADER = struct.Struct(">I")
+_PROTOCOL = 5  # pickle.HIGHEST_PROTOCOL on every supported Python
 
 
 def _read_frame(stream: BinaryIO) -> Any:
@@ -41,7 +51,7 @@ def _read_frame(stream: BinaryIO) -> Any:
     body = stream.read(size)
     if len(body) < size:
         raise EOFError
-    return pickle.loads(body)
+    return _loads(body)
 
 
 def _write(fd: int, data: bytes) -> None:
@@ -51,7 +61,7 @@ def _write(fd: int, data: bytes) -> None:
 
 
 def _write_frame(fd: int, message: Any) -> None:
-    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    body = _dumps(message, protocol=_PROTOCOL)
     _write(fd, _HEADER.pack(len(body)) + body)
 
 
@@ -110,12 +120,18 @@ def _import_main(preparation: dict[str, Any]) -> None:
     sys.modules["__main__"] = sys.modules["__mp_main__"] = main
 
 
+def _traceback_text(exc: BaseException) -> str:
+    import traceback  # only when something failed: it costs every start 30-45 ms
+
+    return "".join(traceback.format_exception(exc))
+
+
 def _failure(exc: BaseException) -> tuple[bytes | None, str, str]:
     summary = f"{type(exc).__qualname__}: {exc}"
-    text = "".join(traceback.format_exception(exc))
+    text = _traceback_text(exc)
     try:
-        data = pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL)
-        pickle.loads(data)  # an exception that pickles but cannot be rebuilt is sent as text only
+        data = _dumps(exc, protocol=_PROTOCOL)
+        _loads(data)  # an exception that pickles but cannot be rebuilt is sent as text only
     except Exception:
         return None, summary, text
     return data, summary, text
@@ -138,9 +154,9 @@ def main() -> None:
         _prepare(preparation)
         if _MAIN in fn_pickle:
             _import_main(preparation)
-        fn = pickle.loads(fn_pickle)
+        fn = _loads(fn_pickle)
     except BaseException as exc:
-        _write_frame(out, ("start_failed", "".join(traceback.format_exception(exc))))
+        _write_frame(out, ("start_failed", _traceback_text(exc)))
         return
     is_async = _is_async(fn)
     loop = None
@@ -159,10 +175,10 @@ def main() -> None:
         try:
             if _MAIN in payload_pickle:
                 _import_main(preparation)
-            payload = pickle.loads(payload_pickle)
+            payload = _loads(payload_pickle)
             result = loop.run_until_complete(fn(payload)) if loop is not None else fn(payload)
             reply: Any = (key, True, result)
-            body = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+            body = _dumps(reply, protocol=_PROTOCOL)
         except BaseException as exc:
             if isinstance(exc, SystemExit):
                 # The job asked the process to exit: it does, at once (the parent reports
@@ -171,7 +187,7 @@ def main() -> None:
                 sys.stderr.flush()
                 os._exit(exc.code if isinstance(exc.code, int) else 1)
             reply = (key, False, _failure(exc))
-            body = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+            body = _dumps(reply, protocol=_PROTOCOL)
         try:
             _write(out, _HEADER.pack(len(body)) + body)
         except OSError:
@@ -180,12 +196,25 @@ def main() -> None:
 
 
 def _is_async(fn: Any) -> bool:
-    import functools
-    import inspect
+    """`inspect.iscoroutinefunction` (of ``fn`` or its ``__call__``), without importing `inspect` for it.
 
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
+    `inspect` costs every start 20-40 ms. A callable can only have been marked
+    with ``inspect.markcoroutinefunction`` if `inspect` is loaded already: then it decides.
+    """
+    call = getattr(fn, "__call__", None)  # noqa: B004
+    inspect = sys.modules.get("inspect")
+    if inspect is not None:
+        return bool(inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call))
+    import functools
+
+    for f in (fn, call):
+        while isinstance(f, functools.partial):
+            f = f.func
+        f = getattr(f, "__func__", f)  # a bound method
+        code = getattr(f, "__code__", None)
+        if code is not None and code.co_flags & 0x80:  # CO_COROUTINE: an ``async def``
+            return True
+    return False
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["JobCancelled", "JobFailed", "WorkerDied", "WorkerError", "WorkerStartError"]
+__all__ = ["JobCancelled", "JobFailed", "JobTimeout", "WorkerDied", "WorkerError", "WorkerStartError"]
 
 
 class WorkerError(Exception):
@@ -48,6 +48,27 @@ class WorkerDied(WorkerError):
         super().__init__(
             f"worker {pid} ({worker_type}) {describe_exit(returncode)} while running job {job_id}"
         )
+
+
+class JobTimeout(WorkerError):
+    """The job ran longer than its ``job_timeout_s``; its worker was stopped (and is replaced).
+
+    Attributes:
+        job_id: The job.
+        worker_type: Its worker type.
+        pid: The worker's process id.
+        timeout_s: The time the job had.
+    """
+
+    def __init__(self, job_id: int | str, worker_type: str, pid: int, timeout_s: float) -> None:
+        super().__init__(
+            f"job {job_id} ({worker_type}) did not finish within job_timeout_s={timeout_s:g}; "
+            f"its worker {pid} was stopped"
+        )
+        self.job_id = job_id
+        self.worker_type = worker_type
+        self.pid = pid
+        self.timeout_s = timeout_s
 
 
 class WorkerStartError(WorkerError):

@@ -10,7 +10,7 @@ import os
 import pickle
 import random
 from collections import deque
-from collections.abc import AsyncIterable, Iterable, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,7 @@ from aiogovernor._map import governed_map
 from aiogovernor._progress import ProgressCallback
 from aiogovernor._validate import check_float
 
-from ._errors import JobCancelled, JobFailed, WorkerDied, WorkerStartError
+from ._errors import JobCancelled, JobFailed, JobTimeout, WorkerDied, WorkerStartError
 from ._process import Channel, Reply, StartFailed, encode_job
 from ._status import Job, JobState, TypeStatus, WorkerEvent, WorkerListener, WorkerStatus
 from ._types import WorkerType
@@ -117,6 +117,7 @@ class _Type:
         self.stopped_until = -math.inf  # the start breaker: no spawn before this time
         self.last_start_error: str | None = None
         self.listener: Any = None
+        self.memory: Callable[[int], int | None] | None = None  # reads a worker's resident memory
 
     def count(self, state: str) -> int:
         return sum(1 for w in self.workers if w.state == state)
@@ -128,6 +129,12 @@ class _Type:
             for w in self.workers
             if w.state in (STARTING, IDLE) or (w.state == BUSY and w.retire_after is None)
         )
+
+
+def _job_timeout(ts: _Type, job_timeout_s: float | None) -> float | None:
+    if job_timeout_s is None:
+        return ts.spec.job_timeout_s
+    return check_float("job_timeout_s", job_timeout_s, low=0.0, low_open=True)
 
 
 class WorkerPool:
@@ -284,6 +291,10 @@ class WorkerPool:
                     for w in list(ts.workers):
                         tg.start_soon(self._stop_process, w, cancel)
 
+    def _is_stopping(self) -> bool:
+        # A method, not the attribute: checkers would keep a value read before an await.
+        return self._stopping
+
     def _check_entered(self) -> None:
         if not self._entered or self._tg is None:
             raise RuntimeError("use the pool inside `async with WorkerPool(...) as pool:`")
@@ -307,26 +318,36 @@ class WorkerPool:
         self._check_open()
         return Job(next(self._job_ids), ts.name, payload)
 
-    async def submit(self, worker_type: str, payload: Any) -> Job:
+    async def submit(self, worker_type: str, payload: Any, *, job_timeout_s: float | None = None) -> Job:
         """Queue one job and return its `Job` at once; ``await job.result()`` for the result.
+
+        Args:
+            worker_type: The type that runs it.
+            payload: What its callable (or command) gets.
+            job_timeout_s: This job's time limit, instead of the type's ``job_timeout_s``.
 
         Raises:
             ValueError: For an unknown worker type.
             RuntimeError: When the pool is not entered or is closing.
         """
         ts = self._type(worker_type)
+        timeout_s = _job_timeout(ts, job_timeout_s)
         job = self._new_job(ts, payload)
         assert self._tg is not None
         self._active.add(job)
-        self._tg.start_soon(self._job_task, ts, job)
+        self._tg.start_soon(self._job_task, ts, job, timeout_s)
         return job
 
-    async def run(self, worker_type: str, payload: Any) -> Any:
-        """Run one job and return its result (or raise its failure: `JobFailed`, `WorkerDied`, ...)."""
+    async def run(self, worker_type: str, payload: Any, *, job_timeout_s: float | None = None) -> Any:
+        """Run one job and return its result (or raise its failure: `JobFailed`, `WorkerDied`, ...).
+
+        ``job_timeout_s`` replaces the type's time limit for this job.
+        """
         ts = self._type(worker_type)
+        timeout_s = _job_timeout(ts, job_timeout_s)
         job = self._new_job(ts, payload)
         self._active.add(job)
-        return await self._execute(ts, job, take_permit=True)
+        return await self._execute(ts, job, take_permit=True, timeout_s=timeout_s)
 
     async def map(
         self,
@@ -355,19 +376,19 @@ class WorkerPool:
         async def one(payload: Any) -> Any:
             job = self._new_job(ts, payload)
             self._active.add(job)
-            return await self._execute(ts, job, take_permit=False)
+            return await self._execute(ts, job, take_permit=False, timeout_s=ts.spec.job_timeout_s)
 
         # governed_map holds the type's permit around each call, as `run` does.
         return await governed_map(
             one, payloads, governor=ts.gov, return_exceptions=return_exceptions, progress=progress
         )
 
-    async def _job_task(self, ts: _Type, job: Job) -> None:
+    async def _job_task(self, ts: _Type, job: Job, timeout_s: float | None) -> None:
         # A failure is recorded on the job, and raised by `job.result()`.
         with contextlib.suppress(Exception):
-            await self._execute(ts, job, take_permit=True)
+            await self._execute(ts, job, take_permit=True, timeout_s=timeout_s)
 
-    async def _execute(self, ts: _Type, job: Job, *, take_permit: bool) -> Any:
+    async def _execute(self, ts: _Type, job: Job, *, take_permit: bool, timeout_s: float | None) -> Any:
         ts.queued += 1
         queued = True
         try:
@@ -376,11 +397,11 @@ class WorkerPool:
                     async with ts.gov:
                         ts.queued -= 1
                         queued = False
-                        value = await self._on_worker(ts, job)
+                        value = await self._on_worker(ts, job, timeout_s)
                 else:
                     ts.queued -= 1
                     queued = False
-                    value = await self._on_worker(ts, job)
+                    value = await self._on_worker(ts, job, timeout_s)
                 job._finish(value)
                 ts.jobs_done += 1
                 return value
@@ -401,7 +422,7 @@ class WorkerPool:
             if not self._active and self._closing:
                 self._idle_jobs.set()
 
-    async def _on_worker(self, ts: _Type, job: Job) -> Any:
+    async def _on_worker(self, ts: _Type, job: Job, timeout_s: float | None) -> Any:
         """Run the job on a worker (its permit is held); rerun it per ``retry`` when the worker dies."""
         import anyio
 
@@ -421,7 +442,8 @@ class WorkerPool:
                 # A worker gone before the send: its task sees the exit and says so below.
                 with contextlib.suppress(EOFError):
                     await w.channel.send(data)
-                await slot.event.wait()
+                with anyio.move_on_after(math.inf if timeout_s is None else timeout_s):
+                    await slot.event.wait()
             except BaseException:
                 w.slot, w.job = None, None
                 if slot.reply is None and not slot.died:
@@ -429,6 +451,13 @@ class WorkerPool:
                     self._retire(ts, w, "stop", "its job was cancelled", terminate=True)
                 raise
             w.slot, w.job = None, None
+            if not slot.event.is_set():
+                # Over its time: only stopping the worker stops the job; a new one replaces it.
+                assert timeout_s is not None
+                why = f"job {job.id} ran past job_timeout_s={timeout_s:g}"
+                self._retire(ts, w, "timeout", why, terminate=True)
+                self._reconcile(ts)
+                raise JobTimeout(job.id, ts.name, w.channel.pid, timeout_s)
             if slot.died:
                 err = WorkerDied(job.id, ts.name, w.channel.pid, w.returncode)
                 if retry is not None and job.attempts < retry.attempts:
@@ -438,6 +467,7 @@ class WorkerPool:
                     continue
                 raise err
             w.jobs_done += 1
+            self._check_memory(ts, w)
             self._worker_free(ts, w)
             assert slot.reply is not None
             _, ok, value = slot.reply
@@ -462,6 +492,19 @@ class WorkerPool:
         if w.retire_after is not None:
             # Its replacement starts now, while it runs its last job, if work waits for it.
             self._reconcile(ts)
+
+    def _check_memory(self, ts: _Type, w: _Worker) -> None:
+        """Between jobs, retire a worker over ``max_worker_memory_mb`` (never one in the middle of a job)."""
+        ceiling = ts.spec.max_worker_memory_mb
+        if ceiling is None or w.retire_after is not None or w.pid is None:
+            return
+        if ts.memory is None:
+            from ._memory import memory_reader
+
+            ts.memory = memory_reader()
+        rss = ts.memory(w.pid)
+        if rss is not None and rss > ceiling * 1e6:
+            w.retire_after = f"{rss / 1e6:.1f} MB resident, over max_worker_memory_mb={ceiling:g}"
 
     async def _take_worker(self, ts: _Type) -> _Worker:
         if ts.idle and not ts.waiters:
@@ -567,12 +610,25 @@ class WorkerPool:
     async def _worker_main(self, ts: _Type, w: _Worker) -> None:
         import anyio
 
+        if self._is_stopping():  # the pool closed before this task ran: nothing was started
+            self._gone(ts, w)
+            return
         try:
             with anyio.fail_after(ts.spec.startup_timeout_s):
                 await w.channel.start()
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await self._stop_process(w, True)
+            if self._is_stopping() and isinstance(exc, Exception):
+                # The pool stopped it while it started (closing ends a starting worker's
+                # input): not a failed start, and no reason to open the breaker.
+                from ._errors import describe_exit
+
+                returncode = w.channel.proc.returncode if w.channel.proc is not None else None
+                why = f"stopped while starting, as the pool closed: {describe_exit(returncode)}"
+                self._emit("exit", ts, w.pid, why)
+                self._gone(ts, w)
+                return
             if isinstance(exc, TimeoutError):
                 why = f"not ready within startup_timeout_s={ts.spec.startup_timeout_s:g}"
             elif isinstance(exc, StartFailed):
@@ -674,13 +730,11 @@ class WorkerPool:
                 with anyio.move_on_after(self._grace_s):
                     await proc.wait()
             if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.terminate()
+                w.channel.terminate()
                 with anyio.move_on_after(self._grace_s):
                     await proc.wait()
             if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
+                w.channel.kill()
             await proc.wait()
             await w.channel.close()
 

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import pickle
+import signal
 import struct
 import sys
 from collections.abc import Mapping, Sequence
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     import anyio.abc
     from anyio.streams.buffered import BufferedByteReceiveStream
 
-__all__ = ["Channel", "Reply", "StartFailed", "encode_job"]
+__all__ = ["Channel", "Reply", "StartFailed", "encode_job", "send_signal"]
 
 _HEADER = struct.Struct(">I")
 _CHILD = str(Path(__file__).with_name("_child.py"))
@@ -72,6 +73,38 @@ def encode_job(python: bool, key: int, payload: Any) -> bytes:
     return line.encode() + b"\n"
 
 
+def _open_pidfd(pid: int) -> int | None:
+    """A handle on exactly this process (Linux), so that a signal can never reach a reused pid."""
+    if not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None  # an old kernel, or the process is gone already
+
+
+def send_signal(proc: anyio.abc.Process, sig: int, pidfd: int | None = None) -> None:
+    """Send ``sig`` to a child process that has not been seen to exit, without reaping it.
+
+    Not ``proc.terminate()``: on asyncio it is ``subprocess.Popen.send_signal``,
+    which first polls the child with ``waitpid``. A worker that has just exited
+    is then reaped behind the event loop's child watcher, which reports the
+    exit status as 255 ("Unknown child process pid ..."). The watcher must be
+    the only one to wait for the child; a signal to an exited (zombie) child
+    does nothing. With a pidfd, a pid reused by another process is never hit.
+    """
+    if proc.returncode is not None:
+        return
+    if sys.platform == "win32":  # pragma: no cover - no waitpid race there
+        proc.terminate()
+        return
+    with contextlib.suppress(ProcessLookupError):
+        if pidfd is not None:
+            signal.pidfd_send_signal(pidfd, sig)
+        else:
+            os.kill(proc.pid, sig)
+
+
 class Channel:
     """A started worker process: send a job, receive replies, close its input.
 
@@ -88,6 +121,7 @@ class Channel:
         self.proc: anyio.abc.Process | None = None
         self._out: BufferedByteReceiveStream | None = None
         self.pid = 0
+        self._pidfd: int | None = None
 
     async def start(self) -> None:
         """Start the process and wait for it to say it is ready; StartFailed (process killed) if not.
@@ -97,17 +131,20 @@ class Channel:
         import anyio
         from anyio.streams.buffered import BufferedByteReceiveStream
 
-        argv = [sys.executable, _CHILD] if self._command is None else list(self._command)
+        # -P: the child's own folder (this package, whose _queue.py would shadow the
+        # standard library's _queue) is not put first on its import path.
+        argv = [sys.executable, "-P", _CHILD] if self._command is None else list(self._command)
         try:
             self.proc = await anyio.open_process(argv, stdin=-1, stdout=-1, stderr=None, env=self._env)
         except OSError as exc:
             raise StartFailed(f"could not start {argv[0]!r}: {exc}") from None
         self.pid = self.proc.pid
+        self._pidfd = _open_pidfd(self.pid)
         assert self.proc.stdout is not None
         self._out = BufferedByteReceiveStream(self.proc.stdout)
         if self._fn_pickle is not None:
-            await self._send_frame((preparation(), self._fn_pickle))
             try:
+                await self._send_frame((preparation(), self._fn_pickle))
                 kind, detail = await self._receive_frame()
             except EOFError:
                 raise StartFailed(
@@ -162,6 +199,16 @@ class Channel:
             with contextlib.suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
                 await self.proc.stdin.aclose()
 
+    def terminate(self) -> None:
+        """SIGTERM, unless the process is known to have exited; never reaps it (see `send_signal`)."""
+        if self.proc is not None:
+            send_signal(self.proc, signal.SIGTERM, self._pidfd)
+
+    def kill(self) -> None:
+        """SIGKILL, unless the process is known to have exited; never reaps it (see `send_signal`)."""
+        if self.proc is not None:
+            send_signal(self.proc, getattr(signal, "SIGKILL", signal.SIGTERM), self._pidfd)
+
     async def close(self) -> None:
         """Close every pipe of a process that has exited (and wait for it)."""
         import anyio
@@ -169,6 +216,9 @@ class Channel:
         if self.proc is not None:
             with contextlib.suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
                 await self.proc.aclose()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
 
     async def _send(self, data: bytes) -> None:
         import anyio

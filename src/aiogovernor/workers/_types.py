@@ -43,6 +43,13 @@ class WorkerType:
         idle_timeout_s: An idle worker beyond ``min_idle`` exits after this long.
         max_jobs_per_worker: A worker retires after this many jobs (None: never).
         max_worker_age_s: A worker retires when it is this old, after its current job (None: never).
+        max_worker_memory_mb: A worker whose resident memory exceeds this many
+            megabytes (10**6 bytes) after a job retires and is replaced; it is never
+            stopped in the middle of a job (None: no ceiling). Read with psutil (the
+            ``resources`` extra) or, on Linux, from ``/proc``.
+        job_timeout_s: A job still running after this long fails with `JobTimeout`;
+            its worker is stopped (SIGTERM, then SIGKILL) and replaced (None: no
+            limit). Counted from when the job reaches its worker, not while it queues.
         resources: Values handed out one per worker (GPU indexes, say): a worker
             gets a free one in ``resource_env``; no more workers than values.
         resource_env: The environment variable that carries a worker's resource.
@@ -67,6 +74,8 @@ class WorkerType:
         idle_timeout_s: float = 60.0,
         max_jobs_per_worker: int | None = None,
         max_worker_age_s: float | None = None,
+        max_worker_memory_mb: float | None = None,
+        job_timeout_s: float | None = None,
         resources: Sequence[str] | None = None,
         resource_env: str = "CUDA_VISIBLE_DEVICES",
         retry: Retry | None = None,
@@ -129,6 +138,20 @@ class WorkerType:
             None
             if max_worker_age_s is None
             else check_float("max_worker_age_s", max_worker_age_s, low=0.0, low_open=True)
+        )
+        self.max_worker_memory_mb = (
+            None
+            if max_worker_memory_mb is None
+            else check_float("max_worker_memory_mb", max_worker_memory_mb, low=0.0, low_open=True)
+        )
+        if self.max_worker_memory_mb is not None:
+            from ._memory import memory_reader
+
+            memory_reader()  # a clear error now where no reader exists, not a ceiling silently ignored
+        self.job_timeout_s = (
+            None
+            if job_timeout_s is None
+            else check_float("job_timeout_s", job_timeout_s, low=0.0, low_open=True)
         )
         self.resources: tuple[str, ...] | None = None
         if resources is not None:
