@@ -81,6 +81,11 @@ class Attempts(Generic[T]):
 
     __slots__ = ("budget", "retry", "rng")
 
+    permit_outcome = False
+    """Record the outcome the call set on its permit (`Permit.overload`, `Permit.error`, ...), when it
+    set one, instead of `sample`'s (the way ``async with governor`` treats it); False records `sample`'s.
+    The classified outcome still decides the pause and the retry."""
+
     scoped = False
     """Take each permit with ``async with governor`` (the task knows it holds it); False for
     `Governor.acquire`, which a permit handed to a value that outlives the attempt needs."""
@@ -222,7 +227,7 @@ class Attempts(Generic[T]):
             try:
                 outcome = recorded = self.classify(governor, exc)
                 delay_s = self._pause(governor, attempt, exc, outcome)
-                recorded = self.sample(governor, exc, outcome)
+                recorded = self._recorded(permit, self.sample(governor, exc, outcome))
             finally:
                 # The permit comes back whatever the hooks did (the call may have released it).
                 if not permit.released:
@@ -233,7 +238,7 @@ class Attempts(Generic[T]):
         try:
             outcome = self.classify(governor, value)
             delay_s = self._pause(governor, attempt, value, outcome)
-            recorded = self.sample(governor, value, outcome)
+            recorded = self._recorded(permit, self.sample(governor, value, outcome))
             if once or not self._again(attempt, value, outcome):
                 self.keep(value, permit, recorded)
                 return True, value, None
@@ -245,6 +250,12 @@ class Attempts(Generic[T]):
             raise
         permit.release(recorded)
         return False, None, delay_s
+
+    def _recorded(self, permit: Permit, sampled: Outcome) -> Outcome:
+        """The outcome the permit goes back with: the call's own (with `permit_outcome`), else ``sampled``."""
+        if self.permit_outcome and permit.outcome is not None:
+            return permit.outcome
+        return sampled
 
     def _pause(
         self, governor: Governor, attempt: int, result: T | BaseException, outcome: Outcome
