@@ -191,6 +191,19 @@ async def test_permit_outcome_records_what_the_call_set_on_its_permit() -> None:
     assert gov.stats().counts == {"ok": 1, "overload": 1, "error": 0, "ignored": 0}
 
 
+async def test_choose_picks_each_attempts_governor_before_its_permit() -> None:
+    first, second = Governor("a", Fixed(1)), Governor("b", Fixed(1))
+
+    class Failover(Attempts[str]):
+        async def choose(self, governor: Governor, attempt: int) -> Governor:
+            return first if attempt == 1 else second
+
+    call = Script(OverloadError(), "done")
+    retry = Retry(attempts=2, base_delay_s=0.0, max_delay_s=0.0)
+    assert await Failover(retry=retry).run(first, call) == "done"
+    assert first.stats().counts["overload"] == 1 and second.stats().counts["ok"] == 1
+
+
 async def test_acquire_can_bound_the_wait_for_a_permit() -> None:
     class Deadline(Attempts[str]):
         async def acquire(self, governor: Governor) -> Permit:

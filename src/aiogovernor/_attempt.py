@@ -1,7 +1,8 @@
 """The one attempt loop: permit → call → classify → Retry-After → release → backoff.
 
 Every caller that retries under a governor (the maps, the httpx transport,
-the uploader, dispatch's submits, polls and cancels) runs this loop, so that the rules hold in one place:
+the uploader, dispatch's submits, polls, cancels and endpoint failover) runs
+this loop, so that the rules hold in one place:
 
 - each attempt takes its own permit and is its own sample;
 - the outcome comes from one classifier (a hook), the permit goes back with
@@ -132,6 +133,14 @@ class Attempts(Generic[T]):
         """
         return outcome
 
+    async def choose(self, governor: Governor, attempt: int) -> Governor:
+        """The governor for attempt ``attempt``, asked before its permit is taken; ``governor`` by default.
+
+        An override may pick another (failover across endpoints), wait for one,
+        or raise to end the unit of work holding no permit.
+        """
+        return governor
+
     async def acquire(self, governor: Governor) -> Permit:
         """Take the permit for an attempt when `scoped` is False; by default `Governor.acquire`.
 
@@ -194,6 +203,8 @@ class Attempts(Generic[T]):
         if budget is not None and not counted:
             budget.record_request()
         while True:
+            if permit is None:
+                governor = await self.choose(governor, attempt)
             if permit is None and self.scoped:
                 # Taken the way `async with governor` users take theirs: the task knows it holds
                 # it (the gate warns when a mapped function queues on its own governor).
