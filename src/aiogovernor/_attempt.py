@@ -77,7 +77,7 @@ class Attempts(Generic[T]):
             makes an unseeded one.
 
     The hooks below say what a result means; override them to adapt the loop
-    to a kind of call. They must not raise, except `close` and `wait`.
+    to a kind of call. They must not raise, except `choose`, `acquire`, `close` and `wait`.
     """
 
     __slots__ = ("budget", "retry", "rng")
