@@ -170,6 +170,40 @@ async def test_sample_softens_what_the_governor_records_not_the_pause_or_the_ret
     assert gov.stats().counts == {"ok": 1, "overload": 1, "error": 0, "ignored": 1}
 
 
+async def test_permit_outcome_records_what_the_call_set_on_its_permit() -> None:
+    async def marks(permit: Permit, attempt: int) -> str:
+        if attempt == 1:
+            permit.error()  # the call's own verdict on a failure it raises
+            raise OverloadError()
+        permit.overload()  # a 429 on the way, though the work succeeded
+        return "done"
+
+    class Own(Attempts[str]):
+        permit_outcome = True
+
+    retry = Retry(attempts=2, base_delay_s=0.0, max_delay_s=0.0)
+    gov = Governor("t", Fixed(1))
+    assert await Own(retry=retry).run(gov, marks) == "done"  # the classified overload still retried
+    assert gov.stats().counts == {"ok": 0, "overload": 1, "error": 1, "ignored": 0}
+    # By default the classified (sampled) outcome is recorded, whatever the call set.
+    gov = Governor("t", Fixed(1))
+    assert await Attempts[str](retry=retry).run(gov, marks) == "done"
+    assert gov.stats().counts == {"ok": 1, "overload": 1, "error": 0, "ignored": 0}
+
+
+async def test_choose_picks_each_attempts_governor_before_its_permit() -> None:
+    first, second = Governor("a", Fixed(1)), Governor("b", Fixed(1))
+
+    class Failover(Attempts[str]):
+        async def choose(self, governor: Governor, attempt: int) -> Governor:
+            return first if attempt == 1 else second
+
+    call = Script(OverloadError(), "done")
+    retry = Retry(attempts=2, base_delay_s=0.0, max_delay_s=0.0)
+    assert await Failover(retry=retry).run(first, call) == "done"
+    assert first.stats().counts["overload"] == 1 and second.stats().counts["ok"] == 1
+
+
 async def test_acquire_can_bound_the_wait_for_a_permit() -> None:
     class Deadline(Attempts[str]):
         async def acquire(self, governor: Governor) -> Permit:

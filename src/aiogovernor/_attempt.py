@@ -1,7 +1,8 @@
 """The one attempt loop: permit → call → classify → Retry-After → release → backoff.
 
 Every caller that retries under a governor (the maps, the httpx transport,
-the uploader, dispatch's submits, polls and cancels) runs this loop, so that the rules hold in one place:
+the uploader, dispatch's submits, polls, cancels and endpoint failover) runs
+this loop, so that the rules hold in one place:
 
 - each attempt takes its own permit and is its own sample;
 - the outcome comes from one classifier (a hook), the permit goes back with
@@ -76,10 +77,15 @@ class Attempts(Generic[T]):
             makes an unseeded one.
 
     The hooks below say what a result means; override them to adapt the loop
-    to a kind of call. They must not raise, except `close` and `wait`.
+    to a kind of call. They must not raise, except `choose`, `acquire`, `close` and `wait`.
     """
 
     __slots__ = ("budget", "retry", "rng")
+
+    permit_outcome = False
+    """Record the outcome the call set on its permit (`Permit.overload`, `Permit.error`, ...), when it
+    set one, instead of `sample`'s (the way ``async with governor`` treats it); False records `sample`'s.
+    The classified outcome still decides the pause and the retry."""
 
     scoped = False
     """Take each permit with ``async with governor`` (the task knows it holds it); False for
@@ -126,6 +132,14 @@ class Attempts(Generic[T]):
         as one congestion event: the later ones ``ignored``).
         """
         return outcome
+
+    async def choose(self, governor: Governor, attempt: int) -> Governor:
+        """The governor for attempt ``attempt``, asked before its permit is taken; ``governor`` by default.
+
+        An override may pick another (failover across endpoints), wait for one,
+        or raise to end the unit of work holding no permit.
+        """
+        return governor
 
     async def acquire(self, governor: Governor) -> Permit:
         """Take the permit for an attempt when `scoped` is False; by default `Governor.acquire`.
@@ -189,6 +203,8 @@ class Attempts(Generic[T]):
         if budget is not None and not counted:
             budget.record_request()
         while True:
+            if permit is None:
+                governor = await self.choose(governor, attempt)
             if permit is None and self.scoped:
                 # Taken the way `async with governor` users take theirs: the task knows it holds
                 # it (the gate warns when a mapped function queues on its own governor).
@@ -222,7 +238,7 @@ class Attempts(Generic[T]):
             try:
                 outcome = recorded = self.classify(governor, exc)
                 delay_s = self._pause(governor, attempt, exc, outcome)
-                recorded = self.sample(governor, exc, outcome)
+                recorded = self._recorded(permit, self.sample(governor, exc, outcome))
             finally:
                 # The permit comes back whatever the hooks did (the call may have released it).
                 if not permit.released:
@@ -233,7 +249,7 @@ class Attempts(Generic[T]):
         try:
             outcome = self.classify(governor, value)
             delay_s = self._pause(governor, attempt, value, outcome)
-            recorded = self.sample(governor, value, outcome)
+            recorded = self._recorded(permit, self.sample(governor, value, outcome))
             if once or not self._again(attempt, value, outcome):
                 self.keep(value, permit, recorded)
                 return True, value, None
@@ -245,6 +261,12 @@ class Attempts(Generic[T]):
             raise
         permit.release(recorded)
         return False, None, delay_s
+
+    def _recorded(self, permit: Permit, sampled: Outcome) -> Outcome:
+        """The outcome the permit goes back with: the call's own (with `permit_outcome`), else ``sampled``."""
+        if self.permit_outcome and permit.outcome is not None:
+            return permit.outcome
+        return sampled
 
     def _pause(
         self, governor: Governor, attempt: int, result: T | BaseException, outcome: Outcome

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._names import check_governor_name
 from ._persistence import StateStoreError
+from ._retry import Retry
 from ._validate import check_bool, check_float, check_int
 from .state._redis import connect_redis, redis_errors
 
@@ -180,6 +181,9 @@ class FleetCeiling:
         self._renewer: asyncio.Task[None] | None = None
         self._unreachable = False
         self._random = random.Random()
+        # The poll's jitter is `Retry`'s (the one jitter rule): half the interval, plus a full-jitter
+        # draw from [0, poll_s], so each wait is uniform in [0.5, 1.5] x poll_s (mean poll_s).
+        self._poll = Retry(attempts=1, base_delay_s=self._poll_s, max_delay_s=self._poll_s, multiplier=1.0)
 
     @property
     def name(self) -> str:
@@ -250,7 +254,8 @@ class FleetCeiling:
                 if self._renewer is None or self._renewer.done():
                     self._renewer = loop.create_task(self._renew_forever())
                 return FleetPermit(self, token)
-            delay = self._poll_s * self._random.uniform(0.5, 1.5)
+            # Polling a full pool is not a retry (no attempt fails), but its jitter comes from `Retry`.
+            delay = self._poll_s / 2 + self._poll.backoff_s(1, rng=self._random)
             if deadline is not None:
                 if loop.time() >= deadline:
                     raise TimeoutError(f"no fleet permit of {self._name!r} within {timeout_s}s")

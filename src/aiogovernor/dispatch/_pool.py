@@ -6,20 +6,25 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
+import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from aiogovernor._governor import Governor
+from aiogovernor._attempt import Attempts
+from aiogovernor._governor import Governor, Permit
+from aiogovernor._retry import Retry
+from aiogovernor._samples import Outcome
 from aiogovernor._validate import check_float, check_int
 from aiogovernor.limits import Fixed
 
 from ._breaker import BreakerState, CircuitBreaker
 from ._client import JobClient, require_asyncio
 from ._progress import EndpointSnapshot, PoolSnapshot, ProgressTracker, StudyProgress
-from ._states import AuthError, EndpointError, Fault, JobError, TrialFailed
+from ._states import AuthError, EndpointError, Fault, JobError, JobStatus, TrialFailed
 
 __all__ = ["DispatchResult", "EndpointPool", "LocalFallback"]
 
@@ -397,91 +402,49 @@ class EndpointPool:
         require_asyncio("EndpointPool.run")
         progress = self._progress
         progress.queued()
-        token: int | None = None
+        trial = _Failover(self, payload, sync)
         ok: bool | None = None
-        errors: list[BaseException] = []
-        tried: set[str] = set()
+        errors = trial.errors
         loop = asyncio.get_running_loop()
-        started_at = loop.time()
-        attempts = 0
         try:
-            while attempts < self._max_attempts:
-                refused = self._all_refused()
-                if refused is not None:
+            try:
+                # `_Failover.choose` names each attempt's governor: the one given here is nominal.
+                nominal = self._clients[0].governor if self._clients else self._local
+                assert nominal is not None
+                status = await trial.run(nominal, trial.call)
+            except _GoLocal:
+                pass  # nothing remote is available now: run it here
+            except AuthError:
+                ok = False  # no endpoint is left that accepts the key
+                raise
+            except Exception as exc:
+                if not errors or exc is not errors[-1]:
+                    raise  # not an attempt's failure
+                if isinstance(exc, JobError) and exc.fault is Fault.TRIAL:
                     ok = False
-                    raise refused
-                client = self._pick(tried)
-                if client is None:
-                    if self._local is not None:
-                        break  # nothing remote is available now: run it here
-                    await self._wait_for_change()
-                    continue
-                breaker = self._breakers[client.endpoint_id]
-                entered = False
-                try:
-                    async with client.governor as permit:
-                        entered = True
-                        if breaker.state is BreakerState.OPEN or client.endpoint_id in self._refused:
-                            # It opened (or refused the key) while this trial queued: go elsewhere.
-                            permit.ignore()
-                            breaker.record_ignored()
-                            continue
-                        if token is None:
-                            token = progress.started()
-                            started_at = loop.time()
-                        attempts += 1
-                        try:
-                            status = await client._run(payload, sync, permit)
-                        except asyncio.CancelledError:
-                            breaker.record_ignored()
-                            raise
-                        except AuthError as exc:
-                            # Fatal for this endpoint, and no fault of its capacity or health.
-                            breaker.record_ignored()
-                            errors.append(exc)
-                            attempts -= 1  # the trial never ran: not a retry
-                            self._refuse(client, exc)
-                            continue
-                        except JobError as exc:
-                            if exc.fault is Fault.TRIAL:
-                                breaker.record_success()  # the endpoint did its work
-                                self._success[client.endpoint_id].record(True)
-                                errors.append(exc)
-                                ok = False
-                                raise TrialFailed(
-                                    f"trial failed on {client.endpoint_id!r} by itself: {exc}",
-                                    errors,
-                                    fault=Fault.TRIAL,
-                                ) from None
-                            self._endpoint_failed(client, exc, attempts, errors, tried)
-                            continue
-                        except Exception as exc:
-                            self._endpoint_failed(client, exc, attempts, errors, tried)
-                            continue
-                        finally:
-                            self._notify()
-                except BaseException:
-                    if not entered:
-                        # Cancelled while queued for a permit: give back the probe slot `_pick` took.
-                        breaker.record_ignored()
-                    raise
-                breaker.record_success()
-                self._success[client.endpoint_id].record(True)
+                    assert trial.client is not None
+                    raise TrialFailed(
+                        f"trial failed on {trial.client.endpoint_id!r} by itself: {exc}",
+                        errors,
+                        fault=Fault.TRIAL,
+                    ) from None
+                # Every remote attempt failed: the local fallback, if any, is next.
+            else:
+                client = trial.client
+                assert client is not None
                 ok = True
                 return DispatchResult(
                     output=status.output,
                     endpoint=client.endpoint_id,
                     job_id=status.job_id,
-                    attempts=attempts,
+                    attempts=trial.attempts,
                     errors=tuple(errors),
-                    duration_s=loop.time() - started_at,
+                    duration_s=loop.time() - trial.started_at,
                 )
             if self._local is not None and self._local_fallback is not None:
                 async with self._local as permit:
-                    if token is None:
-                        token = progress.started()
-                        started_at = loop.time()
-                    attempts += 1
+                    trial.start()
+                    trial.attempts += 1
                     try:
                         output = await self._local_fallback(payload)
                     except Exception as exc:
@@ -495,14 +458,15 @@ class EndpointPool:
                             output=output,
                             endpoint=LOCAL,
                             job_id=None,
-                            attempts=attempts,
+                            attempts=trial.attempts,
                             errors=tuple(errors),
-                            duration_s=loop.time() - started_at,
+                            duration_s=loop.time() - trial.started_at,
                         )
             ok = False
             last = f": {errors[-1]}" if errors else ""
-            raise TrialFailed(f"trial failed after {attempts} attempt(s){last}", errors)
+            raise TrialFailed(f"trial failed after {trial.attempts} attempt(s){last}", errors)
         finally:
+            token = trial.token
             if token is None and ok is False:
                 # Failed without ever starting: still a finished (failed) trial.
                 progress.finished(progress.started(), ok=False)
@@ -520,3 +484,137 @@ class EndpointPool:
         errors.append(exc)
         tried.add(client.endpoint_id)
         logger.info("trial attempt %d on %r failed: %s", attempts, client.endpoint_id, exc)
+
+
+class _GoLocal(Exception):
+    """No endpoint is available now and there is a local fallback: run the trial there."""
+
+
+class _Requeue(Exception):
+    """The endpoint's breaker opened (or it refused the key) while the trial queued for it."""
+
+
+# Failover across endpoints: no wait between attempts, no retry budget; how many runs a trial
+# gets is the pool's ``max_attempts`` (attempts that never ran the trial do not count).
+_FAILOVER = Retry(
+    attempts=sys.maxsize,
+    base_delay_s=0.0,
+    max_delay_s=0.0,
+    retry_on=frozenset({Outcome.ERROR}),  # what `_Failover.classify` makes of every exception
+    budget_ratio=None,
+)
+
+_NO_JITTER = random.Random(0)  # the failover's waits are all 0 s: no jitter, no seed drawn per trial
+
+
+class _Failover(Attempts[JobStatus]):
+    """One trial's remote attempts through the one attempt loop: each attempt picks its endpoint.
+
+    The permit goes back with the outcome `JobClient._run` set on it (a 429 during submit
+    marks the job overloaded even when it then succeeds), as under ``async with governor``.
+    `retryable` caps the runs at the pool's ``max_attempts``, counting only attempts that ran
+    the trial (not one whose endpoint refused the key, or whose breaker opened while it queued).
+    """
+
+    permit_outcome = True
+
+    def __init__(self, pool: EndpointPool, payload: Any, sync: bool) -> None:
+        super().__init__(retry=_FAILOVER, rng=_NO_JITTER)
+        self.pool = pool
+        self.payload = payload
+        self.sync = sync
+        self.client: JobClient | None = None
+        self.errors: list[BaseException] = []
+        self.tried: set[str] = set()
+        self.attempts = 0
+        self.token: int | None = None
+        self.started_at = asyncio.get_running_loop().time()
+
+    def start(self) -> None:
+        if self.token is None:
+            self.token = self.pool._progress.started()
+            self.started_at = asyncio.get_running_loop().time()
+
+    async def choose(self, governor: Governor, attempt: int) -> Governor:
+        pool = self.pool
+        while True:
+            refused = pool._all_refused()
+            if refused is not None:
+                raise refused
+            client = pool._pick(self.tried)
+            if client is not None:
+                self.client = client
+                return client.governor
+            if pool._local is not None:
+                raise _GoLocal
+            await pool._wait_for_change()
+
+    async def acquire(self, governor: Governor) -> Permit:
+        try:
+            return await governor.acquire()
+        except BaseException:
+            # Cancelled while queued for a permit: give back the probe slot `_pick` took.
+            assert self.client is not None
+            self.pool._breakers[self.client.endpoint_id].record_ignored()
+            raise
+
+    def classify(self, governor: Governor, result: JobStatus | BaseException) -> Outcome:
+        # Whether to go on is `retryable`'s call; what the governor records is the permit's.
+        return Outcome.ERROR if isinstance(result, Exception) else super().classify(governor, result)
+
+    def retry_after_s(self, result: JobStatus | BaseException) -> float | None:
+        return None  # failover waits for nothing
+
+    def retryable(self, result: JobStatus | BaseException) -> bool:
+        if isinstance(result, _Requeue | AuthError):
+            return True  # the trial did not run there: not an attempt
+        if isinstance(result, JobError) and result.fault is Fault.TRIAL:
+            return False
+        return self.attempts < self.pool._max_attempts
+
+    def keep(self, value: JobStatus, permit: Permit, outcome: Outcome) -> None:
+        super().keep(value, permit, outcome)
+        assert self.client is not None
+        self.pool._breakers[self.client.endpoint_id].record_success()
+        self.pool._success[self.client.endpoint_id].record(True)
+
+    async def wait(self, delay_s: float) -> None:
+        pass  # straight to the next endpoint
+
+    async def call(self, permit: Permit, attempt: int) -> JobStatus:
+        pool = self.pool
+        client = self.client
+        assert client is not None
+        breaker = pool._breakers[client.endpoint_id]
+        if breaker.state is BreakerState.OPEN or client.endpoint_id in pool._refused:
+            # It opened (or refused the key) while this trial queued: go elsewhere.
+            permit.ignore()
+            breaker.record_ignored()
+            raise _Requeue
+        self.start()
+        self.attempts += 1
+        try:
+            return await client._run(self.payload, self.sync, permit)
+        except asyncio.CancelledError:
+            breaker.record_ignored()
+            raise
+        except AuthError as exc:
+            # Fatal for this endpoint, and no fault of its capacity or health.
+            breaker.record_ignored()
+            self.errors.append(exc)
+            self.attempts -= 1  # the trial never ran: not a retry
+            pool._refuse(client, exc)
+            raise
+        except JobError as exc:
+            if exc.fault is Fault.TRIAL:
+                breaker.record_success()  # the endpoint did its work
+                pool._success[client.endpoint_id].record(True)
+                self.errors.append(exc)
+                raise
+            pool._endpoint_failed(client, exc, self.attempts, self.errors, self.tried)
+            raise
+        except Exception as exc:
+            pool._endpoint_failed(client, exc, self.attempts, self.errors, self.tried)
+            raise
+        finally:
+            pool._notify()
