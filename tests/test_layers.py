@@ -269,7 +269,7 @@ def test_no_http_client_below_its_integration() -> None:
         top = imp.target.split(".")[0]
         if top in clients and not imp.typing_only:
             own = clients[top]
-            assert imp.source == own or own is None and not within(imp.source, "aiogovernor.sync"), imp
+            assert imp.source == own or (own is None and not within(imp.source, "aiogovernor.sync")), imp
             assert imp.source not in CORE, imp
 
 

@@ -284,7 +284,7 @@ class Attempts(Generic[T]):
 
     def _failed(
         self, governor: Gate, permit: PermitMarks, exc: BaseException, attempt: int, once: bool
-    ) -> float | None | object:
+    ) -> float | object | None:
         """An attempt raised: classify, pause, release; the wait before a retry, or `_GIVE_UP`."""
         outcome = recorded = Outcome.ERROR if isinstance(exc, Exception) else Outcome.IGNORED
         delay_s = None

@@ -22,7 +22,7 @@ import os
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
@@ -544,7 +544,7 @@ class Governor:
             raise ValueError("a derived governor needs its own policy object, not this governor's")
         return Governor(name, policy, **self._settings)
 
-    def guard(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    def guard(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
         """Decorate a coroutine function: each call takes a permit, and its exceptions are classified.
 
         ::

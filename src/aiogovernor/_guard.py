@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, ParamSpec, TypeVar
 
@@ -22,12 +22,12 @@ R = TypeVar("R")
 def _is_async(fn: object) -> bool:
     while isinstance(fn, functools.partial):
         fn = fn.func
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
 
 
 def guard_async(
     gate: AbstractAsyncContextManager[Any], fn: Callable[P, Awaitable[R]]
-) -> Callable[P, Awaitable[R]]:
+) -> Callable[P, Coroutine[Any, Any, R]]:
     """Wrap a coroutine function so that each call runs under ``async with gate:``."""
     if not callable(fn):
         raise TypeError(f"guard needs a callable, got {fn!r}")

@@ -50,12 +50,18 @@ __all__ = ["AiohttpClassifier", "GovernedMiddleware", "classify_aiohttp"]
 logger = logging.getLogger("aiogovernor.aiohttp")
 
 AiohttpClassifier: TypeAlias = Callable[["ClientResponse | BaseException"], "Outcome | None"]
-"""Maps a response, or the exception that ended a request, to an outcome; None defers to `classify_aiohttp`."""
+"""Maps a response, or the exception that ended a request, to an outcome.
+
+None defers to `classify_aiohttp`."""
 
 
 def classify_aiohttp(result: ClientResponse | BaseException) -> Outcome:
-    """The default outcome of a request: the status code's (see `aiogovernor.httpx.classify_http`),
-    ``overload`` for a timeout, else `aiogovernor.default_classify`."""
+    """The default outcome of a request.
+
+    The status code's, the same rules as every HTTP client here (429 and 503
+    ``overload``, other 5xx ``error``, other 4xx ``ignored``); ``overload``
+    for a timeout (aiohttp's are `TimeoutError`); else `aiogovernor.default_classify`.
+    """
     if isinstance(result, ClientResponse):
         return classify_status(result.status)
     return default_classify(result)  # aiohttp's timeouts are TimeoutError: overload
@@ -158,7 +164,8 @@ class GovernedMiddleware:
             raise TypeError(f"retry must be an aiogovernor.Retry or None, got {retry!r}")
         self._governor = governor
         self._attempts = _MiddlewareAttempts(
-            classify, retry=retry if retry is not None else Retry(attempts=1, budget_ratio=None),
+            classify,
+            retry=retry if retry is not None else Retry(attempts=1, budget_ratio=None),
             rng=random.Random(seed),
         )
 

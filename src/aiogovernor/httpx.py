@@ -167,7 +167,11 @@ class _GovernedStream(httpx.AsyncByteStream):
     """A response body that gives the permit back when it is closed, or else when it is collected."""
 
     def __init__(
-        self, inner: httpx.AsyncByteStream, permit: PermitMarks, outcome: Outcome, transport: GovernedTransport
+        self,
+        inner: httpx.AsyncByteStream,
+        permit: PermitMarks,
+        outcome: Outcome,
+        transport: GovernedTransport,
     ) -> None:
         self._inner = inner
         self._permit = permit

@@ -51,12 +51,19 @@ __all__ = ["GovernedAdapter", "RequestsClassifier", "classify_requests"]
 logger = logging.getLogger("aiogovernor.requests")
 
 RequestsClassifier: TypeAlias = Callable[["requests.Response | BaseException"], "Outcome | None"]
-"""Maps a response, or the exception that ended a request, to an outcome; None defers to `classify_requests`."""
+"""Maps a response, or the exception that ended a request, to an outcome.
+
+None defers to `classify_requests`."""
 
 
 def classify_requests(result: requests.Response | BaseException) -> Outcome:
-    """The default outcome of a request: the status code's (see `aiogovernor.httpx.classify_http`),
-    ``overload`` for a timeout (`requests.Timeout`, urllib3's timeouts), else `aiogovernor.default_classify`."""
+    """The default outcome of a request.
+
+    The status code's, the same rules as every HTTP client here (429 and 503
+    ``overload``, other 5xx ``error``, other 4xx ``ignored``); ``overload``
+    for a timeout (`requests.Timeout`, urllib3's timeouts); else
+    `aiogovernor.default_classify`.
+    """
     if isinstance(result, requests.Response):
         return classify_status(result.status_code)
     if isinstance(result, requests.Timeout | urllib3.exceptions.TimeoutError):
@@ -132,7 +139,12 @@ class _AdapterAttempts(Attempts[requests.Response]):
     __slots__ = ("_classifier",)
 
     def __init__(
-        self, classify: RequestsClassifier | None, *, retry: Retry, budget: RetryBudget | None, rng: random.Random
+        self,
+        classify: RequestsClassifier | None,
+        *,
+        retry: Retry,
+        budget: RetryBudget | None,
+        rng: random.Random,
     ) -> None:
         super().__init__(retry=retry, budget=budget, rng=rng)
         self._classifier = classify
@@ -148,7 +160,9 @@ class _AdapterAttempts(Attempts[requests.Response]):
                 if outcome is not None:
                     return Outcome(outcome)
             except Exception:
-                logger.exception("the classifier failed on %s; using classify_requests", type(result).__name__)
+                logger.exception(
+                    "the classifier failed on %s; using classify_requests", type(result).__name__
+                )
         return classify_requests(result)
 
     def retry_after_s(self, result: requests.Response | BaseException) -> float | None:
@@ -229,9 +243,9 @@ class GovernedAdapter(HTTPAdapter):
         self,
         request: requests.PreparedRequest,
         stream: bool = False,
-        timeout: None | float | tuple[float, float] | tuple[float, None] = None,
+        timeout: float | tuple[float, float] | tuple[float, None] | None = None,
         verify: bool | str = True,
-        cert: None | bytes | str | tuple[bytes | str, bytes | str] = None,
+        cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
         proxies: Mapping[str, str] | None = None,
     ) -> requests.Response:
         """Take a permit, send, and tie the permit to the response's body."""

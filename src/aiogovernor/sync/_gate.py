@@ -23,18 +23,19 @@ from contextvars import ContextVar, Token
 from types import MappingProxyType, TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar
 
-from .._classify import Classifier, OverloadError, classify_with
-from .._clock import Clock
-from .._events import Decision, DecisionListener
-from .._feedback import Feedback
-from .._governor import GovernorStats, check_gate_args
-from .._guard import guard_blocking
-from .._permit import PermitMarks
-from .._persistence import StateStore, bind_persistence
-from .._samples import Outcome, WindowConfig
-from .._time_gates import TimeGates
-from .._validate import check_float
-from ..limits import LimitPolicy, gate_limit
+from aiogovernor._classify import Classifier, OverloadError, classify_with
+from aiogovernor._clock import Clock
+from aiogovernor._events import Decision, DecisionListener
+from aiogovernor._feedback import Feedback
+from aiogovernor._governor import GovernorStats, check_gate_args
+from aiogovernor._guard import guard_blocking
+from aiogovernor._permit import PermitMarks
+from aiogovernor._persistence import StateStore, bind_persistence
+from aiogovernor._samples import Outcome, WindowConfig
+from aiogovernor._time_gates import TimeGates
+from aiogovernor._validate import check_float
+from aiogovernor.limits import LimitPolicy, gate_limit
+
 from ._persistence import ThreadPersistence
 
 __all__ = ["Governor", "Permit"]

@@ -27,12 +27,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict, TypeVar, Unpack, overload
 
-from .._attempt import Attempts
-from .._chunking import AdaptiveChunker, Chunker, as_chunker
-from .._guard import _is_async
-from .._progress import ProgressCallback, Reporter, check_progress
-from .._retry import Retry, RetryBudget
-from .._validate import check_float, check_int
+from aiogovernor._attempt import Attempts
+from aiogovernor._chunking import AdaptiveChunker, Chunker, as_chunker
+from aiogovernor._guard import _is_async
+from aiogovernor._progress import ProgressCallback, Reporter, check_progress
+from aiogovernor._retry import Retry, RetryBudget
+from aiogovernor._validate import check_float, check_int
+
 from ._gate import Governor, Permit
 
 __all__ = [
@@ -338,10 +339,7 @@ class _Pool:
 
         def call(permit: Permit, attempt: int) -> Any:
             start = gov._time() if chunker is not None else 0.0
-            if timeout_s is None:
-                value = fn(unit)
-            else:
-                value = _timed_call(fn, unit, permit, timeout_s)
+            value = fn(unit) if timeout_s is None else _timed_call(fn, unit, permit, timeout_s)
             if chunker is not None:
                 results = list(value)
                 if len(results) != len(unit):
@@ -480,14 +478,21 @@ def governed_batches(
 
 
 def _stream(
-    form: str, fn: Callable[[Any], Any], items: Iterable[Any], return_exceptions: bool,
-    options: ThreadMapOptions, *, ordered: bool,
+    form: str,
+    fn: Callable[[Any], Any],
+    items: Iterable[Any],
+    return_exceptions: bool,
+    options: ThreadMapOptions,
+    *,
+    ordered: bool,
 ) -> Iterator[Any]:
     settings = _settings(form, fn, items, return_exceptions, options)
     return _iterate(fn, items, settings, ordered=ordered)
 
 
-def _iterate(fn: Callable[[Any], Any], items: Iterable[Any], settings: _Settings, *, ordered: bool) -> Iterator[Any]:
+def _iterate(
+    fn: Callable[[Any], Any], items: Iterable[Any], settings: _Settings, *, ordered: bool
+) -> Iterator[Any]:
     buffer: dict[int, Any] = {}
     ready: deque[Any] = deque()
     put: Callable[[int, Any], None] = buffer.__setitem__ if ordered else (lambda i, v: ready.append(v))
@@ -551,5 +556,3 @@ def governed_imap_unordered(
 ) -> Iterator[R]:
     """`governed_map`, streamed as results finish, in any order (a slow item holds nothing back)."""
     return _stream("governed_imap_unordered", fn, items, return_exceptions, options, ordered=False)
-
-

@@ -16,10 +16,10 @@ import threading
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._persistence import GovernorPersistence
+from aiogovernor._persistence import GovernorPersistence
 
 if TYPE_CHECKING:
-    from .._events import Decision
+    from aiogovernor._events import Decision
 
 __all__ = ["ThreadPersistence", "run_on_store_loop"]
 

@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any, Literal, TypeVar, Unpack, overload
 
-from .._chunking import Chunker
-from ..limits import LatencyAIMD
+from aiogovernor._chunking import Chunker
+from aiogovernor.limits import LatencyAIMD
+
 from ._gate import Governor
 from ._map import ThreadMapOptions, governed_batches
 
