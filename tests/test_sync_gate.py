@@ -451,3 +451,15 @@ class ThreadGateMachine(RuleBasedStateMachine):
 
 TestThreadGateMachine = ThreadGateMachine.TestCase
 TestThreadGateMachine.settings = settings(max_examples=30, stateful_step_count=25, deadline=None)
+
+
+def test_a_warning_raised_as_an_error_leaves_no_waiter_behind() -> None:
+    import warnings
+
+    gov = sync.Governor("t", Fixed(1), store=None)
+    with gov, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RuntimeWarning):
+            gov.acquire(timeout_s=0.01)
+        assert gov.waiting == 0
+    assert gov.inflight == 0

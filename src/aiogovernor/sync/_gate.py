@@ -389,10 +389,15 @@ class Governor:
             if not self._waiters and self._inflight < self._limit and self._pass_time_gates():
                 self._inflight += 1
                 return self._new_permit()
+        # Warned before queueing: a warning turned into an error must not leave a waiter behind.
+        self._warn_nested()
+        with self._lock:
+            if not self._waiters and self._inflight < self._limit and self._pass_time_gates():
+                self._inflight += 1
+                return self._new_permit()
             waiter = _Waiter()
             self._waiters.append(waiter)
             self._saw_waiters = True
-            self._warn_nested()
         try:
             got = waiter.lock.acquire(timeout=-1 if timeout_s is None else timeout_s)
         except BaseException:
@@ -437,7 +442,7 @@ class Governor:
                 f"{self!r}: a thread that holds one of its permits is queueing for another; if every "
                 "permit is held this way, nothing is ever released",
                 RuntimeWarning,
-                stacklevel=4,
+                stacklevel=3,
             )
 
     def _dispatch(self) -> None:
