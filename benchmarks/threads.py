@@ -1,6 +1,6 @@
 """The thread gate and the thread maps against what threaded code uses today, side by side.
 
-    .venv/bin/python benchmarks/threads.py [--rounds 5] [--seconds 6] [--skip-http]
+    .venv/bin/python benchmarks/threads.py [--rounds 5] [--seconds 6] [--parts gate,map,knee,http]
 
 1. Uncontended ``with gov:`` against ``threading.Semaphore`` (target: at most 3x), and
    ``threading.Lock`` for scale: one thread enters and leaves ``--ops`` times.
@@ -276,12 +276,16 @@ def main() -> None:
     parser.add_argument("--knee-sweep", default="4,8,12,16,32")
     parser.add_argument("--http-sweep", default="16,24,32,40")
     parser.add_argument("--http-rounds", type=int, default=3)
-    parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--parts", default="gate,map,knee,http", help="which parts to run, comma-separated")
     args = parser.parse_args()
-    gate_cost(args.ops, args.rounds)
-    map_cost(args.items, args.rounds)
-    knee_goodput(args.seconds, [int(x) for x in args.knee_sweep.split(",")], max(1, args.rounds // 2))
-    if not args.skip_http:
+    parts = set(args.parts.split(","))
+    if "gate" in parts:
+        gate_cost(args.ops, args.rounds)
+    if "map" in parts:
+        map_cost(args.items, args.rounds)
+    if "knee" in parts:
+        knee_goodput(args.seconds, [int(x) for x in args.knee_sweep.split(",")], max(1, args.rounds // 2))
+    if "http" in parts:
         http(args.seconds, [int(x) for x in args.http_sweep.split(",")], args.http_rounds)
 
 

@@ -463,3 +463,16 @@ def test_a_warning_raised_as_an_error_leaves_no_waiter_behind() -> None:
             gov.acquire(timeout_s=0.01)
         assert gov.waiting == 0
     assert gov.inflight == 0
+
+
+def test_metrics_exporters_see_thread_gates() -> None:
+    from aiogovernor.metrics import live_governors
+
+    gov = sync.Governor("seen-by-metrics", AIMD(initial_limit=2, max_limit=10), store=None, window=FAST)
+    assert gov in live_governors()
+    windows: list[int] = []
+    gov.add_window_listener(lambda window, latencies: windows.append(len(latencies)))
+    for p in [gov.acquire(), gov.acquire()]:
+        p.release()
+    assert windows == [2]
+    assert sum(gov.stats().decisions_by_direction.values()) == gov.stats().decision_count == 1

@@ -23,9 +23,10 @@ from contextvars import ContextVar, Token
 from types import MappingProxyType, TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar
 
+from aiogovernor import _registry
 from aiogovernor._classify import Classifier, OverloadError, classify_with
 from aiogovernor._clock import Clock
-from aiogovernor._events import Decision, DecisionListener
+from aiogovernor._events import Decision, DecisionListener, WindowListener
 from aiogovernor._feedback import Feedback
 from aiogovernor._governor import GovernorStats, check_gate_args
 from aiogovernor._guard import guard_blocking
@@ -232,6 +233,7 @@ class Governor:
         self._persistence = persistence
         self._state_pending = persistence is not None
         self._load_lock = threading.Lock()
+        _registry.register(self)  # a weak reference: metrics exporters read thread gates too
 
     # -- introspection -------------------------------------------------
 
@@ -309,6 +311,7 @@ class Governor:
                 last_window=w,
                 last_decision=feedback.last_decision,
                 decision_count=feedback.decision_count,
+                decisions_by_direction=MappingProxyType(feedback.decisions_by_direction()),
             )
 
     def derive(self, name: str, policy: LimitPolicy | None = None) -> Governor:
@@ -326,6 +329,16 @@ class Governor:
         """Stop calling ``listener``; a listener never added is an error (ValueError)."""
         with self._lock:
             self._feedback.remove_listener(listener)
+
+    def add_window_listener(self, listener: WindowListener) -> None:
+        """Call ``listener(window, ok_latencies_s)`` as each window closes (see `aiogovernor.metrics`)."""
+        with self._lock:
+            self._feedback.add_window_listener(listener)
+
+    def remove_window_listener(self, listener: WindowListener) -> None:
+        """Stop calling ``listener``; a listener never added is an error (ValueError)."""
+        with self._lock:
+            self._feedback.remove_window_listener(listener)
 
     def guard(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate a plain function: each call takes a permit, and its exceptions are classified.
