@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import queue
 import random
 import threading
@@ -132,8 +131,8 @@ def test_waiters_are_served_in_arrival_order_and_a_raise_wakes_them_at_once() ->
         until(lambda: gov.waiting == i + 1)  # noqa: B023 - called before the loop moves on
     threading.Thread(target=gov.reset_limit, args=(4,)).start()  # from another thread
     got = [out.get(timeout=5) for _ in range(3)]
-    # Woken threads report in any order; the grants (inflight at each grant) follow arrival.
-    got.sort(key=lambda g: g[1]._inflight)
+    # Woken threads report in any order; the grants (their tickets) follow arrival.
+    got.sort(key=lambda g: g[1]._ticket)
     assert [g[0] for g in got] == [0, 1, 2]
     assert gov.inflight == 4
     assert gov.waiting == 2
@@ -180,6 +179,22 @@ def test_the_rate_ceiling_spaces_permits() -> None:
     assert second.started_at - first.started_at >= 0.019
     first.release()
     second.release()
+
+
+def test_a_woken_waiter_starts_its_clock_when_it_runs() -> None:
+    # The clock tells threads apart: the hand-off runs in this thread, the work in the waiter's.
+    main = threading.get_ident()
+    gov = sync.Governor(
+        "t", Fixed(1), store=None, clock=lambda: 1.0 if threading.get_ident() == main else 2.0
+    )
+    held = gov.acquire()
+    out: Grants = queue.Queue()
+    waiter_thread(gov, out, 1)
+    until(lambda: gov.waiting == 1)
+    held.release()
+    _, permit = out.get(timeout=5)
+    assert permit.started_at == 2.0  # a wait for a core is not the upstream's latency
+    permit.release()
 
 
 def test_the_injected_clock_is_the_gates_clock() -> None:
@@ -375,14 +390,7 @@ class ThreadGateMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        # A clock that ticks once per read: permits' start times record the order of grants.
-        ticks = itertools.count()
-        self.gov = sync.Governor(
-            "machine",
-            AIMD(initial_limit=2, min_limit=1, max_limit=4),
-            store=None,
-            clock=lambda: float(next(ticks)),
-        )
+        self.gov = sync.Governor("machine", AIMD(initial_limit=2, min_limit=1, max_limit=4), store=None)
         self.out: Grants = queue.Queue()
         self.next_id = 0
         self.queue: list[int] = []  # the model: waiting threads in arrival order
@@ -391,8 +399,8 @@ class ThreadGateMachine(RuleBasedStateMachine):
 
     def collect(self, expected: list[int]) -> None:
         got = [self.out.get(timeout=5) for _ in expected]
-        # Woken threads report in any order; the grants (clock ticks) follow arrival.
-        got.sort(key=lambda g: g[1].started_at)
+        # Woken threads report in any order; the grants (their tickets) follow arrival.
+        got.sort(key=lambda g: g[1]._ticket)
         assert [g[0] for g in got] == expected, "grants out of arrival order"
         for ident, permit in got:
             self.held[ident] = permit

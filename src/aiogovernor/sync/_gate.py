@@ -55,7 +55,7 @@ class Permit(PermitMarks):
     optional Retry-After pause), `error`, `ignore`, `release`.
     """
 
-    __slots__ = ("_governor", "_stray", "_token")
+    __slots__ = ("_governor", "_stray", "_ticket", "_token")
 
     def __init__(self, governor: Governor, start: float, inflight: int, generation: int) -> None:
         # Written out rather than calling PermitMarks.__init__: one frame less on every acquire.
@@ -68,6 +68,7 @@ class Permit(PermitMarks):
         self._token: Token[Permit | None] | None = None
         # A timed-out call whose thread runs on: released for its caller, held at the gate.
         self._stray = False
+        self._ticket = governor._grants  # the order of grants (the start is taken as the work starts)
 
     @property
     def governor(self) -> Governor:
@@ -204,6 +205,7 @@ class Governor:
         self._inflight = 0
         self._waiters: deque[_Waiter] = deque()
         self._generation = 0
+        self._grants = 0  # permits granted so far
         self._peak_inflight = 0
         self._saw_waiters = False
         self._warned_nested = False
@@ -426,8 +428,12 @@ class Governor:
                 if waiter.permit is None:  # not granted as the wait ended: leave the queue
                     self._waiters.remove(waiter)
                     raise TimeoutError(f"no permit from {self!r} within {timeout_s}s")
-        assert waiter.permit is not None
-        return waiter.permit
+        permit = waiter.permit
+        assert permit is not None
+        # The work starts when this thread runs again, not when the permit was handed over: on a
+        # busy host a woken thread may wait for a core, and that wait is not the upstream's latency.
+        permit._start = self._time()
+        return permit
 
     def try_acquire(self) -> Permit | None:
         """A permit if one is free now (and no one is queued), else None; never blocks on the store."""
@@ -442,6 +448,7 @@ class Governor:
         return self._time()
 
     def _new_permit(self) -> Permit:
+        self._grants += 1
         inflight = self._inflight
         if inflight > self._peak_inflight:
             self._peak_inflight = inflight
