@@ -484,3 +484,13 @@ def test_metrics_exporters_see_thread_gates() -> None:
         p.release()
     assert windows == [2]
     assert sum(gov.stats().decisions_by_direction.values()) == gov.stats().decision_count == 1
+
+
+def test_a_bad_retry_after_set_later_is_ignored_not_raised() -> None:
+    gov = sync.Governor("t", Fixed(1), store=None)
+    exc = OverloadError()
+    exc.retry_after_s = float("nan")
+    with pytest.raises(OverloadError), gov:
+        raise exc
+    assert (gov.inflight, gov.paused_for_s()) == (0, 0.0)
+    assert gov.stats().counts["overload"] == 1

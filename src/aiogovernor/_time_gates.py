@@ -29,6 +29,7 @@ __all__ = ["TimeGates"]
 class _Cancellable(Protocol):
     def cancel(self) -> None: ...
 
+
 # The longest interval between two calls a rate ceiling may ask for (a year): a
 # smaller max_per_second is a mistake, not a ceiling.
 _MAX_INTERVAL_S = 365 * 86400.0

@@ -24,7 +24,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from aiogovernor import _registry
-from aiogovernor._classify import Classifier, OverloadError, classify_with
+from aiogovernor._classify import Classifier, OverloadError, classify_with, retry_after_pause_s
 from aiogovernor._clock import Clock
 from aiogovernor._events import Decision, DecisionListener, WindowListener
 from aiogovernor._feedback import Feedback
@@ -94,7 +94,10 @@ class _ThreadTimeGates(TimeGates):
         super().__init__(**kwargs)
         self._lock = lock
 
-    def _call_later(self, delay: float) -> threading.Timer:
+    def _timer_owner(self) -> object:
+        return self._lock  # one owner for ever: the thread gate has one clock, whatever thread asks
+
+    def _call_later(self, owner: object, delay: float) -> threading.Timer:
         timer = threading.Timer(max(0.0, delay), self._fire_locked)
         timer.daemon = True
         timer.name = "aiogovernor-wake"
@@ -497,9 +500,12 @@ class Governor:
     # -- releasing, sampling and deciding -----------------------------------
 
     def _classify_exc(self, exc: BaseException) -> Outcome:
+        """The outcome of work that ended with ``exc``; an `OverloadError`'s Retry-After pauses."""
         outcome = classify_with(self._classify, exc, self._name)
-        if isinstance(exc, OverloadError) and exc.retry_after_s is not None:
-            self.pause(exc.retry_after_s)
+        if isinstance(exc, OverloadError):
+            seconds = retry_after_pause_s(exc, self._name, self._environment)
+            if seconds is not None:
+                self.pause(seconds)
         return outcome
 
     def _release(self, permit: PermitMarks, outcome: Outcome) -> None:
