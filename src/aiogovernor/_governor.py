@@ -547,10 +547,10 @@ class Governor:
     def guard(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
         """Decorate a coroutine function: each call takes a permit, and its exceptions are classified.
 
-        ::
-
-            @gov.guard
-            async def fetch(url: str) -> bytes: ...
+        ```python
+        @gov.guard
+        async def fetch(url: str) -> bytes: ...
+        ```
 
         Raises:
             TypeError: For a plain (synchronous) function or a generator: plain

@@ -1,15 +1,15 @@
 """Govern an aiohttp client: a client middleware that takes a permit per request.
 
-::
+```python
+import aiohttp
+from aiogovernor import Governor
+from aiogovernor.aiohttp import GovernedMiddleware
 
-    import aiohttp
-    from aiogovernor import Governor
-    from aiogovernor.aiohttp import GovernedMiddleware
-
-    gov = Governor("api")
-    async with aiohttp.ClientSession(middlewares=(GovernedMiddleware(gov),)) as session:
-        async with session.get("https://api.example.com/items") as r:
-            body = await r.read()
+gov = Governor("api")
+async with aiohttp.ClientSession(middlewares=(GovernedMiddleware(gov),)) as session:
+    async with session.get("https://api.example.com/items") as r:
+        body = await r.read()
+```
 
 Needs the ``aiohttp`` extra (aiohttp 3.12 or later, for client middlewares).
 The permit is taken before the connector's pool and held until the

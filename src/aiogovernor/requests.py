@@ -1,15 +1,15 @@
 """Govern a ``requests.Session``: an adapter that takes a thread gate's permit per request.
 
-::
+```python
+import requests
+from aiogovernor import sync
+from aiogovernor.requests import GovernedAdapter
 
-    import requests
-    from aiogovernor import sync
-    from aiogovernor.requests import GovernedAdapter
-
-    gov = sync.Governor("api")
-    session = requests.Session()
-    session.mount("https://", GovernedAdapter(gov))
-    session.mount("http://", GovernedAdapter(gov))
+gov = sync.Governor("api")
+session = requests.Session()
+session.mount("https://", GovernedAdapter(gov))
+session.mount("http://", GovernedAdapter(gov))
+```
 
 Needs the ``requests`` extra. The permit is taken before the connection pool
 and held until the response's body is consumed or the response closed (a

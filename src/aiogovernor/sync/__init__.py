@@ -1,19 +1,19 @@
 """The governor for threads and process pools: synchronous code gets the same adaptive concurrency.
 
-::
+```python
+from aiogovernor import sync
 
-    from aiogovernor import sync
+gov = sync.Governor("uploads")          # the same arguments as aiogovernor.Governor
+with gov:                                # in any thread
+    upload(item)
 
-    gov = sync.Governor("uploads")          # the same arguments as aiogovernor.Governor
-    with gov:                                # in any thread
-        upload(item)
+results = sync.governed_map(upload, items, governor=gov)   # worker threads, at most gov.limit at once
 
-    results = sync.governed_map(upload, items, governor=gov)   # worker threads, at most gov.limit at once
+@gov.guard                               # a permit per call
+def upload(item): ...
 
-    @gov.guard                               # a permit per call
-    def upload(item): ...
-
-    results = sync.governed_process_map(crunch, items)         # Pool.map(chunksize=), adapted
+results = sync.governed_process_map(crunch, items)         # Pool.map(chunksize=), adapted
+```
 
 The thread gate shares the async gate's feedback loop, policies, windows,
 decisions, classifier, time gates and learned state (see `Governor`); only

@@ -114,23 +114,25 @@ class Governor:
 
     The thread-world twin of `aiogovernor.Governor`: the same constructor
     arguments, policies, windows, decisions, learned state and semantics.
-    Use it from any thread::
+    Use it from any thread:
 
-        gov = aiogovernor.sync.Governor("uploads")
+    ```python
+    gov = aiogovernor.sync.Governor("uploads")
 
-        with gov:                           # take a permit, measure, release
-            upload(item)
+    with gov:                           # take a permit, measure, release
+        upload(item)
 
-        with gov as permit:                 # ... and say how it went
-            r = session.get(url)
-            if r.status_code == 429:
-                permit.overload(retry_after_s=5)
+    with gov as permit:                 # ... and say how it went
+        r = session.get(url)
+        if r.status_code == 429:
+            permit.overload(retry_after_s=5)
 
-        permit = gov.acquire(timeout_s=1.0)  # manual form
-        try:
-            upload(item)
-        finally:
-            permit.release()
+    permit = gov.acquire(timeout_s=1.0)  # manual form
+    try:
+        upload(item)
+    finally:
+        permit.release()
+    ```
 
     Raising the limit wakes waiters at once; lowering it never interrupts
     work (new permits wait until ``inflight < limit``). Waiters are served in
@@ -348,10 +350,10 @@ class Governor:
     def guard(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate a plain function: each call takes a permit, and its exceptions are classified.
 
-        ::
-
-            @gov.guard
-            def upload(path: str) -> None: ...
+        ```python
+        @gov.guard
+        def upload(path: str) -> None: ...
+        ```
 
         Raises:
             TypeError: For a coroutine function (guard it with the async

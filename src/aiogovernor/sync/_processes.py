@@ -97,12 +97,12 @@ def governed_process_map(
 ) -> list[R] | list[R | Exception]:
     """``Pool.map(fn, items, chunksize=...)`` with the chunk size and the chunks in flight adapted.
 
-    ::
+    ```python
+    from aiogovernor.sync import governed_process_map
 
-        from aiogovernor.sync import governed_process_map
-
-        results = governed_process_map(crunch, items)            # instead of
-        # with multiprocessing.Pool() as pool: pool.map(crunch, items, chunksize=64)
+    results = governed_process_map(crunch, items)            # instead of
+    # with multiprocessing.Pool() as pool: pool.map(crunch, items, chunksize=64)
+    ```
 
     Args:
         fn: A plain, picklable function (defined at a module's top level).
