@@ -249,3 +249,28 @@ def test_the_process_pool_bridge_maps_in_order_with_adaptive_chunks() -> None:
         with pytest.raises(ValueError, match="unlucky"):
             sync.governed_process_map(square, range(40), executor=pool, chunker=4)
     assert sync.governed_process_map(square, range(5), processes=1) == [0, 1, 4, 9, 16]
+
+
+def test_batches_keep_the_chunk_size_with_the_learned_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from aiogovernor.state import MemoryStore
+
+    monkeypatch.delenv("AIOGOVERNOR_DISABLE_STATE", raising=False)
+    store = MemoryStore()
+    now = [0.0]
+    chunker = AdaptiveChunker(
+        initial_size=1, max_size=64, target_duration_s=1.0, min_samples=1, clock=lambda: now[0]
+    )
+    g = sync.Governor("chunks", Fixed(2), store=store, environment="default")
+    assert g.restore() is None  # nothing saved yet
+    sync.governed_batches(lambda c: c, range(300), governor=g, chunker=chunker)
+    g.close()
+    state = asyncio.run(store.load("default", "chunks"))
+    assert state is not None
+    assert state.chunk_size == chunker.size > 1
+    again = sync.Governor("chunks", Fixed(2), store=store, environment="default")
+    restored = again.restore()
+    assert restored is not None
+    assert restored.chunk_size == chunker.size
+    assert again.stats().restored

@@ -24,6 +24,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from aiogovernor import _registry
+from aiogovernor._chunking import Chunker
 from aiogovernor._classify import Classifier, OverloadError, classify_with, retry_after_pause_s
 from aiogovernor._clock import Clock
 from aiogovernor._events import Decision, DecisionListener, WindowListener
@@ -32,6 +33,7 @@ from aiogovernor._governor import GovernorStats, check_gate_args
 from aiogovernor._guard import guard_blocking
 from aiogovernor._permit import PermitMarks
 from aiogovernor._persistence import StateStore, bind_persistence
+from aiogovernor._record import LearnedState
 from aiogovernor._samples import Outcome, WindowConfig
 from aiogovernor._time_gates import TimeGates
 from aiogovernor._validate import check_float
@@ -161,9 +163,11 @@ class Governor:
             ``"default"`` is the JSON file store, None keeps nothing. The
             learned limit is loaded by the first acquire (which blocks on the
             store), decisions are saved in the background, debounced; `close`
-            saves what is left.
+            saves what is left, and for a file store so does the interpreter's exit.
         state_max_age_s: Learned state older than this (wall time) is ignored.
         save_interval_s: At most one background save per this many seconds.
+        state_history_size: How many of the latest decisions are kept with
+            the learned state (``aiogovernor state history``); 0 keeps none.
     """
 
     def __init__(
@@ -182,6 +186,7 @@ class Governor:
         store: StateStore | Literal["default"] | None = "default",
         state_max_age_s: float | None = 30 * 86400.0,
         save_interval_s: float = 5.0,
+        state_history_size: int = 1000,
     ) -> None:
         policy, environment = check_gate_args(name, policy, environment, clock, classify, window)
         check_float("max_pause_s", max_pause_s, low=0.0)
@@ -198,6 +203,7 @@ class Governor:
             "store": store,
             "state_max_age_s": state_max_age_s,
             "save_interval_s": save_interval_s,
+            "state_history_size": state_history_size,
         }
         self._environment = environment
         self._policy = policy
@@ -234,6 +240,7 @@ class Governor:
             store,
             max_age_s=state_max_age_s,
             save_interval_s=save_interval_s,
+            history_size=state_history_size,
             kind=ThreadPersistence,
         )
         assert persistence is None or isinstance(persistence, ThreadPersistence)
@@ -298,6 +305,7 @@ class Governor:
 
     def stats(self) -> GovernorStats:
         """A frozen snapshot: limit, inflight, waiting, counts, last window and decision."""
+        persistence = self._persistence
         with self._lock:
             feedback = self._feedback
             w = feedback.last_window
@@ -319,6 +327,8 @@ class Governor:
                 last_decision=feedback.last_decision,
                 decision_count=feedback.decision_count,
                 decisions_by_direction=MappingProxyType(feedback.decisions_by_direction()),
+                restored=persistence is not None and persistence.restored is not None,
+                restored_saved_at=persistence.restored_at if persistence is not None else None,
             )
 
     def derive(self, name: str, policy: LimitPolicy | None = None) -> Governor:
@@ -577,6 +587,51 @@ class Governor:
             if self._state_pending:
                 persistence.load_blocking()
                 self._state_pending = not persistence.loaded
+
+    def restore(self) -> LearnedState | None:
+        """Load the learned state now (blocking), instead of on the first acquire; return what was restored.
+
+        Loading happens once: later calls return the same state at no cost.
+
+        Returns:
+            The state the governor now starts from; None when persistence is
+            off, nothing was saved yet, or the state is older than ``state_max_age_s``.
+        """
+        persistence = self._persistence
+        if persistence is None:
+            return None
+        if self._state_pending:
+            self._load_state()
+        return persistence.restored
+
+    def attach_chunker(self, chunker: Chunker | None) -> None:
+        """Keep ``chunker``'s size with this governor's learned state; None detaches it.
+
+        As `aiogovernor.Governor.attach_chunker`: a chunker with a
+        ``reset(size)`` method starts from the learned size. Does nothing when
+        persistence is off.
+        """
+        if chunker is not None and not isinstance(chunker, Chunker):
+            raise TypeError(f"chunker must be a Chunker (size and record) or None, got {chunker!r}")
+        if self._persistence is not None:
+            self._persistence.attach_chunker(chunker)
+
+    def detach_chunker(self, chunker: Chunker) -> None:
+        """Detach ``chunker`` if it is the one attached (keeping its size); else do nothing."""
+        persistence = self._persistence
+        if persistence is not None and persistence.chunker is chunker:
+            persistence.attach_chunker(None)
+
+    def plot(self, path: str) -> None:
+        """Draw what this governor did to the PNG file ``path`` (the ``plot`` extra, matplotlib).
+
+        The same picture as `aiogovernor.Governor.plot`, from the decisions kept in `decisions`.
+        """
+        from aiogovernor._plot import Trace, draw
+
+        trace = Trace()
+        trace.add_decisions(self.decisions)
+        draw(trace, path, title=f"{self._name} [{self._environment}]: {self._policy.name}")
 
     def close(self) -> None:
         """Save the learned state now (if anything changed); never raises for a store failure.

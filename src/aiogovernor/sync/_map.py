@@ -20,6 +20,7 @@ upstream.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 from collections import deque
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypedDict, TypeVar, Unpack, overload
 
 from aiogovernor._attempt import Attempts
-from aiogovernor._chunking import AdaptiveChunker, Chunker, as_chunker
+from aiogovernor._chunking import AdaptiveChunker, Chunker, FixedChunker, as_chunker
 from aiogovernor._guard import _is_async
 from aiogovernor._progress import ProgressCallback, Reporter, check_progress
 from aiogovernor._retry import Retry, RetryBudget
@@ -89,6 +90,7 @@ class _Settings:
     progress: ProgressCallback | bool | None
     seed: int | None
     max_workers: int
+    owned: bool  # the map made the governor: it saves its state when the map ends
 
 
 def _settings(
@@ -120,6 +122,7 @@ def _settings(
         check_float("timeout_s", timeout_s, low=0.0, low_open=True)
     progress = options.get("progress")
     check_progress(progress)
+    owned = governor is None
     if governor is None:
         name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
         governor = Governor(f"map:{name}")
@@ -136,6 +139,7 @@ def _settings(
         progress=progress,
         seed=options.get("seed"),
         max_workers=max_workers,
+        owned=owned,
     )
 
 
@@ -352,11 +356,31 @@ class _Pool:
         return self._attempts.run_blocking(gov, call)
 
 
+@contextlib.contextmanager
+def _governing(settings: _Settings, chunker: Chunker | None) -> Iterator[None]:
+    """Around a run: the chunker's size kept with the learned state; a governor the map made, saved."""
+    gov = settings.governor
+    attach = chunker is not None and not isinstance(chunker, FixedChunker)
+    try:
+        if attach:
+            gov.restore()  # loaded before the first chunk is cut
+            gov.attach_chunker(chunker)
+        yield
+    finally:
+        if attach:
+            gov.detach_chunker(chunker)  # type: ignore[arg-type]
+        if settings.owned:
+            gov.close()
+
+
 def _collect(
     fn: Callable[[Any], Any], items: Iterable[Any], settings: _Settings, chunker: Chunker | None = None
 ) -> list[Any]:
     results: dict[int, Any] = {}
-    with Reporter(settings.progress, governor=settings.governor, description=settings.governor.name) as rep:
+    with (
+        _governing(settings, chunker),
+        Reporter(settings.progress, governor=settings.governor, description=settings.governor.name) as rep,
+    ):
         if isinstance(items, Sequence):
             rep.total = len(items)
         pool = _Pool(fn, items, settings, rep, results.__setitem__, chunker)
@@ -496,7 +520,10 @@ def _iterate(
     buffer: dict[int, Any] = {}
     ready: deque[Any] = deque()
     put: Callable[[int, Any], None] = buffer.__setitem__ if ordered else (lambda i, v: ready.append(v))
-    with Reporter(settings.progress, governor=settings.governor, description=settings.governor.name) as rep:
+    with (
+        _governing(settings, None),
+        Reporter(settings.progress, governor=settings.governor, description=settings.governor.name) as rep,
+    ):
         if isinstance(items, Sequence):
             rep.total = len(items)
         pool = _Pool(fn, items, settings, rep, put, ahead=2 * settings.max_workers)

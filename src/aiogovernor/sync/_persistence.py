@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiogovernor._persistence import GovernorPersistence
 
 if TYPE_CHECKING:
+    from aiogovernor._chunking import Chunker
     from aiogovernor._events import Decision
 
 __all__ = ["ThreadPersistence", "run_on_store_loop"]
@@ -73,6 +74,19 @@ class ThreadPersistence(GovernorPersistence):
     def flush_blocking(self) -> None:
         """Save what is left now; never raises for a store failure."""
         run_on_store_loop(self.flush())
+
+    def attach_chunker(self, chunker: Chunker | None) -> None:
+        """`GovernorPersistence.attach_chunker`, run on the store loop (it may schedule a save)."""
+        loop = _store_loop()
+        if _on_loop(loop):
+            super().attach_chunker(chunker)
+            return
+        attach = super().attach_chunker
+
+        async def on_loop() -> None:
+            attach(chunker)
+
+        run_on_store_loop(on_loop())
 
     def _on_decision(self, decision: Decision) -> None:
         if self._restoring:

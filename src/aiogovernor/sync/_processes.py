@@ -123,11 +123,12 @@ def governed_process_map(
     """
     own = executor is None
     pool: Executor = ProcessPoolExecutor(processes) if executor is None else executor
+    made: Governor | None = None
     try:
         n = _workers_of(pool)
         if options.get("governor") is None:
             name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-            options["governor"] = Governor(
+            made = options["governor"] = Governor(
                 f"processes:{name}", LatencyAIMD(min_limit=1, max_limit=2 * n, initial_limit=n)
             )
         options.setdefault("max_workers", 2 * n)
@@ -140,4 +141,6 @@ def governed_process_map(
     finally:
         if own:
             pool.shutdown(wait=True, cancel_futures=True)
+        if made is not None:
+            made.close()  # its learned limit and chunk size, saved for the next run
     return [r.error if isinstance(r, _ItemFailed) else r for r in results]
