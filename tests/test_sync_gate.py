@@ -494,3 +494,21 @@ def test_a_bad_retry_after_set_later_is_ignored_not_raised() -> None:
         raise exc
     assert (gov.inflight, gov.paused_for_s()) == (0, 0.0)
     assert gov.stats().counts["overload"] == 1
+
+
+def test_a_permit_carries_its_size_into_the_sample() -> None:
+    now = [0.0]
+    gov = sync.Governor(
+        "t", AIMD(initial_limit=2, max_limit=10), store=None, clock=lambda: now[0], window=FAST
+    )
+    for size in (4, 1):
+        permit = gov.acquire()
+        permit.size = size
+        now[0] += 1.0
+        permit.release()
+    with pytest.raises(ValueError, match="size"):
+        gov.acquire().size = 0
+    window = gov.decisions[-1].window
+    assert window is not None
+    assert window.ok == 2
+    assert window.size_mean == pytest.approx(2.5)  # (4 + 1) / 2: the sample said its size

@@ -34,8 +34,8 @@ from ._classify import Classifier, OverloadError, classify_with, retry_after_pau
 from ._clock import Clock, loop_time
 from ._events import Decision, DecisionListener, WindowListener
 from ._feedback import Feedback
-from ._lag import LoopLagProbe
 from ._guard import guard_async
+from ._lag import LoopLagProbe
 from ._names import check_environment, check_governor_name
 from ._permit import PermitMarks
 from ._persistence import Persistence, StateStore, bind_persistence

@@ -67,6 +67,7 @@ class Permit(PermitMarks):
         self._generation = generation
         self._outcome: Outcome | None = None
         self._released = False
+        self._size = 1.0
         self._token: Token[Permit | None] | None = None
         # A timed-out call whose thread runs on: released for its caller, held at the gate.
         self._stray = False
@@ -542,14 +543,17 @@ class Governor:
         now = self._time()
         feedback = self._feedback
         if outcome is _OK:
-            self._ok_latencies.append(now - permit._start)
+            latency = now - permit._start
+            self._ok_latencies.append(latency)
+            if permit._size != 1.0:
+                feedback.record_size(latency, permit._size)  # a batch: judged per unit of work
             if now >= self._close_at or len(self._ok_latencies) >= self._max_samples:
                 if feedback.due(permit._start, now, self._limit):
                     self._close_window(now)
                 self._close_at = feedback.close_at
         else:
             fresh = permit._generation == self._generation
-            if feedback.sample(permit._start, now, outcome, fresh, self._limit):
+            if feedback.sample(permit._start, now, outcome, fresh, self._limit, permit._size):
                 self._close_window(now)
             self._close_at = feedback.close_at
         if self._waiters:

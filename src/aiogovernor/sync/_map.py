@@ -343,6 +343,8 @@ class _Pool:
 
         def call(permit: Permit, attempt: int) -> Any:
             start = gov._time() if chunker is not None else 0.0
+            if chunker is not None and len(unit) != 1:
+                permit.size = len(unit)  # a larger chunk is not queueing: judged per item
             value = fn(unit) if timeout_s is None else _timed_call(fn, unit, permit, timeout_s)
             if chunker is not None:
                 results = list(value)
