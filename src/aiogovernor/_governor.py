@@ -242,7 +242,7 @@ def _default_environment() -> str:
 
 def check_gate_args(
     name: object,
-    policy: object,
+    policy: LimitPolicy | None,
     environment: str | None,
     clock: object,
     classify: object,
