@@ -123,11 +123,15 @@ class Attempts(Generic[T]):
 
     # -- hooks -----------------------------------------------------------
 
-    def classify(self, governor: Gate, result: T | BaseException) -> Outcome:
+    # The hooks' ``governor`` is the gate the loop runs on: the async `Governor`, or a thread
+    # gate (`Gate`) under `run_blocking`. Typed Any so that an integration bound to one kind of
+    # gate may say which.
+    def classify(self, governor: Any, result: T | BaseException) -> Outcome:
         """The outcome of one attempt: the governor's classifier for an exception, ``ok`` for a value."""
         if isinstance(result, BaseException):
             # The governor's own classifier (a named seam of the gate, shared with `async with`).
-            return governor._classify_exc(result)
+            gate: Gate = governor
+            return gate._classify_exc(result)
         return Outcome.OK
 
     def retry_after_s(self, result: T | BaseException) -> float | None:
@@ -141,7 +145,7 @@ class Attempts(Generic[T]):
         """Whether this result may be attempted again at all (a one-shot body may not); True by default."""
         return True
 
-    def sample(self, governor: Gate, result: T | BaseException, outcome: Outcome) -> Outcome:
+    def sample(self, governor: Any, result: T | BaseException, outcome: Outcome) -> Outcome:
         """The outcome this attempt's permit records; by default the classified one.
 
         The classified outcome still decides the pause and the retry; an
