@@ -169,7 +169,7 @@ class Attempts(Generic[T]):
         """
         return await governor.acquire()
 
-    def keep(self, value: T, permit: PermitMarks, outcome: Outcome) -> None:
+    def keep(self, value: T, permit: Any, outcome: Outcome) -> None:  # either gate's permit
         """The last attempt returned ``value``: release its permit (or tie it to the value's lifetime)."""
         permit.release(outcome)
 
