@@ -9,8 +9,9 @@ import anyio
 import pytest
 
 from aiogovernor import Fixed, Governor, Outcome, OverloadError, Retry, RetryBudget
-from aiogovernor._attempt import Attempts, retry_after_of
+from aiogovernor._attempt import Attempts, Gate, retry_after_of
 from aiogovernor._governor import Permit
+from aiogovernor._permit import PermitMarks
 
 pytestmark = pytest.mark.anyio
 
@@ -42,7 +43,7 @@ class Valued(Attempts[str]):
         self.kept: list[tuple[str, Outcome]] = []
         self.closed: list[tuple[str, bool]] = []
 
-    def classify(self, governor: Governor, result: str | BaseException) -> Outcome:
+    def classify(self, governor: Gate, result: str | BaseException) -> Outcome:
         if isinstance(result, str):
             return Outcome.OVERLOAD if result.startswith("busy") else Outcome.OK
         return super().classify(governor, result)
@@ -52,7 +53,7 @@ class Valued(Attempts[str]):
             return float(result.split(":")[1])
         return super().retry_after_s(result)
 
-    def keep(self, value: str, permit: Permit, outcome: Outcome) -> None:
+    def keep(self, value: str, permit: PermitMarks, outcome: Outcome) -> None:
         self.kept.append((value, outcome))
         super().keep(value, permit, outcome)
 
@@ -143,7 +144,7 @@ async def test_cancellation_releases_the_permit_and_is_never_retried() -> None:
 
 async def test_a_failing_hook_never_leaks_the_permit() -> None:
     class Broken(Attempts[str]):
-        def classify(self, governor: Governor, result: str | BaseException) -> Outcome:
+        def classify(self, governor: Gate, result: str | BaseException) -> Outcome:
             raise RuntimeError("broken hook")
 
     gov = Governor("t", Fixed(1))

@@ -13,6 +13,8 @@ import pytest
     [
         ("aiogovernor.httpx", "httpx", "httpx"),
         ("aiogovernor.uploads", "httpx", "httpx"),
+        ("aiogovernor.requests", "requests", "requests"),
+        ("aiogovernor.aiohttp", "aiohttp", "aiohttp"),
     ],
 )
 def test_a_missing_extra_names_the_install_line(module: str, missing: str, extra: str) -> None:

@@ -30,10 +30,13 @@ CORE = frozenset(
         "aiogovernor._events",
         "aiogovernor._feedback",
         "aiogovernor._governor",
+        "aiogovernor._guard",
+        "aiogovernor._http",
         "aiogovernor._lag",
         "aiogovernor._history",
         "aiogovernor._map",
         "aiogovernor._names",
+        "aiogovernor._permit",
         "aiogovernor._persistence",
         "aiogovernor._plot",
         "aiogovernor._progress",
@@ -43,6 +46,13 @@ CORE = frozenset(
         "aiogovernor._samples",
         "aiogovernor._time_gates",
         "aiogovernor._validate",
+        # The thread gate and its maps: core too (DESIGN's "gates: async Governor, sync Governor"),
+        # held to the core's rules: no integration, no store, no third-party package.
+        "aiogovernor.sync",
+        "aiogovernor.sync._gate",
+        "aiogovernor.sync._map",
+        "aiogovernor.sync._persistence",
+        "aiogovernor.sync._processes",
         # Modules the core may grow (they are core when they exist).
         "aiogovernor._attempt",
         "aiogovernor._sizing",
@@ -246,6 +256,23 @@ def test_the_feedback_loop_knows_no_event_loop() -> None:
     assert not targets & {"asyncio", "anyio", "trio", "sniffio", "threading"}
 
 
+def test_the_thread_gate_is_held_to_the_cores_rules() -> None:
+    names = {imp.source for imp in package_imports()}
+    sync_modules = {n for n in names if within(n, "aiogovernor.sync")}
+    assert sync_modules and sync_modules <= CORE, sync_modules - CORE
+
+
+def test_no_http_client_below_its_integration() -> None:
+    # requests and aiohttp, like httpx, are imported only by their own integration modules.
+    clients = {"requests": "aiogovernor.requests", "aiohttp": "aiogovernor.aiohttp", "httpx": None}
+    for imp in package_imports():
+        top = imp.target.split(".")[0]
+        if top in clients and not imp.typing_only:
+            own = clients[top]
+            assert imp.source == own or (own is None and not within(imp.source, "aiogovernor.sync")), imp
+            assert imp.source not in CORE, imp
+
+
 def _synthetic(sources: Mapping[str, str]) -> list[Import]:
     names = list(sources)
     return [imp for n, s in sources.items() for imp in imports_of(n, s, False, names)]
@@ -261,6 +288,8 @@ def _synthetic(sources: Mapping[str, str]) -> list[Import]:
         ("aiogovernor._governor", "import aiogovernor.httpx\n"),
         ("aiogovernor._feedback", "from aiogovernor.fleet import FleetCeiling\n"),
         ("aiogovernor._persistence", "import redis\n"),
+        ("aiogovernor.sync._gate", "import requests\n"),
+        ("aiogovernor.sync._map", "from aiogovernor.httpx import GovernedTransport\n"),
         ("aiogovernor", "from .state import JsonFileStore\n"),
     ],
 )

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import aiogovernor
+import aiogovernor.aiohttp
 import aiogovernor.dispatch
 import aiogovernor.dispatch.testing
 import aiogovernor.fleet
@@ -18,8 +19,10 @@ import aiogovernor.limits
 import aiogovernor.metrics
 import aiogovernor.metrics.otel
 import aiogovernor.metrics.prometheus
+import aiogovernor.requests
 import aiogovernor.sim
 import aiogovernor.state
+import aiogovernor.sync
 import aiogovernor.testing
 import aiogovernor.testing.servers
 import aiogovernor.uploads
@@ -27,6 +30,7 @@ import aiogovernor.workers
 
 PUBLIC_MODULES = [
     aiogovernor,
+    aiogovernor.aiohttp,
     aiogovernor.dispatch,
     aiogovernor.dispatch.testing,
     aiogovernor.fleet,
@@ -35,8 +39,10 @@ PUBLIC_MODULES = [
     aiogovernor.metrics,
     aiogovernor.metrics.otel,
     aiogovernor.metrics.prometheus,
+    aiogovernor.requests,
     aiogovernor.sim,
     aiogovernor.state,
+    aiogovernor.sync,
     aiogovernor.testing,
     aiogovernor.testing.servers,
     aiogovernor.uploads,
@@ -76,10 +82,12 @@ def test_version_comes_from_metadata() -> None:
 
 def test_core_import_pulls_in_no_integration() -> None:
     heavy = ["httpx", "redis", "optuna", "rich", "matplotlib", "aiofiles", "psutil", "trio", "anyio"]
-    heavy += ["opentelemetry", "prometheus_client"]
+    heavy += ["opentelemetry", "prometheus_client", "requests", "aiohttp", "urllib3"]
     code = (
         "import sys, aiogovernor, aiogovernor.limits, aiogovernor.state, aiogovernor.metrics\n"
+        "import aiogovernor.sync\n"
         "aiogovernor.Governor('x', store=None)\n"
+        "aiogovernor.sync.Governor('y', store=None)\n"
         f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

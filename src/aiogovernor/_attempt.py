@@ -34,14 +34,16 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from ._governor import Governor, Permit
+from ._permit import PermitMarks
 from ._retry import Retry, RetryBudget
 from ._samples import Outcome
 
-__all__ = ["Attempts", "retry_after_of"]
+__all__ = ["Attempts", "Gate", "retry_after_of"]
 
 T = TypeVar("T")
 
@@ -50,6 +52,21 @@ T = TypeVar("T")
 _PAUSE_ONLY = Retry(attempts=1)
 
 _OVERLOAD = Outcome.OVERLOAD
+
+
+class Gate(Protocol):
+    """What the loop's decisions need of a gate: the async `Governor` or the thread gate."""
+
+    def pause(self, seconds: float) -> None: ...
+
+    def _classify_exc(self, exc: BaseException) -> Outcome: ...
+
+
+class _BlockingGate(Gate, Protocol):
+    def acquire(self, *, timeout_s: float | None = None) -> Any: ...
+
+
+_GIVE_UP = object()  # an attempt's exception ends the unit of work
 
 
 def retry_after_of(exc: BaseException) -> float | None:
@@ -106,11 +123,15 @@ class Attempts(Generic[T]):
 
     # -- hooks -----------------------------------------------------------
 
-    def classify(self, governor: Governor, result: T | BaseException) -> Outcome:
+    # The hooks' ``governor`` is the gate the loop runs on: the async `Governor`, or a thread
+    # gate (`Gate`) under `run_blocking`. Typed Any so that an integration bound to one kind of
+    # gate may say which.
+    def classify(self, governor: Any, result: T | BaseException) -> Outcome:
         """The outcome of one attempt: the governor's classifier for an exception, ``ok`` for a value."""
         if isinstance(result, BaseException):
             # The governor's own classifier (a named seam of the gate, shared with `async with`).
-            return governor._classify_exc(result)
+            gate: Gate = governor
+            return gate._classify_exc(result)
         return Outcome.OK
 
     def retry_after_s(self, result: T | BaseException) -> float | None:
@@ -124,7 +145,7 @@ class Attempts(Generic[T]):
         """Whether this result may be attempted again at all (a one-shot body may not); True by default."""
         return True
 
-    def sample(self, governor: Governor, result: T | BaseException, outcome: Outcome) -> Outcome:
+    def sample(self, governor: Any, result: T | BaseException, outcome: Outcome) -> Outcome:
         """The outcome this attempt's permit records; by default the classified one.
 
         The classified outcome still decides the pause and the retry; an
@@ -148,7 +169,7 @@ class Attempts(Generic[T]):
         """
         return await governor.acquire()
 
-    def keep(self, value: T, permit: Permit, outcome: Outcome) -> None:
+    def keep(self, value: T, permit: Any, outcome: Outcome) -> None:  # either gate's permit
         """The last attempt returned ``value``: release its permit (or tie it to the value's lifetime)."""
         permit.release(outcome)
 
@@ -165,6 +186,13 @@ class Attempts(Generic[T]):
         import anyio
 
         await anyio.sleep(delay_s)
+
+    def close_blocking(self, value: T) -> None:
+        """`run_blocking`'s `close`: let go of a value about to be retried (its permit still held)."""
+
+    def wait_blocking(self, delay_s: float) -> None:
+        """`run_blocking`'s `wait`: block this thread ``delay_s``, holding no permit."""
+        time.sleep(delay_s)
 
     # -- the loop --------------------------------------------------------
 
@@ -233,25 +261,13 @@ class Attempts(Generic[T]):
         try:
             value = await call(permit, attempt)
         except BaseException as exc:
-            outcome = recorded = Outcome.ERROR if isinstance(exc, Exception) else Outcome.IGNORED
-            delay_s = None
-            try:
-                outcome = recorded = self.classify(governor, exc)
-                delay_s = self._pause(governor, attempt, exc, outcome)
-                recorded = self._recorded(permit, self.sample(governor, exc, outcome))
-            finally:
-                # The permit comes back whatever the hooks did (the call may have released it).
-                if not permit.released:
-                    permit.release(recorded)
-            if once or not isinstance(exc, Exception) or not self._again(attempt, exc, outcome):
+            delay_s = self._failed(governor, permit, exc, attempt, once)
+            if delay_s is _GIVE_UP:
                 raise
-            return False, None, delay_s
+            return False, None, delay_s  # type: ignore[return-value]
         try:
-            outcome = self.classify(governor, value)
-            delay_s = self._pause(governor, attempt, value, outcome)
-            recorded = self._recorded(permit, self.sample(governor, value, outcome))
-            if once or not self._again(attempt, value, outcome):
-                self.keep(value, permit, recorded)
+            done, outcome, delay_s = self._returned(governor, permit, value, attempt, once)
+            if done:
                 return True, value, None
             await self.close(value, drain=True)
         except BaseException as exc:
@@ -259,17 +275,103 @@ class Attempts(Generic[T]):
                 permit.release(Outcome.ERROR if isinstance(exc, Exception) else Outcome.IGNORED)
             await self.close(value, drain=False)
             raise
-        permit.release(recorded)
+        permit.release(outcome)  # what `sample` said to record
         return False, None, delay_s
 
-    def _recorded(self, permit: Permit, sampled: Outcome) -> Outcome:
+    def _recorded(self, permit: PermitMarks, sampled: Outcome) -> Outcome:
         """The outcome the permit goes back with: the call's own (with `permit_outcome`), else ``sampled``."""
         if self.permit_outcome and permit.outcome is not None:
             return permit.outcome
         return sampled
 
+    # -- the decisions both drivers share (no await in them) ----------------
+
+    def _failed(
+        self, governor: Gate, permit: PermitMarks, exc: BaseException, attempt: int, once: bool
+    ) -> float | object | None:
+        """An attempt raised: classify, pause, release; the wait before a retry, or `_GIVE_UP`."""
+        outcome = recorded = Outcome.ERROR if isinstance(exc, Exception) else Outcome.IGNORED
+        delay_s = None
+        try:
+            outcome = recorded = self.classify(governor, exc)
+            delay_s = self._pause(governor, attempt, exc, outcome)
+            recorded = self._recorded(permit, self.sample(governor, exc, outcome))
+        finally:
+            # The permit comes back whatever the hooks did (the call may have released it).
+            if not permit.released:
+                permit.release(recorded)
+        if once or not isinstance(exc, Exception) or not self._again(attempt, exc, outcome):
+            return _GIVE_UP
+        return delay_s
+
+    def _returned(
+        self, governor: Gate, permit: PermitMarks, value: T, attempt: int, once: bool
+    ) -> tuple[bool, Outcome, float | None]:
+        """An attempt returned: (kept, the outcome its permit records, the wait before a retry).
+
+        A kept value's permit is handed to `keep`; a value to retry still holds
+        its permit (closed, then released with that outcome, by the caller).
+        """
+        outcome = self.classify(governor, value)
+        delay_s = self._pause(governor, attempt, value, outcome)
+        recorded = self._recorded(permit, self.sample(governor, value, outcome))
+        if once or not self._again(attempt, value, outcome):
+            self.keep(value, permit, recorded)
+            return True, recorded, None
+        return False, recorded, delay_s
+
+    def run_blocking(
+        self,
+        governor: _BlockingGate,
+        call: Callable[[Any, int], T],
+        *,
+        attempt: int = 1,
+        timeout_s: float | None = None,
+        once: bool = False,
+    ) -> T:
+        """`run` for a thread gate and a blocking ``call``: the same decisions, waits that block.
+
+        Values are not closed before a retry (a plain function's result holds
+        no connection); `wait_blocking` waits out the backoff.
+
+        Args:
+            governor: A thread gate (`aiogovernor.sync.Governor`).
+            call: Makes one attempt, given its permit and its number (from 1).
+            attempt: The number of the first attempt.
+            timeout_s: How long each attempt may wait for its permit (None: for ever).
+            once: Make one attempt whatever the policy says (a body that cannot be sent twice).
+        """
+        budget = self.budget
+        if budget is not None:
+            budget.record_request()
+        while True:
+            permit = governor.acquire(timeout_s=timeout_s)
+            try:
+                value = call(permit, attempt)
+            except BaseException as exc:
+                delay_s = self._failed(governor, permit, exc, attempt, once)
+                if delay_s is _GIVE_UP:
+                    raise
+            else:
+                try:
+                    done, outcome, delay_s = self._returned(governor, permit, value, attempt, once)
+                    if not done:
+                        self.close_blocking(value)
+                except BaseException as exc:
+                    if not permit.released:
+                        permit.release(Outcome.ERROR if isinstance(exc, Exception) else Outcome.IGNORED)
+                    raise
+                if done:
+                    return value
+                permit.release(outcome)
+            assert self.retry is not None  # only a retry policy says "again"
+            self.wait_blocking(
+                delay_s if isinstance(delay_s, float) else self.retry.backoff_s(attempt, rng=self.rng)
+            )
+            attempt += 1
+
     def _pause(
-        self, governor: Governor, attempt: int, result: T | BaseException, outcome: Outcome
+        self, governor: Gate, attempt: int, result: T | BaseException, outcome: Outcome
     ) -> float | None:
         """Honour a Retry-After on an overload: pause the governor; return the (capped, jittered) wait."""
         if outcome is not _OVERLOAD:

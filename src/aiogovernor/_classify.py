@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 from collections.abc import Callable
 from typing import TypeAlias
 
 from ._samples import Outcome
 
-__all__ = ["Classifier", "OverloadError", "default_classify"]
+__all__ = ["Classifier", "OverloadError", "classify_with", "default_classify", "retry_after_pause_s"]
+
+logger = logging.getLogger("aiogovernor")
 
 Classifier: TypeAlias = Callable[[BaseException], "Outcome | None"]
 """Maps the exception that ended a unit of work to an outcome; None defers to `default_classify`."""
@@ -70,3 +74,48 @@ def default_classify(exc: BaseException) -> Outcome:
     if not isinstance(exc, Exception):
         return Outcome.IGNORED
     return Outcome.ERROR
+
+
+def classify_with(classify: Classifier | None, exc: BaseException, governor: str) -> Outcome:
+    """A gate's outcome for ``exc``: the user's classifier, else (or when it says None) `default_classify`.
+
+    A classifier that raises is logged (under the ``governor``'s name) and
+    the default used: a broken classifier must neither leak a permit nor
+    replace the work's own exception. Shared by the async and the thread gate.
+    """
+    outcome: Outcome | None = None
+    if classify is not None:
+        try:
+            outcome = classify(exc)
+            outcome = None if outcome is None else Outcome(outcome)
+        except Exception:
+            logger.exception("%s: the classifier failed on %r; using the default", governor, exc)
+            outcome = None
+    return default_classify(exc) if outcome is None else outcome
+
+
+def retry_after_pause_s(exc: OverloadError, governor: str, environment: str) -> float | None:
+    """The pause an `OverloadError` asks for: its ``retry_after_s`` as seconds, or None.
+
+    `OverloadError` checks ``retry_after_s`` when made, but the attribute can
+    be set afterwards (or by a subclass), and a gate reads it on the way out
+    of a block, where nothing may raise: a value that is no number of seconds
+    is logged (under the gate's name) and ignored. Shared by both gates.
+    """
+    value: object = exc.retry_after_s
+    if value is None:
+        return None
+    seconds = math.nan
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        with contextlib.suppress(OverflowError):  # an int too large for a float
+            seconds = float(value)
+    if not (math.isfinite(seconds) and seconds >= 0):
+        text = repr(value)
+        logger.warning(
+            "%s[%s]: ignoring an OverloadError's retry_after_s, which is not a number of seconds: %s",
+            governor,
+            environment,
+            text if len(text) <= 40 else text[:37] + "...",
+        )
+        return None
+    return seconds

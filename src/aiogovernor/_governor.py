@@ -22,20 +22,22 @@ import os
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from . import _registry
 from ._chunking import Chunker
-from ._classify import Classifier, OverloadError, default_classify
+from ._classify import Classifier, OverloadError, classify_with, retry_after_pause_s
 from ._clock import Clock, loop_time
 from ._events import Decision, DecisionListener, WindowListener
 from ._feedback import Feedback
+from ._guard import guard_async
 from ._lag import LoopLagProbe
 from ._names import check_environment, check_governor_name
+from ._permit import PermitMarks
 from ._persistence import Persistence, StateStore, bind_persistence
 from ._record import LearnedState
 from ._samples import Outcome, Window, WindowConfig
@@ -43,9 +45,12 @@ from ._time_gates import TimeGates
 from ._validate import check_float, conforms
 from .limits import LimitPolicy, default_policy, gate_limit
 
-__all__ = ["Governor", "GovernorStats", "Permit"]
+__all__ = ["Governor", "GovernorStats", "Permit", "check_gate_args"]
 
 logger = logging.getLogger("aiogovernor")
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # The permit held by ``async with governor:`` in the current task. ``__aexit__``
 # receives no handle on what ``__aenter__`` returned, and one governor guards
@@ -71,29 +76,21 @@ _OK = Outcome.OK
 _DEFAULT_WINDOW = WindowConfig()  # frozen: one validated instance shared by every governor
 
 
-class Permit:
+class Permit(PermitMarks):
     """The right to run one unit of work now.
 
     Got from ``async with governor as permit:``, `Governor.acquire` or
     `Governor.try_acquire`. Set the outcome when the work's own result says
     more than "no exception" (an HTTP 429 read from a response, say);
     otherwise it is classified from the exception that ended the block, or
-    ``ok``.
+    ``ok``. The marks are shared with the thread gate's permit.
     """
 
-    __slots__ = (
-        "_generation",
-        "_governor",
-        "_inflight",
-        "_outcome",
-        "_released",
-        "_size",
-        "_start",
-        "_token",
-    )
+    __slots__ = ("_governor", "_token")
 
     def __init__(self, governor: Governor, start: float, inflight: int, generation: int) -> None:
-        self._governor = governor
+        # Written out rather than calling PermitMarks.__init__: one frame less on every acquire.
+        self._gate = self._governor = governor
         self._start = start
         self._inflight = inflight
         self._generation = generation
@@ -108,77 +105,6 @@ class Permit:
     def governor(self) -> Governor:
         """The governor that granted this permit."""
         return self._governor
-
-    @property
-    def started_at(self) -> float:
-        """Clock time at which the permit was granted."""
-        return self._start
-
-    @property
-    def outcome(self) -> Outcome | None:
-        """The outcome set so far, if any."""
-        return self._outcome
-
-    @property
-    def size(self) -> float:
-        """How much work this call carries (items in a batch, bytes of an upload); 1 by default.
-
-        Set it before the permit is released: the sample carries it, and the default
-        policy judges its latency against calls of about the same size, so a larger
-        batch is not mistaken for queueing.
-        """
-        return self._size
-
-    @size.setter
-    def size(self, value: float) -> None:
-        self._size = check_float("size", value, low=0.0, low_open=True)
-
-    @property
-    def released(self) -> bool:
-        """Whether the permit has been given back."""
-        return self._released
-
-    def ok(self) -> None:
-        """Mark the work as successful, whatever exception ends the block."""
-        self._outcome = Outcome.OK
-
-    def overload(self, retry_after_s: float | None = None) -> None:
-        """Mark the work as refused for overload; optionally pause the governor.
-
-        Args:
-            retry_after_s: How long the upstream asked to wait (Retry-After);
-                the governor admits nothing new until then (capped).
-        """
-        self._outcome = Outcome.OVERLOAD
-        if retry_after_s is not None:
-            self._governor.pause(retry_after_s)
-
-    def error(self) -> None:
-        """Mark the work as failed for a reason unrelated to load."""
-        self._outcome = Outcome.ERROR
-
-    def ignore(self) -> None:
-        """Keep this unit of work out of the measurements."""
-        self._outcome = Outcome.IGNORED
-
-    def release(self, outcome: Outcome | None = None) -> None:
-        """Give the permit back and record the sample.
-
-        Args:
-            outcome: Overrides the outcome set so far; ``ok`` if none was set.
-
-        Raises:
-            RuntimeError: If the permit was already released.
-        """
-        if self._released:
-            raise RuntimeError("this permit was already released")
-        if outcome is not None:
-            outcome = Outcome(outcome)  # a bad value raises here, while the permit is still held
-        self._governor._release(self, outcome or self._outcome or Outcome.OK)
-
-    def __repr__(self) -> str:
-        state = "released" if self._released else "held"
-        return f"<Permit {self._governor.name!r} {state} outcome={self._outcome and self._outcome.value}>"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -314,6 +240,31 @@ def _default_environment() -> str:
     return os.environ.get("AIOGOVERNOR_ENV") or "default"
 
 
+def check_gate_args(
+    name: object,
+    policy: LimitPolicy | None,
+    environment: str | None,
+    clock: object,
+    classify: object,
+    window: object,
+) -> tuple[LimitPolicy, str]:
+    """Validate a gate's constructor arguments (either gate's); return its policy and environment."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    if policy is None:
+        policy = default_policy()
+    elif not conforms(policy, LimitPolicy):
+        raise TypeError(f"policy must implement LimitPolicy (limit, update, reset, ...), got {policy!r}")
+    if clock is not None and not callable(clock):
+        raise TypeError(f"clock must be a zero-argument callable returning seconds, got {clock!r}")
+    if classify is not None and not callable(classify):
+        raise TypeError(f"classify must be callable, got {classify!r}")
+    if window is not None and not isinstance(window, WindowConfig):
+        raise TypeError(f"window must be a WindowConfig, got {window!r}")
+    check_governor_name(name)
+    return policy, check_environment(_default_environment() if environment is None else environment)
+
+
 class Governor:
     """An async semaphore whose limit a feedback loop resizes while work runs.
 
@@ -389,20 +340,7 @@ class Governor:
         save_interval_s: float = 5.0,
         state_history_size: int = 1000,
     ) -> None:
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"name must be a non-empty string, got {name!r}")
-        if policy is None:
-            policy = default_policy()
-        elif not conforms(policy, LimitPolicy):
-            raise TypeError(f"policy must implement LimitPolicy (limit, update, reset, ...), got {policy!r}")
-        if clock is not None and not callable(clock):
-            raise TypeError(f"clock must be a zero-argument callable returning seconds, got {clock!r}")
-        if classify is not None and not callable(classify):
-            raise TypeError(f"classify must be callable, got {classify!r}")
-        if window is not None and not isinstance(window, WindowConfig):
-            raise TypeError(f"window must be a WindowConfig, got {window!r}")
-        check_governor_name(name)
-        environment = check_environment(_default_environment() if environment is None else environment)
+        policy, environment = check_gate_args(name, policy, environment, clock, classify, window)
         self._name = name
         # Everything but the name and the policy, for `derive`.
         self._settings: dict[str, Any] = {
@@ -605,6 +543,20 @@ class Governor:
         if policy is self._policy:
             raise ValueError("a derived governor needs its own policy object, not this governor's")
         return Governor(name, policy, **self._settings)
+
+    def guard(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+        """Decorate a coroutine function: each call takes a permit, and its exceptions are classified.
+
+        ```python
+        @gov.guard
+        async def fetch(url: str) -> bytes: ...
+        ```
+
+        Raises:
+            TypeError: For a plain (synchronous) function or a generator: plain
+                functions are guarded by `aiogovernor.sync.Governor`.
+        """
+        return guard_async(self, fn)
 
     def add_listener(self, listener: DecisionListener) -> None:
         """Call ``listener(decision)`` after every decision."""
@@ -908,45 +860,17 @@ class Governor:
 
     def _classify_exc(self, exc: BaseException) -> Outcome:
         """The outcome of work that ended with ``exc``; an `OverloadError`'s Retry-After pauses."""
-        outcome: Outcome | None = None
-        if self._classify is not None:
-            # A broken classifier must not leak the permit nor replace the work's own exception.
-            try:
-                outcome = self._classify(exc)
-                outcome = None if outcome is None else Outcome(outcome)
-            except Exception:
-                logger.exception("%s: the classifier failed on %r; using the default", self._name, exc)
-                outcome = None
-        outcome = default_classify(exc) if outcome is None else outcome
+        outcome = classify_with(self._classify, exc, self._name)
         if isinstance(exc, OverloadError):
             self._pause_for(exc)
         return outcome
 
     def _pause_for(self, exc: OverloadError) -> None:
-        """Pause for an `OverloadError`'s Retry-After; a value that is no pause is logged and ignored.
-
-        `OverloadError` checks ``retry_after_s`` when made, but the attribute
-        can be set afterwards (or by a subclass), and this runs on the way out
-        of a block: it must not raise.
-        """
-        value: object = exc.retry_after_s
-        if value is None:
-            return
-        seconds = math.nan
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            with contextlib.suppress(OverflowError):  # an int too large for a float
-                seconds = float(value)
-        if not (math.isfinite(seconds) and seconds >= 0):
-            text = repr(value)
-            logger.warning(
-                "%s[%s]: ignoring an OverloadError's retry_after_s, which is not a number of seconds: %s",
-                self._name,
-                self._environment,
-                text if len(text) <= 40 else text[:37] + "...",
-            )
-            return
-        with contextlib.suppress(RuntimeError):  # no event loop runs: no clock to pause on
-            self.pause(seconds)
+        """Pause for an `OverloadError`'s Retry-After (see `retry_after_pause_s`); never raises."""
+        seconds = retry_after_pause_s(exc, self._name, self._environment)
+        if seconds is not None:
+            with contextlib.suppress(RuntimeError):  # no event loop runs: no clock to pause on
+                self.pause(seconds)
 
     def _release(self, permit: Permit, outcome: Outcome) -> None:
         """`Permit.release`: give the permit back first, then measure."""

@@ -239,8 +239,13 @@ def bind_persistence(
     max_age_s: float | None,
     save_interval_s: float,
     history_size: int = 1000,
+    kind: type[GovernorPersistence] | None = None,
 ) -> GovernorPersistence | None:
-    """Validate the persistence settings and tie ``learner`` to its store; None when nothing is kept."""
+    """Validate the persistence settings and tie ``learner`` to its store; None when nothing is kept.
+
+    ``kind`` is the persistence class (a thread gate passes one whose saves
+    and loads block); `GovernorPersistence` by default.
+    """
     if max_age_s is not None:
         check_float("state_max_age_s", max_age_s, low=0.0)
     check_float("save_interval_s", save_interval_s, low=0.0)
@@ -248,7 +253,7 @@ def bind_persistence(
     resolved = resolve_store(store)
     if resolved is None:
         return None
-    return GovernorPersistence(
+    return (kind or GovernorPersistence)(
         learner, resolved, max_age_s=max_age_s, save_interval_s=save_interval_s, history_size=history_size
     )
 

@@ -11,12 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
-if TYPE_CHECKING:
-    from ._governor import Governor
-
-__all__ = ["Progress", "ProgressCallback", "Reporter", "RichBar", "check_progress", "rich_bar"]
+__all__ = ["Gauged", "Progress", "ProgressCallback", "Reporter", "RichBar", "check_progress", "rich_bar"]
 
 _EVERY_S = 0.1  # report at most this often (clock time), plus once at the end
 
@@ -106,6 +103,18 @@ def rich_bar(description: str) -> RichBar | None:
     return RichBar(progress, description)
 
 
+class Gauged(Protocol):
+    """What a `Reporter` reads of a gate (the async `Governor` or the thread gate)."""
+
+    @property
+    def limit(self) -> int: ...
+
+    @property
+    def inflight(self) -> int: ...
+
+    def _now(self) -> float: ...
+
+
 class Reporter:
     """Counts a run's items and reports a `Progress` to one callback (or a rich bar).
 
@@ -136,7 +145,7 @@ class Reporter:
         self,
         progress: ProgressCallback | bool | None,
         *,
-        governor: Governor,
+        governor: Gauged,
         description: str,
         total: int | None = None,
         bytes_sent: int | None = None,

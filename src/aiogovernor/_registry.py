@@ -11,12 +11,30 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from ._governor import Governor
+    from ._events import WindowListener
+    from ._governor import GovernorStats
 
-__all__ = ["live_governors", "register", "subscribe", "unsubscribe"]
+__all__ = ["Governor", "live_governors", "register", "subscribe", "unsubscribe"]
+
+
+class Governor(Protocol):
+    """What the registry's readers use of a gate: the async `aiogovernor.Governor` or the thread gate."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def environment(self) -> str: ...
+
+    def stats(self) -> GovernorStats: ...
+
+    def add_window_listener(self, listener: WindowListener) -> None: ...
+
+    def remove_window_listener(self, listener: WindowListener) -> None: ...
+
 
 logger = logging.getLogger("aiogovernor")
 
@@ -25,7 +43,7 @@ _subscribers: list[Callable[[Governor], None]] = []
 
 
 def register(governor: Governor) -> None:
-    """Called by every governor as it is created."""
+    """Called by every governor (async or thread gate) as it is created."""
     _live.add(governor)
     if _subscribers:
         for subscriber in tuple(_subscribers):

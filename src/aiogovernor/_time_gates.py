@@ -19,10 +19,16 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
+from typing import Protocol
 
 from ._validate import check_float, check_int
 
 __all__ = ["TimeGates"]
+
+
+class _Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
 
 # The longest interval between two calls a rate ceiling may ask for (a year): a
 # smaller max_per_second is a mistake, not a ceiling.
@@ -85,7 +91,7 @@ class TimeGates:
         self._tat = -math.inf  # GCRA's theoretical arrival time
         self._paused_until = -math.inf
         self._wake_at = math.inf
-        self._wake_handle: asyncio.TimerHandle | None = None
+        self._wake_handle: _Cancellable | None = None
         self._wake_owner: object = None  # the asyncio loop or trio run the timer belongs to
         self.engaged = bool(self._interval)
         """Whether `admit` must be asked at all: a rate ceiling is set or a pause is pending."""
@@ -172,13 +178,27 @@ class TimeGates:
         self._wake_at = math.inf
         self._wake_owner = None
 
-    def _wake_later(self, at: float, now: float) -> None:
+    def _timer_owner(self) -> object:
+        """What a wake-up timer belongs to: the running asyncio loop, or the trio run."""
         try:
-            owner: object = asyncio.get_running_loop()
+            return asyncio.get_running_loop()
         except RuntimeError:
             import trio  # the only other loop anyio runs on; imported only there
 
-            owner = trio.lowlevel.current_trio_token()
+            return trio.lowlevel.current_trio_token()
+
+    def _call_later(self, owner: object, delay: float) -> _Cancellable | None:
+        """Call `_fire` after ``delay`` seconds on ``owner``: the one timer here (a thread gate
+        overrides this and `_timer_owner`, and keeps the arithmetic)."""
+        if isinstance(owner, asyncio.AbstractEventLoop):
+            return owner.call_later(delay, self._fire)
+        import trio
+
+        trio.lowlevel.spawn_system_task(self._trio_wake, delay)
+        return None
+
+    def _wake_later(self, at: float, now: float) -> None:
+        owner = self._timer_owner()
         if owner is not self._wake_owner:
             self._drop_timer()  # made on another loop or run: it will never fire here
         elif self._wake_at <= at:
@@ -188,13 +208,7 @@ class TimeGates:
             self._wake_handle = None
         self._wake_at = at
         self._wake_owner = owner
-        delay = at - now
-        if isinstance(owner, asyncio.AbstractEventLoop):
-            self._wake_handle = owner.call_later(delay, self._fire)
-        else:
-            import trio
-
-            trio.lowlevel.spawn_system_task(self._trio_wake, delay)
+        self._wake_handle = self._call_later(owner, at - now)
 
     async def _trio_wake(self, delay: float) -> None:
         import trio

@@ -29,7 +29,6 @@ import random
 import warnings
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
-from email.utils import parsedate_to_datetime
 from types import MappingProxyType
 from typing import TypeAlias
 
@@ -39,10 +38,12 @@ try:
 except ImportError as exc:  # an optional extra: say which one
     raise ImportError("aiogovernor.httpx needs httpx: pip install 'aiogovernor[httpx]'") from exc
 
-from ._attempt import Attempts
+from ._attempt import Attempts, Gate
 from ._classify import default_classify
-from ._governor import Governor, Permit
-from ._retry import Retry, RetryBudget, parse_retry_after
+from ._governor import Governor
+from ._http import classify_status, retry_after_header
+from ._permit import PermitMarks
+from ._retry import Retry, RetryBudget
 from ._samples import Outcome
 from ._validate import check_float, check_int
 
@@ -75,14 +76,7 @@ def classify_http(result: httpx.Response | BaseException) -> Outcome:
       ``ignored``, other exceptions are ``error``.
     """
     if isinstance(result, httpx.Response):
-        code = result.status_code
-        if code in (429, 503):
-            return Outcome.OVERLOAD
-        if code >= 500:
-            return Outcome.ERROR
-        if code >= 400:
-            return Outcome.IGNORED
-        return Outcome.OK
+        return classify_status(result.status_code)
     if isinstance(result, httpx.TimeoutException):
         return Outcome.OVERLOAD
     return default_classify(result)
@@ -127,7 +121,7 @@ class HTTPAttempts(Attempts[httpx.Response]):
         super().__init__(retry=retry, budget=budget, rng=rng)
         self._classifier = classify
 
-    def classify(self, governor: Governor, result: httpx.Response | BaseException) -> Outcome:
+    def classify(self, governor: Gate, result: httpx.Response | BaseException) -> Outcome:
         """The outcome of one attempt: ``classify``'s word, else `classify_http`'s; never raises."""
         classify = self._classifier
         if classify is not None:
@@ -173,7 +167,11 @@ class _GovernedStream(httpx.AsyncByteStream):
     """A response body that gives the permit back when it is closed, or else when it is collected."""
 
     def __init__(
-        self, inner: httpx.AsyncByteStream, permit: Permit, outcome: Outcome, transport: GovernedTransport
+        self,
+        inner: httpx.AsyncByteStream,
+        permit: PermitMarks,
+        outcome: Outcome,
+        transport: GovernedTransport,
     ) -> None:
         self._inner = inner
         self._permit = permit
@@ -246,7 +244,7 @@ class _TransportAttempts(HTTPAttempts):
         super().__init__(classify, retry=retry, rng=rng)
         self._transport = transport
 
-    def keep(self, value: httpx.Response, permit: Permit, outcome: Outcome) -> None:
+    def keep(self, value: httpx.Response, permit: PermitMarks, outcome: Outcome) -> None:
         if value.is_closed:
             # The wrapped transport read the body already (a mock, a cache): nothing left to hold.
             permit.release(outcome)
@@ -593,17 +591,7 @@ def retry_after_s(response: httpx.Response) -> float | None:
     does not count. Parsing is `aiogovernor.parse_retry_after`'s; the result
     is not capped.
     """
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    now = None
-    date = response.headers.get("date")
-    if date is not None:
-        try:
-            now = parsedate_to_datetime(date)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            now = None
-    return parse_retry_after(value, now=now)
+    return retry_after_header(response.headers.get("retry-after"), response.headers.get("date"))
 
 
 def _connection_pool(transport: httpx.AsyncBaseTransport) -> httpcore.AsyncConnectionPool | None:

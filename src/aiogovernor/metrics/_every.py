@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from aiogovernor import _registry
 from aiogovernor._events import WindowListener
-from aiogovernor._governor import Governor
+from aiogovernor._registry import Governor  # either gate: the async one or the thread gate
 
 __all__ = ["EveryGovernor"]
 

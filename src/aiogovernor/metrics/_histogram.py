@@ -8,7 +8,7 @@ import weakref
 from collections.abc import Iterable, Sequence
 
 from aiogovernor._events import WindowListener
-from aiogovernor._governor import Governor
+from aiogovernor._registry import Governor  # either gate: the async one or the thread gate
 from aiogovernor._samples import Window
 
 from ._every import EveryGovernor

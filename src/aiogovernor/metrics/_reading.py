@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiogovernor import _registry
-from aiogovernor._governor import Governor
+from aiogovernor._registry import Governor  # either gate: the async one or the thread gate
 from aiogovernor._samples import Outcome
 
 __all__ = ["DIRECTIONS", "OUTCOMES", "Reading", "read_live"]

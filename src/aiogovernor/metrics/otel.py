@@ -26,7 +26,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     ) from exc
 
 from aiogovernor._events import WindowListener
-from aiogovernor._governor import Governor
+from aiogovernor._registry import Governor  # either gate: the async one or the thread gate
 from aiogovernor._samples import Window
 from aiogovernor._validate import check_int
 

@@ -27,7 +27,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
         "aiogovernor.metrics.prometheus needs prometheus_client: pip install 'aiogovernor[prometheus]'"
     ) from exc
 
-from aiogovernor._governor import Governor
+from aiogovernor._registry import Governor  # either gate: the async one or the thread gate
 
 from ._histogram import DEFAULT_LATENCY_BUCKETS_S, LatencyHistograms
 from ._reading import DIRECTIONS, OUTCOMES, read_live

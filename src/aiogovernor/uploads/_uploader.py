@@ -16,6 +16,7 @@ from typing import TypeAlias, TypedDict, Unpack
 import anyio
 import httpx
 
+from aiogovernor._attempt import Gate
 from aiogovernor._chunking import Chunker, FixedChunker, as_chunker
 from aiogovernor._governor import Governor, Permit
 from aiogovernor._names import warn_if_ambiguous
@@ -110,7 +111,7 @@ class _UploadAttempts(HTTPAttempts):
         super().__init__(settings.classify, retry=settings.retry, rng=random.Random(settings.seed))
         self._run = run
 
-    def classify(self, governor: Governor, result: httpx.Response | BaseException) -> Outcome:
+    def classify(self, governor: Gate, result: httpx.Response | BaseException) -> Outcome:
         if isinstance(result, ItemReadError | _NotSent):
             return Outcome.IGNORED  # says nothing about the upstream
         return super().classify(governor, result)
