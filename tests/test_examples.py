@@ -38,6 +38,9 @@ def sandbox(tmp_path: Path) -> tuple[dict[str, str], dict[str, Path]]:
         place.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIOGOVERNOR_")}
     env.update(HOME=str(places["home"]), TMPDIR=str(places["tmp"]), XDG_STATE_HOME="", MPLBACKEND="Agg")
+    # A warning the library raises at a user running an example (a false nesting warning, say)
+    # is a bug the user sees first: it fails the example.
+    env["PYTHONWARNINGS"] = "error::RuntimeWarning"
     return env, places
 
 

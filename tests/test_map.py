@@ -5,9 +5,11 @@ Every test runs on asyncio and trio, in virtual time.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 import sys
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -670,3 +672,31 @@ async def test_a_pause_stops_kept_permits_from_starting_new_calls() -> None:
     # Calls already running finish; nothing new starts until the pause is over.
     assert not [t for t in starts if failed_at + 0.1 < t < failed_at + 5.0], starts
     assert gov.inflight == 0 and gov.stats().counts["ok"] == 29
+
+
+def test_workers_started_under_a_permit_do_not_inherit_it() -> None:
+    # A worker that starts more workers (the limit rose) does so from inside its permit's
+    # block; a task inherits its creator's context, so each new worker used to find that
+    # permit as its own and the nesting warning fired when it queued (the quickstart showed it).
+    from aiogovernor.sim import KneeUpstream, run_virtual
+
+    upstream = KneeUpstream(capacity=8, service_time_s=0.05, seed=1)
+    gov = Governor("spawned", store=None)
+
+    async def main() -> None:
+        async def guarded() -> None:
+            async with gov:
+                await upstream()
+
+        await asyncio.gather(*(guarded() for _ in range(100)))
+
+        async def fetch(i: int) -> int:
+            await upstream()
+            return i
+
+        assert await governed_map(fetch, range(2000), governor=gov) == list(range(2000))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        run_virtual(main())
+    assert gov.inflight == 0

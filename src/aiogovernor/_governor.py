@@ -23,7 +23,7 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from contextvars import ContextVar, Token
+from contextvars import ContextVar, Token, copy_context
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar
@@ -73,6 +73,21 @@ def _forget_permit(permit: Permit) -> None:
 
 
 _OK = Outcome.OK
+
+
+def run_without_permit(fn: Callable[..., object], /, *args: object) -> None:
+    """Call ``fn(*args)`` in a copy of the current context in which no permit is held.
+
+    A task inherits its creator's context, so a task started while a permit is
+    held (a map's worker starting more workers from inside its block) would
+    find that permit as its own, and the nesting warning would fire when it
+    queues. Starting tasks through this gives them a context without it.
+    """
+    context = copy_context()
+    context.run(_set_permit, None)
+    context.run(fn, *args)
+
+
 _DEFAULT_WINDOW = WindowConfig()  # frozen: one validated instance shared by every governor
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, Unp
 
 from ._attempt import Attempts
 from ._chunking import AdaptiveChunker, Chunker, FixedChunker, as_chunker
-from ._governor import Governor, Permit
+from ._governor import Governor, Permit, run_without_permit
 from ._names import name_after_callable, warn_if_ambiguous
 from ._progress import ProgressCallback, Reporter, check_progress
 from ._retry import Retry, RetryBudget
@@ -261,7 +261,8 @@ class _Pool:
         assert self._tg is not None
         for _ in range(n):
             self._workers += 1
-            self._tg.start_soon(self._worker_fn)
+            # Started from inside a worker's permit block: the new task must not inherit it.
+            run_without_permit(self._tg.start_soon, self._worker_fn)
 
     def _room_limit(self) -> int:
         """Units that may be pulled but not consumed now (only asked when ``capacity`` is set)."""
