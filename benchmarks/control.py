@@ -39,7 +39,7 @@ POLICIES: dict[str, Callable[[], LimitPolicy]] = {
     "Gradient": Gradient,
     "Vegas": Vegas,
     "AIMD": AIMD,
-    "ThroughputAIMD (seed)": ThroughputAIMD,
+    "ThroughputAIMD (throughput)": ThroughputAIMD,
 }
 ORACLE_OF = {"knee-high-start": "knee", "low-demand": None, "shift": None, "shared": None}
 # Fixed limits swept for each noisy scenario's oracle: around its knee, and past it.

@@ -20,6 +20,7 @@ READ_BY_USERS = [
     *sorted((ROOT / "docs").rglob("*.md")),
     *sorted((ROOT / "examples").rglob("*.py")),
     *sorted((ROOT / "examples").rglob("*.md")),
+    *sorted((ROOT / "benchmarks").rglob("*.py")),  # their tables are pasted into the docs
     ROOT / "README.md",
 ]
 
