@@ -38,8 +38,11 @@ EDITS: dict[str, list[tuple[str, str, str]]] = {
         ("__aenter__", "permit: Permit = _new_object(Permit)", "permit = self._spare"),
         ("__aenter__", "permit._gate = self", "pass"),
     ],
-    "no latency appended to the window": [
+    "no sample recorded (no latency appended, so no window closes)": [
         ("__aexit__", "lat.append(now - permit._start)", "pass"),
+    ],
+    "no window closes (samples kept, never folded)": [
+        ("__aexit__", "if now >= self._close_at or len(lat) >= self._max_samples:", "if False:"),
     ],
     "no open-block count": [
         ("__aenter__", "        self._open_blocks += 1\n", ""),
