@@ -953,7 +953,7 @@ class Governor:
         waits, no time gate (pause, rate ceiling, pending state) applies and the limit still
         covers the permits held, giving the permit back and taking it again would change
         nothing but cost. The sample is recorded either way; a kept permit counts as granted
-        now (start, inflight, generation). Otherwise, or when the window this sample closes
+        now (start, generation). Otherwise, or when the window this sample closes
         lowers the limit below the permits held, the permit is released.
 
         Returns:
