@@ -6,20 +6,30 @@ compared on a shared machine. Interleaved rounds, one ratio per round; prints th
 worst and best ratio to asyncio.Semaphore.
 
     .venv/bin/python benchmarks/overhead_cpu.py [--ops 100000] [--rounds 15] [--contended]
+        [--baseline OTHER_TREE/src]
 
-To compare two trees, run it on each in alternating processes (``PYTHONPATH=<tree>/src``);
-a tree whose ``_governor.py`` was compiled with mypyc is measured the same way.
 ``--contended`` adds a hand-off ratio: 200 tasks through a limit of 10, each entering
 20 times and yielding once to the loop inside.
+
+``--baseline`` compares two trees in one run: this tree's ``src`` and another's (a checkout
+of the commit before a change, say) each run in a process of their own, and the two
+processes take turns, one round each, the first of each pair alternating; each ratio is
+still taken inside one process (governor against semaphore, same round). A tree whose
+``_governor.py`` was compiled with mypyc is measured the same way.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any
 
 from aiogovernor import Fixed, Governor, _governor
@@ -44,28 +54,95 @@ async def contended(gate: AbstractAsyncContextManager[Any], tasks: int = 200, en
     return (time.thread_time() - start) / (tasks * entries)
 
 
+async def one_round(ops: int, with_contended: bool) -> tuple[float, float | None]:
+    """One round's ratios to asyncio.Semaphore: uncontended, and the hand-off (or None)."""
+    semaphore = await per_op(asyncio.Semaphore(10), ops)
+    governor = await per_op(Governor("bench", Fixed(10), store=None), ops)
+    if not with_contended:
+        return governor / semaphore, None
+    handoff_semaphore = await contended(asyncio.Semaphore(10))
+    handoff_governor = await contended(Governor("bench", Fixed(10), store=None))
+    return governor / semaphore, handoff_governor / handoff_semaphore
+
+
+def label() -> str:
+    compiled = " (compiled _governor)" if _governor.__file__.endswith((".so", ".pyd")) else ""
+    return f"Governor(Fixed){compiled}"
+
+
+def report(name: str, ratios: list[float], handoff: list[float], rounds: int, ops: int) -> None:
+    print(
+        f"{name} / asyncio.Semaphore, uncontended, CPU time: median "
+        f"{statistics.median(ratios):.2f}x, worst {max(ratios):.2f}x, best {min(ratios):.2f}x "
+        f"({rounds} rounds of {ops} ops)"
+    )
+    if handoff:
+        print(
+            f"{name} / asyncio.Semaphore, contended hand-off, CPU time: median "
+            f"{statistics.median(handoff):.2f}x, worst {max(handoff):.2f}x, best {min(handoff):.2f}x"
+        )
+
+
+async def serve(args: argparse.Namespace) -> None:
+    """Run one round per line read from stdin; answer each with a JSON line of its ratios."""
+    loop = asyncio.get_running_loop()
+    print(json.dumps({"label": label()}), flush=True)
+    while await loop.run_in_executor(None, sys.stdin.readline):
+        ratio, handoff = await one_round(args.ops, args.contended)
+        print(json.dumps({"ratio": ratio, "handoff": handoff}), flush=True)
+
+
+def talk(proc: subprocess.Popen[str], line: str = "") -> str:
+    """Send ``line`` (if any) to a serving process and read its answer."""
+    assert proc.stdin is not None and proc.stdout is not None
+    if line:
+        proc.stdin.write(line)
+        proc.stdin.flush()
+    return proc.stdout.readline()
+
+
+def compare(args: argparse.Namespace) -> None:
+    """This tree and ``--baseline`` in two processes that take turns, one round each."""
+    here = Path(__file__).resolve().parent.parent / "src"
+    trees = {"this tree": here, "baseline": Path(args.baseline).resolve()}
+    command = [sys.executable, __file__, "--serve", "--ops", str(args.ops)]
+    if args.contended:
+        command.append("--contended")
+    procs: dict[str, subprocess.Popen[str]] = {}
+    for name, src in trees.items():
+        env = {**os.environ, "PYTHONPATH": str(src)}
+        procs[name] = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+    results: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in trees}
+    try:
+        labels = {name: json.loads(talk(p))["label"] for name, p in procs.items()}
+        order = list(trees)
+        for i in range(args.rounds):
+            for name in order if i % 2 == 0 else order[::-1]:
+                answer = json.loads(talk(procs[name], "round\n"))
+                results[name][0].append(answer["ratio"])
+                if answer["handoff"] is not None:
+                    results[name][1].append(answer["handoff"])
+    finally:
+        for proc in procs.values():
+            assert proc.stdin is not None
+            proc.stdin.close()
+            proc.wait(timeout=60)
+    for name, src in trees.items():
+        print(f"{name} ({src}):")
+        report(labels[name], *results[name], args.rounds, args.ops)
+
+
 async def main(args: argparse.Namespace) -> None:
     ratios = []
     handoff = []
     for _ in range(args.rounds):
-        semaphore = await per_op(asyncio.Semaphore(10), args.ops)
-        governor = await per_op(Governor("bench", Fixed(10), store=None), args.ops)
-        ratios.append(governor / semaphore)
-        if args.contended:
-            semaphore = await contended(asyncio.Semaphore(10))
-            governor = await contended(Governor("bench", Fixed(10), store=None))
-            handoff.append(governor / semaphore)
-    compiled = " (compiled _governor)" if _governor.__file__.endswith((".so", ".pyd")) else ""
-    print(
-        f"Governor(Fixed){compiled} / asyncio.Semaphore, uncontended, CPU time: median "
-        f"{statistics.median(ratios):.2f}x, worst {max(ratios):.2f}x, best {min(ratios):.2f}x "
-        f"({args.rounds} rounds of {args.ops} ops)"
-    )
-    if handoff:
-        print(
-            f"Governor(Fixed){compiled} / asyncio.Semaphore, contended hand-off, CPU time: median "
-            f"{statistics.median(handoff):.2f}x, worst {max(handoff):.2f}x, best {min(handoff):.2f}x"
-        )
+        ratio, h = await one_round(args.ops, args.contended)
+        ratios.append(ratio)
+        if h is not None:
+            handoff.append(h)
+    report(label(), ratios, handoff, args.rounds, args.ops)
 
 
 if __name__ == "__main__":
@@ -75,4 +152,12 @@ if __name__ == "__main__":
     parser.add_argument("--ops", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--contended", action="store_true")
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--baseline", help="another tree's src folder, measured in turns with this one")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.serve:
+        asyncio.run(serve(arguments))
+    elif arguments.baseline:
+        compare(arguments)
+    else:
+        asyncio.run(main(arguments))

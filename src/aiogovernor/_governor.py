@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextvars import ContextVar, Token, copy_context
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar
 
 from . import _registry
 from ._chunking import Chunker
@@ -101,25 +101,33 @@ class Permit(PermitMarks):
     ``ok``. The marks are shared with the thread gate's permit.
     """
 
-    __slots__ = ("_governor", "_token")
-
-    def __init__(self, governor: Governor, start: float, inflight: int, generation: int) -> None:
-        # Written out rather than calling PermitMarks.__init__: one frame less on every acquire.
-        self._gate = self._governor = governor
-        self._start = start
-        self._inflight = inflight
-        self._generation = generation
-        self._outcome: Outcome | None = None
-        self._released = False
-        self._size = 1.0
-        # The context variable's token for permits entered with `async with`; None for
-        # permits from acquire() and try_acquire() (set by the governor, never read before).
-        self._token: Token[Permit | None] | None
+    # Made only by the governor (`_grant_permit`, and written out in `Governor.__aenter__`).
+    __slots__ = ("_token",)
+    _gate: Governor
+    # The context variable's token for permits entered with `async with`; None for
+    # permits from acquire() and try_acquire().
+    _token: Token[Permit | None] | None
 
     @property
     def governor(self) -> Governor:
         """The governor that granted this permit."""
-        return self._governor
+        return self._gate
+
+
+_new_object = object.__new__
+
+
+def _grant_permit(governor: Governor, start: float) -> Permit:
+    """A permit of ``governor`` granted at ``start``, for a holder that releases it by hand."""
+    permit: Permit = _new_object(Permit)
+    permit._gate = governor
+    permit._start = start
+    permit._generation = governor._generation
+    permit._outcome = None
+    permit._released = False
+    permit._size = 1.0
+    permit._token = None
+    return permit
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -216,26 +224,35 @@ _FOREVER = _Forever()
 _STOPPED = _Stopped()
 
 
-class _Waiter:
-    """One queued caller: an asyncio future, or an anyio event on other loops (trio)."""
+class _Queued(Protocol):
+    """A queued caller, as the gate sees it: an asyncio future, or `_EventWaiter` on other loops."""
 
-    __slots__ = ("event", "fut", "granted")
+    def done(self) -> bool: ...
 
-    def __init__(self) -> None:
-        self.fut: asyncio.Future[None] | None = None
-        self.event: Any = None
+    def cancelled(self) -> bool: ...
+
+    def set_result(self, result: None, /) -> None: ...
+
+
+class _EventWaiter:
+    """A queued caller on a loop other than asyncio's (trio): an anyio event behind a future's face."""
+
+    __slots__ = ("event", "granted")
+
+    def __init__(self, event: Any) -> None:
+        self.event = event
         self.granted = False
 
-    def grant(self) -> bool:
-        """Hand this waiter a permit; False if it is already gone (cancelled)."""
-        if self.fut is not None:
-            if self.fut.done():
-                return False
-            self.fut.set_result(None)
-        else:
-            self.event.set()
+    def done(self) -> bool:
+        return self.granted  # a cancelled one has left the queue already
+
+    @staticmethod
+    def cancelled() -> bool:
+        return False
+
+    def set_result(self, result: None, /) -> None:
         self.granted = True
-        return True
+        self.event.set()
 
 
 def _fast_time(loop: asyncio.AbstractEventLoop) -> Clock:
@@ -394,7 +411,7 @@ class Governor:
         self._inflight = 0
         # Waiters in arrival order. An ordered dict, not a deque: a cancelled waiter
         # leaves from anywhere in the queue in O(1) (a deque searches for it).
-        self._waiters: OrderedDict[_Waiter, None] = OrderedDict()
+        self._waiters: OrderedDict[_Queued, None] = OrderedDict()
         self._generation = 0  # bumped on every decrease of the limit
         self._peak_inflight = 0  # the open window's most permits held at once
         self._saw_waiters = False  # whether anyone queued during the open window
@@ -599,12 +616,16 @@ class Governor:
 
     async def __aenter__(self) -> Permit:
         # This is the cost every caller pays, so the uncontended path is written
-        # out here rather than shared with acquire() through helper calls.
+        # out here rather than shared with acquire() through helper calls, and
+        # the permit is built field by field (no __init__ frame).
         if self._waiters or self._inflight >= self._limit or self._slow:
             if self._state_pending:
                 await self._load_state()
-            if not self._take_now():
+            # `_take_now`, written out: this is the contended hand-off's path.
+            if self._waiters or self._inflight >= self._limit or (self._slow and not self._pass_time_gates()):
                 await self._wait(None)
+            else:
+                self._inflight += 1
         else:
             self._inflight += 1
         inflight = self._inflight
@@ -612,7 +633,13 @@ class Governor:
             self._peak_inflight = inflight
         if self._rebind and not self._clock_bound():
             self._bind_clock()
-        permit = Permit(self, self._time(), inflight, self._generation)
+        permit: Permit = _new_object(Permit)
+        permit._gate = self
+        permit._start = self._time()
+        permit._generation = self._generation
+        permit._outcome = None
+        permit._released = False
+        permit._size = 1.0
         permit._token = _set_permit(permit)
         self._open_blocks += 1
         return permit
@@ -624,7 +651,7 @@ class Governor:
         tb: TracebackType | None,
     ) -> None:
         permit = _get_permit()
-        if permit is None or permit._governor is not self or permit._released:
+        if permit is None or permit._gate is not self or permit._released:
             self._exit_elsewhere(permit, exc)
             return
         # The permit comes back first, before anything that can raise.
@@ -635,8 +662,7 @@ class Governor:
             _reset_permit(permit._token)  # type: ignore[arg-type]
         except ValueError:  # exiting in a copy of the context that entered
             _forget_permit(permit)
-        outcome = permit._outcome
-        if outcome is None and exc is None:
+        if exc is None and permit._outcome is None:
             # The common case, written out: no helper frames on the hot path.
             permit._outcome = _OK
             now = self._time()
@@ -649,6 +675,7 @@ class Governor:
             if self._waiters:
                 self._dispatch()
             return
+        outcome = permit._outcome
         if outcome is None:
             outcome = self._classify_exc(exc)  # type: ignore[arg-type]
         permit._outcome = outcome
@@ -670,7 +697,7 @@ class Governor:
         """
         if self._open_blocks <= 0:
             raise RuntimeError(f"{self!r} exited without a matching enter")
-        if permit is not None and permit._governor is self:
+        if permit is not None and permit._gate is self:
             _forget_permit(permit)
         self._open_blocks -= 1
         if self._spare_blocks:
@@ -733,9 +760,7 @@ class Governor:
             self._peak_inflight = inflight
         if not self._clock_bound():
             self._bind_clock()
-        permit = Permit(self, self._time(), inflight, self._generation)
-        permit._token = None
-        return permit
+        return _grant_permit(self, self._time())
 
     def _now(self) -> float:
         """The injected clock, or the running loop's time."""
@@ -787,7 +812,7 @@ class Governor:
 
     async def _wait(self, timeout_s: float | None) -> None:
         held = _get_permit()
-        if held is not None and held._governor is self and not held._released and not self._warned_nested:
+        if held is not None and held._gate is self and not held._released and not self._warned_nested:
             # Checked only when about to queue, so the fast path pays nothing for it.
             self._warned_nested = True
             warnings.warn(
@@ -797,40 +822,49 @@ class Governor:
                 RuntimeWarning,
                 stacklevel=3,
             )
-        waiter = _Waiter()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            await self._wait_anyio(timeout_s)
+            return
+        # The future itself is the place in the queue: granting sets its result.
+        fut: asyncio.Future[None] = loop.create_future()
+        self._waiters[fut] = None
+        self._saw_waiters = True
+        try:
+            if timeout_s is None:
+                await fut
+            else:
+                async with asyncio.timeout(timeout_s):
+                    await fut
+        except BaseException:
+            self._leave_queue(fut)
+            raise
+
+    async def _wait_anyio(self, timeout_s: float | None) -> None:
+        import anyio
+
+        waiter = _EventWaiter(anyio.Event())
         self._waiters[waiter] = None
         self._saw_waiters = True
         try:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                await self._wait_anyio(waiter, timeout_s)
+            if timeout_s is None:
+                await waiter.event.wait()
             else:
-                waiter.fut = loop.create_future()
-                if timeout_s is None:
-                    await waiter.fut
-                else:
-                    async with asyncio.timeout(timeout_s):
-                        await waiter.fut
+                with anyio.fail_after(timeout_s):
+                    await waiter.event.wait()
         except BaseException:
-            if waiter.granted:
-                # Woken, then cancelled before running: pass the permit on.
-                self._inflight -= 1
-                self._dispatch()
-            else:
-                self._waiters.pop(waiter, None)
+            self._leave_queue(waiter)
             raise
 
-    @staticmethod
-    async def _wait_anyio(waiter: _Waiter, timeout_s: float | None) -> None:
-        import anyio
-
-        waiter.event = anyio.Event()
-        if timeout_s is None:
-            await waiter.event.wait()
+    def _leave_queue(self, waiter: _Queued) -> None:
+        """A waiter gives up (cancelled, timed out): out of the queue, or its permit passed on."""
+        if waiter.done() and not waiter.cancelled():
+            # Granted, then cancelled before running: pass the permit on.
+            self._inflight -= 1
+            self._dispatch()
         else:
-            with anyio.fail_after(timeout_s):
-                await waiter.event.wait()
+            self._waiters.pop(waiter, None)
 
     def _dispatch(self) -> None:
         """Hand free permits to waiters, in arrival order."""
@@ -838,10 +872,13 @@ class Governor:
         while waiters and self._inflight < self._limit:
             if self._slow and not self._pass_time_gates():
                 return
-            if waiters.popitem(last=False)[0].grant():
-                self._inflight += 1
-            elif self._slow:
-                self._gates.refund()  # the rate token was not used
+            waiter = waiters.popitem(last=False)[0]
+            if waiter.done():  # cancelled, and its task has not taken it out of the queue yet
+                if self._slow:
+                    self._gates.refund()  # the rate token was not used
+                continue
+            waiter.set_result(None)
+            self._inflight += 1
 
     # -- time gates: pause and rate ceiling --------------------------------
 
@@ -916,7 +953,7 @@ class Governor:
         waits, no time gate (pause, rate ceiling, pending state) applies and the limit still
         covers the permits held, giving the permit back and taking it again would change
         nothing but cost. The sample is recorded either way; a kept permit counts as granted
-        now (start, inflight, generation). Otherwise, or when the window this sample closes
+        now (start, generation). Otherwise, or when the window this sample closes
         lowers the limit below the permits held, the permit is released.
 
         Returns:
@@ -945,7 +982,6 @@ class Governor:
                     self._dispatch()
                 return False
         permit._start = now
-        permit._inflight = self._inflight
         permit._generation = self._generation
         return True
 

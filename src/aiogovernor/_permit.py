@@ -35,12 +35,11 @@ class PermitMarks:
     the exception that ended the block, or ``ok``.
     """
 
-    __slots__ = ("_gate", "_generation", "_inflight", "_outcome", "_released", "_size", "_start")
+    __slots__ = ("_gate", "_generation", "_outcome", "_released", "_size", "_start")
 
-    def __init__(self, gate: PermitGate, start: float, inflight: int, generation: int) -> None:
+    def __init__(self, gate: PermitGate, start: float, generation: int) -> None:
         self._gate = gate
         self._start = start
-        self._inflight = inflight
         self._generation = generation
         self._outcome: Outcome | None = None
         self._released = False

@@ -199,7 +199,7 @@ class _GovernedStream(httpx.AsyncByteStream):
         except RuntimeError:  # its loop is closed: nothing can be running on it
             give_back()
         warnings.warn(
-            f"a streamed response of governor {permit._governor.name!r} was never closed; its permit "
+            f"a streamed response of governor {permit.governor.name!r} was never closed; its permit "
             "was given back when it was collected (use 'async with client.stream(...)' or "
             "'await response.aclose()')",
             ResourceWarning,

@@ -57,7 +57,7 @@ class Permit(PermitMarks):
     optional Retry-After pause), `error`, `ignore`, `release`.
     """
 
-    __slots__ = ("_governor", "_stray", "_ticket", "_token")
+    __slots__ = ("_governor", "_inflight", "_stray", "_ticket", "_token")
 
     def __init__(self, governor: Governor, start: float, inflight: int, generation: int) -> None:
         # Written out rather than calling PermitMarks.__init__: one frame less on every acquire.
