@@ -30,6 +30,35 @@ def test_converges_into_the_band_from_too_small_and_too_large(start: int) -> Non
     assert sizes[-1] == sizes[-50], "it settles instead of oscillating"
 
 
+def test_growth_doubles_from_far_below_and_settles_on_the_target_not_the_band_edge() -> None:
+    # A batch API: 20 ms per call plus 1 ms per item; the target (0.2 s) is 180 items.
+    chunker = AdaptiveChunker()
+    sizes = [chunker.size]
+    for _ in range(60):
+        duration = 0.02 + 0.001 * chunker.size
+        assert duration <= 0.2, "growing never overshoots a cost affine in the size"
+        chunker.record(chunker.size, duration)
+        if chunker.size != sizes[-1]:
+            sizes.append(chunker.size)
+    # A slow start (doubling every min_samples calls while a call takes at most half the
+    # target), then one step onto the target. With `rate` (0.3) on the way up too it took
+    # 13 steps and stopped at 148 items (0.168 s), near the band's lower edge.
+    assert sizes == [1, 2, 4, 8, 16, 32, 64, 128, 173], sizes
+    assert 0.02 + 0.001 * sizes[-1] >= 0.95 * 0.2
+
+
+def test_a_step_down_goes_only_rate_of_the_way() -> None:
+    # Twice the target: (1/2) ** 0.3 = 0.81, not a halving (a queue's wait is not the chunk's).
+    chunker = AdaptiveChunker(initial_size=100)
+    for _ in range(3):
+        chunker.record(100, 0.4)
+    assert chunker.size == 81
+    steep = AdaptiveChunker(initial_size=100, rate=1.0)
+    for _ in range(3):
+        steep.record(100, 0.4)
+    assert steep.size == 50
+
+
 @pytest.mark.parametrize("start", [2, 3, 4])
 def test_small_sizes_shrink_to_one_when_one_item_is_already_too_slow(start: int) -> None:
     # The seed's linear rule truncated to an integer could never shrink 2 or 3.

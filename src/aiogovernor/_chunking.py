@@ -82,14 +82,24 @@ class AdaptiveChunker:
     size (how many items per call) is this one's. It keeps a moving window of
     the durations of calls made at the current size. Once the window holds
     ``min_samples`` of them and their mean is outside ``target × (1 ±
-    tolerance)``, the size moves by ``(target / mean) ** rate`` in log space,
-    that factor clamped to [½, 2] per step, by at least one item, within
-    ``[min_size, max_size]``; then the window starts again. Durations of calls
-    made at an older size are dropped: they describe the size before.
+    tolerance)``, the size moves, by at least one item, within ``[min_size,
+    max_size]``; then the window starts again. Durations of calls made at an
+    older size are dropped: they describe the size before.
 
-    The log-space step makes the rule symmetric and unstuck at small sizes:
-    a linear step truncated to an integer can never shrink a size of 2 or 3,
-    and needs a call 10× over target to shrink 4.
+    - **Too short**: the size goes straight for the target, ``size × target /
+      mean``, at most doubling per step. A call's cost grows at most in
+      proportion to its size (a fixed cost per call plus one per item), so
+      this never overshoots; from far below it doubles every ``min_samples``
+      calls, a slow start, and it settles on the target rather than at the
+      band's lower edge.
+    - **Too long**: it steps ``rate`` of the way in log space, by ``(target /
+      mean) ** rate``, at least halving per step. A call over the target has
+      often waited in the upstream's queue, which is the governor's knob: a
+      smaller chunk does not shorten that wait, so the step down is damped.
+
+    The log-space step down is unstuck at small sizes: a linear step
+    truncated to an integer can never shrink a size of 2 or 3, and needs a
+    call 10× over target to shrink 4.
 
     A plain object: feed it with `record` (or time a call with `measure`);
     it needs no event loop except to read the default clock in `measure`.
@@ -99,7 +109,8 @@ class AdaptiveChunker:
         min_size: The smallest size it may choose (>= 1).
         max_size: The largest size it may choose.
         target_duration_s: The call duration to steer toward.
-        rate: How far each step goes toward the target in log space, in (0, 1].
+        rate: How far each step down goes toward the target in log space, in
+            (0, 1] (a step up goes all the way).
         tolerance: The relative band around the target inside which the size
             holds, in [0, 1).
         min_samples: Calls at the current size needed before a change.
@@ -210,7 +221,11 @@ class AdaptiveChunker:
         mean = max(sum(self._durations) / len(self._durations), _MIN_DURATION_S)
         if abs(mean - self._target) <= self._tolerance * self._target:
             return self._size
-        factor = min(2.0, max(0.5, (self._target / mean) ** self._rate))
+        # Up, straight for the target (see the class docstring): with `rate` there too,
+        # growth stopped at the band's lower edge, 20 % short of the target, and took
+        # twice the steps to get there. Down, damped: the wait in a queue is not the chunk's.
+        rate = 1.0 if mean < self._target else self._rate
+        factor = min(2.0, max(0.5, (self._target / mean) ** rate))
         new = round(self._size * factor)
         # At least one item per step, the way the mean points.
         new = max(new, self._size + 1) if mean < self._target else min(new, self._size - 1)
