@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import anyio
 import pytest
 
 from aiogovernor.state import JsonFileStore, LearnedState
-from aiogovernor.state._json import _forget_database
+from aiogovernor.state._json import _check_layout, _forget_database, _initialise, _Uninitialised
 
 # A writer saving an ever-larger limit for one governor, as fast as it can. It calls the
 # store's blocking update directly (what the worker thread runs) to start quickly.
@@ -160,3 +161,40 @@ def test_a_fifo_or_device_in_place_of_a_state_file_never_hangs(tmp_path: Path, w
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.endswith("done\n")
     assert "Traceback" not in proc.stderr
+
+
+def test_a_database_initialised_while_its_layout_is_read_is_not_taken_for_another_programs(
+    tmp_path: Path,
+) -> None:
+    # Eight processes opening a new environment at once: one initialises the file while
+    # another reads its layout. The read must see the file before or after, never half.
+    path = tmp_path / "prod.sqlite3"
+    sqlite3.connect(path).close()  # an empty database, as the first process leaves it
+    maker = sqlite3.connect(path, isolation_level=None)
+    reader = sqlite3.connect(path, isolation_level=None)
+
+    class Racing:
+        """The reader's connection; another process commits after its first statement."""
+
+        def __init__(self) -> None:
+            self.statements = 0
+
+        def execute(self, sql: str) -> Racing:
+            self.cursor = reader.execute(sql)
+            self.statements += 1
+            return self
+
+        def fetchone(self) -> tuple[object, ...]:
+            row: tuple[object, ...] = self.cursor.fetchone()
+            self.cursor.close()  # the statement is done: its read lock goes
+            if self.statements == 1:
+                _initialise(maker)
+            return row
+
+    try:
+        with pytest.raises(_Uninitialised):  # it saw the empty file, whole
+            _check_layout(Racing())  # type: ignore[arg-type]
+        _check_layout(reader)  # and now ours, whole
+    finally:
+        maker.close()
+        reader.close()

@@ -336,9 +336,15 @@ def _check_layout(conn: sqlite3.Connection) -> None:
         _Damaged: Another program's SQLite file.
         _NewerSchema: Ours, written by a newer aiogovernor.
     """
-    app = conn.execute("PRAGMA application_id").fetchone()[0]
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if app == 0 and version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+    # One statement, so one snapshot: read one by one, another process's initialising
+    # transaction could commit between the reads, and a half-seen header (tables but no
+    # marks yet) would pass for another program's file and be moved aside.
+    app, version, tables = conn.execute(
+        "SELECT (SELECT application_id FROM pragma_application_id),"
+        " (SELECT user_version FROM pragma_user_version),"
+        " (SELECT count(*) FROM sqlite_master)"
+    ).fetchone()
+    if app == 0 and version == 0 and tables == 0:
         raise _Uninitialised
     if app != _APPLICATION_ID:
         raise _Damaged("is not an aiogovernor state database")
