@@ -202,8 +202,9 @@ class _Pool:
                 self, retry=settings.retry, budget=settings.retry_budget, rng=random.Random(settings.seed)
             )
         self._simple = settings.retry is None and settings.timeout_s is None and chunker is None
-        self._total = len(items) if isinstance(items, Sequence | set | frozenset | dict) else None
-        reporter.total = self._total
+        # The input's length, when known.
+        self.total = len(items) if isinstance(items, Sequence | set | frozenset | dict) else None
+        reporter.total = self.total
         self._reporter = reporter
 
         self._next: Callable[[], Any] | None = None
@@ -215,6 +216,9 @@ class _Pool:
             self._next = iter(items).__next__
 
         self.put: Callable[[int, Any], None] = lambda index, value: None
+        # The list `put` fills, when the results are all kept (`governed_map`): the
+        # plainest map's workers store into it directly while it has the slot.
+        self.results: list[Any] | None = None
         # Units pulled but not consumed, at most: None for no bound (the
         # results are all kept anyway), 0 for one that follows the limit.
         self.capacity: int | None = None
@@ -247,12 +251,13 @@ class _Pool:
                     self._simple
                     and self._next is not None
                     and self.capacity is None
+                    and self.results is not None
                     and not self._reporter.active
                 ):
                     self._worker_fn = self._kept_worker
                 start = max(1, self._gov.limit)
-                if self._total is not None:
-                    start = max(1, min(start, self._total))
+                if self.total is not None:
+                    start = max(1, min(start, self.total))
                 self._spawn(start)
         self._tg = None
         self._reporter.finish()
@@ -370,13 +375,21 @@ class _Pool:
         the gate renews the permit after each call (one ``ok`` sample per call, as
         ever) instead of taking it back and handing it out again; otherwise it is
         released and the next call takes one the usual way, in turn.
+
+        This loop runs once per item and is most of what a map costs beyond the calls
+        themselves, so it does the least it can: results go straight into the list the
+        map returns while it has a slot for them, the limit is looked at closely only
+        when the number of workers differs from it, and nothing is counted for progress
+        (this worker runs only when nothing reports it).
         """
         gov = self._gov
         fn = self._fn
         next_ = self._next
         assert next_ is not None
         put = self.put
-        reporter = self._reporter
+        results = self.results
+        assert results is not None
+        filled = len(results)  # slots made in advance (the input's length, when known)
         renew = gov._renew  # a named seam of the gate, made for this loop
         pending = False  # a unit pulled with a permit that could not be kept
         unit: Any = None
@@ -399,15 +412,19 @@ class _Pool:
                     async with gov as permit:
                         while True:
                             value = await fn(unit)
-                            reporter.done += 1
-                            put(index, value)
-                            # Follow the limit (returning releases the permit, as ok).
-                            limit = gov.limit
-                            active = self._workers
-                            if active > limit and active > 1:
-                                return
-                            if active < limit and not self.exhausted:
-                                self._spawn(limit - active)
+                            if index < filled:
+                                results[index] = value
+                            else:
+                                put(index, value)
+                            # Follow the limit (returning releases the permit, as ok). The
+                            # gate's own limit, read as an attribute: this runs per item.
+                            if self._workers != gov._limit:
+                                limit = gov._limit
+                                active = self._workers
+                                if active > limit and active > 1:
+                                    return
+                                if active < limit and not self.exhausted:
+                                    self._spawn(limit - active)
                             try:
                                 unit = next_()
                             except StopIteration:
@@ -422,7 +439,7 @@ class _Pool:
                                 pending = True  # released: this unit takes a permit in turn
                                 break
                 except Exception as exc:
-                    reporter.failed += 1
+                    self._reporter.failed += 1
                     if not self._return_exceptions:
                         self._fatal(exc)
                         return
@@ -571,25 +588,30 @@ async def _collect_in(
         settings.progress, governor=settings.governor, description=settings.governor.name
     ) as reporter:
         pool = _Pool(fn, items, settings, reporter, chunker)
-        # A list, filled in place: 8 bytes a result where a dict by index took about 100, and
-        # no second list to build at the end. Units finish about in order, so it mostly appends.
-        results: list[Any] = []
+        # A list filled in place: 8 bytes a result where a dict by index took about 100, and
+        # no second list to build at the end. Made at its full size when the input's length
+        # is known (no regrowth on the way); otherwise units finish about in order, so it
+        # mostly appends.
+        results: list[Any] = [None] * pool.total if pool.total is not None else []
         append = results.append
 
         def put(index: int, value: Any) -> None:
             missing = index - len(results)
-            if missing == 0:
-                append(value)
-            elif missing > 0:
-                results.extend([None] * missing)  # finished later, filled then
+            if missing < 0:
+                results[index] = value
+            elif missing == 0:
                 append(value)
             else:
-                results[index] = value
+                results.extend([None] * missing)  # finished later, filled then
+                append(value)
 
         pool.put = put
+        pool.results = results
         await pool.run()
     if pool.error is not None:
         raise pool.error
+    if pool.pulled < len(results):
+        del results[pool.pulled :]  # a sequence that shrank while it was mapped
     return results
 
 
