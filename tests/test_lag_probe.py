@@ -27,7 +27,7 @@ class _CountingLoop(VirtualTimeEventLoop):
 
 
 async def _busy_second(governors: int) -> tuple[int, list[Window]]:
-    """Timers scheduled while ``governors`` governors are busy for 1 s (with a 30 ms stall), and their windows."""
+    """Timers scheduled while ``governors`` governors are busy for 1 s (with a 30 ms stall), and windows."""
     loop = asyncio.get_running_loop()
     assert isinstance(loop, _CountingLoop)
     govs = [Governor(f"g{i}", window=_WINDOW, store=None) for i in range(governors)]
