@@ -14,11 +14,15 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from typing import Any
+from collections.abc import Callable
+from contextvars import Context
+from typing import TypeVarTuple, Unpack
 
 from aiogovernor import Governor, WindowConfig
 
 GOVERNORS = (1, 10, 100, 1_000)
+
+_Ts = TypeVarTuple("_Ts")
 
 
 class CountingLoop(asyncio.SelectorEventLoop):
@@ -26,7 +30,13 @@ class CountingLoop(asyncio.SelectorEventLoop):
 
     timers = 0
 
-    def call_at(self, when: float, callback: Any, *args: Any, context: Any = None) -> asyncio.TimerHandle:
+    def call_at(
+        self,
+        when: float,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: *_Ts,
+        context: Context | None = None,
+    ) -> asyncio.TimerHandle:
         self.timers += 1
         return super().call_at(when, callback, *args, context=context)
 

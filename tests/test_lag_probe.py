@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
-from typing import Any
+from collections.abc import Callable
+from contextvars import Context
+from typing import Any, TypeVarTuple, Unpack
 
 from aiogovernor import Governor, WindowConfig
-from aiogovernor._lag import shared_lag_probe
+from aiogovernor._lag import SharedLagProbe, shared_lag_probe
 from aiogovernor._samples import Window
 from aiogovernor.sim import VirtualTimeEventLoop
 
 # One sample closes a window, and the first close starts the probe (10 ms period).
 _WINDOW = WindowConfig(min_samples=1, min_duration_s=0.0)
+
+_Ts = TypeVarTuple("_Ts")
 
 
 class _CountingLoop(VirtualTimeEventLoop):
@@ -21,7 +25,13 @@ class _CountingLoop(VirtualTimeEventLoop):
 
     timers = 0
 
-    def call_at(self, when: float, callback: Any, *args: Any, context: Any = None) -> asyncio.TimerHandle:
+    def call_at(
+        self,
+        when: float,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: *_Ts,
+        context: Context | None = None,
+    ) -> asyncio.TimerHandle:
         self.timers += 1
         return super().call_at(when, callback, *args, context=context)
 
@@ -76,6 +86,10 @@ def test_timer_callbacks_do_not_grow_with_busy_governors_and_each_window_sees_th
         assert (window.loop_lag_s, window.loop_pause_s) == (one.loop_lag_s, one.loop_pause_s)
 
 
+def _state(probe: SharedLagProbe) -> tuple[bool, int]:
+    return probe.running, probe.watchers
+
+
 def test_the_probe_stops_when_no_governor_is_busy_and_holds_governors_weakly() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -83,20 +97,20 @@ def test_the_probe_stops_when_no_governor_is_busy_and_holds_governors_weakly() -
         async with gov:
             pass  # the window closes with nothing in flight: one more reading, then the probe stops
         probe = shared_lag_probe(loop, 0.01)
-        assert probe.running and probe.watchers == 1
+        assert _state(probe) == (True, 1)
         await asyncio.sleep(0.05)
-        assert not probe.running and probe.watchers == 0
+        assert _state(probe) == (False, 0)
 
         other = Governor("other", window=_WINDOW, store=None)
         permit = await other.acquire()  # never released: busy for as long as it lives
         async with other:
             pass
         await asyncio.sleep(0.05)
-        assert probe.running and probe.watchers == 1
+        assert _state(probe) == (True, 1)
         del permit, other
         gc.collect()
         await asyncio.sleep(0.05)  # the next reading finds the governor gone
-        assert not probe.running and probe.watchers == 0
+        assert _state(probe) == (False, 0)
 
     with asyncio.Runner(loop_factory=VirtualTimeEventLoop) as runner:
         runner.run(main())

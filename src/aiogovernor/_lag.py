@@ -140,7 +140,8 @@ class SharedLagProbe:
 
     def _fan_out(self, lag_s: float, period_s: float) -> None:
         watchers = self._watchers
-        self._watchers = kept = {}  # a watcher that joins during the fan-out joins this one
+        kept: dict[weakref.ref[LagWatcher], None] = {}
+        self._watchers = kept  # a watcher that joins during the fan-out joins this one
         for ref in watchers:
             watcher = ref()
             if watcher is not None and watcher._lag_reading(self, lag_s, period_s):
