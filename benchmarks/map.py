@@ -327,7 +327,8 @@ def breakdown(args: argparse.Namespace) -> None:
         "clock read, nothing recorded": clock_only,
         "no sample at all": no_sample,
     }
-    ratios: dict[str, list[float]] = {name: [] for name in ["anyio task group pool", *renewals]}
+    scale = "the pool in an anyio task group, no governor (for scale)"
+    ratios: dict[str, list[float]] = {name: [] for name in [scale, *renewals]}
     try:
         for _ in range(args.rounds):
             for name in ratios:
