@@ -317,7 +317,6 @@ def breakdown(args: argparse.Namespace) -> None:
         if len(lat) >= 1000:
             lat.clear()  # as a window would, without deciding anything
         permit._start = now
-        permit._inflight = self._inflight
         permit._generation = self._generation
         return True
 
