@@ -16,7 +16,9 @@ and prints medians, ratios and a markdown table::
    task per item (measured on ``--gather-items`` items: it keeps them all).
 3. CPU time per call that suspends once (``--cpu-items`` calls, limit 100),
    relative to the bare pool of 100 workers: the pool under the governor,
-   the bare pool started through an anyio task group, and `governed_map`;
+   the bare pool started through an anyio task group, `governed_map`, and
+   `governed_map` whose windows never close during the run (each call still
+   sampled: the difference is what closing a window every 1 000 samples costs);
    process time, so a loaded machine disturbs it less than wall time.
    Peak memory of `governed_map` beside the bare pool is in part 2.
 4. Backpressure: a consumer slower than the workers (it sleeps
@@ -25,6 +27,11 @@ and prints medians, ratios and a markdown table::
    time (process time) per item consumed, median and worst of ``--rounds``
    interleaved rounds. The workers wait for room in the buffer: what they
    cost while waiting should not grow with the limit.
+5. ``--only breakdown`` (not run by default): where `governed_map`'s cost per
+   call goes, measured as in part 3 with pieces of the per-call sample taken
+   out by replacing the gate's renewal (`Governor._renew`, which records a
+   kept permit's sample): not at all, reading the clock only, and recording
+   the sample without ever closing a window. Not a usable map: a breakdown.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ from typing import Any
 import aiometer
 import anyio
 
-from aiogovernor import Fixed, Governor, governed_imap, governed_map
+from aiogovernor import Fixed, Governor, WindowConfig, governed_imap, governed_map
 
 LIMIT = 100
 
@@ -110,6 +117,14 @@ async def gated_pool(n: int) -> list[int]:
 
 async def governed(n: int) -> list[int]:
     return await governed_map(work, range(n), governor=Governor("bench", Fixed(LIMIT), store=None))
+
+
+async def governed_no_windows(n: int) -> list[int]:
+    # Every call still sampled, but no window closes during the run: what closing windows costs.
+    window = WindowConfig(max_samples=10**9, min_duration_s=1e9)
+    return await governed_map(
+        work, range(n), governor=Governor("bench", Fixed(LIMIT), store=None, window=window)
+    )
 
 
 CONTENDERS: dict[str, Callable[[int], Awaitable[list[int]]]] = {
@@ -205,7 +220,9 @@ def main() -> None:
     parser.add_argument("--slow-items", type=int, default=1_000)
     parser.add_argument("--consumer-sleep-s", type=float, default=0.0005)
     parser.add_argument(
-        "--only", choices=("throughput", "memory", "cpu", "backpressure"), help="run one of the parts"
+        "--only",
+        choices=("throughput", "memory", "cpu", "backpressure", "breakdown"),
+        help="run one of the parts (breakdown runs only when asked)",
     )
     args = parser.parse_args()
     if args.only in (None, "throughput"):
@@ -216,6 +233,8 @@ def main() -> None:
         cpu_per_call(args)
     if args.only in (None, "backpressure"):
         backpressure(args)
+    if args.only == "breakdown":
+        breakdown(args)
 
 
 def throughput(args: argparse.Namespace) -> None:
@@ -257,6 +276,7 @@ def cpu_per_call(args: argparse.Namespace) -> None:
         "fixed pool, each call under the governor": gated_pool,
         "fixed pool started by an anyio task group": anyio_pool,
         "governed_map (Fixed(100))": governed,
+        "governed_map, no window closing during the run": governed_no_windows,
     }
     ratios: dict[str, list[float]] = {name: [] for name in others}
     for _ in range(args.rounds):
@@ -273,6 +293,63 @@ def cpu_per_call(args: argparse.Namespace) -> None:
         f"relative to the bare pool of {LIMIT} workers, median (worst) of {args.rounds} rounds\n"
     )
     print("| contender | its CPU time / the bare pool's |")
+    print("| --- | --- |")
+    for name, rs in ratios.items():
+        print(f"| {name} | {statistics.median(rs):.2f}× ({max(rs):.2f}×) |")
+
+
+def breakdown(args: argparse.Namespace) -> None:
+    global work
+    work = yields
+    renew = Governor._renew
+
+    def no_sample(self: Governor, permit: Any) -> bool:
+        return True
+
+    def clock_only(self: Governor, permit: Any) -> bool:
+        permit._start = self._time()
+        return True
+
+    def never_closing(self: Governor, permit: Any) -> bool:
+        now = self._time()
+        lat = self._ok_latencies
+        lat.append(now - permit._start)
+        if len(lat) >= 1000:
+            lat.clear()  # as a window would, without deciding anything
+        permit._start = now
+        permit._generation = self._generation
+        return True
+
+    renewals: dict[str, Callable[..., bool]] = {
+        "governed_map as it is": renew,
+        "sample recorded, no window ever closed": never_closing,
+        "clock read, nothing recorded": clock_only,
+        "no sample at all": no_sample,
+    }
+    scale = "the pool in an anyio task group, no governor (for scale)"
+    ratios: dict[str, list[float]] = {name: [] for name in [scale, *renewals]}
+    try:
+        for _ in range(args.rounds):
+            for name in ratios:
+                start = time.process_time()
+                asyncio.run(fixed_pool(args.cpu_items))
+                floor = time.process_time() - start
+                start = time.process_time()
+                if name in renewals:
+                    Governor._renew = renewals[name]  # type: ignore[method-assign]
+                    asyncio.run(governed(args.cpu_items))
+                else:
+                    asyncio.run(anyio_pool(args.cpu_items))
+                ratios[name].append((time.process_time() - start) / floor)
+    finally:
+        Governor._renew = renew  # type: ignore[method-assign]
+        work = instant
+    print(
+        f"\nWhere governed_map's CPU per call goes ({args.cpu_items:,} calls that suspend once, limit "
+        f"{LIMIT}): relative to the bare pool, each beside its own bare run, "
+        f"median (worst) of {args.rounds}\n"
+    )
+    print("| governed_map's per-call sample | its CPU time / the bare pool's |")
     print("| --- | --- |")
     for name, rs in ratios.items():
         print(f"| {name} | {statistics.median(rs):.2f}× ({max(rs):.2f}×) |")

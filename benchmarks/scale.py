@@ -22,8 +22,11 @@ Sections (run one, or all by default):
   a core a governor takes at 10⁵ requests/s with the default and a short window.
 - ``map``: `governed_map` beside a task per item, aiometer and a bare pool, by
   items (10² … 10⁵) and by limit (10, 100, 1 000).
+- ``lag``: the loop-lag probe's share of a core, its timer callbacks and its
+  readings per second with 1, 10, 100 and 1 000 busy governors on one loop
+  (``--seconds`` each, probe on and off interleaved).
 
-    .venv/bin/python benchmarks/scale.py [state|waiters|limit|governors|decisions|map ...] \
+    .venv/bin/python benchmarks/scale.py [state|waiters|limit|governors|decisions|map|lag ...] \
         [--rounds 5] [--seconds 5] [--max-size 100000]
 """
 
@@ -44,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import _scale_core
+import _scale_lag
 import anyio
 import anyio.to_thread
 
@@ -311,7 +315,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sections = ["state", *CORE_SECTIONS]
+    sections = ["state", *CORE_SECTIONS, "lag"]
     parser.add_argument("sections", nargs="*", choices=sections, default=sections)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -325,6 +329,8 @@ def main() -> None:
     for name, bench in CORE_SECTIONS.items():
         if name in args.sections:
             bench(args.rounds, sizes)
+    if "lag" in args.sections:
+        _scale_lag.bench_lag(args.rounds, min(args.seconds, 2.0))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from ._clock import Clock, loop_time
 from ._events import Decision, DecisionListener, WindowListener
 from ._feedback import Feedback
 from ._guard import guard_async
-from ._lag import LoopLagProbe
+from ._lag import SharedLagProbe, shared_lag_probe
 from ._names import check_environment, check_governor_name
 from ._permit import PermitMarks
 from ._persistence import Persistence, StateStore, bind_persistence
@@ -422,7 +422,7 @@ class Governor:
         # `_exit_elsewhere`). The fast path moves only the first.
         self._open_blocks = 0
         self._spare_blocks = 0
-        self._lag_probe: LoopLagProbe | None = None  # armed at window closes, on asyncio only
+        self._lag_probe: SharedLagProbe | None = None  # the loop's, watched from window closes (asyncio)
 
         # Windows, the policy, decisions: the gate only feeds samples in and
         # hears the decisions back through `_apply`.
@@ -1013,19 +1013,22 @@ class Governor:
             self._dispatch()
 
     def _watch_lag(self, period_s: float) -> None:
-        """Keep the loop-lag probe ticking on the running asyncio loop while work is in flight."""
-        probe = self._lag_probe
+        """Receive the running asyncio loop's lag readings while work is in flight (one probe per loop)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # trio: no probe
             return
+        probe = self._lag_probe
         if probe is None or probe.loop is not loop:
-            if probe is not None:
-                probe.stop()
-            probe = self._lag_probe = LoopLagProbe(
-                loop, self._feedback.record_lag, lambda: self._inflight > 0, period_s=period_s
-            )
-        probe.ensure_running()
+            probe = self._lag_probe = shared_lag_probe(loop, period_s)
+        probe.watch(self)
+
+    def _lag_reading(self, probe: SharedLagProbe, lag_s: float, period_s: float) -> bool:
+        """One reading of the loop's lag (`SharedLagProbe`); whether to go on receiving them."""
+        if probe is not self._lag_probe:
+            return False  # another loop's (the governor has moved on): its lag is not this loop's
+        self._feedback.record_lag(lag_s, period_s)
+        return self._inflight > 0
 
     def _apply(self, decision: Decision) -> None:
         """Take a decision's limit (the feedback calls this before any listener hears of it)."""

@@ -13,6 +13,7 @@ included). A task per item would cost more than the limiter itself.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import random
@@ -31,7 +32,7 @@ from ._retry import Retry, RetryBudget
 from ._validate import check_float
 
 if TYPE_CHECKING:
-    import anyio.abc
+    import anyio
 
 __all__ = ["MapOptions", "governed_batches", "governed_imap", "governed_imap_unordered", "governed_map"]
 
@@ -202,19 +203,25 @@ class _Pool:
                 self, retry=settings.retry, budget=settings.retry_budget, rng=random.Random(settings.seed)
             )
         self._simple = settings.retry is None and settings.timeout_s is None and chunker is None
-        self._total = len(items) if isinstance(items, Sequence | set | frozenset | dict) else None
-        reporter.total = self._total
+        # The input's length, when known.
+        self.total = len(items) if isinstance(items, Sequence | set | frozenset | dict) else None
+        reporter.total = self.total
         self._reporter = reporter
 
         self._next: Callable[[], Any] | None = None
+        self._numbered: Callable[[], tuple[int, Any]] | None = None  # the plainest map's (see run)
         self._anext: Callable[[], Awaitable[Any]] | None = None
         if isinstance(items, AsyncIterable):
             self._anext = aiter(items).__anext__
             self._lock = anyio.Lock()
         else:
-            self._next = iter(items).__next__
+            self._iterator = iter(items)
+            self._next = self._iterator.__next__
 
         self.put: Callable[[int, Any], None] = lambda index, value: None
+        # The list `put` fills, when the results are all kept (`governed_map`): the
+        # plainest map's workers store into it directly while it has the slot.
+        self.results: list[Any] | None = None
         # Units pulled but not consumed, at most: None for no bound (the
         # results are all kept anyway), 0 for one that follows the limit.
         self.capacity: int | None = None
@@ -228,7 +235,13 @@ class _Pool:
         self._waking = 0  # woken, not yet running: their slots are spoken for
         self._workers = 0
         self._backing_off = 0  # workers asleep before a retry
-        self._tg: anyio.abc.TaskGroup | None = None
+        # Starts one worker task: the task group's start_soon, or on asyncio `_start_task`.
+        self._start: Callable[[Callable[[], Coroutine[Any, Any, None]]], object] | None = None
+        # On asyncio, the workers are the loop's own tasks (see `_run_tasks`).
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._all_done: asyncio.Future[None] | None = None
+        self._escaped: list[BaseException] = []  # what a worker task raised (it catches every Exception)
+        self._scopes: set[anyio.CancelScope] = set()  # each worker's, cancelled with the pool
         self._worker_fn: Callable[[], Coroutine[Any, Any, None]] = self._worker
         self.scope = anyio.CancelScope()
 
@@ -238,31 +251,114 @@ class _Pool:
         """Run the pool until the source is drained, a failure stops it, or it is cancelled."""
         import anyio  # loaded on first use, as above
 
-        with self.scope:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                # The plainest map (a sync iterator, no retry, timeout, chunks, progress or
-                # buffer) runs workers that keep their permit from one call to the next.
-                if (
-                    self._simple
-                    and self._next is not None
-                    and self.capacity is None
-                    and not self._reporter.active
-                ):
-                    self._worker_fn = self._kept_worker
-                start = max(1, self._gov.limit)
-                if self._total is not None:
-                    start = max(1, min(start, self._total))
-                self._spawn(start)
-        self._tg = None
+        # The plainest map (a sync iterator, no retry, timeout, chunks, progress or
+        # buffer) runs workers that keep their permit from one call to the next.
+        if (
+            self._simple
+            and self._next is not None
+            and self.capacity is None
+            and self.results is not None
+            and not self._reporter.active
+        ):
+            self._worker_fn = self._kept_worker
+            self._numbered = enumerate(self._iterator, self.pulled).__next__
+        start = max(1, self._gov.limit)
+        if self.total is not None:
+            start = max(1, min(start, self.total))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # trio: an anyio task group
+            with self.scope:
+                async with anyio.create_task_group() as tg:
+                    self._start = tg.start_soon
+                    self._spawn(start)
+        else:
+            with self.scope:
+                await self._run_tasks(loop, start)
+            if self._escaped:
+                raise BaseExceptionGroup("unhandled errors in a TaskGroup", self._escaped)
+        self._start = None
         self._reporter.finish()
 
+    async def _run_tasks(self, loop: asyncio.AbstractEventLoop, start: int) -> None:
+        """The pool on asyncio: workers are plain tasks of the loop, watched here.
+
+        An anyio task group runs each task inside a wrapper coroutine, a frame that
+        every resumption of the worker passes through: about a tenth more CPU per
+        call that suspends once. So on asyncio the pool keeps its own tasks, with
+        the task group's semantics: each worker runs in its own cancel scope, and when
+        the pool is cancelled (a failure, the consumer gone, the caller cancelled) so
+        is every worker's scope (anyio delivers it, again at each turn of the loop
+        until the worker is done, and never into a shielded scope such as a thread
+        call's), and they are waited for before the cancellation goes on; anything
+        but an ``Exception`` that escapes a worker (which catches those) cancels the
+        pool and is raised in a group, as the task group raised it.
+        """
+        self._all_done = loop.create_future()
+        self._start = self._start_task
+        self._spawn(start)
+        try:
+            await self._all_done
+        finally:
+            if self._tasks:
+                await self._stop_tasks(loop)
+
+    def _start_task(self, worker: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        task = asyncio.get_running_loop().create_task(worker())
+        if not task.done():  # an eager task factory may have run it to its end already
+            self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            exc = task.exception()
+            if exc is not None:
+                self._escaped.append(exc)
+                self._cancel_all()
+        done = self._all_done
+        if not self._tasks and done is not None and not done.done():
+            done.set_result(None)
+
+    def _cancel_all(self) -> None:
+        """Cancel the pool: its scope and every worker's (anyio's delivery, which honours shields)."""
+        self.scope.cancel()
+        for scope in self._scopes:
+            scope.cancel()
+
+    def _enlist(self) -> anyio.CancelScope:
+        """The scope a new worker runs in: cancelled with the pool (at once, if it already is)."""
+        import anyio  # loaded on first use, as above
+
+        scope = anyio.CancelScope()
+        if self.scope.cancel_called:
+            scope.cancel()
+        self._scopes.add(scope)
+        return scope
+
+    async def _stop_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Cancel every worker task and wait until all have finished."""
+        import anyio  # loaded on first use, as above
+
+        self._cancel_all()
+        cancelled: asyncio.CancelledError | None = None
+        with anyio.CancelScope(shield=True):
+            while self._tasks:
+                self._all_done = loop.create_future()
+                try:
+                    await self._all_done
+                except asyncio.CancelledError as exc:  # cancelled again, natively: finish first
+                    cancelled = exc
+        if cancelled is not None:
+            raise cancelled
+
     def _spawn(self, n: int) -> None:
-        assert self._tg is not None
+        start = self._start
+        assert start is not None
         for _ in range(n):
             self._workers += 1
             # Started from inside a worker's permit block: the new task must not inherit it.
-            run_without_permit(self._tg.start_soon, self._worker_fn)
+            run_without_permit(start, self._worker_fn)
 
     def _room_limit(self) -> int:
         """Units that may be pulled but not consumed now (only asked when ``capacity`` is set)."""
@@ -293,7 +389,7 @@ class _Pool:
         """Stop everything and make ``exc`` the map's exception (the first one wins)."""
         if self.error is None:
             self.error = exc
-        self.scope.cancel()
+        self._cancel_all()
 
     async def _worker(self) -> None:
         # Loop invariants in locals: this loop runs once per item (and is the task's own
@@ -306,58 +402,63 @@ class _Pool:
         put = self.put
         reporter = self._reporter
         reporting = reporter.active
+        scope = self._enlist()
         try:
-            while True:
-                capacity = self.capacity
-                if capacity is not None and self.pulled - self.consumed >= (capacity or 2 * gov.limit + 16):
-                    await self._wait_for_room()
-                    continue
-                if chunked:
-                    unit: Any = await self._pull_chunk()
-                    if not unit:
-                        return
-                elif next_ is not None:
-                    try:
-                        unit = next_()
-                    except StopIteration:
-                        self.exhausted = True
-                        return
-                    except Exception as exc:
-                        self._fatal(exc)
-                        return
-                else:
-                    found, unit = await self._pull_async()
-                    if not found:
-                        return
-                index = self.pulled
-                self.pulled += 1
-                try:
-                    if simple:
-                        async with gov:
-                            value = await fn(unit)
+            with scope:
+                while True:
+                    capacity = self.capacity
+                    if capacity is not None and self.pulled - self.consumed >= (
+                        capacity or 2 * gov.limit + 16
+                    ):
+                        await self._wait_for_room()
+                        continue
+                    if chunked:
+                        unit: Any = await self._pull_chunk()
+                        if not unit:
+                            return
+                    elif next_ is not None:
+                        try:
+                            unit = next_()
+                        except StopIteration:
+                            self.exhausted = True
+                            return
+                        except Exception as exc:
+                            self._fatal(exc)
+                            return
                     else:
-                        value = await self._call(unit)
-                except Exception as exc:
-                    reporter.failed += len(unit) if chunked else 1
-                    if not self._return_exceptions:
-                        self._fatal(exc)
+                        found, unit = await self._pull_async()
+                        if not found:
+                            return
+                    index = self.pulled
+                    self.pulled += 1
+                    try:
+                        if simple:
+                            async with gov:
+                                value = await fn(unit)
+                        else:
+                            value = await self._call(unit)
+                    except Exception as exc:
+                        reporter.failed += len(unit) if chunked else 1
+                        if not self._return_exceptions:
+                            self._fatal(exc)
+                            return
+                        # A failed chunk fails each of its items, in place.
+                        put(index, [exc] * len(unit) if chunked else exc)
+                    else:
+                        reporter.done += len(unit) if chunked else 1
+                        put(index, value)
+                    if reporting:
+                        reporter.tick()
+                    # Follow the limit: one worker per permit the governor allows
+                    # (workers waiting out a retry's backoff hold none).
+                    limit = gov.limit
+                    active = self._workers - self._backing_off
+                    if active > limit and active > 1:
                         return
-                    # A failed chunk fails each of its items, in place.
-                    put(index, [exc] * len(unit) if chunked else exc)
-                else:
-                    reporter.done += len(unit) if chunked else 1
-                    put(index, value)
-                if reporting:
-                    reporter.tick()
-                # Follow the limit: one worker per permit the governor allows
-                # (workers waiting out a retry's backoff hold none).
-                limit = gov.limit
-                active = self._workers - self._backing_off
-                if active > limit and active > 1:
-                    return
-                if active < limit and not self.exhausted:
-                    self._spawn(limit - active)
+                    if active < limit and not self.exhausted:
+                        self._spawn(limit - active)
         finally:
+            self._scopes.discard(scope)
             self._workers -= 1
             if self.exhausted and self._room_waiters:
                 # Nothing more to pull: the workers waiting for room can all leave.
@@ -370,65 +471,80 @@ class _Pool:
         the gate renews the permit after each call (one ``ok`` sample per call, as
         ever) instead of taking it back and handing it out again; otherwise it is
         released and the next call takes one the usual way, in turn.
+
+        This loop runs once per item and is most of what a map costs beyond the calls
+        themselves, so it does the least it can: results go straight into the list the
+        map returns while it has a slot for them, the limit is looked at closely only
+        when the number of workers differs from it, and nothing is counted for progress
+        (this worker runs only when nothing reports it).
         """
         gov = self._gov
         fn = self._fn
-        next_ = self._next
+        # The items numbered as they are pulled (one shared enumerate): `pulled` is
+        # brought up to date as each worker leaves, not per item.
+        next_ = self._numbered
         assert next_ is not None
         put = self.put
-        reporter = self._reporter
+        results = self.results
+        assert results is not None
+        filled = len(results)  # slots made in advance (the input's length, when known)
         renew = gov._renew  # a named seam of the gate, made for this loop
         pending = False  # a unit pulled with a permit that could not be kept
         unit: Any = None
-        index = 0
+        index = -1
+        scope = self._enlist()
         try:
-            while True:
-                if not pending:
+            with scope:
+                while True:
+                    if not pending:
+                        try:
+                            index, unit = next_()
+                        except StopIteration:
+                            self.exhausted = True
+                            return
+                        except Exception as exc:
+                            self._fatal(exc)
+                            return
+                    pending = False
                     try:
-                        unit = next_()
-                    except StopIteration:
-                        self.exhausted = True
-                        return
+                        async with gov as permit:
+                            while True:
+                                value = await fn(unit)
+                                if index < filled:
+                                    results[index] = value
+                                else:
+                                    put(index, value)
+                                # Follow the limit (returning releases the permit, as ok). The
+                                # gate's own limit, read as an attribute: this runs per item.
+                                if self._workers != gov._limit:
+                                    limit = gov._limit
+                                    active = self._workers
+                                    if active > limit and active > 1:
+                                        return
+                                    if active < limit and not self.exhausted:
+                                        self._spawn(limit - active)
+                                try:
+                                    index, unit = next_()
+                                except StopIteration:
+                                    self.exhausted = True
+                                    return
+                                except Exception as exc:
+                                    self._fatal(exc)
+                                    return
+                                if not renew(permit):
+                                    pending = True  # released: this unit takes a permit in turn
+                                    break
                     except Exception as exc:
-                        self._fatal(exc)
-                        return
-                    index = self.pulled
-                    self.pulled += 1
-                pending = False
-                try:
-                    async with gov as permit:
-                        while True:
-                            value = await fn(unit)
-                            reporter.done += 1
-                            put(index, value)
-                            # Follow the limit (returning releases the permit, as ok).
-                            limit = gov.limit
-                            active = self._workers
-                            if active > limit and active > 1:
-                                return
-                            if active < limit and not self.exhausted:
-                                self._spawn(limit - active)
-                            try:
-                                unit = next_()
-                            except StopIteration:
-                                self.exhausted = True
-                                return
-                            except Exception as exc:
-                                self._fatal(exc)
-                                return
-                            index = self.pulled
-                            self.pulled += 1
-                            if not renew(permit):
-                                pending = True  # released: this unit takes a permit in turn
-                                break
-                except Exception as exc:
-                    reporter.failed += 1
-                    if not self._return_exceptions:
-                        self._fatal(exc)
-                        return
-                    put(index, exc)
+                        self._reporter.failed += 1
+                        if not self._return_exceptions:
+                            self._fatal(exc)
+                            return
+                        put(index, exc)
         finally:
+            self._scopes.discard(scope)
             self._workers -= 1
+            if index >= self.pulled:
+                self.pulled = index + 1
 
     async def _pull_async(self) -> tuple[bool, Any]:
         # An async generator cannot be advanced by two tasks at once.
@@ -571,25 +687,30 @@ async def _collect_in(
         settings.progress, governor=settings.governor, description=settings.governor.name
     ) as reporter:
         pool = _Pool(fn, items, settings, reporter, chunker)
-        # A list, filled in place: 8 bytes a result where a dict by index took about 100, and
-        # no second list to build at the end. Units finish about in order, so it mostly appends.
-        results: list[Any] = []
+        # A list filled in place: 8 bytes a result where a dict by index took about 100, and
+        # no second list to build at the end. Made at its full size when the input's length
+        # is known (no regrowth on the way); otherwise units finish about in order, so it
+        # mostly appends.
+        results: list[Any] = [None] * pool.total if pool.total is not None else []
         append = results.append
 
         def put(index: int, value: Any) -> None:
             missing = index - len(results)
-            if missing == 0:
-                append(value)
-            elif missing > 0:
-                results.extend([None] * missing)  # finished later, filled then
+            if missing < 0:
+                results[index] = value
+            elif missing == 0:
                 append(value)
             else:
-                results[index] = value
+                results.extend([None] * missing)  # finished later, filled then
+                append(value)
 
         pool.put = put
+        pool.results = results
         await pool.run()
     if pool.error is not None:
         raise pool.error
+    if pool.pulled < len(results):
+        del results[pool.pulled :]  # a sequence that shrank while it was mapped
     return results
 
 
