@@ -20,7 +20,8 @@ from urllib.parse import quote
 from aiogovernor._attempt import Attempts
 from aiogovernor._clock import Clock, loop_time
 from aiogovernor._governor import Governor, Permit
-from aiogovernor._retry import Retry, parse_retry_after
+from aiogovernor._http import retry_after_header
+from aiogovernor._retry import Retry
 from aiogovernor._samples import Outcome
 from aiogovernor._validate import check_float, check_int
 from aiogovernor.limits import AIMD, Fixed
@@ -927,7 +928,8 @@ class _LaneAttempts(Attempts["httpx.Response"]):
     def retry_after_s(self, result: httpx.Response | BaseException) -> float | None:
         if isinstance(result, BaseException):
             return None
-        return parse_retry_after(result.headers.get("Retry-After"))
+        # An HTTP-date is read against the server's own Date, as every HTTP integration reads it.
+        return retry_after_header(result.headers.get("Retry-After"), result.headers.get("Date"))
 
     def sample(self, governor: Governor, result: httpx.Response | BaseException, outcome: Outcome) -> Outcome:
         if outcome is Outcome.OVERLOAD and not isinstance(result, BaseException):
