@@ -484,6 +484,8 @@ class WorkerPool:
                 # A map's worker holds a permit for this job already (governed_map hands the
                 # function none): its first attempt runs on it, and gives it back to wait out a rerun.
                 reruns.held = None if take_permit else held_permit(ts.gov)
+                # Taking a second permit inside the map's block could wait for ever at a limit of 1.
+                assert take_permit or reruns.held is not None, "a map's call runs in its permit block"
                 value = await reruns.run(ts.gov, reruns.call, permit=reruns.held)
                 job._finish(value)
                 ts.jobs_done += 1
