@@ -113,6 +113,17 @@ def test_poll_backoff_is_jittered_growing_capped_and_resettable() -> None:
 # -- progress and ETA --------------------------------------------------------------------
 
 
+def test_a_retry_after_date_is_read_against_the_servers_clock() -> None:
+    from aiogovernor.dispatch._client import _LaneAttempts
+
+    lane = _LaneAttempts(JobClient("ep", api_key="k"))
+    # The server's clock is years behind this one: only the distance between its two dates counts.
+    headers = {"Retry-After": "Wed, 21 Oct 2015 07:28:30 GMT", "Date": "Wed, 21 Oct 2015 07:28:00 GMT"}
+    assert lane.retry_after_s(httpx.Response(429, headers=headers)) == 30.0
+    assert lane.retry_after_s(httpx.Response(429, headers={"Retry-After": "2"})) == 2.0
+    assert lane.retry_after_s(httpx.Response(429)) is None
+
+
 def test_eta_comes_from_observed_durations_and_current_concurrency() -> None:
     clock = ManualClock()
     seen: list[str] = []

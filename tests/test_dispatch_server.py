@@ -231,6 +231,68 @@ def test_queue_deadline_cancels_a_job_stuck_behind_others(server: LocalServerles
     run(main)
 
 
+def _client_sockets(server: LocalServerless) -> int:
+    """This process's open TCP connections to the server, counted from the client's side."""
+    psutil = pytest.importorskip("psutil")
+    port = int(server.base_url.rsplit(":", 1)[1])
+    return sum(
+        1
+        for conn in psutil.Process().net_connections(kind="tcp")
+        if conn.raddr and conn.raddr.port == port and conn.status != psutil.CONN_CLOSE_WAIT
+    )
+
+
+def test_closing_a_client_with_runs_in_flight_cancels_them_and_leaves_no_socket(
+    server: LocalServerless,
+) -> None:
+    before = server.counters("ok").cancelled
+
+    async def main() -> None:
+        c = client(server, "ok")
+        runs = [asyncio.create_task(c.run({"duration_s": 30})) for _ in range(2)]
+        await asyncio.to_thread(server.wait_for, lambda: server.counters("ok").running == 2)
+        assert _client_sockets(server) >= 1  # the count sees the client's connections
+        await c.aclose()
+        for task in runs:  # each run ended when the close returned: its remote job cancelled
+            assert task.done()
+            with pytest.raises(RuntimeError, match="closed while the job ran"):
+                await task
+        assert c.governor.inflight == 0 and c.governor.stats().counts["error"] == 0
+        assert c.stats().cancels_sent == 2 and c.stats().cancel_failures == 0
+        with pytest.raises(RuntimeError, match="is closed"):
+            await c.run({})
+        with pytest.raises(RuntimeError, match="is closed"):
+            await c.status("any")
+        await c.aclose()  # closing twice is fine
+        assert _client_sockets(server) == 0, "a connection outlived the client"
+
+    run(main)
+    assert server.counters("ok").cancelled == before + 2
+
+
+def test_closing_a_pool_with_trials_in_flight_fails_them_over_nowhere(server: LocalServerless) -> None:
+    names = ("ok", "ok2")
+    submitted = sum(server.counters(n).submitted for n in names)
+    cancelled = sum(server.counters(n).cancelled for n in names)
+
+    async def main() -> None:
+        pool = EndpointPool([client(server, n) for n in names])
+        await pool.start()
+        trials = [asyncio.create_task(pool.run({"duration_s": 30})) for _ in range(2)]
+        await asyncio.to_thread(server.wait_for, lambda: sum(server.counters(n).running for n in names) == 2)
+        await pool.aclose()
+        for task in trials:
+            with pytest.raises(RuntimeError, match="closed while the job ran"):
+                await task
+        for n in names:  # closing is no failure of an endpoint
+            assert pool.breaker(n).consecutive_failures == 0
+
+    run(main)
+    # Each trial's job was cancelled, and none was submitted again elsewhere.
+    assert sum(server.counters(n).submitted for n in names) == submitted + 2
+    assert sum(server.counters(n).cancelled for n in names) == cancelled + 2
+
+
 # -- auth and secrets ---------------------------------------------------------------------
 
 

@@ -269,6 +269,28 @@ def test_release_by_hand_inside_a_block_entered_elsewhere() -> None:
     run_virtual(main())
 
 
+def test_a_blocks_permit_given_back_by_its_function_is_neither_renewed_nor_released_twice() -> None:
+    # A map's worker renews its block's permit after each call; a function that gave that
+    # permit back (an attempt loop waiting out a backoff) leaves nothing to renew.
+    from aiogovernor._governor import held_permit
+
+    gov = Governor("given-back", Fixed(2), store=None)
+    other = Governor("other", Fixed(1), store=None)
+
+    async def main() -> None:
+        assert held_permit(gov) is None
+        async with gov as permit:
+            assert held_permit(gov) is permit and held_permit(other) is None
+            permit.release(Outcome.ERROR)
+            assert held_permit(gov) is None
+            assert not gov._renew(permit)
+            assert gov.inflight == 0
+        assert gov.inflight == 0
+        assert gov.stats().counts == {"ok": 0, "overload": 0, "error": 1, "ignored": 0}
+
+    run_virtual(main())
+
+
 # -- bad Retry-After values ----------------------------------------------------------
 
 

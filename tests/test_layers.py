@@ -35,6 +35,7 @@ CORE = frozenset(
         "aiogovernor._lag",
         "aiogovernor._history",
         "aiogovernor._map",
+        "aiogovernor._map_options",
         "aiogovernor._names",
         "aiogovernor._permit",
         "aiogovernor._persistence",

@@ -89,9 +89,15 @@ def test_eight_processes_saving_at_once_lose_nothing(tmp_path: Path) -> None:
         )
         for n in range(8)
     ]
-    for proc in procs:
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err
+    try:
+        errors = [(proc.communicate(timeout=60)[1], proc.returncode) for proc in procs]
+    finally:
+        for proc in procs:  # every writer waited for, even when one fails: none outlives the test
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+    for err, returncode in errors:
+        assert returncode == 0, err
         assert err == ""
     limits = read_limits(tmp_path)
     assert limits == {f"gov-{n}": 60.0 for n in range(8)}

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -339,6 +340,74 @@ def test_a_dead_workers_job_is_retried_per_the_retry_policy(tmp_path: Path) -> N
             pid = await job.result()
             assert job.attempts == 2
             assert pid not in {e.pid for e in kinds(pool.events, "died")}
+
+    run(main)
+
+
+# A backoff so long that a permit held through it would keep another job from starting
+# within BOUND_S: it is the pool's first draw (from its seed), checked here.
+LONG_RETRY = Retry(attempts=2, base_delay_s=600.0, max_delay_s=600.0)
+LONG_RETRY_SEED = 0
+assert LONG_RETRY.delay_s(1, rng=random.Random(LONG_RETRY_SEED)) > 2 * BOUND_S
+
+
+def test_a_job_to_run_again_waits_out_its_backoff_holding_no_permit(tmp_path: Path) -> None:
+    async def main() -> None:
+        spec = WorkerType("die", fn=jobs.die_once, max_workers=1, retry=LONG_RETRY)
+        async with WorkerPool(spec, seed=LONG_RETRY_SEED, grace_s=0.5) as pool:
+            gov = pool.governor("die")
+            job = await pool.submit("die", str(tmp_path / "dies"))
+            await until(lambda: job.attempts == 1 and job.state is JobState.QUEUED, "it waits to run again")
+            assert gov.inflight == 0
+            (tmp_path / "answers").write_text("")  # die_once answers at once
+            with anyio.fail_after(BOUND_S):  # the only permit is free: this job runs meanwhile
+                await pool.run("die", str(tmp_path / "answers"))
+            assert job.attempts == 1 and not job.done()
+            job.cancel("seen enough")
+            with pytest.raises(JobCancelled, match="seen enough"):
+                await job.result()
+            assert gov.inflight == 0
+
+    run(main)
+
+
+def test_a_mapped_job_to_run_again_gives_the_maps_permit_back_while_it_waits(tmp_path: Path) -> None:
+    async def main() -> None:
+        spec = WorkerType("die", fn=jobs.die_once, max_workers=1, retry=LONG_RETRY)
+        async with WorkerPool(spec, seed=LONG_RETRY_SEED, grace_s=0.5) as pool:
+            gov = pool.governor("die")
+            (tmp_path / "answers").write_text("")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pool.map, "die", [str(tmp_path / "dies")])
+                await until(
+                    lambda: bool(kinds(pool.events, "died")) and gov.inflight == 0,
+                    "the map's permit is given back while its job waits to run again",
+                )
+                with anyio.fail_after(BOUND_S):
+                    await pool.run("die", str(tmp_path / "answers"))
+                tg.cancel_scope.cancel()
+            assert gov.inflight == 0
+
+    run(main)
+
+
+def test_mapped_jobs_run_again_after_deaths_and_every_permit_comes_back(tmp_path: Path) -> None:
+    async def main() -> None:
+        spec = WorkerType("die", fn=jobs.die_once, max_workers=2, retry=Retry(attempts=2, base_delay_s=0.0))
+        async with WorkerPool(spec, grace_s=0.5) as pool:
+            gov = pool.governor("die")
+            peak = 0
+
+            def watch(event: WorkerEvent) -> None:
+                nonlocal peak
+                peak = max(peak, gov.inflight)
+
+            pool.add_listener(watch)
+            pids = await pool.map("die", [str(tmp_path / f"dies-{i}") for i in range(4)])
+            assert all(isinstance(pid, int) for pid in pids)
+            assert len(kinds(pool.events, "died")) == 4
+            assert gov.inflight == 0 and peak <= 2
+            assert gov.stats().counts["ok"] == 4
 
     run(main)
 

@@ -88,6 +88,19 @@ def run_without_permit(fn: Callable[..., object], /, *args: object) -> None:
     context.run(fn, *args)
 
 
+def held_permit(governor: Governor) -> Permit | None:
+    """The permit the current task holds on ``governor`` through ``async with``, if not given back yet.
+
+    For a function that runs inside a block it did not open (a map's worker
+    holds the permit, and hands the function none) yet must give that permit
+    back before a wait: a retry's backoff holds no permit.
+    """
+    permit = _get_permit()
+    if permit is None or permit._gate is not governor or permit._released:
+        return None
+    return permit
+
+
 _DEFAULT_WINDOW = WindowConfig()  # frozen: one validated instance shared by every governor
 
 
@@ -959,8 +972,11 @@ class Governor:
         Returns:
             Whether the permit was kept (else it is released).
         """
-        if self._waiters or self._slow or self._inflight > self._limit:
-            self._release(permit, _OK)
+        if self._waiters or self._slow or self._inflight > self._limit or permit._released:
+            # A permit its holder gave back by hand (an attempt loop that waited out a
+            # backoff holding none) is neither released twice nor kept.
+            if not permit._released:
+                self._release(permit, _OK)
             return False
         now = self._time()  # bound when the permit was granted, in this same task
         start = permit._start

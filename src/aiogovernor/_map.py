@@ -21,15 +21,15 @@ from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Unpack, overload
 
 from ._attempt import Attempts
 from ._chunking import AdaptiveChunker, Chunker, FixedChunker, as_chunker
 from ._governor import Governor, Permit, run_without_permit
+from ._map_options import SharedMapOptions, check_shared_options
 from ._names import name_after_callable, warn_if_ambiguous
-from ._progress import ProgressCallback, Reporter, check_progress
+from ._progress import ProgressCallback, Reporter
 from ._retry import Retry, RetryBudget
-from ._validate import check_float
 
 if TYPE_CHECKING:
     import anyio
@@ -40,7 +40,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class MapOptions(TypedDict, total=False):
+class MapOptions(SharedMapOptions, total=False):
     """The keyword options every map form takes (`governed_map`, `governed_imap`,
     `governed_imap_unordered`, `governed_batches`), written once.
 
@@ -62,11 +62,6 @@ class MapOptions(TypedDict, total=False):
     """
 
     governor: Governor | None
-    retry: Retry | None
-    retry_budget: RetryBudget | None
-    timeout_s: float | None
-    progress: ProgressCallback | bool | None
-    seed: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,25 +105,15 @@ def _settings(
     governor = options.get("governor")
     if governor is not None and not isinstance(governor, Governor):
         raise TypeError(f"governor must be a Governor or None, got {governor!r}")
-    retry = options.get("retry")
-    if retry is not None and not isinstance(retry, Retry):
-        raise TypeError(f"retry must be a Retry or None, got {retry!r}")
-    retry_budget = options.get("retry_budget")
-    if retry_budget is not None and not isinstance(retry_budget, RetryBudget):
-        raise TypeError(f"retry_budget must be a RetryBudget or None, got {retry_budget!r}")
-    timeout_s = options.get("timeout_s")
-    if timeout_s is not None:
-        check_float("timeout_s", timeout_s, low=0.0, low_open=True)
-    progress = options.get("progress")
-    check_progress(progress)
+    check_shared_options(options)
     return _Settings(
         governor=governor or _default_governor(fn),
         owned=governor is None,
         return_exceptions=bool(return_exceptions),
-        retry=retry,
-        retry_budget=retry_budget,
-        timeout_s=timeout_s,
-        progress=progress,
+        retry=options.get("retry"),
+        retry_budget=options.get("retry_budget"),
+        timeout_s=options.get("timeout_s"),
+        progress=options.get("progress"),
         seed=options.get("seed"),
     )
 

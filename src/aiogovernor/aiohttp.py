@@ -40,7 +40,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from ._attempt import Attempts, Gate
 from ._classify import default_classify
 from ._governor import Governor
-from ._http import classify_status, retry_after_header
+from ._http import HeldPermit, classify_status, classify_with_default, retry_after_header
 from ._permit import PermitMarks
 from ._retry import Retry
 from ._samples import Outcome
@@ -67,18 +67,6 @@ def classify_aiohttp(result: ClientResponse | BaseException) -> Outcome:
     return default_classify(result)  # aiohttp's timeouts are TimeoutError: overload
 
 
-class _Held:
-    __slots__ = ("outcome", "permit")
-
-    def __init__(self, permit: PermitMarks, outcome: Outcome) -> None:
-        self.permit = permit
-        self.outcome = outcome
-
-    def release(self) -> None:
-        if not self.permit.released:
-            self.permit.release(self.outcome)
-
-
 class _MiddlewareAttempts(Attempts[ClientResponse]):
     __slots__ = ("_classifier",)
 
@@ -87,15 +75,7 @@ class _MiddlewareAttempts(Attempts[ClientResponse]):
         self._classifier = classify
 
     def classify(self, governor: Gate, result: ClientResponse | BaseException) -> Outcome:
-        classify = self._classifier
-        if classify is not None:
-            try:
-                outcome = classify(result)
-                if outcome is not None:
-                    return Outcome(outcome)
-            except Exception:
-                logger.exception("the classifier failed on %s; using classify_aiohttp", type(result).__name__)
-        return classify_aiohttp(result)
+        return classify_with_default(self._classifier, result, classify_aiohttp, logger)
 
     def retry_after_s(self, result: ClientResponse | BaseException) -> float | None:
         if not isinstance(result, ClientResponse):
@@ -103,7 +83,7 @@ class _MiddlewareAttempts(Attempts[ClientResponse]):
         return retry_after_header(result.headers.get("Retry-After"), result.headers.get("Date"))
 
     def keep(self, value: ClientResponse, permit: PermitMarks, outcome: Outcome) -> None:
-        held = _Held(permit, outcome)
+        held = HeldPermit(permit, outcome)
         if value.closed:
             held.release()
             return

@@ -41,7 +41,7 @@ except ImportError as exc:  # an optional extra: say which one
 from ._attempt import Attempts, Gate
 from ._classify import default_classify
 from ._governor import Governor
-from ._http import classify_status, retry_after_header
+from ._http import classify_status, classify_with_default, retry_after_header
 from ._permit import PermitMarks
 from ._retry import Retry, RetryBudget
 from ._samples import Outcome
@@ -123,15 +123,7 @@ class HTTPAttempts(Attempts[httpx.Response]):
 
     def classify(self, governor: Gate, result: httpx.Response | BaseException) -> Outcome:
         """The outcome of one attempt: ``classify``'s word, else `classify_http`'s; never raises."""
-        classify = self._classifier
-        if classify is not None:
-            try:
-                outcome = classify(result)
-                if outcome is not None:
-                    return Outcome(outcome)
-            except Exception:
-                logger.exception("the classifier failed on %s; using classify_http", type(result).__name__)
-        return classify_http(result)
+        return classify_with_default(self._classifier, result, classify_http, logger)
 
     def retry_after_s(self, result: httpx.Response | BaseException) -> float | None:
         """A response's ``Retry-After`` (see `aiogovernor.httpx.retry_after_s`); None for an exception."""

@@ -40,7 +40,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from ._attempt import Attempts, Gate
 from ._classify import default_classify
-from ._http import classify_status, retry_after_header
+from ._http import HeldPermit, classify_status, classify_with_default, retry_after_header
 from ._permit import PermitMarks
 from ._retry import Retry, RetryBudget
 from ._samples import Outcome
@@ -75,24 +75,10 @@ def classify_requests(result: requests.Response | BaseException) -> Outcome:
     return default_classify(result)
 
 
-class _Held:
-    """A response's permit and the outcome it will be given back with; released once."""
-
-    __slots__ = ("outcome", "permit")
-
-    def __init__(self, permit: PermitMarks, outcome: Outcome) -> None:
-        self.permit = permit
-        self.outcome = outcome
-
-    def release(self) -> None:
-        if not self.permit.released:
-            self.permit.release(self.outcome)
-
-
 class _GovernedRaw:
     """The response's urllib3 body, giving the permit back when it is read to the end or closed."""
 
-    def __init__(self, raw: Any, held: _Held, classify: Callable[[BaseException], Outcome]) -> None:
+    def __init__(self, raw: Any, held: HeldPermit, classify: Callable[[BaseException], Outcome]) -> None:
         self._raw = raw
         self._held = held
         self._classify = classify
@@ -153,17 +139,7 @@ class _AdapterAttempts(Attempts[requests.Response]):
         return self.outcome_of(result)
 
     def outcome_of(self, result: requests.Response | BaseException) -> Outcome:
-        classify = self._classifier
-        if classify is not None:
-            try:
-                outcome = classify(result)
-                if outcome is not None:
-                    return Outcome(outcome)
-            except Exception:
-                logger.exception(
-                    "the classifier failed on %s; using classify_requests", type(result).__name__
-                )
-        return classify_requests(result)
+        return classify_with_default(self._classifier, result, classify_requests, logger)
 
     def retry_after_s(self, result: requests.Response | BaseException) -> float | None:
         if not isinstance(result, requests.Response):
@@ -171,7 +147,7 @@ class _AdapterAttempts(Attempts[requests.Response]):
         return retry_after_header(result.headers.get("retry-after"), result.headers.get("date"))
 
     def keep(self, value: requests.Response, permit: PermitMarks, outcome: Outcome) -> None:
-        held = _Held(permit, outcome)
+        held = HeldPermit(permit, outcome)
         raw = value.raw
         if raw is None or getattr(value, "_content_consumed", False):
             held.release()

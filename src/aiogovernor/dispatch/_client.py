@@ -20,7 +20,8 @@ from urllib.parse import quote
 from aiogovernor._attempt import Attempts
 from aiogovernor._clock import Clock, loop_time
 from aiogovernor._governor import Governor, Permit
-from aiogovernor._retry import Retry, parse_retry_after
+from aiogovernor._http import retry_after_header
+from aiogovernor._retry import Retry
 from aiogovernor._samples import Outcome
 from aiogovernor._validate import check_float, check_int
 from aiogovernor.limits import AIMD, Fixed
@@ -129,6 +130,10 @@ class JobClientStats:
     overloaded: int
     cancels_sent: int
     cancel_failures: int
+
+
+class JobClientClosed(RuntimeError):
+    """A call on a `JobClient` that is closed (or closing); raised to callers as `RuntimeError`."""
 
 
 async def _await_shielded(task: asyncio.Future[T]) -> T:
@@ -320,6 +325,13 @@ class JobClient:
         self._classify_job: JobClassifier = classify_job or default_classify_job
         self._http = http
         self._owns_http = http is None
+        # The tasks running a job (`_run`), so that closing can cancel them first (each
+        # cancels its remote job through the still open HTTP client), then close that client.
+        self._runs: set[asyncio.Task[Any]] = set()
+        self._cancelled_by_close: set[asyncio.Task[Any]] = set()
+        self._drained: asyncio.Event | None = None  # set when the last run leaves, once closing
+        self._closing = False  # no new run or call
+        self._closed = False  # the HTTP client is closed: no new one is ever made
         # AIMD reads refusals only: a job queued behind busy single-job workers is not a
         # sign of too many jobs (a short queue hides the polling delay between one job's
         # end and the next one's start). A GPU worker running several jobs at once wants
@@ -408,7 +420,28 @@ class JobClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the HTTP client and the governors if this client made them (their state is saved)."""
+        """Close the client: cancel the runs in flight, then close the HTTP client and the governors.
+
+        Each `run` still in flight is cancelled: its remote job is cancelled (as
+        when its caller gives up, bounded by ``cancel_timeout_s``) and it raises
+        `RuntimeError`. Then the HTTP client (if this client made it) and the
+        governors this client made (their state saved) are closed. A closed
+        client takes no new call (`RuntimeError`). Closing twice is fine.
+        """
+        self._closing = True
+        try:
+            if self._runs:
+                for task in self._runs - self._cancelled_by_close:
+                    self._cancelled_by_close.add(task)
+                    task.cancel()
+                if self._drained is None:
+                    self._drained = asyncio.Event()
+                await self._drained.wait()
+        finally:
+            await self._close_resources()
+
+    async def _close_resources(self) -> None:
+        self._closed = True
         try:
             if self._owns_http and self._http is not None:
                 await self._http.aclose()
@@ -419,7 +452,14 @@ class JobClient:
                 if made:
                     await gov.aclose()  # shielded, and never raises for a store failure
 
+    def _check_open(self) -> None:
+        if self._closing:
+            raise JobClientClosed(f"JobClient {self._endpoint_id!r} is closed")
+
     def _client(self) -> httpx.AsyncClient:
+        if self._closed:
+            # Never a new connection pool after the close: nobody would close it.
+            raise JobClientClosed(f"JobClient {self._endpoint_id!r} is closed")
         if self._http is None:
             import httpx
 
@@ -539,6 +579,7 @@ class JobClient:
             EndpointError: When the endpoint is unreachable, answers an error or garbage.
         """
         require_asyncio("JobClient.health")
+        self._check_open()
         response = await self._poll_call("health", self._protocol.health_path(self._endpoint_id))
         if response.status_code != 200:
             raise self._fail("health", f"HTTP {response.status_code}", response.status_code)
@@ -559,6 +600,7 @@ class JobClient:
             EndpointError: When the endpoint is unreachable, overloaded, answers an error or garbage.
         """
         require_asyncio("JobClient.status")
+        self._check_open()
         path = self._protocol.status_path(self._endpoint_id, _path_job_id(job_id))
         response = await self._poll_call("status", path)
         if response.status_code == 404:
@@ -625,6 +667,7 @@ class JobClient:
                 (a job the garbage names is cancelled first).
         """
         require_asyncio("JobClient.submit")
+        self._check_open()
         return await self._submit(payload, sync, self._clock() + self._queue_timeout_s, None)
 
     async def _submit(
@@ -709,13 +752,38 @@ class JobClient:
             JobTimeout: Queue wait or execution passed its deadline (the job was cancelled).
             AuthError: The endpoint refused the key.
             EndpointError: The endpoint is unreachable or answers errors or garbage.
-            RuntimeError: Not called from an asyncio event loop.
+            RuntimeError: Not called from an asyncio event loop, or the client is
+                closed (or was closed while the job ran: the job was cancelled).
         """
         require_asyncio("JobClient.run")
+        self._check_open()
         async with self._governor as permit:
             return await self._run(payload, sync, permit)
 
     async def _run(self, payload: Any, sync: bool, permit: Permit) -> JobStatus:
+        """`_run_job`, as a run that closing the client cancels (its caller then gets `RuntimeError`)."""
+        self._check_open()  # it may have queued for its permit while the client closed
+        task = asyncio.current_task()
+        assert task is not None  # require_asyncio: a task runs this
+        self._runs.add(task)
+        try:
+            return await self._run_job(payload, sync, permit)
+        except asyncio.CancelledError:
+            # Cancelled by the close alone (the asyncio.timeout way: nobody else asked): say why.
+            if task in self._cancelled_by_close and task.uncancel() == 0:
+                if permit.outcome is None:
+                    permit.ignore()  # the endpoint did nothing wrong
+                raise JobClientClosed(
+                    f"JobClient {self._endpoint_id!r} was closed while the job ran; the job was cancelled"
+                ) from None
+            raise
+        finally:
+            self._runs.discard(task)
+            self._cancelled_by_close.discard(task)
+            if not self._runs and self._drained is not None:
+                self._drained.set()
+
+    async def _run_job(self, payload: Any, sync: bool, permit: Permit) -> JobStatus:
         submitted_at = self._clock()
         status: JobStatus | None = None
         job_id: str | None = None
@@ -860,7 +928,8 @@ class _LaneAttempts(Attempts["httpx.Response"]):
     def retry_after_s(self, result: httpx.Response | BaseException) -> float | None:
         if isinstance(result, BaseException):
             return None
-        return parse_retry_after(result.headers.get("Retry-After"))
+        # An HTTP-date is read against the server's own Date, as every HTTP integration reads it.
+        return retry_after_header(result.headers.get("Retry-After"), result.headers.get("Date"))
 
     def sample(self, governor: Governor, result: httpx.Response | BaseException, outcome: Outcome) -> Outcome:
         if outcome is Outcome.OVERLOAD and not isinstance(result, BaseException):

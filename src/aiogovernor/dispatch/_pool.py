@@ -22,7 +22,7 @@ from aiogovernor._validate import check_float, check_int
 from aiogovernor.limits import Fixed
 
 from ._breaker import BreakerState, CircuitBreaker
-from ._client import JobClient, require_asyncio
+from ._client import JobClient, JobClientClosed, require_asyncio
 from ._progress import EndpointSnapshot, PoolSnapshot, ProgressTracker, StudyProgress
 from ._states import AuthError, EndpointError, Fault, JobError, JobStatus, TrialFailed
 
@@ -397,7 +397,8 @@ class EndpointPool:
             TrialFailed: The trial failed by itself (``fault=Fault.TRIAL``, at
                 once), or every attempt failed; ``errors`` holds each one.
             AuthError: No endpoint is left that accepts the key.
-            RuntimeError: Not called from an asyncio event loop.
+            RuntimeError: Not called from an asyncio event loop, or the pool
+                was closed while the trial ran (its job was cancelled).
         """
         require_asyncio("EndpointPool.run")
         progress = self._progress
@@ -566,6 +567,8 @@ class _Failover(Attempts[JobStatus]):
         return None  # failover waits for nothing
 
     def retryable(self, result: JobStatus | BaseException) -> bool:
+        if isinstance(result, JobClientClosed):
+            return False  # the pool is closing: no failover
         if isinstance(result, _Requeue | AuthError):
             return True  # the trial did not run there: not an attempt
         if isinstance(result, JobError) and result.fault is Fault.TRIAL:
@@ -595,8 +598,8 @@ class _Failover(Attempts[JobStatus]):
         self.attempts += 1
         try:
             return await client._run(self.payload, self.sync, permit)
-        except asyncio.CancelledError:
-            breaker.record_ignored()
+        except (asyncio.CancelledError, JobClientClosed):
+            breaker.record_ignored()  # no fault of the endpoint (a closed client: the pool is closing)
             raise
         except AuthError as exc:
             # Fatal for this endpoint, and no fault of its capacity or health.

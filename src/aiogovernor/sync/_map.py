@@ -26,14 +26,15 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict, TypeVar, Unpack, overload
+from typing import Any, Literal, TypeVar, Unpack, overload
 
 from aiogovernor._attempt import Attempts
 from aiogovernor._chunking import AdaptiveChunker, Chunker, FixedChunker, as_chunker
 from aiogovernor._guard import _is_async
-from aiogovernor._progress import ProgressCallback, Reporter, check_progress
+from aiogovernor._map_options import SharedMapOptions, check_shared_options
+from aiogovernor._progress import ProgressCallback, Reporter
 from aiogovernor._retry import Retry, RetryBudget
-from aiogovernor._validate import check_float, check_int
+from aiogovernor._validate import check_int
 
 from ._gate import Governor, Permit
 
@@ -51,7 +52,7 @@ R = TypeVar("R")
 _DONE = object()
 
 
-class ThreadMapOptions(TypedDict, total=False):
+class ThreadMapOptions(SharedMapOptions, total=False):
     """The keyword options of every thread map form (the async maps' `aiogovernor.MapOptions`, for threads).
 
     Attributes:
@@ -72,11 +73,6 @@ class ThreadMapOptions(TypedDict, total=False):
     """
 
     governor: Governor | None
-    retry: Retry | None
-    retry_budget: RetryBudget | None
-    timeout_s: float | None
-    progress: ProgressCallback | bool | None
-    seed: int | None
     max_workers: int | None
 
 
@@ -111,17 +107,7 @@ def _settings(
     governor = options.get("governor")
     if governor is not None and not isinstance(governor, Governor):
         raise TypeError(f"governor must be an aiogovernor.sync.Governor or None, got {governor!r}")
-    retry = options.get("retry")
-    if retry is not None and not isinstance(retry, Retry):
-        raise TypeError(f"retry must be a Retry or None, got {retry!r}")
-    retry_budget = options.get("retry_budget")
-    if retry_budget is not None and not isinstance(retry_budget, RetryBudget):
-        raise TypeError(f"retry_budget must be a RetryBudget or None, got {retry_budget!r}")
-    timeout_s = options.get("timeout_s")
-    if timeout_s is not None:
-        check_float("timeout_s", timeout_s, low=0.0, low_open=True)
-    progress = options.get("progress")
-    check_progress(progress)
+    check_shared_options(options)
     owned = governor is None
     if governor is None:
         name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
@@ -133,10 +119,10 @@ def _settings(
     return _Settings(
         governor=governor,
         return_exceptions=bool(return_exceptions),
-        retry=retry,
-        retry_budget=retry_budget,
-        timeout_s=timeout_s,
-        progress=progress,
+        retry=options.get("retry"),
+        retry_budget=options.get("retry_budget"),
+        timeout_s=options.get("timeout_s"),
+        progress=options.get("progress"),
         seed=options.get("seed"),
         max_workers=max_workers,
         owned=owned,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 import math
@@ -14,10 +15,13 @@ from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from aiogovernor._attempt import Attempts
 from aiogovernor._clock import loop_time
-from aiogovernor._governor import Governor
+from aiogovernor._governor import Governor, Permit, held_permit
 from aiogovernor._map import governed_map
 from aiogovernor._progress import ProgressCallback
+from aiogovernor._retry import Retry
+from aiogovernor._samples import Outcome
 from aiogovernor._validate import check_float
 
 from ._errors import JobCancelled, JobFailed, JobTimeout, WorkerDied, WorkerStartError
@@ -118,6 +122,7 @@ class _Type:
         self.last_start_error: str | None = None
         self.listener: Any = None
         self.memory: Callable[[int], int | None] | None = None  # reads a worker's resident memory
+        self.rerun = _rerun_policy(spec.retry)
 
     def count(self, state: str) -> int:
         return sum(1 for w in self.workers if w.state == state)
@@ -129,6 +134,88 @@ class _Type:
             for w in self.workers
             if w.state in (STARTING, IDLE) or (w.state == BUSY and w.retire_after is None)
         )
+
+
+def _rerun_policy(retry: Retry | None) -> Retry | None:
+    """The type's ``retry`` as the pool applies it: up to ``retry.attempts`` runs, with its backoff.
+
+    A death is rerun whatever the governor's classifier calls it (`_Reruns.retryable`
+    says which failures are), and reruns spend no retry budget: the pool counts the
+    runs a job gets, not a share of all jobs.
+    """
+    if retry is None:
+        return None
+    return dataclasses.replace(retry, retry_on=frozenset(Outcome), budget_ratio=None)
+
+
+class _Reruns(Attempts[Any]):
+    """One job's runs through the one attempt loop: a job whose worker died runs again.
+
+    Each run holds a permit of the type's governor and is its own sample. A
+    rerun gives its permit back before it waits out the backoff, then queues
+    for one again, in turn: a job waiting to run again holds no worker's place.
+    Only `WorkerDied` is rerun; a job that failed or ran past its time is not.
+
+    A job from `WorkerPool.map` starts on the permit the map's worker holds for
+    it (``held``): when it succeeds there, that permit goes back with the map's
+    block, as every mapped call's does; when it must run again, the attempt
+    loop gives it back before the wait like any other.
+    """
+
+    __slots__ = ("data", "died", "held", "job", "key", "pool", "queued", "timeout_s", "ts")
+
+    def __init__(self, pool: WorkerPool, ts: _Type, job: Job, timeout_s: float | None) -> None:
+        super().__init__(retry=ts.rerun, rng=pool._rng)
+        self.pool = pool
+        self.ts = ts
+        self.job = job
+        self.timeout_s = timeout_s
+        self.key = next(pool._keys)
+        self.data: bytes | None = None
+        self.died: WorkerDied | None = None
+        self.held: Permit | None = None
+        self.queued = False
+
+    def queue(self) -> None:
+        """Count the job as queued (for a permit or a worker) in its type's status."""
+        if not self.queued:
+            self.queued = True
+            self.ts.queued += 1
+
+    def unqueue(self) -> None:
+        if self.queued:
+            self.queued = False
+            self.ts.queued -= 1
+
+    async def call(self, permit: Permit, attempt: int) -> Any:
+        """One run on a worker, under ``permit``."""
+        self.unqueue()  # waiting for a worker now counts in the type's waiters
+        ts, job = self.ts, self.job
+        if self.data is None:
+            # Under the first permit, as ever: a payload that cannot be sent fails its job here.
+            self.data = encode_job(ts.spec.fn_pickle is not None, self.key, job.payload)
+        try:
+            return await self.pool._on_worker(ts, job, self.key, self.data, self.timeout_s)
+        except WorkerDied as exc:
+            self.died = exc
+            raise
+
+    def retryable(self, result: Any) -> bool:
+        return isinstance(result, WorkerDied)
+
+    async def acquire(self, governor: Governor) -> Permit:
+        self.queue()
+        return await governor.acquire()
+
+    def keep(self, value: Any, permit: Any, outcome: Outcome) -> None:
+        if permit is not self.held:
+            permit.release(outcome)
+        # else: the map's permit, given back (``ok``) when the map's block ends.
+
+    async def wait(self, delay_s: float) -> None:
+        logger.warning("%s; running it again (attempt %d)", self.died, self.job.attempts + 1)
+        self.job.state = JobState.QUEUED
+        await super().wait(delay_s)
 
 
 def _job_timeout(ts: _Type, job_timeout_s: float | None) -> float | None:
@@ -378,7 +465,7 @@ class WorkerPool:
             self._active.add(job)
             return await self._execute(ts, job, take_permit=False, timeout_s=ts.spec.job_timeout_s)
 
-        # governed_map holds the type's permit around each call, as `run` does.
+        # governed_map holds the type's permit around each call: a job's first run takes it (`_Reruns`).
         return await governed_map(
             one, payloads, governor=ts.gov, return_exceptions=return_exceptions, progress=progress
         )
@@ -389,19 +476,17 @@ class WorkerPool:
             await self._execute(ts, job, take_permit=True, timeout_s=timeout_s)
 
     async def _execute(self, ts: _Type, job: Job, *, take_permit: bool, timeout_s: float | None) -> Any:
-        ts.queued += 1
-        queued = True
+        """Run ``job`` through `_Reruns`, on a permit of its own or (``take_permit`` False) the map's."""
+        reruns = _Reruns(self, ts, job, timeout_s)
+        reruns.queue()
         try:
             with job._scope:
-                if take_permit:
-                    async with ts.gov:
-                        ts.queued -= 1
-                        queued = False
-                        value = await self._on_worker(ts, job, timeout_s)
-                else:
-                    ts.queued -= 1
-                    queued = False
-                    value = await self._on_worker(ts, job, timeout_s)
+                # A map's worker holds a permit for this job already (governed_map hands the
+                # function none): its first attempt runs on it, and gives it back to wait out a rerun.
+                reruns.held = None if take_permit else held_permit(ts.gov)
+                # Taking a second permit inside the map's block could wait for ever at a limit of 1.
+                assert take_permit or reruns.held is not None, "a map's call runs in its permit block"
+                value = await reruns.run(ts.gov, reruns.call, permit=reruns.held)
                 job._finish(value)
                 ts.jobs_done += 1
                 return value
@@ -416,72 +501,61 @@ class WorkerPool:
                 ts.jobs_failed += 1
             raise
         finally:
-            if queued:
-                ts.queued -= 1
+            reruns.unqueue()
             self._active.discard(job)
             if not self._active and self._closing:
                 self._idle_jobs.set()
 
-    async def _on_worker(self, ts: _Type, job: Job, timeout_s: float | None) -> Any:
-        """Run the job on a worker (its permit is held); rerun it per ``retry`` when the worker dies."""
+    async def _on_worker(self, ts: _Type, job: Job, key: int, data: bytes, timeout_s: float | None) -> Any:
+        """Run the job once on a worker (its permit is held); `WorkerDied` when the worker exits instead."""
         import anyio
 
-        retry = ts.spec.retry
-        key = next(self._keys)
-        data = encode_job(ts.spec.fn_pickle is not None, key, job.payload)  # a bad payload fails here
-        while True:
-            w = await self._take_worker(ts)
-            job.attempts += 1
-            job.state = JobState.RUNNING
-            job.pid = w.pid
-            slot = _Reply(key)
-            w.slot, w.job = slot, job
-            w.jobs_started += 1
-            self._mark_last_job(ts, w)
-            try:
-                # A worker gone before the send: its task sees the exit and says so below.
-                with contextlib.suppress(EOFError):
-                    await w.channel.send(data)
-                with anyio.move_on_after(math.inf if timeout_s is None else timeout_s):
-                    await slot.event.wait()
-            except BaseException:
-                w.slot, w.job = None, None
-                if slot.reply is None and not slot.died:
-                    # The job was cancelled while its worker runs it: only stopping the worker stops the job.
-                    self._retire(ts, w, "stop", "its job was cancelled", terminate=True)
-                raise
+        w = await self._take_worker(ts)
+        job.attempts += 1
+        job.state = JobState.RUNNING
+        job.pid = w.pid
+        slot = _Reply(key)
+        w.slot, w.job = slot, job
+        w.jobs_started += 1
+        self._mark_last_job(ts, w)
+        try:
+            # A worker gone before the send: its task sees the exit and says so below.
+            with contextlib.suppress(EOFError):
+                await w.channel.send(data)
+            with anyio.move_on_after(math.inf if timeout_s is None else timeout_s):
+                await slot.event.wait()
+        except BaseException:
             w.slot, w.job = None, None
-            if not slot.event.is_set():
-                # Over its time: only stopping the worker stops the job; a new one replaces it.
-                assert timeout_s is not None
-                why = f"job {job.id} ran past job_timeout_s={timeout_s:g}"
-                self._retire(ts, w, "timeout", why, terminate=True)
-                self._reconcile(ts)
-                raise JobTimeout(job.id, ts.name, w.channel.pid, timeout_s)
-            if slot.died:
-                err = WorkerDied(job.id, ts.name, w.channel.pid, w.returncode)
-                if retry is not None and job.attempts < retry.attempts:
-                    logger.warning("%s; running it again (attempt %d)", err, job.attempts + 1)
-                    job.state = JobState.QUEUED
-                    await anyio.sleep(retry.delay_s(job.attempts, rng=self._rng))
-                    continue
-                raise err
-            w.jobs_done += 1
-            self._check_memory(ts, w)
-            self._worker_free(ts, w)
-            assert slot.reply is not None
-            _, ok, value = slot.reply
-            if ok:
-                return value
-            blob, summary, remote_tb = value
-            failure = JobFailed(job.id, ts.name, summary, remote_tb)
-            cause = None
-            if blob is not None:
-                try:
-                    cause = pickle.loads(blob)
-                except Exception:
-                    cause = None
-            raise failure from cause
+            if slot.reply is None and not slot.died:
+                # The job was cancelled while its worker runs it: only stopping the worker stops the job.
+                self._retire(ts, w, "stop", "its job was cancelled", terminate=True)
+            raise
+        w.slot, w.job = None, None
+        if not slot.event.is_set():
+            # Over its time: only stopping the worker stops the job; a new one replaces it.
+            assert timeout_s is not None
+            why = f"job {job.id} ran past job_timeout_s={timeout_s:g}"
+            self._retire(ts, w, "timeout", why, terminate=True)
+            self._reconcile(ts)
+            raise JobTimeout(job.id, ts.name, w.channel.pid, timeout_s)
+        if slot.died:
+            raise WorkerDied(job.id, ts.name, w.channel.pid, w.returncode)
+        w.jobs_done += 1
+        self._check_memory(ts, w)
+        self._worker_free(ts, w)
+        assert slot.reply is not None
+        _, ok, value = slot.reply
+        if ok:
+            return value
+        blob, summary, remote_tb = value
+        failure = JobFailed(job.id, ts.name, summary, remote_tb)
+        cause = None
+        if blob is not None:
+            try:
+                cause = pickle.loads(blob)
+            except Exception:
+                cause = None
+        raise failure from cause
 
     def _mark_last_job(self, ts: _Type, w: _Worker) -> None:
         spec = ts.spec

@@ -54,7 +54,8 @@ class WorkerType:
             gets a free one in ``resource_env``; no more workers than values.
         resource_env: The environment variable that carries a worker's resource.
         retry: Reruns a job on another worker when its worker dies while running
-            it, up to ``retry.attempts`` runs, with its backoff; None: the job fails.
+            it, up to ``retry.attempts`` runs, with its backoff (waited out holding
+            no permit; ``retry_on`` and the budget do not apply); None: the job fails.
         start_failures_to_stop: Start failures in a row that stop spawning for
             this type (the start breaker opens).
         start_retry_s: How long the breaker stays open before one more start is tried.
