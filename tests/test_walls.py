@@ -27,10 +27,10 @@ from aiogovernor.sim import (
 from aiogovernor.testing import window
 
 
-def _policy(**kwargs: object) -> LatencyAIMD:
+def _policy(initial_limit: int = 16, **kwargs: object) -> LatencyAIMD:
     baseline = LatencyBaseline()
     baseline.seed(0.05)
-    return LatencyAIMD(initial_limit=16, baseline=baseline, **kwargs)  # type: ignore[arg-type]
+    return LatencyAIMD(initial_limit=initial_limit, baseline=baseline, **kwargs)  # type: ignore[arg-type]
 
 
 def _against(policy: LatencyAIMD, walls: list[int]) -> list[int]:
@@ -86,6 +86,17 @@ def test_a_wall_that_moves_down_resets_the_pace() -> None:
     assert max(limits[5:]) <= 13, limits  # followed at once: a refusal at any limit cuts
     probes = _probes(limits, 12)
     assert probes[2] - probes[1] <= 5 + 2, limits
+
+
+def test_a_step_into_the_wall_is_undone_in_one_cut() -> None:
+    limits = _against(_policy(initial_limit=4), [16] * 40)
+    touches = _probes(limits, 16)
+    # Growth steps double after a run of clean windows, so the first touch overshoots the
+    # wall by several permits; x0.9 would still be above it (one more round of refusals).
+    assert limits[touches[0]] >= 18, limits
+    assert limits[touches[0] + 1] <= 16, limits
+    # From there additive growth finds the wall itself: the next touch is one past it.
+    assert limits[touches[1]] == 17, limits
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, "8"])

@@ -44,7 +44,9 @@ class LatencyAIMD(BoundedPolicy):
     refusals; the cut stays multiplicative, so governors sharing one wall
     still converge to fair shares. A probe that stays clean forgets the
     ceiling and brings the first pace back, so a capacity that grows is
-    followed; so does a refusal at another limit (the wall moved).
+    followed; so does a refusal at another limit (the wall moved). A
+    refusal above the last limit that was not refused (a growth step into
+    the wall) cuts back to that limit when ``backoff_ratio`` would not.
 
     Three rules keep the real world's noise from reading as queueing: a deep
     latency cut stops at the *good floor*, the highest limit with a clean,
@@ -154,6 +156,7 @@ class LatencyAIMD(BoundedPolicy):
         self._quiet = 0  # windows since the last decrease or probe
         self._wait = self._probe_interval  # clean windows below the ceiling before the next probe
         self._probed: float | None = None  # the ceiling the last probe went past, until it runs clean
+        self._clean_limit: float | None = None  # the gate's limit in the last limit-bound window unrefused
         self._clean = 0  # consecutive growing windows with latency at the baseline
         self._cooldown = False  # the window after a cut is not cut again for latency
         self._windows_at_floor = 0
@@ -266,6 +269,7 @@ class LatencyAIMD(BoundedPolicy):
                 return self._set(limit + 1.0, "probe up from the floor")
             return self._hold("not limit-bound")
         self._quiet += 1
+        self._clean_limit = float(window.limit)
         if self._probed is not None and window.limit >= self._probed:
             # A whole limit-bound window at the probed limit without a refusal: the wall has
             # moved (or was a passing one), so the next ceiling is probed at the first pace.
@@ -318,6 +322,14 @@ class LatencyAIMD(BoundedPolicy):
                 self._wait = self._probe_interval  # a new wall: probe it at the first pace
             self._probed = None
             self._ceiling = wall
+            clean = self._clean_limit
+            if clean is not None and clean < wall and clean < target:
+                # A growth step ran into the wall: the permits it added are refused, and a cut
+                # of x backoff_ratio can land above the wall still, costing a round of
+                # refusals per cut; back to the last limit that was not refused, which is
+                # deeper than x backoff_ratio, so sharing stays fair.
+                target = clean
+                reason += f", back to {clean:g} (the last limit not refused)"
             # A refusal outranks the memory of clean windows: none above it is kept.
             new = min(target, limit - 1.0)
             self._good = deque(g for g in self._good if g[1] < new)
@@ -358,6 +370,7 @@ class LatencyAIMD(BoundedPolicy):
         self._quiet = 0
         self._wait = self._probe_interval
         self._probed = None
+        self._clean_limit = None
         self._clean = 0
         self._cooldown = False
         self._windows_at_floor = 0
