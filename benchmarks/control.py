@@ -8,6 +8,7 @@ through the adapters in ``_adapters.py``, on the same scenarios.
     .venv/bin/python benchmarks/control.py --no-plot
     .venv/bin/python benchmarks/control.py --no-outside   # aiogovernor's policies only
     .venv/bin/python benchmarks/control.py --only noisy   # the models of real servers' noise only
+    .venv/bin/python benchmarks/control.py --walls        # the default's probe pace at hard walls
 
 The noisy scenarios (`noisy_scenarios()`: worker pools with a FIFO backlog, CPU-bound
 servers, a proxy wall, a token bucket, correlated stalls, a client whose loop lags) are
@@ -21,13 +22,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import pathlib
+import statistics
 from collections.abc import Callable
 
 from aiogovernor.limits import AIMD, Gradient, LatencyAIMD, LimitPolicy, ThroughputAIMD, Vegas
 from aiogovernor.sim import (
+    Client,
     Gate,
     Scenario,
     ScenarioResult,
+    WallUpstream,
     noisy_scenarios,
     run_scenario,
     standard_scenarios,
@@ -66,13 +70,93 @@ def outside_limiters(scenario: Scenario) -> dict[str, tuple[Entry, contextlib.Ab
     return {name: (gate_factory(name, scenario), virtual_clock()) for name in ADAPTERS}
 
 
+SHARED_WALL_SEEDS = (7, 8, 9, 10, 11)
+
+
+def shared_wall(seed: int) -> Scenario:
+    """Four governors of 64 callers join a 429 wall at 32 one by one; the first leaves early."""
+    return Scenario(
+        name="shared-wall",
+        upstream=lambda: WallUpstream(capacity=32, service_time_s=0.05, seed=seed),
+        duration_s=60.0,
+        settle_s=15.0,
+        clients=tuple(
+            Client(callers=64, start_s=i * 40 / 15, stop_s=54.0 if i == 0 else None) for i in range(4)
+        ),
+        initial_limit=1,
+        seed=seed,
+    )
+
+
+def wall_scenarios() -> dict[str, Scenario]:
+    """Hard walls beyond the standard ones: several governors sharing one, and one that moves."""
+    return {
+        **{f"shared wall {seed}": shared_wall(seed) for seed in SHARED_WALL_SEEDS},
+        # A 429 wall at 16 that moves to 32, then down to 8.
+        "moving wall": Scenario(
+            name="moving-wall",
+            upstream=lambda: WallUpstream(capacity=16, service_time_s=0.05, seed=2),
+            duration_s=60.0,
+            settle_s=15.0,
+            clients=(Client(callers=160),),
+            capacity_schedule=((20.0, 32), (40.0, 8)),
+            initial_limit=1,
+        ),
+    }
+
+
+def walls() -> None:
+    """The default's pace of probing at hard walls: refusals against fairness and finding a grown wall.
+
+    The shared wall runs with five seeds (its fairness depends on who happens to be refused
+    first): median and worst.
+    """
+    scenarios = {
+        "wall": standard_scenarios()["wall"],
+        "proxy-wall": noisy_scenarios()["proxy-wall"],
+        **wall_scenarios(),
+    }
+    best = {name: run_scenario(scenarios[name], 16).goodput for name in ("wall", "proxy-wall")}
+    rows = [
+        "| max_probe_backoff | wall: goodput / Fixed(16) | refused | proxy-wall: goodput / Fixed(16) "
+        "| refused | shared wall: refused, median (worst) | Jain, median (worst) "
+        "| moving wall 16 → 32 → 8: windows to within 10 % |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for backoff in (1, 2, 4):
+
+        def policy(backoff: int = backoff) -> LimitPolicy:
+            return LatencyAIMD(max_probe_backoff=backoff)
+
+        r = {name: run_scenario(scenario, policy) for name, scenario in scenarios.items()}
+        moving = r["moving wall"]
+        settled = []
+        for start, end, capacity in moving.phases:
+            t = moving.convergence_s(capacity, band=0.1, start_s=start, end_s=end)
+            settled.append("-" if t is None else str(moving.windows_between(start, start + t)))
+        shared = [r[f"shared wall {seed}"] for seed in SHARED_WALL_SEEDS]
+        refused = sorted(x.overload_rate for x in shared)
+        jain = sorted(x.fairness for x in shared)
+        rows.append(
+            f"| {backoff} | {r['wall'].goodput / best['wall']:.3f} | {r['wall'].overload_rate:.2%} "
+            f"| {r['proxy-wall'].goodput / best['proxy-wall']:.3f} | {r['proxy-wall'].overload_rate:.2%} "
+            f"| {statistics.median(refused):.2%} ({refused[-1]:.2%}) "
+            f"| {statistics.median(jain):.3f} ({jain[0]:.3f}) | {' / '.join(settled)} |"
+        )
+    print("\n".join(rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--capacity", type=int, default=16)
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--no-outside", action="store_true", help="skip the other libraries")
     parser.add_argument("--only", choices=["standard", "noisy"], help="one set of scenarios")
+    parser.add_argument("--walls", action="store_true", help="only the default's probe pace at hard walls")
     args = parser.parse_args()
+    if args.walls:
+        walls()
+        return
     c = args.capacity
     scenarios = {} if args.only == "noisy" else standard_scenarios(capacity=c)
     oracles = {}

@@ -39,8 +39,14 @@ class LatencyAIMD(BoundedPolicy):
     remembered as a ceiling: the limit climbs to just below it and waits
     ``probe_interval_windows`` clean windows before probing one past it,
     which keeps the refusals of a hard wall rare and the limit steady at a
-    knee. A probe that stays clean forgets the ceiling, so a capacity that
-    grows is followed.
+    knee. A probe refused at the same limit as the one before doubles that
+    wait, up to ``max_probe_backoff`` times, since each refused probe costs
+    refusals; the cut stays multiplicative, so governors sharing one wall
+    still converge to fair shares. A probe that stays clean forgets the
+    ceiling and brings the first pace back, so a capacity that grows is
+    followed; so does a refusal at another limit (the wall moved). A
+    refusal above the last limit that was not refused (a growth step into
+    the wall) cuts back to that limit when ``backoff_ratio`` would not.
 
     Three rules keep the real world's noise from reading as queueing: a deep
     latency cut stops at the *good floor*, the highest limit with a clean,
@@ -83,6 +89,10 @@ class LatencyAIMD(BoundedPolicy):
             median latency before judging queueing, >= 0 (0: the lag is ignored).
         good_floor_ratio: Latency cuts only over this ratio stop at the good
             floor, >= 1; gentler ones (a knee) cut as Little's law says.
+        max_probe_backoff: The longest wait before probing past a ceiling that
+            refused the probes before, as a multiple of
+            ``probe_interval_windows``, >= 1 (1: a fixed pace). The wait doubles
+            after each probe refused at the same limit.
     """
 
     name = "latency-aimd"
@@ -109,6 +119,7 @@ class LatencyAIMD(BoundedPolicy):
         good_min_windows: int = 1,
         lag_allowance: float = 2.0,
         good_floor_ratio: float = 1.5,
+        max_probe_backoff: int = 2,
     ) -> None:
         if initial_limit is None and isinstance(min_limit, int) and isinstance(max_limit, int):
             initial_limit = min(max(min_limit, 4), max_limit)
@@ -135,6 +146,7 @@ class LatencyAIMD(BoundedPolicy):
         self._good_min = check_int("good_min_windows", good_min_windows, low=1)
         self._lag_allowance = check_float("lag_allowance", lag_allowance, low=0.0)
         self._good_floor_ratio = check_float("good_floor_ratio", good_floor_ratio, low=1.0)
+        self._max_probe_backoff = check_int("max_probe_backoff", max_probe_backoff, low=1)
         self._windows = 0  # windows seen (the clock of the good-floor memory)
         self._good: deque[tuple[int, float]] = deque()  # (window, limit) of clean limit-bound windows
         self._floored_at: int | None = None  # window of the last cut the good floor stopped
@@ -142,6 +154,9 @@ class LatencyAIMD(BoundedPolicy):
         self._step = 1.0
         self._ceiling: float | None = None
         self._quiet = 0  # windows since the last decrease or probe
+        self._wait = self._probe_interval  # clean windows below the ceiling before the next probe
+        self._probed: float | None = None  # the ceiling the last probe went past, until it runs clean
+        self._clean_limit: float | None = None  # the gate's limit in the last limit-bound window unrefused
         self._clean = 0  # consecutive growing windows with latency at the baseline
         self._cooldown = False  # the window after a cut is not cut again for latency
         self._windows_at_floor = 0
@@ -254,6 +269,12 @@ class LatencyAIMD(BoundedPolicy):
                 return self._set(limit + 1.0, "probe up from the floor")
             return self._hold("not limit-bound")
         self._quiet += 1
+        self._clean_limit = float(window.limit)
+        if self._probed is not None and window.limit >= self._probed:
+            # A whole limit-bound window at the probed limit without a refusal: the wall has
+            # moved (or was a passing one), so the next ceiling is probed at the first pace.
+            self._probed = None
+            self._wait = self._probe_interval
         rising = ratio > 1.0 + self._tolerance / 2
         # Only a window that is clean beyond its own noise counts: a lucky window above the
         # knee must not raise the floor.
@@ -262,13 +283,12 @@ class LatencyAIMD(BoundedPolicy):
         ceiling = self._ceiling
         if ceiling is not None and limit + 1.0 >= ceiling:
             # Only refusals set a ceiling: a hard wall gives no warning before it.
-            if self._quiet < self._probe_interval:
+            if self._quiet < self._wait:
                 new = max(limit, ceiling - 1.0)
-                return self._set(
-                    new, f"near the ceiling {ceiling:g}: wait {self._quiet}/{self._probe_interval}"
-                )
+                return self._set(new, f"near the ceiling {ceiling:g}: wait {self._quiet}/{self._wait}")
             self._quiet = 0
             self._ceiling = None  # the probe: if it stays clean, the ceiling is forgotten
+            self._probed = ceiling
             return self._set(limit + 1.0, f"probe past the ceiling {ceiling:g}")
         if rising:
             self._clean = 0
@@ -290,7 +310,26 @@ class LatencyAIMD(BoundedPolicy):
     def _cut(self, target: float, window: Window, reason: str, *, ceiling: bool) -> Adjustment:
         limit = self._limit
         if ceiling:
-            self._ceiling = float(window.limit)
+            wall = float(window.limit)
+            if self._probed is not None and wall == self._probed:
+                # The probe was refused at the same wall: probe it less often, since each
+                # failed probe costs refusals. The cut stays multiplicative: several
+                # governors sharing one wall only converge to fair shares that way
+                # (Chiu-Jain), as the one holding the most is refused on its probes alone.
+                self._wait = min(2 * self._wait, self._probe_interval * self._max_probe_backoff)
+                reason += f"; the same wall again, next probe in {self._wait} windows"
+            else:
+                self._wait = self._probe_interval  # a new wall: probe it at the first pace
+            self._probed = None
+            self._ceiling = wall
+            clean = self._clean_limit
+            if clean is not None and clean < wall and clean < target:
+                # A growth step ran into the wall: the permits it added are refused, and a cut
+                # of x backoff_ratio can land above the wall still, costing a round of
+                # refusals per cut; back to the last limit that was not refused, which is
+                # deeper than x backoff_ratio, so sharing stays fair.
+                target = clean
+                reason += f", back to {clean:g} (the last limit not refused)"
             # A refusal outranks the memory of clean windows: none above it is kept.
             new = min(target, limit - 1.0)
             self._good = deque(g for g in self._good if g[1] < new)
@@ -329,6 +368,9 @@ class LatencyAIMD(BoundedPolicy):
         self._step = 1.0
         self._ceiling = None
         self._quiet = 0
+        self._wait = self._probe_interval
+        self._probed = None
+        self._clean_limit = None
         self._clean = 0
         self._cooldown = False
         self._windows_at_floor = 0
