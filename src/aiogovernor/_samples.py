@@ -13,7 +13,7 @@ import bisect
 import enum
 import math
 import operator
-from collections import deque
+from array import array
 from dataclasses import dataclass
 
 from ._validate import check_float, check_int
@@ -235,6 +235,7 @@ class WindowAggregator:
         "_lat_other",
         "_max",
         "_min_latencies",
+        "_min_next",
         "_need",
         "_sized",
         "_start",
@@ -243,7 +244,10 @@ class WindowAggregator:
 
     def __init__(self, config: WindowConfig | None = None, *, start: float | None = 0.0) -> None:
         self._config = config or WindowConfig()
-        self._min_latencies: deque[float] = deque(maxlen=self._config.min_latency_memory)
+        # The last `min_latency_memory` windows' minimum latencies, a ring of unboxed floats
+        # (an empty deque alone is 760 bytes, and every governor keeps one).
+        self._min_latencies = array("d")
+        self._min_next = 0  # the slot the next one overwrites, once the ring is full
         self._target_s = self._config.min_duration_s
         self._need = self._config.min_samples
         self._max = self._config.max_samples
@@ -375,6 +379,15 @@ class WindowAggregator:
         count = len(self._lat_ok) + len(self._lat_other)
         return count >= self._need or count >= limit
 
+    def _note_min(self, latency_s: float) -> None:
+        mins = self._min_latencies
+        memory = self._config.min_latency_memory
+        if len(mins) < memory:
+            mins.append(latency_s)
+        else:
+            mins[self._min_next] = latency_s
+            self._min_next = (self._min_next + 1) % memory
+
     def _bands(self, ok: int) -> tuple[float, tuple[SizeBand, ...]]:
         """Mean size and per-band medians of the successful calls (none when no call had a size)."""
         sized = self._sized
@@ -446,7 +459,7 @@ class WindowAggregator:
             low = latencies[0]
             p50, p90, p99 = (_percentile(latencies, q) for q in (0.5, 0.9, 0.99))
             floor = min(low, min(self._lat_other, default=math.inf))
-            self._min_latencies.append(floor if floor > 0 else low)
+            self._note_min(floor if floor > 0 else low)
         else:
             mean = cv = low = p50 = p90 = p99 = 0.0
         bound = saw_waiters or peak_inflight >= max(
