@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
 import time
 import warnings
 from collections import OrderedDict
@@ -32,6 +31,7 @@ from . import _registry
 from ._chunking import Chunker
 from ._classify import Classifier, OverloadError, classify_with, retry_after_pause_s
 from ._clock import Clock, loop_time
+from ._env import getenv
 from ._events import Decision, DecisionListener, WindowListener
 from ._feedback import Feedback
 from ._guard import guard_async
@@ -299,7 +299,7 @@ _SETTINGS = (
 
 
 def _default_environment() -> str:
-    return os.environ.get("AIOGOVERNOR_ENV") or "default"
+    return getenv("AIOGOVERNOR_ENV") or "default"
 
 
 def check_gate_args(
@@ -604,7 +604,8 @@ class Governor:
         """
         if policy is self._policy:
             raise ValueError("a derived governor needs its own policy object, not this governor's")
-        return Governor(name, policy, **dict(zip(_SETTINGS, self._settings, strict=True)))
+        settings: dict[str, Any] = dict(zip(_SETTINGS, self._settings, strict=True))
+        return Governor(name, policy, **settings)
 
     def guard(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
         """Decorate a coroutine function: each call takes a permit, and its exceptions are classified.

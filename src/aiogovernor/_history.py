@@ -35,6 +35,9 @@ _SMALLS = 3  # the window's size_mean, loop_lag_s, loop_pause_s, in single preci
 _NO_SMALLS = (1.0, 0.0, 0.0)
 # Flag bits.
 _WINDOWED, _LIMIT_BOUND, _SIZED, _ASIDE = 1, 2, 4, 8
+_EMPTY_FLOATS: array[float] = array("f")
+_EMPTY_INTS: MutableSequence[int] = array("B")
+_EMPTY_FLAGS = bytearray()
 
 
 class _Reasons:
@@ -66,8 +69,8 @@ class _Reasons:
         with self._lock:
             if self._released:
                 while self._released:
-                    for code in self._released.pop():
-                        self._drop(code)
+                    for released in self._released.pop():
+                        self._drop(released)
             code = self._code_of.get(reason)
             if code is None:
                 if self._free:
@@ -154,11 +157,12 @@ class DecisionHistory:
         self._next = 0  # the row the next decision is written to
         self._last: Decision | None = None
         # Allocated at the first decision, at their full size: most governors never decide.
+        # Until then, empty ones shared by every history (never written to).
         self._floats: array[float] | None = None
-        self._confidence: array[float] = array("f")
-        self._ints: MutableSequence[int] = array("B")
-        self._flags = bytearray()
-        self._codes: MutableSequence[int] = array("H")
+        self._confidence: array[float] = _EMPTY_FLOATS
+        self._ints: MutableSequence[int] = _EMPTY_INTS
+        self._flags = _EMPTY_FLAGS
+        self._codes: MutableSequence[int] = _EMPTY_INTS
         self._smalls: array[float] | None = None  # allocated when a window first reports one
         # Rows whose old limit, window limit or window start are not what their neighbours
         # say: row -> (old_limit, window limit, window start), exactly.

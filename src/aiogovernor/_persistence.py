@@ -45,6 +45,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+from ._env import getenv
 from ._record import KeptDecision, LearnedState
 from ._samples import Window
 from ._validate import check_float, check_int, conforms
@@ -204,7 +205,7 @@ class Persistence(Protocol):
 
 def state_disabled() -> bool:
     """Whether ``$AIOGOVERNOR_DISABLE_STATE`` turns persistence off."""
-    return os.environ.get("AIOGOVERNOR_DISABLE_STATE", "").strip().lower() in _TRUE
+    return (getenv("AIOGOVERNOR_DISABLE_STATE") or "").strip().lower() in _TRUE
 
 
 _default_store_factory: Callable[[], StateStore] | None = None

@@ -11,6 +11,8 @@ from aiogovernor._validate import check_float, check_int
 
 __all__ = ["LatencyBaseline", "median_noise"]
 
+_SHORTFALLS: dict[float, float] = {}  # quantile -> minus the standard normal's quantile there
+
 
 class LatencyBaseline:
     """The no-load latency of an upstream: a low quantile of recent window medians.
@@ -39,7 +41,10 @@ class LatencyBaseline:
         # (latency, mean size) pairs, and the band's reference pair at the low quantile.
         self._bands: dict[int, tuple[_Pairs, list[float]]] = {}
         self._quantile = check_float("quantile", quantile, low=0.0, high=1.0, low_open=True, high_open=True)
-        self._shortfall = -statistics.NormalDist().inv_cdf(self._quantile)
+        shortfall = _SHORTFALLS.get(self._quantile)
+        if shortfall is None:  # computed once per quantile: an inverse CDF in Python per policy
+            shortfall = _SHORTFALLS[self._quantile] = -statistics.NormalDist().inv_cdf(self._quantile)
+        self._shortfall = shortfall
         self._min_samples = check_int("min_samples", min_samples, low=1)
         self._value: float | None = None
 
