@@ -223,11 +223,11 @@ def _bytes_per_governor(n: int, decisions: int, *, keep_whole: bool, policy: Cal
         tracemalloc.stop()
 
 
-def _history_bytes(decisions: int, *, lagged: bool) -> float:
+def _history_bytes(decisions: int, *, lagged: bool, sized: bool = False) -> float:
     """Bytes of one history of 100 after ``decisions`` windowed decisions, alone.
 
     Windows without the loop's lag (what `_drive`'s windows carry: no event loop there), or with
-    the lag, the pauses and a call size reported (what an asyncio governor's windows carry).
+    the lag and the pauses reported (what an asyncio governor's windows carry), and a call size.
     """
     made = []
     end, old = 0.0, 4
@@ -235,7 +235,9 @@ def _history_bytes(decisions: int, *, lagged: bool) -> float:
         new = 4 + i % 3
         w = testing_window(ok=10, start=end, duration_s=0.1, limit=old, latency_s=0.01 + 0.001 * (i % 7))
         if lagged:
-            w = dataclasses.replace(w, loop_lag_s=0.0002 * (i % 5), loop_pause_s=0.00001 * i, size_mean=1.5)
+            w = dataclasses.replace(w, loop_lag_s=0.0002 * (i % 5), loop_pause_s=0.00001 * i)
+        if sized:
+            w = dataclasses.replace(w, size_mean=1.5)
         made.append(
             Decision(
                 governor="g",
@@ -299,13 +301,15 @@ def bench_governors(rounds: int, sizes: tuple[int, ...]) -> None:
                 whole = _bytes_per_governor(n, decisions, keep_whole=True, policy=policy)
                 print(f"| {n:,} | {decisions} | {label} | {now:,.0f} | {whole:,.0f} |")
     print(
-        "\nThe history alone (100 kept), B: windows without the loop's lag (no event loop, as above)"
-        " and with the lag and a call size reported (an asyncio governor's windows)\n\n"
-        "| decisions | without lag | with lag and size |\n| ---: | ---: | ---: |"
+        "\nThe history alone (100 kept), B: windows without the loop's lag (no event loop, as above),"
+        " with the lag reported (an asyncio governor's windows), and with a call size too\n\n"
+        "| decisions | without lag | with lag | with lag and size |\n| ---: | ---: | ---: | ---: |"
     )
     for decisions in (100, 300):
-        plain, lagged = (_history_bytes(decisions, lagged=flag) for flag in (False, True))
-        print(f"| {decisions} | {plain:,.0f} | {lagged:,.0f} |")
+        plain = _history_bytes(decisions, lagged=False)
+        lagged = _history_bytes(decisions, lagged=True)
+        sized = _history_bytes(decisions, lagged=True, sized=True)
+        print(f"| {decisions} | {plain:,.0f} | {lagged:,.0f} | {sized:,.0f} |")
 
 
 # -- decisions: the cost of one, against the window's size ------------------------------

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import gc
+import pickle
 import random
 import tracemalloc
 
@@ -206,3 +208,17 @@ def test_reason_texts_are_kept_once_while_in_use() -> None:
     gc.collect()
     DecisionHistory(1, governor="api", environment="prod").append(decision(0, window=None))
     assert len(_REASONS) <= before
+
+
+def test_a_copied_history_keeps_its_own_reasons() -> None:
+    history = DecisionHistory(3, governor="api", environment="prod")
+    for i in range(5):
+        history.append(dataclasses.replace(decision(i, window=window(start=float(i))), reason=f"copied {i}"))
+    copied = copy.deepcopy(history)
+    assert copied.decisions() == history.decisions()
+    del history
+    gc.collect()
+    DecisionHistory(1, governor="api", environment="prod").append(decision(0, window=None))
+    assert [d.reason for d in copied.decisions()] == ["copied 2", "copied 3", "copied 4"]
+    restored = pickle.loads(pickle.dumps(copied))
+    assert restored.decisions() == copied.decisions()

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import threading
 from array import array
-from collections.abc import MutableSequence
+from collections.abc import MutableSequence, Sequence
+from typing import Any
 
 from ._events import Decision, WindowSummary
 
@@ -31,7 +32,8 @@ __all__ = ["DecisionHistory"]
 # Numbers per kept decision, by row.
 _FLOATS = 3  # at, policy_limit, latency_p50_s, in double precision
 _INTS = 7  # new_limit, and the window's ok, overload, error, ignored, stale, peak
-_SMALLS = 3  # the window's size_mean, loop_lag_s, loop_pause_s, in single precision, once reported
+# The window's size_mean, loop_lag_s and loop_pause_s, in single precision, each in a column
+# of its own made when a window first reports it, and what a row without it reads.
 _NO_SMALLS = (1.0, 0.0, 0.0)
 # Flag bits.
 _WINDOWED, _LIMIT_BOUND, _SIZED, _ASIDE = 1, 2, 4, 8
@@ -163,7 +165,7 @@ class DecisionHistory:
         self._ints: MutableSequence[int] = _EMPTY_INTS
         self._flags = _EMPTY_FLAGS
         self._codes: MutableSequence[int] = _EMPTY_INTS
-        self._smalls: array[float] | None = None  # allocated when a window first reports one
+        self._smalls: list[array[float] | None] | None = None  # made when a window first reports one
         # Rows whose old limit, window limit or window start are not what their neighbours
         # say: row -> (old_limit, window limit, window start), exactly.
         self._aside: dict[int, tuple[int, int, float]] | None = None
@@ -177,6 +179,10 @@ class DecisionHistory:
 
     def __len__(self) -> int:
         return self._len
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A copy (copy.deepcopy, pickle) counts its own uses of the shared reason codes.
+        return (_rebuilt, (self._size, self._governor, self._environment, self.decisions()))
 
     def __del__(self, _reasons: _Reasons = _REASONS) -> None:
         # Bound as a default: at the interpreter's exit the module's globals may be gone first.
@@ -222,7 +228,7 @@ class DecisionHistory:
             aside = old != self._last_new
             limit, start = old, 0.0
             if self._smalls is not None:
-                self._smalls[_SMALLS * row : _SMALLS * row + _SMALLS] = array("f", _NO_SMALLS)
+                self._write_smalls(row, _NO_SMALLS)
         else:
             start = w.start
             if self._last_at is None:
@@ -236,14 +242,9 @@ class DecisionHistory:
             values = (new, w.ok, w.overload, w.error, w.ignored, w.stale_overload, w.peak_inflight)
             limit = w.limit
             aside = old != self._last_new or limit != old or start != self._last_at
-            smalls = self._smalls
             extra = (w.size_mean, w.loop_lag_s, w.loop_pause_s)
-            if smalls is None and extra != _NO_SMALLS:
-                smalls = self._smalls = array("f", [0.0]) * (_SMALLS * size)
-                for r in range(size):
-                    smalls[_SMALLS * r] = 1.0
-            if smalls is not None:
-                smalls[_SMALLS * row : _SMALLS * row + _SMALLS] = array("f", extra)
+            if self._smalls is not None or extra != _NO_SMALLS:
+                self._write_smalls(row, extra)
             self._last_at = at
         self._last_new = new
         if aside:
@@ -263,6 +264,18 @@ class DecisionHistory:
             self._ints[i : i + _INTS] = array(self._ints.typecode, values)  # type: ignore[attr-defined]
         except (OverflowError, AttributeError):
             self._write_ints(i, values)
+
+    def _write_smalls(self, row: int, values: tuple[float, float, float]) -> None:
+        smalls = self._smalls
+        if smalls is None:
+            smalls = self._smalls = [None, None, None]
+        for k, value in enumerate(values):
+            column = smalls[k]
+            if column is None:
+                if value == _NO_SMALLS[k]:
+                    continue
+                column = smalls[k] = array("f", [_NO_SMALLS[k]]) * self._size
+            column[row] = value
 
     def _forget(self, row: int) -> None:
         """The oldest row is about to be overwritten: what the next one follows is now its figures."""
@@ -320,8 +333,11 @@ class DecisionHistory:
             old, limit, start = prev_new, prev_new, prev_at
         window = None
         if flags & _WINDOWED:
-            s = _SMALLS * row
-            size_mean, lag, pause = _NO_SMALLS if self._smalls is None else self._smalls[s : s + _SMALLS]
+            size_mean, lag, pause = (
+                _NO_SMALLS
+                if self._smalls is None
+                else [_NO_SMALLS[k] if c is None else c[row] for k, c in enumerate(self._smalls)]
+            )
             window = WindowSummary(
                 start=start,
                 end=at,  # a window closes when its decision is made
@@ -352,3 +368,10 @@ class DecisionHistory:
             confidence=self._confidence[row],
         )
         return decision, new, prev_at
+
+
+def _rebuilt(size: int, governor: str, environment: str, decisions: Sequence[Decision]) -> DecisionHistory:
+    history = DecisionHistory(size, governor=governor, environment=environment)
+    for decision in decisions:
+        history.append(decision)
+    return history
