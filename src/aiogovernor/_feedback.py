@@ -66,7 +66,6 @@ class Feedback:
         "_agg",
         "_apply",
         "_decision_count",
-        "_directions",
         "_environment",
         "_governor",
         "_history",
@@ -102,8 +101,9 @@ class Feedback:
         self._window_listeners: tuple[WindowListener, ...] = ()
         self._apply = apply
         self._decision_count = 0
-        self._directions = [0, 0, 0]  # decisions that raised, lowered, held the limit
-        self._totals = [0, 0, 0, 0]  # closed windows' counts, by Outcome in declaration order
+        # Closed windows' counts, by Outcome in declaration order; then the decisions that
+        # raised, lowered and held the limit (one list: one object less per governor).
+        self._totals = [0, 0, 0, 0, 0, 0, 0]
         self._last_window: Window | None = None
         # The first window opens at the first sample's start (the gate's clock may need a loop).
         self._agg = WindowAggregator(window, start=None)
@@ -219,7 +219,7 @@ class Feedback:
         self._apply(decision)
         self._history.append(decision)
         self._decision_count += 1
-        self._directions[0 if new > old else 1 if new < old else 2] += 1
+        self._totals[4 if new > old else 5 if new < old else 6] += 1
         if logger.isEnabledFor(logging.DEBUG):
             # The message is for people; the fields are for JSON formatters and structlog.
             logger.debug(
@@ -264,7 +264,7 @@ class Feedback:
 
     def decisions_by_direction(self) -> Mapping[str, int]:
         """Decisions that raised (``up``), lowered (``down``) and held (``hold``) the limit."""
-        return dict(zip(("up", "down", "hold"), self._directions, strict=True))
+        return dict(zip(("up", "down", "hold"), self._totals[4:], strict=True))
 
     @property
     def last_window(self) -> Window | None:
@@ -273,7 +273,7 @@ class Feedback:
 
     def counts(self) -> dict[str, int]:
         """Finished units of work by outcome: closed windows plus the open one."""
-        totals = list(self._totals)
+        totals = self._totals[:4]
         for i, n in enumerate(self._agg.open_counts()):
             totals[i] += n
         return {o.value: n for o, n in zip(_OUTCOMES, totals, strict=True)}
