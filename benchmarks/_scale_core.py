@@ -27,7 +27,7 @@ import aiometer
 from aiogovernor import AIMD, Decision, Fixed, Governor, Outcome, WindowConfig, governed_map
 from aiogovernor._feedback import Feedback
 from aiogovernor._history import DecisionHistory
-from aiogovernor.limits import default_policy
+from aiogovernor.limits import LatencyBaseline, default_policy
 from aiogovernor.testing import ManualClock
 from aiogovernor.testing import window as testing_window
 
@@ -265,6 +265,23 @@ def _history_bytes(decisions: int, *, lagged: bool, sized: bool = False) -> floa
         tracemalloc.stop()
 
 
+def _baseline_bytes(windows: int) -> float:
+    """Bytes of the default policy's latency baseline after ``windows`` plain windows of 50 calls."""
+    made = [testing_window(ok=50, latency_s=0.01 + 0.0001 * i) for i in range(windows)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        baselines = [LatencyBaseline() for _ in range(100)]
+        for baseline in baselines:
+            for w in made:
+                baseline.observe(w)
+        gc.collect()
+        return (tracemalloc.get_traced_memory()[0] - before) / len(baselines)
+    finally:
+        tracemalloc.stop()
+
+
 def bench_governors(rounds: int, sizes: tuple[int, ...]) -> None:
     template = Governor("t", store=None)
     frozen = default_policy()
@@ -310,6 +327,10 @@ def bench_governors(rounds: int, sizes: tuple[int, ...]) -> None:
         lagged = _history_bytes(decisions, lagged=True)
         sized = _history_bytes(decisions, lagged=True, sized=True)
         print(f"| {decisions} | {plain:,.0f} | {lagged:,.0f} | {sized:,.0f} |")
+    print(
+        "\nThe default policy's latency baseline (one size band, 50 window medians kept), B each: "
+        + ", ".join(f"after {n} windows {_baseline_bytes(n):,.0f}" for n in (10, 200))
+    )
 
 
 # -- decisions: the cost of one, against the window's size ------------------------------
