@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import functools
 import gc
 import pickle
@@ -25,8 +26,10 @@ import aiometer
 
 from aiogovernor import AIMD, Decision, Fixed, Governor, Outcome, WindowConfig, governed_map
 from aiogovernor._feedback import Feedback
-from aiogovernor.limits import default_policy
+from aiogovernor._history import DecisionHistory
+from aiogovernor.limits import LatencyBaseline, default_policy
 from aiogovernor.testing import ManualClock
+from aiogovernor.testing import window as testing_window
 
 SIZES = (100, 1_000, 10_000, 100_000)
 
@@ -220,6 +223,65 @@ def _bytes_per_governor(n: int, decisions: int, *, keep_whole: bool, policy: Cal
         tracemalloc.stop()
 
 
+def _history_bytes(decisions: int, *, lagged: bool, sized: bool = False) -> float:
+    """Bytes of one history of 100 after ``decisions`` windowed decisions, alone.
+
+    Windows without the loop's lag (what `_drive`'s windows carry: no event loop there), or with
+    the lag and the pauses reported (what an asyncio governor's windows carry), and a call size.
+    """
+    made = []
+    end, old = 0.0, 4
+    for i in range(decisions):
+        new = 4 + i % 3
+        w = testing_window(ok=10, start=end, duration_s=0.1, limit=old, latency_s=0.01 + 0.001 * (i % 7))
+        if lagged:
+            w = dataclasses.replace(w, loop_lag_s=0.0002 * (i % 5), loop_pause_s=0.00001 * i)
+        if sized:
+            w = dataclasses.replace(w, size_mean=1.5)
+        made.append(
+            Decision(
+                governor="g",
+                environment="e",
+                at=w.end,
+                old_limit=old,
+                new_limit=new,
+                policy_limit=new + 0.25,
+                reason="limit-bound: +1",
+                window=w,
+                confidence=w.confidence,
+            )
+        )
+        end, old = w.end, new
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        history = DecisionHistory(100, governor="g", environment="e")
+        for d in made:
+            history.append(d)
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+def _baseline_bytes(windows: int) -> float:
+    """Bytes of the default policy's latency baseline after ``windows`` plain windows of 50 calls."""
+    made = [testing_window(ok=50, latency_s=0.01 + 0.0001 * i) for i in range(windows)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        baselines = [LatencyBaseline() for _ in range(100)]
+        for baseline in baselines:
+            for w in made:
+                baseline.observe(w)
+        gc.collect()
+        return (tracemalloc.get_traced_memory()[0] - before) / len(baselines)
+    finally:
+        tracemalloc.stop()
+
+
 def bench_governors(rounds: int, sizes: tuple[int, ...]) -> None:
     template = Governor("t", store=None)
     frozen = default_policy()
@@ -255,6 +317,20 @@ def bench_governors(rounds: int, sizes: tuple[int, ...]) -> None:
                 now = _bytes_per_governor(n, decisions, keep_whole=False, policy=policy)
                 whole = _bytes_per_governor(n, decisions, keep_whole=True, policy=policy)
                 print(f"| {n:,} | {decisions} | {label} | {now:,.0f} | {whole:,.0f} |")
+    print(
+        "\nThe history alone (100 kept), B: windows without the loop's lag (no event loop, as above),"
+        " with the lag reported (an asyncio governor's windows), and with a call size too\n\n"
+        "| decisions | without lag | with lag | with lag and size |\n| ---: | ---: | ---: | ---: |"
+    )
+    for decisions in (100, 300):
+        plain = _history_bytes(decisions, lagged=False)
+        lagged = _history_bytes(decisions, lagged=True)
+        sized = _history_bytes(decisions, lagged=True, sized=True)
+        print(f"| {decisions} | {plain:,.0f} | {lagged:,.0f} | {sized:,.0f} |")
+    print(
+        "\nThe default policy's latency baseline (one size band, 50 window medians kept), B each: "
+        + ", ".join(f"after {n} windows {_baseline_bytes(n):,.0f}" for n in (10, 200))
+    )
 
 
 # -- decisions: the cost of one, against the window's size ------------------------------

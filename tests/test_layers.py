@@ -27,6 +27,7 @@ CORE = frozenset(
         "aiogovernor._chunking",
         "aiogovernor._classify",
         "aiogovernor._clock",
+        "aiogovernor._env",
         "aiogovernor._events",
         "aiogovernor._feedback",
         "aiogovernor._governor",
@@ -75,7 +76,13 @@ STORES_MAY_USE = frozenset(
     {"aiogovernor._names", "aiogovernor._persistence", "aiogovernor._record", "aiogovernor._validate"}
 )
 POLICIES_MAY_USE = frozenset(
-    {"aiogovernor._clock", "aiogovernor._events", "aiogovernor._samples", "aiogovernor._validate"}
+    {
+        "aiogovernor._clock",
+        "aiogovernor._env",
+        "aiogovernor._events",
+        "aiogovernor._samples",
+        "aiogovernor._validate",
+    }
 )
 # Known arrows that run against the layers, each with its reason; allowed only inside
 # a function (imported on first use, never at import time).

@@ -106,3 +106,13 @@ def test_confidence_grows_with_samples_and_falls_with_spread() -> None:
 def test_bad_window_config(kwargs: dict[str, float], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         WindowConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_the_recent_minimum_is_over_the_last_few_windows_only() -> None:
+    agg = WindowAggregator(WindowConfig(min_samples=1, min_duration_s=0.0, min_latency_memory=3))
+    minima = []
+    for i, low in enumerate([0.5, 0.9, 0.8, 0.7, 0.95, 0.99, 0.6, 0.85, 0.9, 0.97]):
+        fill(agg, [low, low + 0.1], now=float(i))
+        agg.close(float(i), 10, peak_inflight=1)
+        minima.append(low)
+        assert agg.recent_min_latency_s == min(minima[-3:])

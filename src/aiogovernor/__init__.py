@@ -40,7 +40,6 @@ Layout (imports point down the list; ``tests/test_layers.py`` checks it):
 
 from __future__ import annotations
 
-import os as _os
 import sys as _sys
 
 from ._chunking import AdaptiveChunker as AdaptiveChunker
@@ -48,6 +47,7 @@ from ._chunking import Chunker as Chunker
 from ._classify import Classifier as Classifier
 from ._classify import OverloadError as OverloadError
 from ._classify import default_classify as default_classify
+from ._env import getenv as _getenv
 from ._events import Decision as Decision
 from ._events import DecisionListener as DecisionListener
 from ._events import WindowListener as WindowListener
@@ -99,8 +99,7 @@ def _json_file_store() -> _StateStore:
 
     # One store per state directory, not one per governor (resolving the directory costs
     # more than the rest of a governor): keyed by what `default_state_dir` reads.
-    environ = _os.environ
-    key = tuple(environ.get(k) for k in _STATE_DIR_VARIABLES)
+    key = tuple(_getenv(k) for k in _STATE_DIR_VARIABLES)
     store = _default_stores.get(key)
     if store is None:
         store = _default_stores[key] = JsonFileStore()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from ._events import Decision, DecisionListener, WindowListener
 from ._history import DecisionHistory
@@ -21,7 +22,16 @@ __all__ = ["Feedback"]
 
 logger = logging.getLogger("aiogovernor")
 
+_T = TypeVar("_T")
+
 _OUTCOMES = tuple(Outcome)
+
+
+def _without(items: tuple[_T, ...], item: _T) -> tuple[_T, ...]:
+    """``items`` less the first ``item``; ValueError when it is not there (as `list.remove`)."""
+    kept = list(items)
+    kept.remove(item)
+    return tuple(kept)
 
 
 class Feedback:
@@ -56,7 +66,6 @@ class Feedback:
         "_agg",
         "_apply",
         "_decision_count",
-        "_directions",
         "_environment",
         "_governor",
         "_history",
@@ -86,12 +95,15 @@ class Feedback:
         self._history = DecisionHistory(
             check_int("history_size", history_size, low=1), governor=governor, environment=environment
         )
-        self._listeners: list[DecisionListener] = []
-        self._window_listeners: list[WindowListener] = []
+        # Tuples, replaced whole when one is added or removed: most governors have none, and
+        # every governor without shares the one empty tuple (an empty list is 56 bytes each).
+        self._listeners: tuple[DecisionListener, ...] = ()
+        self._window_listeners: tuple[WindowListener, ...] = ()
         self._apply = apply
         self._decision_count = 0
-        self._directions = [0, 0, 0]  # decisions that raised, lowered, held the limit
-        self._totals = [0, 0, 0, 0]  # closed windows' counts, by Outcome in declaration order
+        # Closed windows' counts, by Outcome in declaration order; then the decisions that
+        # raised, lowered and held the limit (one list: one object less per governor).
+        self._totals = [0, 0, 0, 0, 0, 0, 0]
         self._last_window: Window | None = None
         # The first window opens at the first sample's start (the gate's clock may need a loop).
         self._agg = WindowAggregator(window, start=None)
@@ -176,7 +188,7 @@ class Feedback:
             totals[i] += n
         self._last_window = window
         if ok_sorted is not None:
-            for window_listener in tuple(self._window_listeners):
+            for window_listener in self._window_listeners:
                 try:
                     window_listener(window, ok_sorted)
                 except Exception:
@@ -207,7 +219,7 @@ class Feedback:
         self._apply(decision)
         self._history.append(decision)
         self._decision_count += 1
-        self._directions[0 if new > old else 1 if new < old else 2] += 1
+        self._totals[4 if new > old else 5 if new < old else 6] += 1
         if logger.isEnabledFor(logging.DEBUG):
             # The message is for people; the fields are for JSON formatters and structlog.
             logger.debug(
@@ -222,7 +234,7 @@ class Feedback:
                 },
             )
         if self._listeners:
-            for listener in tuple(self._listeners):
+            for listener in self._listeners:
                 try:
                     listener(decision)
                 except Exception:
@@ -252,7 +264,7 @@ class Feedback:
 
     def decisions_by_direction(self) -> Mapping[str, int]:
         """Decisions that raised (``up``), lowered (``down``) and held (``hold``) the limit."""
-        return dict(zip(("up", "down", "hold"), self._directions, strict=True))
+        return dict(zip(("up", "down", "hold"), self._totals[4:], strict=True))
 
     @property
     def last_window(self) -> Window | None:
@@ -261,7 +273,7 @@ class Feedback:
 
     def counts(self) -> dict[str, int]:
         """Finished units of work by outcome: closed windows plus the open one."""
-        totals = list(self._totals)
+        totals = self._totals[:4]
         for i, n in enumerate(self._agg.open_counts()):
             totals[i] += n
         return {o.value: n for o, n in zip(_OUTCOMES, totals, strict=True)}
@@ -270,18 +282,18 @@ class Feedback:
         """Call ``listener(decision)`` after every decision."""
         if not callable(listener):
             raise TypeError(f"listener must be callable, got {listener!r}")
-        self._listeners.append(listener)
+        self._listeners = (*self._listeners, listener)
 
     def remove_listener(self, listener: DecisionListener) -> None:
         """Stop calling ``listener``; a listener never added is an error (ValueError)."""
-        self._listeners.remove(listener)
+        self._listeners = _without(self._listeners, listener)
 
     def add_window_listener(self, listener: WindowListener) -> None:
         """Call ``listener(window, ok_latencies_s)`` as each window closes (see `WindowListener`)."""
         if not callable(listener):
             raise TypeError(f"listener must be callable, got {listener!r}")
-        self._window_listeners.append(listener)
+        self._window_listeners = (*self._window_listeners, listener)
 
     def remove_window_listener(self, listener: WindowListener) -> None:
         """Stop calling ``listener``; a listener never added is an error (ValueError)."""
-        self._window_listeners.remove(listener)
+        self._window_listeners = _without(self._window_listeners, listener)

@@ -3,45 +3,121 @@
 A `Decision` with its whole `Window` is some 500 bytes of Python objects (two
 dataclasses, a dozen boxed floats, a formatted reason); a governor keeping
 100 of them weighs ~54 KB, and a process with one governor per upstream host
-keeps thousands. Here each kept decision is one row of a few flat arrays
-(numbers unboxed, small counts in two bytes) plus a shared reference to its
-reason text, some 70 bytes; `Decision` objects are built again only when the
-history is read. The latest decision is kept whole, so the one listeners were
-given and ``stats().last_decision`` are the same object as the history's last.
+keeps thousands. Here each kept decision is one row of a few flat arrays, some
+38 bytes: three numbers unboxed in double precision, the confidence in single
+precision, seven counts and limits in one byte each while they fit (wider when
+one does not), a flag byte and a two-byte code for its reason text.
+
+What a row can be told from its neighbours is not stored: a decision's old
+limit is the previous one's new limit, a window's limit is the decision's old
+limit, and a window opens where the previous window closed. A row that breaks
+one of these keeps the broken value aside, exactly. The window's mean call
+size and the client loop's lag and pauses are kept (in single precision) only
+once a window has reported one. `Decision` objects are built again only when
+the history is read. The latest decision is kept whole, so the one listeners
+were given and ``stats().last_decision`` are the same object as the history's last.
 """
 
 from __future__ import annotations
 
+import threading
 from array import array
-from collections.abc import MutableSequence
+from collections.abc import MutableSequence, Sequence
+from typing import Any
 
 from ._events import Decision, WindowSummary
 
 __all__ = ["DecisionHistory"]
 
-# Numbers per kept decision, by row: floats and integers.
-_FLOATS = 3  # at, policy_limit, latency_p50_s
-# Confidence, and the window's duration, mean call size, loop lag and loop pause, in single
-# precision (about 7 digits).
-_SMALLS = 5
-_INTS = 9  # old_limit, new_limit, and the window's ok, overload, error, ignored, stale, peak, limit
-_WINDOWED, _LIMIT_BOUND, _SIZED = 1, 2, 4  # flag bits
-
-# Reason texts repeat ("not limit-bound", "limit-bound: +1", ...): one object per distinct
-# text is shared by every record and governor that uses it. Bounded: a policy whose texts
-# carry many numbers would otherwise grow it without end.
-_REASONS: dict[str, str] = {}
-_MAX_REASONS = 4096
+# Numbers per kept decision, by row.
+_FLOATS = 3  # at, policy_limit, latency_p50_s, in double precision
+_INTS = 7  # new_limit, and the window's ok, overload, error, ignored, stale, peak
+# The window's size_mean, loop_lag_s and loop_pause_s, in single precision, each in a column
+# of its own made when a window first reports it, and what a row without it reads.
+_NO_SMALLS = (1.0, 0.0, 0.0)
+# Flag bits.
+_WINDOWED, _LIMIT_BOUND, _SIZED, _ASIDE = 1, 2, 4, 8
+_EMPTY_FLOATS: array[float] = array("f")
+_EMPTY_INTS: MutableSequence[int] = array("B")
+_EMPTY_FLAGS = bytearray()
 
 
-def _shared(reason: str) -> str:
-    shared = _REASONS.get(reason)
-    if shared is not None:
-        return shared
-    if len(_REASONS) >= _MAX_REASONS:
-        _REASONS.clear()
-    _REASONS[reason] = reason
-    return reason
+class _Reasons:
+    """Reason texts by two-byte code, shared by every governor's history.
+
+    Texts repeat ("not limit-bound", "limit-bound: +1", ...): each distinct text in use
+    is kept once and rows keep its code. A code is counted by the rows that use it and
+    freed with the last one, so a policy whose texts carry numbers does not grow the
+    table without end. Histories of thread gates write from several threads: a lock.
+    """
+
+    __slots__ = ("_code_of", "_free", "_lock", "_released", "_texts", "_uses")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._code_of: dict[str, int] = {}
+        self._texts: list[str] = []
+        self._uses: list[int] = []
+        self._free: list[int] = []
+        # Codes of histories that were collected, released at the next `swap` (a finalizer
+        # must not take the lock: it may run inside the locked section, on the same thread).
+        self._released: list[MutableSequence[int]] = []
+
+    def text(self, code: int) -> str:
+        return self._texts[code]
+
+    def swap(self, reason: str, old: int | None) -> int:
+        """The code for ``reason``, counted once more; ``old`` (a row's previous code) once less."""
+        with self._lock:
+            if self._released:
+                while self._released:
+                    for released in self._released.pop():
+                        self._drop(released)
+            code = self._code_of.get(reason)
+            if code is None:
+                if self._free:
+                    code = self._free.pop()
+                    self._texts[code] = reason
+                    self._uses[code] = 0
+                else:
+                    code = len(self._texts)
+                    self._texts.append(reason)
+                    self._uses.append(0)
+                self._code_of[reason] = code
+            self._uses[code] += 1
+            if old is not None:
+                self._drop(old)
+            return code
+
+    def _drop(self, code: int) -> None:
+        uses = self._uses[code] - 1
+        self._uses[code] = uses
+        if uses == 0:
+            del self._code_of[self._texts[code]]
+            self._texts[code] = ""
+            self._free.append(code)
+
+    def release(self, codes: MutableSequence[int]) -> None:
+        """Count ``codes`` once less, later (safe from a finalizer)."""
+        self._released.append(codes)
+
+    def __len__(self) -> int:
+        return len(self._code_of)
+
+
+_REASONS = _Reasons()
+
+
+def _widen(values: MutableSequence[int]) -> MutableSequence[int]:
+    """The same integers in a wider array: one byte, then two, then eight, then a list."""
+    typecode = values.typecode if isinstance(values, array) else ""
+    if typecode == "B":
+        return array("H", values)
+    if typecode == "H":
+        return array("q", values)
+    if typecode == "q":
+        return list(values)
+    raise OverflowError("an integer too large for any kept row")
 
 
 class DecisionHistory:
@@ -56,15 +132,21 @@ class DecisionHistory:
     """
 
     __slots__ = (
+        "_aside",
+        "_base_at",
+        "_base_new",
+        "_codes",
+        "_confidence",
         "_environment",
         "_flags",
         "_floats",
         "_governor",
         "_ints",
         "_last",
+        "_last_at",
+        "_last_new",
         "_len",
         "_next",
-        "_reasons",
         "_size",
         "_smalls",
     )
@@ -77,14 +159,35 @@ class DecisionHistory:
         self._next = 0  # the row the next decision is written to
         self._last: Decision | None = None
         # Allocated at the first decision, at their full size: most governors never decide.
+        # Until then, empty ones shared by every history (never written to).
         self._floats: array[float] | None = None
-        self._smalls: array[float] = array("f")
-        self._ints: MutableSequence[int] = array("H")
-        self._flags = bytearray()
-        self._reasons: list[str] = []
+        self._confidence: array[float] = _EMPTY_FLOATS
+        self._ints: MutableSequence[int] = _EMPTY_INTS
+        self._flags = _EMPTY_FLAGS
+        self._codes: MutableSequence[int] = _EMPTY_INTS
+        self._smalls: list[array[float] | None] | None = None  # made when a window first reports one
+        # Rows whose old limit, window limit or window start are not what their neighbours
+        # say: row -> (old_limit, window limit, window start), exactly.
+        self._aside: dict[int, tuple[int, int, float]] | None = None
+        # What the oldest kept row follows: the new limit and the last window's close of the
+        # rows already forgotten (or, before any was, what the first rows said).
+        self._base_new = 0
+        self._base_at = 0.0
+        # The same for the next row: the latest new limit and the latest window's close.
+        self._last_new: int | None = None
+        self._last_at: float | None = None
 
     def __len__(self) -> int:
         return self._len
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A copy (copy.deepcopy, pickle) counts its own uses of the shared reason codes.
+        return (_rebuilt, (self._size, self._governor, self._environment, self.decisions()))
+
+    def __del__(self, _reasons: _Reasons = _REASONS) -> None:
+        # Bound as a default: at the interpreter's exit the module's globals may be gone first.
+        if getattr(self, "_floats", None) is not None:
+            _reasons.release(self._codes[: self._len])
 
     @property
     def last(self) -> Decision | None:
@@ -94,59 +197,96 @@ class DecisionHistory:
     def append(self, decision: Decision) -> None:
         """Keep ``decision``, forgetting the oldest one when full."""
         floats = self._floats
-        if floats is None:
-            size = self._size
-            floats = self._floats = array("d", bytes(8 * _FLOATS * size))
-            self._smalls = array("f", bytes(4 * _SMALLS * size))
-            self._ints = array("H", bytes(2 * _INTS * size))
-            self._flags = bytearray(size)
-            self._reasons = [""] * size
-        row = self._next
         size = self._size
+        if floats is None:
+            floats = self._floats = array("d", [0.0]) * (_FLOATS * size)
+            self._confidence = array("f", [0.0]) * size
+            self._ints = array("B", [0]) * (_INTS * size)
+            self._flags = bytearray(size)
+            self._codes = array("H", [0]) * size
+        row = self._next
         self._next = row + 1 if row + 1 < size else 0
-        if self._len < size:
+        full = self._len == size
+        if full:
+            self._forget(row)
+        else:
             self._len += 1
         self._last = decision
         w = decision.window
+        old = decision.old_limit
+        if self._last_new is None:
+            self._base_new = self._last_new = old
         f = row * _FLOATS
-        floats[f] = decision.at
+        floats[f] = at = decision.at
         floats[f + 1] = decision.policy_limit
-        smalls = self._smalls
-        s = row * _SMALLS
-        smalls[s] = decision.confidence
-        reason = decision.reason
-        self._reasons[row] = _REASONS.get(reason) or _shared(reason)
+        self._confidence[row] = decision.confidence
+        new = decision.new_limit
         if w is None:
-            self._flags[row] = 0
-            values: tuple[int, ...] = (decision.old_limit, decision.new_limit, 0, 0, 0, 0, 0, 0, 0)
+            flags = 0
+            floats[f + 2] = 0.0
+            values: tuple[int, ...] = (new, 0, 0, 0, 0, 0, 0)
+            aside = old != self._last_new
+            limit, start = old, 0.0
+            if self._smalls is not None:
+                self._write_smalls(row, _NO_SMALLS)
         else:
+            start = w.start
+            if self._last_at is None:
+                self._base_at = self._last_at = start
             floats[f + 2] = w.latency_p50_s
-            smalls[s + 1] = w.end - w.start
-            smalls[s + 2] = w.size_mean
-            smalls[s + 3] = w.loop_lag_s
-            smalls[s + 4] = w.loop_pause_s
-            self._flags[row] = (
+            flags = (
                 _WINDOWED
                 | (_LIMIT_BOUND if w.limit_bound else 0)
                 | (_SIZED if (w.sized if isinstance(w, WindowSummary) else w.bands) else 0)
             )
-            values = (
-                decision.old_limit,
-                decision.new_limit,
-                w.ok,
-                w.overload,
-                w.error,
-                w.ignored,
-                w.stale_overload,
-                w.peak_inflight,
-                w.limit,
-            )
-        i = row * _INTS
-        ints = self._ints
+            values = (new, w.ok, w.overload, w.error, w.ignored, w.stale_overload, w.peak_inflight)
+            limit = w.limit
+            aside = old != self._last_new or limit != old or start != self._last_at
+            extra = (w.size_mean, w.loop_lag_s, w.loop_pause_s)
+            if self._smalls is not None or extra != _NO_SMALLS:
+                self._write_smalls(row, extra)
+            self._last_at = at
+        self._last_new = new
+        if aside:
+            flags |= _ASIDE
+            if self._aside is None:
+                self._aside = {}
+            self._aside[row] = (old, limit, start)
+        self._flags[row] = flags
+        code = _REASONS.swap(decision.reason, self._codes[row] if full else None)
         try:
-            ints[i : i + _INTS] = array(ints.typecode, values)  # type: ignore[attr-defined]
+            self._codes[row] = code
+        except OverflowError:  # more than 65 536 distinct texts in use in the process
+            self._codes = _widen(self._codes)
+            self._codes[row] = code
+        i = row * _INTS
+        try:
+            self._ints[i : i + _INTS] = array(self._ints.typecode, values)  # type: ignore[attr-defined]
         except (OverflowError, AttributeError):
             self._write_ints(i, values)
+
+    def _write_smalls(self, row: int, values: tuple[float, float, float]) -> None:
+        smalls = self._smalls
+        if smalls is None:
+            smalls = self._smalls = [None, None, None]
+        for k, value in enumerate(values):
+            column = smalls[k]
+            if column is None:
+                if value == _NO_SMALLS[k]:
+                    continue
+                column = smalls[k] = array("f", [_NO_SMALLS[k]]) * self._size
+            column[row] = value
+
+    def _forget(self, row: int) -> None:
+        """The oldest row is about to be overwritten: what the next one follows is now its figures."""
+        self._base_new = self._ints[row * _INTS]
+        if self._flags[row] & _WINDOWED:
+            assert self._floats is not None
+            self._base_at = self._floats[row * _FLOATS]
+        if self._aside is not None:
+            self._aside.pop(row, None)
+            if not self._aside:
+                self._aside = None
 
     def _write_ints(self, i: int, values: tuple[int, ...]) -> None:
         while True:
@@ -158,22 +298,48 @@ class DecisionHistory:
                     ints[i : i + _INTS] = values
                 return
             except OverflowError:
-                # A count or a limit past 65 535 (then past 2**63): wider integers from now on.
-                narrow = isinstance(ints, array) and ints.typecode == "H"
-                self._ints = array("q", ints) if narrow else list(ints)
+                # A count or a limit past 255, 65 535, then 2**64: wider integers from now on.
+                self._ints = _widen(ints)
 
-    def _row(self, row: int) -> Decision:
+    def decisions(self) -> tuple[Decision, ...]:
+        """The kept decisions, oldest first: the latest whole, the others with a `WindowSummary`."""
+        n = self._len
+        if n == 0:
+            return ()
+        assert self._last is not None
+        size = self._size
+        first = (self._next - n) % size
+        prev_new, prev_at = self._base_new, self._base_at
+        kept = []
+        for k in range(n - 1):
+            decision, prev_new, prev_at = self._row((first + k) % size, prev_new, prev_at)
+            kept.append(decision)
+        kept.append(self._last)
+        return tuple(kept)
+
+    def _row(self, row: int, prev_new: int, prev_at: float) -> tuple[Decision, int, float]:
+        """Row ``row`` as a `Decision`, given the new limit and window close before it; and its own."""
         floats = self._floats
         assert floats is not None
         f = row * _FLOATS
         i = row * _INTS
-        old, new, ok, overload, error, ignored, stale, peak, limit = self._ints[i : i + _INTS]
+        new, ok, overload, error, ignored, stale, peak = self._ints[i : i + _INTS]
         flags = self._flags[row]
         at = floats[f]
-        s = row * _SMALLS
-        window = (
-            WindowSummary(
-                start=at - self._smalls[s + 1],
+        if flags & _ASIDE:
+            assert self._aside is not None
+            old, limit, start = self._aside[row]
+        else:
+            old, limit, start = prev_new, prev_new, prev_at
+        window = None
+        if flags & _WINDOWED:
+            size_mean, lag, pause = (
+                _NO_SMALLS
+                if self._smalls is None
+                else [_NO_SMALLS[k] if c is None else c[row] for k, c in enumerate(self._smalls)]
+            )
+            window = WindowSummary(
+                start=start,
                 end=at,  # a window closes when its decision is made
                 ok=ok,
                 overload=overload,
@@ -184,32 +350,28 @@ class DecisionHistory:
                 peak_inflight=peak,
                 limit=limit,
                 limit_bound=bool(flags & _LIMIT_BOUND),
-                size_mean=self._smalls[s + 2],
+                size_mean=size_mean,
                 sized=bool(flags & _SIZED),
-                loop_lag_s=self._smalls[s + 3],
-                loop_pause_s=self._smalls[s + 4],
+                loop_lag_s=lag,
+                loop_pause_s=pause,
             )
-            if flags & _WINDOWED
-            else None
-        )
-        return Decision(
+            prev_at = at
+        decision = Decision(
             governor=self._governor,
             environment=self._environment,
             at=at,
             old_limit=old,
             new_limit=new,
             policy_limit=floats[f + 1],
-            reason=self._reasons[row],
+            reason=_REASONS.text(self._codes[row]),
             window=window,
-            confidence=self._smalls[s],
+            confidence=self._confidence[row],
         )
+        return decision, new, prev_at
 
-    def decisions(self) -> tuple[Decision, ...]:
-        """The kept decisions, oldest first: the latest whole, the others with a `WindowSummary`."""
-        n = self._len
-        if n == 0:
-            return ()
-        first = (self._next - n) % self._size
-        rows = [(first + k) % self._size for k in range(n - 1)]
-        assert self._last is not None
-        return (*(self._row(r) for r in rows), self._last)
+
+def _rebuilt(size: int, governor: str, environment: str, decisions: Sequence[Decision]) -> DecisionHistory:
+    history = DecisionHistory(size, governor=governor, environment=environment)
+    for decision in decisions:
+        history.append(decision)
+    return history

@@ -45,6 +45,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+from ._env import getenv
 from ._record import KeptDecision, LearnedState
 from ._samples import Window
 from ._validate import check_float, check_int, conforms
@@ -204,7 +205,7 @@ class Persistence(Protocol):
 
 def state_disabled() -> bool:
     """Whether ``$AIOGOVERNOR_DISABLE_STATE`` turns persistence off."""
-    return os.environ.get("AIOGOVERNOR_DISABLE_STATE", "").strip().lower() in _TRUE
+    return (getenv("AIOGOVERNOR_DISABLE_STATE") or "").strip().lower() in _TRUE
 
 
 _default_store_factory: Callable[[], StateStore] | None = None
@@ -390,10 +391,18 @@ class GovernorPersistence:
         self._chunker: Chunker | None = None
         self._chunk_size: int | None = None  # the latest chunk size known (restored or seen)
         self._saved_chunk_size: int | None = None
-        self._history: deque[KeptDecision] | None = deque(maxlen=history_size) if history_size else None
+        # The kept decisions, made at the first one (an empty deque is 760 bytes per governor).
+        self._history_size = history_size
+        self._history: deque[KeptDecision] | None = None
         self._seen = 0  # units of work seen, as of the last snapshot
         self._saved_seen = 0  # ... as of the last save
         governor.add_listener(self._on_decision)
+
+    def _kept(self) -> deque[KeptDecision] | None:
+        """The kept decisions (made now if none were yet); None when none are kept."""
+        if self._history is None and self._history_size:
+            self._history = deque(maxlen=self._history_size)
+        return self._history
 
     @property
     def label(self) -> str:
@@ -467,12 +476,13 @@ class GovernorPersistence:
         if state.chunk_size is not None:
             self._chunk_size = self._saved_chunk_size = state.chunk_size
             self._resize_chunker()
-        if self._history is not None and state.history:
+        history = self._kept() if state.history else None
+        if history is not None:
             # Older than anything decided in this process (a reset before the load).
-            newer = list(self._history)
-            self._history.clear()
-            self._history.extend(state.history)
-            self._history.extend(newer)
+            newer = list(history)
+            history.clear()
+            history.extend(state.history)
+            history.extend(newer)
         self._restoring = True
         try:
             saved = f"{state.policy}, saved {max(0.0, age_s):.0f}s ago"
@@ -551,8 +561,9 @@ class GovernorPersistence:
             floor = self._latency_floor_s
             if floor is None or w.latency_min_s < floor:
                 self._latency_floor_s = w.latency_min_s
-        if self._history is not None:
-            self._history.append(
+        history = self._kept()
+        if history is not None:
+            history.append(
                 KeptDecision(
                     round(self._wall_clock(), 3),
                     decision.old_limit,

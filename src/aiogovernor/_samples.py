@@ -13,7 +13,7 @@ import bisect
 import enum
 import math
 import operator
-from collections import deque
+from array import array
 from dataclasses import dataclass
 
 from ._validate import check_float, check_int
@@ -235,6 +235,7 @@ class WindowAggregator:
         "_lat_other",
         "_max",
         "_min_latencies",
+        "_min_next",
         "_need",
         "_sized",
         "_start",
@@ -243,7 +244,10 @@ class WindowAggregator:
 
     def __init__(self, config: WindowConfig | None = None, *, start: float | None = 0.0) -> None:
         self._config = config or WindowConfig()
-        self._min_latencies: deque[float] = deque(maxlen=self._config.min_latency_memory)
+        # The last `min_latency_memory` windows' minimum latencies, a ring of unboxed floats
+        # made at the first close (an empty deque alone is 760 bytes, and every governor kept one).
+        self._min_latencies: array[float] | None = None
+        self._min_next = 0  # the slot the next one overwrites, once the ring is full
         self._target_s = self._config.min_duration_s
         self._need = self._config.min_samples
         self._max = self._config.max_samples
@@ -251,8 +255,10 @@ class WindowAggregator:
         # that a caller may hold on to `ok_latencies` across windows.
         self._lat_ok: list[float] = []
         self._lat_other: list[float] = []
-        self._sized: list[tuple[float, float]] = []  # (latency, size) of successful sized calls
-        self._lags: list[float] = []  # the lag probe's readings in the open window
+        # Made on first use (most governors never see a sized call, and a thread gate no lag):
+        # (latency, size) of successful sized calls, and the lag probe's readings in the window.
+        self._sized: list[tuple[float, float]] | None = None
+        self._lags: list[float] | None = None
         self._lag_span = 0.0
         self._start: float | None = None
         self._close_at = -math.inf
@@ -293,7 +299,8 @@ class WindowAggregator:
     @property
     def recent_min_latency_s(self) -> float | None:
         """The smallest latency seen over the last few windows, if any."""
-        return min(self._min_latencies) if self._min_latencies else None
+        mins = self._min_latencies
+        return min(mins) if mins else None
 
     def open(self, start: float) -> None:
         """Open the window at ``start`` (an aggregator made with ``start=None`` waits for this)."""
@@ -309,8 +316,10 @@ class WindowAggregator:
         self.open(start)
         self._lat_ok.clear()
         self._lat_other.clear()
-        self._sized.clear()
-        self._lags.clear()
+        if self._sized:
+            self._sized.clear()
+        if self._lags:
+            self._lags.clear()
         self._lag_span = 0.0
         self._counts = [0, 0, 0, 0, 0]  # (ok: len(_lat_ok)), overload, error, ignored, stale
 
@@ -321,16 +330,20 @@ class WindowAggregator:
             Whether the window should now close (see `should_close`).
         """
         if sample.size != 1.0 and sample.outcome is Outcome.OK:
-            self._sized.append((sample.latency_s, sample.size))
+            self.record_size(sample.latency_s, sample.size)
         return self.record(sample.latency_s, sample.outcome, sample.fresh, now, limit)
 
     def record_size(self, latency_s: float, size: float) -> None:
         """Say that the successful sample just recorded carried ``size`` units of work."""
         if size != 1.0:
+            if self._sized is None:
+                self._sized = []
             self._sized.append((latency_s, size))
 
     def record_lag(self, lag_s: float, period_s: float) -> None:
         """Fold in one lag reading: a timer armed ``period_s`` before ran ``lag_s`` late."""
+        if self._lags is None:
+            self._lags = []
         self._lags.append(lag_s)
         self._lag_span += period_s + lag_s
 
@@ -374,6 +387,17 @@ class WindowAggregator:
             return len(self._lat_ok) + len(self._lat_other) >= self._max
         count = len(self._lat_ok) + len(self._lat_other)
         return count >= self._need or count >= limit
+
+    def _note_min(self, latency_s: float) -> None:
+        mins = self._min_latencies
+        if mins is None:
+            mins = self._min_latencies = array("d")
+        memory = self._config.min_latency_memory
+        if len(mins) < memory:
+            mins.append(latency_s)
+        else:
+            mins[self._min_next] = latency_s
+            self._min_next = (self._min_next + 1) % memory
 
     def _bands(self, ok: int) -> tuple[float, tuple[SizeBand, ...]]:
         """Mean size and per-band medians of the successful calls (none when no call had a size)."""
@@ -446,7 +470,7 @@ class WindowAggregator:
             low = latencies[0]
             p50, p90, p99 = (_percentile(latencies, q) for q in (0.5, 0.9, 0.99))
             floor = min(low, min(self._lat_other, default=math.inf))
-            self._min_latencies.append(floor if floor > 0 else low)
+            self._note_min(floor if floor > 0 else low)
         else:
             mean = cv = low = p50 = p90 = p99 = 0.0
         bound = saw_waiters or peak_inflight >= max(

@@ -28,6 +28,8 @@ def conforms(value: object, protocol: type[Any]) -> bool:
 
 def check_int(name: str, value: object, *, low: int) -> int:
     """Return ``value`` if it is an integer >= ``low``, else raise ValueError naming it."""
+    if type(value) is int and value >= low:  # the common case, first: every governor checks a dozen
+        return value
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     return value
@@ -53,6 +55,13 @@ def check_float(
 
     The message names the parameter and the accepted range.
     """
+    if (
+        type(value) is float  # the common case, first: every governor checks a dozen
+        and (value > low if low_open else value >= low)
+        and (value < high if high_open else value <= high)
+        and math.isfinite(value)
+    ):
+        return value
     ok = isinstance(value, int | float) and not isinstance(value, bool)
     if ok:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from aiogovernor._env import getenv
 from aiogovernor._samples import WindowConfig
 
 from ._base import LimitPolicy
@@ -118,7 +119,7 @@ def profile(name: str | None = None) -> Profile:
         ValueError: For an unknown name; the message lists the valid ones.
     """
     if name is None:
-        name = os.environ.get(PROFILE_ENV) or "balanced"
+        name = getenv(PROFILE_ENV) or "balanced"
     try:
         return PROFILES[name]
     except (KeyError, TypeError):
