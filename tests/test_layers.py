@@ -30,6 +30,7 @@ CORE = frozenset(
         "aiogovernor._env",
         "aiogovernor._events",
         "aiogovernor._feedback",
+        "aiogovernor._frozen",
         "aiogovernor._governor",
         "aiogovernor._guard",
         "aiogovernor._http",

@@ -15,7 +15,9 @@ import math
 import operator
 from array import array
 from dataclasses import dataclass
+from typing import Any
 
+from ._frozen import blank_of
 from ._validate import check_float, check_int
 
 __all__ = ["Outcome", "Sample", "SizeBand", "Window", "WindowAggregator", "WindowConfig", "size_band"]
@@ -207,6 +209,12 @@ class WindowConfig:
             check_float("lag_probe_period_s", self.lag_probe_period_s, low=0.0, low_open=True)
 
 
+_WindowBlank = blank_of(Window)  # `close` fills one in, then makes it a Window (see `blank_of`)
+_new = object.__new__
+_mul = operator.mul
+_ceil = math.ceil
+
+
 def _percentile(ordered: list[float], q: float) -> float:
     """Nearest-rank percentile of an ordered, non-empty list."""
     rank = max(0, math.ceil(q * len(ordered)) - 1)
@@ -359,7 +367,8 @@ class WindowAggregator:
         if not lags:
             return 0.0, 0.0
         steady = sorted(lags)[len(lags) // 2]
-        excess = sum((lag - steady) ** 2 for lag in lags if lag > steady)
+        # Summed in the order read (a list, not a generator: fewer steps, the same sum).
+        excess = sum([(lag - steady) ** 2 for lag in lags if lag > steady])
         return steady, excess / (2.0 * self._lag_span)
 
     def record(self, latency_s: float, outcome: Outcome, fresh: bool, now: float, limit: int) -> bool:
@@ -454,57 +463,68 @@ class WindowAggregator:
             peak_inflight: The most permits held at once during the window.
             saw_waiters: Whether callers queued for a permit during the window.
         """
+        # One call per window, on the gate's path: written for few interpreter steps. The
+        # figures are those of the plain formulas (each noted), bit for bit: sums run over
+        # the sorted latencies in order, as the golden results were made.
         _, overload, error, ignored, stale = self._counts
-        ok = len(self._lat_ok)
-        latencies = self._lat_ok or self._lat_other
-        latencies.sort()
+        ok_lats = self._lat_ok
+        other = self._lat_other
+        ok = len(ok_lats)
+        latencies = ok_lats or other
+        w: Any = _new(_WindowBlank)
         if latencies:
+            latencies.sort()
             n = len(latencies)
             mean = sum(latencies) / n
             # The spread is estimated on an evenly strided subsample of the sorted
             # latencies: the same distribution, at a fixed cost per window.
-            sub = latencies[:: max(1, n // 256)]
-            sub_mean = sum(sub) / len(sub)
-            var = max(0.0, sum(map(operator.mul, sub, sub)) / len(sub) - sub_mean * sub_mean)
-            cv = math.sqrt(var) / sub_mean if sub_mean > 0 else 0.0
+            stride = n // 256
+            if stride > 1:
+                sub = latencies[::stride]
+                m = len(sub)
+                sub_mean = sum(sub) / m
+            else:  # the subsample is the whole list: no copy, and its mean is `mean`
+                sub, m, sub_mean = latencies, n, mean
+            var = sum(map(_mul, sub, sub)) / m - sub_mean * sub_mean
+            # max(0.0, var) and the nearest-rank percentiles (`_percentile`), inline.
+            w.latency_cv = math.sqrt(var) / sub_mean if var > 0.0 and sub_mean > 0 else 0.0
             low = latencies[0]
-            p50, p90, p99 = (_percentile(latencies, q) for q in (0.5, 0.9, 0.99))
-            floor = min(low, min(self._lat_other, default=math.inf))
+            w.latency_min_s = low
+            w.latency_mean_s = mean
+            w.latency_p50_s = latencies[_ceil(0.5 * n) - 1]
+            w.latency_p90_s = latencies[_ceil(0.9 * n) - 1]
+            w.latency_p99_s = latencies[_ceil(0.99 * n) - 1]
+            floor = min(low, min(other)) if other else low
             self._note_min(floor if floor > 0 else low)
         else:
-            mean = cv = low = p50 = p90 = p99 = 0.0
-        bound = saw_waiters or peak_inflight >= max(
-            1, math.ceil(limit * self._config.limit_bound_utilization)
+            w.latency_min_s = w.latency_mean_s = w.latency_p50_s = 0.0
+            w.latency_p90_s = w.latency_p99_s = w.latency_cv = 0.0
+        w.start = now if self._start is None else self._start
+        w.end = now
+        w.count = ok + overload + error + stale
+        w.ok = ok
+        w.overload = overload
+        w.error = error
+        w.ignored = ignored
+        w.stale_overload = stale
+        w.peak_inflight = peak_inflight
+        w.limit = limit
+        w.limit_bound = saw_waiters or peak_inflight >= max(
+            1, _ceil(limit * self._config.limit_bound_utilization)
         )
-        size_mean, bands = self._bands(ok)
-        loop_lag, loop_pause = self._loop_lag()
-        window = Window(
-            start=now if self._start is None else self._start,
-            end=now,
-            count=ok + overload + error + stale,
-            ok=ok,
-            overload=overload,
-            error=error,
-            ignored=ignored,
-            stale_overload=stale,
-            latency_min_s=low,
-            latency_mean_s=mean,
-            latency_p50_s=p50,
-            latency_p90_s=p90,
-            latency_p99_s=p99,
-            latency_cv=cv,
-            peak_inflight=peak_inflight,
-            limit=limit,
-            limit_bound=bound,
-            size_mean=size_mean,
-            bands=bands,
-            loop_lag_s=loop_lag,
-            loop_pause_s=loop_pause,
-        )
+        if self._sized:
+            w.size_mean, w.bands = self._bands(ok)
+        else:
+            w.size_mean, w.bands = 1.0, ()
+        if self._lags:
+            w.loop_lag_s, w.loop_pause_s = self._loop_lag()
+        else:
+            w.loop_lag_s = w.loop_pause_s = 0.0
+        w.__class__ = Window
         recent = self.recent_min_latency_s
+        config = self._config
         self._target_s = max(
-            self._config.min_duration_s,
-            self._config.latency_multiple * recent if recent is not None else 0.0,
+            config.min_duration_s, config.latency_multiple * recent if recent is not None else 0.0
         )
         self._reset(now)
-        return window
+        return w  # type: ignore[no-any-return]
