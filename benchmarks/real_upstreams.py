@@ -338,14 +338,14 @@ ROWS: list[Row] = [
     Row(
         "knee16",
         "Python knee server, 16 workers, 60 ms",
-        (8, 12, 16, 20, 24),
+        (8, 12, 16, 20, 24, 28, 32),
         lambda s: start_knee(s, workers=16, service_time_s=0.06),
         quick=True,
     ),
     Row(
         "knee32",
         "Python knee server, 32 workers, 60 ms",
-        (8, 12, 16, 24),
+        (8, 12, 16, 24, 32),
         lambda s: start_knee(s, workers=32, service_time_s=0.06),
     ),
     Row(
@@ -357,19 +357,19 @@ ROWS: list[Row] = [
     Row(
         "knee16-20ms",
         "Python knee server, 16 workers, 20 ms",
-        (4, 6, 8, 12, 16),
+        (4, 6, 8, 12, 16, 20, 24),
         lambda s: start_knee(s, workers=16, service_time_s=0.02),
     ),
     Row(
         "knee16-500s",
         "Python knee server, 16 workers, 60 ms, 5 % unrelated 500s",
-        (8, 12, 16, 20, 24),
+        (8, 12, 16, 20, 24, 28, 32),
         lambda s: start_knee(s, workers=16, service_time_s=0.06, failure_rate=0.05),
     ),
     Row(
         "knee16-busy-client",
         "Python knee server, 16 workers, 60 ms, client burns ~1 ms CPU per response",
-        (6, 8, 12, 16),
+        (6, 8, 12, 16, 20, 24),
         lambda s: start_knee(s, workers=16, service_time_s=0.06),
         client_cpu_s=0.001,
     ),
