@@ -182,11 +182,11 @@ def test_a_latency_cut_stops_at_the_good_floor_until_queueing_comes_back() -> No
     assert p.good_floor is None
 
 
-def _climbed(**kw: float) -> LatencyAIMD:
+def _climbed(queue_allowance: float = 0.75) -> LatencyAIMD:
     """A policy that climbed from 16 to 21 while latency rose gently (goodput still rising)."""
     baseline = LatencyBaseline()
     baseline.seed(0.05)
-    p = LatencyAIMD(initial_limit=16, baseline=baseline, **kw)
+    p = LatencyAIMD(initial_limit=16, baseline=baseline, queue_allowance=queue_allowance)
     for ratio in (1.0, 1.02, 1.04, 1.06, 1.08):
         _clean(p, int(p.limit), latency_s=0.05 * ratio)
     # Clean (within half the tolerance) up to 18; delivered 16, 16.7, 17.3, 17.9, 18.5.
