@@ -5,7 +5,8 @@ Reads what ``benchmarks/real_upstreams.py --json FILE`` wrote and runs the match
 prints, per limit, the real goodput (median and worst repetition) and p99 (median) beside
 the model's, and each one's goodput as a fraction of its own best fixed limit.
 
-    .venv/bin/python benchmarks/real_upstreams.py --rows knee32,gunicorn-cpu --policies default --json real.json
+    .venv/bin/python benchmarks/real_upstreams.py --rows knee32,gunicorn-cpu --policies default \
+        --json real.json
     .venv/bin/python benchmarks/calibrate_models.py real.json
 
 Virtual time: the model's figures are deterministic; the real ones are whatever the host gave.
@@ -44,8 +45,14 @@ def main() -> None:
         real_median = {limit: statistics.median(r["goodput"] for r in runs) for limit, runs in real.items()}
         real_best = max(real_median.values())
         model_best = max(r.goodput for r in modelled.values())
-        print(f"\n**{row['title']}** (real, {len(next(iter(real.values())))} repetitions) beside `{model}` (model)\n")
-        print("| fixed limit | real goodput/s: median (worst) | model goodput/s | real / best | model / best |", end="")
+        print(
+            f"\n**{row['title']}** (real, {len(next(iter(real.values())))} repetitions)"
+            f" beside `{model}` (model)\n"
+        )
+        print(
+            "| fixed limit | real goodput/s: median (worst) | model goodput/s | real / best | model / best |",
+            end="",
+        )
         print(" real p99 ms | model p99 ms |")
         print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for limit in limits:

@@ -3,9 +3,12 @@ connections, and its CPU work and the server's share the host's cores (virtual t
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 import pytest
 
-from aiogovernor.sim import Client, ConnectionWall, KneeUpstream, Scenario, ServerUpstream, run_scenario
+from aiogovernor.sim import Client, ConnectionWall, Gate, KneeUpstream, Scenario, ServerUpstream, run_scenario
 
 
 def _scenario(upstream: object, *, callers: int = 2, **client: object) -> Scenario:
@@ -59,3 +62,45 @@ def test_shared_host_settings_are_checked() -> None:
     # Only a ServerUpstream models the server's CPU.
     with pytest.raises(ValueError, match="host_cores needs a ServerUpstream"):
         run_scenario(_scenario(KneeUpstream(capacity=4, service_time_s=0.05), host_cores=1.0), 2)
+
+
+class _Shrinking:
+    """A gate admitting 32 at once for the first second, then 4 (a limit that came down)."""
+
+    name = "shrinking"
+
+    def __init__(self) -> None:
+        self.inside = 0
+
+    @property
+    def limit(self) -> int:
+        return 32 if asyncio.get_running_loop().time() < 1.0 else 4
+
+    async def __aenter__(self) -> None:
+        # The limit moves with the clock, not on an event: poll (cheap in virtual time).
+        while self.inside >= self.limit:  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+        self.inside += 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.inside -= 1
+
+
+def test_the_pool_keeps_its_connections_until_the_limit_comes_down() -> None:
+    def goodput(gate: Callable[[], Gate] | int) -> float:
+        server = ServerUpstream(workers=64, service_time_s=0.05, jitter=0.0)
+        scenario = Scenario(
+            name="pool",
+            upstream=lambda: server,
+            duration_s=3.0,
+            settle_s=2.0,
+            clients=(Client(callers=32),),
+            client_cost_s=0.001,
+            client_cost_per_connection_s=0.001,
+        )
+        return run_scenario(scenario, gate).goodput
+
+    # After the drop to 4 the pool keeps 4 + 2 connections (idle ones beyond are closed):
+    # 7 ms a response, so the 4 in flight set the pace (4 / 57 ms). Had it kept all 32, each
+    # response would cost 33 ms and the client would set it: 30/s at most.
+    assert goodput(_Shrinking) == pytest.approx(4 / 0.057, rel=0.05)
