@@ -56,6 +56,8 @@ NOISY_SWEEPS = {
     "stalls": [12, 14, 16, 18, 20, 24],
     "busy-client": [10, 12, 14, 16, 18, 20, 24],
     "flaky-5xx": [10, 12, 14, 16, 18, 20, 24],
+    "shared-host": [4, 6, 7, 8, 9, 10, 12, 16, 24],
+    "shared-host-cpu": [1, 2, 3, 4, 6, 8],
 }
 Entry = Callable[[], LimitPolicy | Gate] | int
 

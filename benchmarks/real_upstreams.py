@@ -16,7 +16,7 @@ the request latency inside the permit, the mean of the gate's limit, and the cli
 per response (this process's CPU time over the responses it got). Goodput counts 200s
 completed after the warm-up, so a slow start costs what it costs in the first seconds.
 
-    .venv/bin/python benchmarks/real_upstreams.py --quick            # 3 rows, short: ~4 min
+    .venv/bin/python benchmarks/real_upstreams.py --quick            # 3 rows, short: ~5 min
     .venv/bin/python benchmarks/real_upstreams.py                    # every row: ~20 min
     .venv/bin/python benchmarks/real_upstreams.py --rows uvicorn-sleep,knee16 --policies default,Gradient
     .venv/bin/python benchmarks/real_upstreams.py --policy mine=my_module:make_policy --plot docs/img
@@ -300,7 +300,7 @@ ROWS: list[Row] = [
     Row(
         "gunicorn-sleep",
         "gunicorn, 8 sync workers, 40 ms sleep",
-        (6, 8, 10, 12),
+        (6, 8, 10, 12, 14, 16, 20, 24),
         _gunicorn(workers=8, sleep_s=0.04),
         quick=True,
     ),
@@ -313,7 +313,7 @@ ROWS: list[Row] = [
     Row(
         "uvicorn-sleep",
         "uvicorn --limit-concurrency 16, 50 ms sleep (503 past 16)",
-        (8, 10, 12, 14),
+        (8, 10, 12, 14, 16),
         lambda s: start_uvicorn(s, limit=16, sleep_s=0.05),
         quick=True,
     ),
@@ -338,14 +338,14 @@ ROWS: list[Row] = [
     Row(
         "knee16",
         "Python knee server, 16 workers, 60 ms",
-        (8, 12, 16, 20, 24),
+        (8, 12, 16, 20, 24, 28, 32),
         lambda s: start_knee(s, workers=16, service_time_s=0.06),
         quick=True,
     ),
     Row(
         "knee32",
         "Python knee server, 32 workers, 60 ms",
-        (8, 12, 16, 24),
+        (8, 12, 16, 24, 32),
         lambda s: start_knee(s, workers=32, service_time_s=0.06),
     ),
     Row(
@@ -357,19 +357,19 @@ ROWS: list[Row] = [
     Row(
         "knee16-20ms",
         "Python knee server, 16 workers, 20 ms",
-        (4, 6, 8, 12, 16),
+        (4, 6, 8, 12, 16, 20, 24),
         lambda s: start_knee(s, workers=16, service_time_s=0.02),
     ),
     Row(
         "knee16-500s",
         "Python knee server, 16 workers, 60 ms, 5 % unrelated 500s",
-        (8, 12, 16, 20, 24),
+        (8, 12, 16, 20, 24, 28, 32),
         lambda s: start_knee(s, workers=16, service_time_s=0.06, failure_rate=0.05),
     ),
     Row(
         "knee16-busy-client",
         "Python knee server, 16 workers, 60 ms, client burns ~1 ms CPU per response",
-        (6, 8, 12, 16),
+        (6, 8, 12, 16, 20, 24),
         lambda s: start_knee(s, workers=16, service_time_s=0.06),
         client_cpu_s=0.001,
     ),
@@ -813,7 +813,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="3 rows, 2 s runs, 3 repetitions (~4 min)")
+    parser.add_argument("--quick", action="store_true", help="3 rows, 2 s runs, 3 repetitions (~5 min)")
     parser.add_argument("--rows", help="comma-separated row keys (default: every row; see --list)")
     parser.add_argument(
         "--policies", help=f"comma-separated built-in contenders (default: {','.join(DEFAULT_POLICIES)})"

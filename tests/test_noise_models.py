@@ -182,6 +182,41 @@ def test_a_latency_cut_stops_at_the_good_floor_until_queueing_comes_back() -> No
     assert p.good_floor is None
 
 
+def _climbed(queue_allowance: float = 0.75) -> LatencyAIMD:
+    """A policy that climbed from 16 to 21 while latency rose gently (goodput still rising)."""
+    baseline = LatencyBaseline()
+    baseline.seed(0.05)
+    p = LatencyAIMD(initial_limit=16, baseline=baseline, queue_allowance=queue_allowance)
+    for ratio in (1.0, 1.02, 1.04, 1.06, 1.08):
+        _clean(p, int(p.limit), latency_s=0.05 * ratio)
+    # Clean (within half the tolerance) up to 18; delivered 16, 16.7, 17.3, 17.9, 18.5.
+    assert p.limit == 21 and p.good_floor == 18
+    return p
+
+
+def test_a_latency_rise_that_goodput_pays_for_is_not_queueing() -> None:
+    # 1.12 x the baseline at 21 delivers 21 / 1.12 = 18.75 requests' worth of work, the best
+    # lately; its queue (2.25) is within 0.75 x sqrt(21); 21 is within 0.75 x sqrt(18) of 18.
+    p = _climbed()
+    adj = p.update(window(ok=40, latency_s=0.056, limit=21))
+    assert adj.limit == 21 and "paid for by goodput" in adj.reason
+    # Without the allowance the same rise is queueing: Little's law cuts.
+    p = _climbed(queue_allowance=0.0)
+    assert p.update(window(ok=40, latency_s=0.056, limit=21)).limit == pytest.approx(21 / 1.12)
+
+
+def test_a_latency_rise_that_costs_goodput_or_queues_too_much_is_cut() -> None:
+    p = _climbed()
+    # 1.3 x: 21 / 1.3 = 16.2 delivered, less than lately: congestion.
+    assert p.update(window(ok=40, latency_s=0.065, limit=21)).limit == pytest.approx(21 / 1.3)
+    # 1.2 x: 17.5 delivered, less than lately, too.
+    p = _climbed()
+    assert p.update(window(ok=40, latency_s=0.06, limit=21)).limit == pytest.approx(21 / 1.2)
+    # Goodput kept (24 / 1.12 = 21.4) but past the zone above the good floor: cut.
+    p = _climbed()
+    assert p.update(window(ok=40, latency_s=0.056, limit=24)).limit == pytest.approx(21 / 1.12)
+
+
 def test_an_overload_ignores_the_good_floor() -> None:
     baseline = LatencyBaseline()
     baseline.seed(0.05)
@@ -224,6 +259,7 @@ def test_loop_lag_explains_a_rise_but_not_one_several_times_larger() -> None:
             "rate",
         ),
         (lambda: LatencyAIMD(lag_allowance=-1.0), "lag_allowance"),
+        (lambda: LatencyAIMD(queue_allowance=-0.5), "queue_allowance"),
         (lambda: WindowConfig(lag_probe_period_s=0.0), "lag_probe_period_s"),
     ],
 )

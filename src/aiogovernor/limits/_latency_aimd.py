@@ -12,6 +12,9 @@ from ._baseline import LatencyBaseline, median_noise
 
 __all__ = ["LatencyAIMD"]
 
+# How many of the latest limit-bound windows the goodput of a latency rise is compared with.
+_DELIVERED_WINDOWS = 5
+
 
 class LatencyAIMD(BoundedPolicy):
     """Find the knee: grow while latency stays at its baseline, cut when queueing or refusals show.
@@ -55,6 +58,17 @@ class LatencyAIMD(BoundedPolicy):
     calls that carry a size are judged against calls of about that size
     (`LatencyBaseline`).
 
+    A latency rise that goodput pays for is not queueing. By Little's law a
+    limit-bound window delivers ``limit / ratio`` requests' worth of work at
+    the no-load latency. Just above the good floor (within ``queue_allowance
+    × √floor``), a rise whose delivered concurrency is the best of the last
+    few limit-bound windows, and whose estimated queue
+    ``limit × (1 − 1 / ratio)`` stays within ``queue_allowance × √limit``
+    requests, holds the limit instead of cutting it: on real servers the best
+    goodput lies there, where the client's own time per call leaves a
+    server's workers idle unless a small queue waits for them. A rise that
+    costs goodput, or one past the allowance, is cut as above.
+
     Without a baseline, a policy started above twice ``probe_limit`` (a high
     start, a learned limit) first pins the limit at ``probe_limit`` to measure the no-load
     latency, as Envoy's adaptive concurrency filter does, then return.
@@ -88,6 +102,9 @@ class LatencyAIMD(BoundedPolicy):
             median latency before judging queueing, >= 0 (0: the lag is ignored).
         good_floor_ratio: Latency cuts only over this ratio stop at the good
             floor, >= 1; gentler ones (a knee) cut as Little's law says.
+        queue_allowance: How many requests, times the square root of the limit,
+            may queue at the upstream while goodput holds, >= 0 (0: every
+            rise past the tolerance is queueing).
         max_probe_backoff: The longest wait before probing past a ceiling that
             refused the probes before, as a multiple of
             ``probe_interval_windows``, >= 1 (1: a fixed pace). The wait doubles
@@ -106,6 +123,7 @@ class LatencyAIMD(BoundedPolicy):
         "_clean",
         "_clean_limit",
         "_cooldown",
+        "_delivered",
         "_floor_probe",
         "_floored_at",
         "_good",
@@ -124,6 +142,7 @@ class LatencyAIMD(BoundedPolicy):
         "_probe_ok",
         "_probe_samples",
         "_probed",
+        "_queue_allowance",
         "_quiet",
         "_resume",
         "_step",
@@ -157,6 +176,7 @@ class LatencyAIMD(BoundedPolicy):
         good_min_windows: int = 1,
         lag_allowance: float = 2.0,
         good_floor_ratio: float = 1.5,
+        queue_allowance: float = 0.75,
         max_probe_backoff: int = 2,
     ) -> None:
         if initial_limit is None and isinstance(min_limit, int) and isinstance(max_limit, int):
@@ -184,6 +204,9 @@ class LatencyAIMD(BoundedPolicy):
         self._good_min = check_int("good_min_windows", good_min_windows, low=1)
         self._lag_allowance = check_float("lag_allowance", lag_allowance, low=0.0)
         self._good_floor_ratio = check_float("good_floor_ratio", good_floor_ratio, low=1.0)
+        self._queue_allowance = check_float("queue_allowance", queue_allowance, low=0.0)
+        # (window, limit / ratio) of the latest limit-bound windows: their delivered concurrency
+        self._delivered: list[tuple[int, float]] = []
         self._max_probe_backoff = check_int("max_probe_backoff", max_probe_backoff, low=1)
         self._windows = 0  # windows seen (the clock of the good-floor memory)
         # (window, limit) of clean limit-bound windows; a list, not a deque: it is short, and
@@ -237,6 +260,8 @@ class LatencyAIMD(BoundedPolicy):
         self._windows += 1
         while self._good and self._good[0][0] <= self._windows - self._good_memory:
             del self._good[0]
+        while self._delivered and self._delivered[0][0] <= self._windows - self._good_memory:
+            del self._delivered[0]
         if window.count and window.overload / window.count > self._threshold:
             return self._cut(
                 limit * self._backoff,
@@ -269,6 +294,17 @@ class LatencyAIMD(BoundedPolicy):
         self._baseline.observe(window)
         cooldown, self._cooldown = self._cooldown, False
         queueing = ratio > 1.0 + self._tolerance + noise
+        paid = queueing and not cooldown and self._paid_for(window, ratio)
+        if window.limit_bound and math.isfinite(noise):
+            self._delivered.append((self._windows, window.limit / ratio))
+            if len(self._delivered) > _DELIVERED_WINDOWS:
+                del self._delivered[0]
+        if paid:
+            # Not congestion, but not room to grow either: hold where goodput is.
+            self._streak = 0
+            self._clean = 0
+            self._step = 1.0
+            return self._hold(f"latency {ratio:.2f}x baseline{at}{lagged}, paid for by goodput")
         self._streak = self._streak + 1 if queueing else 0
         if queueing and not cooldown:
             target = max(limit / ratio, limit * (1.0 - self._max_decrease))
@@ -347,6 +383,32 @@ class LatencyAIMD(BoundedPolicy):
         why = f"latency {ratio:.2f}x baseline{at}" + (", rising" if rising else "")
         return self._set(limit + step, f"limit-bound, {why}: +{step:g}")
 
+    def _allowance(self, limit: float) -> float:
+        """How many requests may queue at the upstream while goodput holds: ~√limit."""
+        return self._queue_allowance * math.sqrt(limit)
+
+    def _paid_for(self, window: Window, ratio: float) -> bool:
+        """Whether a latency rise is work in flight that the upstream turns into goodput.
+
+        Only just above the good floor, so that the limit stays within a small queue of
+        where latency was clean: governors sharing an upstream each see their own goodput
+        rise as they grow (at the others' expense), and past that zone every rise is cut
+        multiplicatively, which keeps sharing fair (Chiu-Jain).
+        """
+        good = self.good_floor
+        limit = float(window.limit)
+        if (
+            not self._queue_allowance
+            or not window.limit_bound
+            or good is None
+            or limit > good + self._allowance(good)
+            or len(self._delivered) < _DELIVERED_WINDOWS
+        ):
+            return False
+        if limit / ratio < max(d for _, d in self._delivered):
+            return False  # less goodput than lately: congestion
+        return limit * (1.0 - 1.0 / ratio) <= self._allowance(limit)
+
     def _cut(self, target: float, window: Window, reason: str, *, ceiling: bool) -> Adjustment:
         limit = self._limit
         if ceiling:
@@ -417,3 +479,4 @@ class LatencyAIMD(BoundedPolicy):
         self._resume = None
         self._good.clear()
         self._floored_at = None
+        self._delivered.clear()

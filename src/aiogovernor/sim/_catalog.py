@@ -141,6 +141,14 @@ def noisy_scenarios(*, duration_s: float = 20.0) -> dict[str, Scenario]:
       pausing now and then;
     - ``flaky-5xx``: ``busy-client`` with 5 % of responses failing for reasons
       unrelated to load.
+    - ``shared-host``: the client and a one-thread server (32 workers, 60 ms of I/O
+      and 1.2 ms of CPU each) on one loaded host that gives the two of them 0.32 of
+      a core; the client's CPU per response grows with its pooled connections
+      (0.2 ms + 0.2 ms each), so goodput peaks near a limit of 8 and falls past it
+      (the knee server with 32 workers, beside the benchmark, on this 2-core host);
+    - ``shared-host-cpu``: 8 sync worker processes, 27 ms of CPU each, the client
+      (3 ms + 0.06 ms per connection) sharing 1.9 cores with them: flat past 3
+      (gunicorn with CPU work, beside the benchmark).
 
     Steady state is measured from ``0.375 × duration_s``. Every model is seeded.
 
@@ -156,6 +164,8 @@ def noisy_scenarios(*, duration_s: float = 20.0) -> dict[str, Scenario]:
         upstream: Callable[[], Upstream],
         *,
         client_cost_s: float = 0.0005,
+        client_cost_per_connection_s: float = 0.0,
+        host_cores: float | None = None,
         client_pause_every_s: float | None = None,
         seed: int = 0,
     ) -> Scenario:
@@ -167,6 +177,8 @@ def noisy_scenarios(*, duration_s: float = 20.0) -> dict[str, Scenario]:
             clients=callers,
             initial_limit=1,
             client_cost_s=client_cost_s,
+            client_cost_per_connection_s=client_cost_per_connection_s,
+            host_cores=host_cores,
             client_pause_every_s=client_pause_every_s,
             seed=seed,
         )
@@ -216,5 +228,23 @@ def noisy_scenarios(*, duration_s: float = 20.0) -> dict[str, Scenario]:
             client_cost_s=0.0015,
             client_pause_every_s=0.5,
             seed=18,
+        ),
+        # Calibrated against fixed limits on the real rows (docs/control.md): the host's
+        # cores are what the two processes got of a 2-core machine loaded by other work.
+        "shared-host": make(
+            "shared-host",
+            lambda: ServerUpstream(workers=32, service_time_s=0.06, cpu_s=0.0012, cores=1, seed=19),
+            client_cost_s=0.0002,
+            client_cost_per_connection_s=0.0002,
+            host_cores=0.32,
+            seed=19,
+        ),
+        "shared-host-cpu": make(
+            "shared-host-cpu",
+            lambda: ServerUpstream(workers=8, service_time_s=0.0, cpu_s=0.027, cores=8, seed=20),
+            client_cost_s=0.003,
+            client_cost_per_connection_s=0.00006,
+            host_cores=1.9,
+            seed=20,
         ),
     }

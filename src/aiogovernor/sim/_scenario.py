@@ -19,7 +19,7 @@ from aiogovernor._validate import check_float, check_int
 from aiogovernor.limits import Fixed, LimitPolicy
 
 from ._loop import VirtualTimeEventLoop, run_virtual
-from ._servers import Upstream
+from ._servers import ConnectionWall, ServerUpstream, TokenBucketUpstream, Upstream
 from ._upstreams import UpstreamError
 
 __all__ = ["Client", "Gate", "Scenario", "ScenarioResult", "jain_index", "run_scenario"]
@@ -104,6 +104,20 @@ class Scenario:
             (parsing, the HTTP client's own work): the client's event loop is busy
             for that long and every other task waits, so the loop lags in
             proportion to the load.
+        client_cost_per_connection_s: Client CPU added to each response's cost per
+            connection in the client's pool (its HTTP client walks every pooled
+            connection on every response, as httpx's pool does). The pool opens a
+            connection per request in flight and keeps it; idle ones beyond the
+            limit plus a margin (``limit + max(2, limit // 4)``) are closed after
+            each response, as `GovernedTransport` does. At a steady limit L a
+            response costs about ``client_cost_s + L × client_cost_per_connection_s``.
+        host_cores: The client and the server share one host with this many cores
+            (None: each has its own). The client's one thread (its cost per response
+            and its pauses) and the server's busy CPU threads (up to the server's
+            ``cores``) share them: a busy client slows the server's CPU work and a
+            busy server slows the client. Less than one on a host loaded by other
+            work. The upstream must be a `ServerUpstream` (alone, or behind a
+            `ConnectionWall` or `TokenBucketUpstream`).
         client_pause_every_s: Mean time between pauses of the client's whole loop
             (its garbage collector, CPU stolen from it); None for none.
         client_pause_s: ``(shortest, longest)`` client pause, seconds.
@@ -121,6 +135,8 @@ class Scenario:
     trace_every_s: float = 0.25
     window: WindowConfig | None = None
     client_cost_s: float = 0.0
+    client_cost_per_connection_s: float = 0.0
+    host_cores: float | None = None
     client_pause_every_s: float | None = None
     client_pause_s: tuple[float, float] = (0.015, 0.07)
     seed: int = 0
@@ -128,6 +144,9 @@ class Scenario:
     def __post_init__(self) -> None:
         check_float("duration_s", self.duration_s, low=0.0, low_open=True)
         check_float("client_cost_s", self.client_cost_s, low=0.0)
+        check_float("client_cost_per_connection_s", self.client_cost_per_connection_s, low=0.0)
+        if self.host_cores is not None:
+            check_float("host_cores", self.host_cores, low=0.0, low_open=True)
         if self.client_pause_every_s is not None:
             check_float("client_pause_every_s", self.client_pause_every_s, low=0.0, low_open=True)
         check_float("client_pause_s shortest", self.client_pause_s[0], low=0.0)
@@ -300,13 +319,22 @@ async def _run(scenario: Scenario, policy_spec: PolicyFactory | int) -> Scenario
     requests = 0
     delay = scenario.retry_delay_s
     cost = scenario.client_cost_s
-    if (cost or scenario.client_pause_every_s) and not isinstance(loop, VirtualTimeEventLoop):
+    per_connection = scenario.client_cost_per_connection_s
+    noisy = cost or per_connection or scenario.client_pause_every_s
+    if noisy and not isinstance(loop, VirtualTimeEventLoop):
         raise RuntimeError("client-side noise needs a VirtualTimeEventLoop (run_scenario makes one)")
+    host = None if scenario.host_cores is None else _host_server(upstream, scenario.host_cores)
+    inflight = [0] * n  # each client's requests in flight
+    pools = [0] * n  # each client's open connections
 
     def busy(seconds: float) -> None:
-        # The client's loop does CPU work: nothing else runs, and the clock moves on.
+        # The client's loop does CPU work: nothing else runs, and the clock moves on
+        # (further when the server's CPU work competes for the same cores).
         assert isinstance(loop, VirtualTimeEventLoop)
-        loop.advance(seconds)
+        if host is None:
+            loop.advance(seconds)
+        else:
+            host._run_guest(seconds, loop.advance)
 
     async def caller(i: int, stop_s: float) -> None:
         nonlocal requests
@@ -316,11 +344,18 @@ async def _run(scenario: Scenario, policy_spec: PolicyFactory | int) -> Scenario
             try:
                 async with gov:
                     started = loop.time()
+                    inflight[i] += 1
+                    pools[i] = max(pools[i], inflight[i])
                     try:
                         await upstream()
                     finally:
-                        if cost:
+                        if per_connection:
+                            busy(cost + per_connection * pools[i])
+                        elif cost:
                             busy(cost)
+                        inflight[i] -= 1
+                        limit = gov.limit
+                        pools[i] = max(inflight[i], min(pools[i], limit + max(2, limit // 4)))
             except OverloadError:
                 outcome = 1
             except UpstreamError:
@@ -391,6 +426,20 @@ async def _run(scenario: Scenario, policy_spec: PolicyFactory | int) -> Scenario
         phases=tuple(phases),
         requests=requests,
     )
+
+
+def _host_server(upstream: Upstream, host_cores: float) -> ServerUpstream:
+    """The server that shares the client's host: the upstream, or the one behind its proxies."""
+    server: object = upstream
+    while isinstance(server, (ConnectionWall, TokenBucketUpstream)):
+        server = server.inner
+    if not isinstance(server, ServerUpstream):
+        raise ValueError(
+            "host_cores needs a ServerUpstream (alone, or behind a ConnectionWall or "
+            f"TokenBucketUpstream), got {upstream!r}"
+        )
+    server._share_host(host_cores)
+    return server
 
 
 def _quantile(ordered: list[float], q: float) -> float:

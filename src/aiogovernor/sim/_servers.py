@@ -7,6 +7,7 @@ import asyncio
 import math
 import random
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from aiogovernor._classify import OverloadError
@@ -59,6 +60,10 @@ class ServerUpstream:
       noise a window's median cannot average away.
     - ``error_rate`` requests fail after service with `UpstreamError` (a 500
       unrelated to load).
+    - It may share a host with its client (``Scenario(host_cores=...)``): the
+      server's busy CPU threads (at most ``cores``) and the client's one thread then
+      share the host's cores, so a busy client slows the server's CPU phases and a
+      busy server slows the client.
 
     Every random draw is seeded, so a run is deterministic in virtual time.
 
@@ -123,6 +128,8 @@ class ServerUpstream:
         self._holding = 0  # requests holding a worker
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._running: list[_Job] = []  # requests in their CPU phase
+        self._host_cores: float | None = None  # cores of a host shared with a client (set by a scenario)
+        self._guests = 0  # the client's CPU work on that host, running now (0 or 1)
         self._last = 0.0
         self._stalled: asyncio.Future[None] | None = None  # set while stalled; done when it ends
         self._timer: asyncio.TimerHandle | None = None
@@ -170,9 +177,54 @@ class ServerUpstream:
         if self._stalled is not None:
             return 0.0
         n = len(self._running)
-        if self.cores is None or n <= self.cores:
-            return 1.0
-        return self.cores / n
+        rate = 1.0 if self.cores is None or n <= self.cores else self.cores / n
+        if self._host_cores is not None:
+            # One host for the server and its guests: their threads share its cores.
+            demand = (n if self.cores is None else min(n, self.cores)) + self._guests
+            if demand > self._host_cores:
+                rate *= self._host_cores / demand
+        return rate
+
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+            self._last = loop.time()
+            if self.stall_every_s is not None:
+                self._next_stall()
+        return loop
+
+    def _share_host(self, host_cores: float) -> None:
+        """Put the server on a host of ``host_cores`` cores that a client shares."""
+        self._host_cores = check_float("host_cores", host_cores, low=0.0, low_open=True)
+
+    def _run_guest(self, work_s: float, advance: Callable[[float], None]) -> None:
+        """Run ``work_s`` of the client's CPU work on the shared host, synchronously.
+
+        The client's whole loop is busy meanwhile (``advance`` moves its clock on). Its
+        one thread and the server's busy CPU threads share the host's cores: the guest
+        runs at its share until the next CPU phase ends, then at its new share, and so
+        on (no new CPU phase starts meanwhile: their I/O ends on the busy loop's timers).
+        """
+        assert self._host_cores is not None
+        self._bind()
+        self._advance()
+        self._guests += 1
+        try:
+            while work_s > 1e-12:
+                n = 0 if self._stalled is not None else len(self._running)
+                rate = min(1.0, self._host_cores / (1 + (n if self.cores is None else min(n, self.cores))))
+                step = work_s / rate
+                server_rate = self._rate()
+                if n and server_rate > 0:
+                    step = min(step, min(job.work for job in self._running) / server_rate)
+                advance(step)
+                work_s -= step * rate
+                self._advance()
+                self._finish()
+        finally:
+            self._guests -= 1
+            self._schedule()
 
     def _advance(self) -> None:
         assert self._loop is not None
@@ -196,6 +248,10 @@ class ServerUpstream:
     def _on_timer(self) -> None:
         self._timer = None
         self._advance()
+        self._finish()
+        self._schedule()
+
+    def _finish(self) -> None:
         still: list[_Job] = []
         for job in self._running:
             if job.work <= 1e-9:
@@ -204,7 +260,6 @@ class ServerUpstream:
             else:
                 still.append(job)
         self._running = still
-        self._schedule()
 
     # -- stalls --------------------------------------------------------------
 
@@ -249,12 +304,7 @@ class ServerUpstream:
     async def __call__(self, size: float = 1.0) -> None:
         """Serve one request (of ``size`` items): wait for a worker, wait on I/O, run on the CPU;
         or refuse, or fail."""
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-            self._last = loop.time()
-            if self.stall_every_s is not None:
-                self._next_stall()
+        loop = self._bind()
         if self.busy >= self._workers + self.backlog:
             self.refused += 1
             raise OverloadError("simulated server full", retry_after_s=self.retry_after_s)
