@@ -35,9 +35,11 @@ class LatencyAIMD(BoundedPolicy):
       before it: one congestion event, one decrease).
 
     Growth happens only while the limit is the bottleneck (demand-aware):
-    by a step that doubles after each clean window (so from a start of 1 it
-    doubles, like slow start) and falls back to 1 after any decrease or while
-    latency is rising. The limit at which congestion last showed is
+    by one permit a window; after ``probe_interval_windows`` clean windows in
+    a row the step doubles with each further clean window (up to
+    ``max_step_ratio`` of the limit), so a grown capacity is found in a few
+    windows, and it falls back to 1 after any decrease or while latency is
+    rising. The limit at which congestion last showed is
     remembered as a ceiling: the limit climbs to just below it and waits
     ``probe_interval_windows`` clean windows before probing one past it,
     which keeps the refusals of a hard wall rare and the limit steady at a
