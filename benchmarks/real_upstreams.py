@@ -351,7 +351,7 @@ ROWS: list[Row] = [
     Row(
         "knee64",
         "Python knee server, 64 workers, 60 ms",
-        (8, 12, 16, 24),
+        (8, 12, 16, 24, 32, 40),
         lambda s: start_knee(s, workers=64, service_time_s=0.06),
     ),
     Row(
@@ -363,7 +363,7 @@ ROWS: list[Row] = [
     Row(
         "knee16-500s",
         "Python knee server, 16 workers, 60 ms, 5 % unrelated 500s",
-        (8, 12, 16, 20, 24, 28, 32),
+        (8, 12, 16, 20, 24, 28, 32, 40),
         lambda s: start_knee(s, workers=16, service_time_s=0.06, failure_rate=0.05),
     ),
     Row(
