@@ -78,7 +78,7 @@ def test_fail_fast_raises_the_first_exception_and_leaks_nothing() -> None:
     pulled = itertools.count()
 
     def items() -> Iterator[int]:
-        for i in range(10_000):
+        for i in range(100_000):
             next(pulled)
             yield i
 
@@ -89,7 +89,10 @@ def test_fail_fast_raises_the_first_exception_and_leaks_nothing() -> None:
 
     with pytest.raises(ValueError, match="item 20"):
         sync.governed_map(boom, items(), governor=g)
-    assert next(pulled) < 100  # it stopped pulling
+    # It stopped pulling. How many instant items the other threads finish before the failing
+    # thread takes the GIL back is the interpreter's scheduling (a few hundred at most under
+    # load); a map that did not stop would pull all 100 000.
+    assert next(pulled) < 10_000
     assert g.inflight == 0
 
 
