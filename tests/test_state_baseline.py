@@ -172,6 +172,13 @@ def test_the_baseline_survives_a_policy_wrapper_and_the_json_record() -> None:
     assert isinstance(policy.inner, LatencyAIMD) and policy.inner.baseline_s == 0.021
 
 
+def test_a_record_from_before_the_baseline_was_kept_reads_as_having_none() -> None:
+    old = {"schema_version": 1, "limit": 16.0, "policy": "latency-aimd", "updated_at": 0.0, "sample_count": 3}
+    state = LearnedState.from_json(old)
+    assert state.latency_baseline == () and state.limit == 16.0
+    assert LearnedState.from_json({**old, "latency_baseline": None}).latency_baseline == ()
+
+
 def test_bad_baseline_bands_are_refused() -> None:
     with pytest.raises(ValueError, match="latency_s"):
         BaselineBand(size=1.0, latency_s=0.0, measured_at=0.0)
