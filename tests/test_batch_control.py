@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 
 from aiogovernor import AdaptiveChunker, Governor, governed_batches
 from aiogovernor.limits import Fixed, LimitPolicy
 from aiogovernor.sim import ServerUpstream, run_virtual
+from aiogovernor.state import MemoryStore
 from aiogovernor.uploads import UploadBatch, UploadItem, upload_items
 
 ROWS = 400_000
@@ -60,8 +62,16 @@ def test_the_default_governor_and_the_chunker_reach_the_best_fixed_pair() -> Non
     assert 12 <= gov.limit <= 24, gov.limit
 
 
-def items_per_second(items: list[UploadItem], policy: LimitPolicy | None, size: int | None = None) -> float:
-    """The uploader on the same upstream: each request's permit carries its bytes (1 000 per item)."""
+def items_per_second(
+    items: list[UploadItem],
+    policy: LimitPolicy | None,
+    size: int | None = None,
+    store: MemoryStore | None = None,
+) -> float:
+    """The uploader on the same upstream: each request's permit carries its bytes (1 000 per item).
+
+    With ``store``, the governor starts from what the last run with that store learned.
+    """
 
     async def main() -> float:
         loop = asyncio.get_running_loop()
@@ -74,7 +84,7 @@ def items_per_second(items: list[UploadItem], policy: LimitPolicy | None, size: 
         def build(batch: UploadBatch) -> httpx.Request:
             return httpx.Request("POST", "http://up/u", headers={"x-items": str(len(batch.items))})
 
-        gov = Governor("uploads", policy, store=None)
+        gov = Governor("uploads", policy, store=store)
         chunker = (
             AdaptiveChunker(clock=loop.time)
             if size is None
@@ -89,7 +99,9 @@ def items_per_second(items: list[UploadItem], policy: LimitPolicy | None, size: 
             described = [d.describe() for d in gov.decisions if d.window is not None]
             assert any("size=" in line for line in described), described[-3:]
             assert any("at size" in d.reason for d in gov.decisions)
-        return len(items) / (loop.time() - start)
+        rate = len(items) / (loop.time() - start)
+        await gov.aclose()
+        return rate
 
     return run_virtual(main())
 
@@ -108,14 +120,21 @@ def test_uploads_and_governed_batches_behave_alike() -> None:
     assert abs(uploads / batches - 1.0) <= 0.02, (uploads, batches)
 
 
-def test_uploads_with_an_adaptive_chunker_under_the_default_governor() -> None:
+def test_uploads_with_an_adaptive_chunker_under_the_default_governor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIOGOVERNOR_DISABLE_STATE", raising=False)  # the second run restores
     # Short of the 0.9 target: 0.88 of the best fixed pair (governed_batches gets the same
     # over 100 000 rows: the test above). Of the ~7.7 s the run lasts, the first ~1 s goes to
     # growing the limit from 4, one step per window of about one call, and ~0.5 s to an
     # overshoot past 16 and the cuts back. Over 400 000 items, the first test's length, the
     # start is amortised and uploads reach 0.91 (benchmarks/two_knobs.py; too slow for a test).
     items = uploaded_items(UPLOAD_ITEMS)
-    adaptive = items_per_second(items, None)
+    store = MemoryStore()
+    adaptive = items_per_second(items, None, store=store)
     # The best pair of the sweep in the test above (here 24 x 400 ties with it).
     best = items_per_second(items, Fixed(16), 400)
     assert adaptive >= 0.875 * best, (adaptive, best)
+    # The same job run again starts from what the first run learned: its limit, its chunk
+    # size and its latency baseline per size, so it measures no baseline at 3 permits first
+    # (before the baseline was kept, the second run was the slower one: 0.80 of the pair).
+    again = items_per_second(items, None, store=store)
+    assert again >= 0.93 * best, (again, best)

@@ -11,7 +11,8 @@ Two small protocols meet here, so that neither side imports the other:
 `GovernorPersistence` ties one learner to one store: the learned state is
 loaded once (by `aiogovernor.Governor.restore`, or on the first slow-path
 acquire), saved after decisions (in the background, debounced) and flushed on
-``aclose``. What it keeps: the limit, the latency floor, the size of an
+``aclose``. What it keeps: the limit, the latency floor, the policy's latency
+baseline per call size (`BaselineBand`, restored for an hour), the size of an
 attached chunker and the last decisions (`KeptDecision`).
 
 A safety net for scripts that never call ``aclose``: a governor whose state
@@ -46,7 +47,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from ._env import getenv
-from ._record import KeptDecision, LearnedState
+from ._record import BaselineBand, KeptDecision, LearnedState
 from ._samples import Window
 from ._validate import check_float, check_int, conforms
 
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from .limits import LimitPolicy
 
 __all__ = [
+    "BASELINE_MAX_AGE_S",
     "BlockingSave",
     "GovernorPersistence",
     "Learner",
@@ -71,6 +73,33 @@ __all__ = [
 logger = logging.getLogger("aiogovernor.state")
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
+
+BASELINE_MAX_AGE_S = 3600.0
+"""How old a kept latency baseline may be and still be restored (wall time, per size band).
+
+Older, it is measured again: an upstream's no-load latency moves with the time of day,
+its load and the host the client runs on, and a baseline that reads too low makes a
+fresh upstream look congested."""
+
+
+@runtime_checkable
+class _KeepsBaseline(Protocol):
+    """A policy that measures the upstream's no-load latency, and can start from a kept one."""
+
+    def learned_baseline(self) -> tuple[tuple[float, float], ...]: ...
+
+    def restore_baseline(self, references: tuple[tuple[float, float], ...]) -> None: ...
+
+
+def _baseline_keeper(policy: object) -> _KeepsBaseline | None:
+    """``policy``, or the policy it wraps (``inner``, as `ResourceCeiling`), if it keeps a baseline."""
+    for _ in range(8):  # wrappers of wrappers, bounded
+        if isinstance(policy, _KeepsBaseline):
+            return policy
+        policy = getattr(policy, "inner", None)
+        if policy is None:
+            break
+    return None
 
 
 class StateStoreError(Exception):
@@ -388,6 +417,9 @@ class GovernorPersistence:
         self._lock: Any = None
         self._last_save_at = -math.inf
         self._failing = False
+        # When each kept (size, latency) baseline pair was measured (wall time): a pair the
+        # policy still holds unchanged keeps its time; a new one is stamped at the save.
+        self._baseline_at: dict[tuple[float, float], float] = {}
         self._chunker: Chunker | None = None
         self._chunk_size: int | None = None  # the latest chunk size known (restored or seen)
         self._saved_chunk_size: int | None = None
@@ -473,6 +505,7 @@ class GovernorPersistence:
             return
         self._restored = state
         self._latency_floor_s = state.latency_floor_s
+        self._restore_baseline(state)
         if state.chunk_size is not None:
             self._chunk_size = self._saved_chunk_size = state.chunk_size
             self._resize_chunker()
@@ -489,6 +522,31 @@ class GovernorPersistence:
             gov.reset_limit(state.limit, reason=f"restored learned limit {state.limit:g} ({saved})")
         finally:
             self._restoring = False
+
+    def _restore_baseline(self, state: LearnedState) -> None:
+        """Give the policy the baseline bands measured recently enough (`BASELINE_MAX_AGE_S`)."""
+        keeper = _baseline_keeper(self._governor.policy)
+        if keeper is None or not state.latency_baseline or keeper.learned_baseline():
+            return  # nothing kept, or this run measured its own already
+        now = self._wall_clock()
+        max_age_s = BASELINE_MAX_AGE_S
+        if self._max_age_s is not None:
+            max_age_s = min(max_age_s, self._max_age_s)
+        # A time in the future (another host's clock) counts by its distance too.
+        fresh = [b for b in state.latency_baseline if abs(now - b.measured_at) <= max_age_s]
+        if not fresh:
+            logger.info("%s: learned latency baseline over %.0fs old: measured again", self.label, max_age_s)
+            return
+        keeper.restore_baseline(tuple((b.size, b.latency_s) for b in fresh))
+        self._baseline_at = {(b.size, b.latency_s): b.measured_at for b in fresh}
+
+    def _baseline_bands(self, now: float) -> tuple[BaselineBand, ...]:
+        keeper = _baseline_keeper(self._governor.policy)
+        if keeper is None:
+            return ()
+        kept = self._baseline_at
+        self._baseline_at = {pair: kept.get(pair, now) for pair in keeper.learned_baseline()}
+        return tuple(BaselineBand(size, latency, at) for (size, latency), at in self._baseline_at.items())
 
     # -- saving -------------------------------------------------------------
 
@@ -542,13 +600,15 @@ class GovernorPersistence:
             self._seen = sum(gov.stats().counts.values())
         if self._chunker is not None:
             self._chunk_size = self._chunker.size
+        now = self._wall_clock()
         return LearnedState(
             limit=gov.policy.limit,
             policy=gov.policy.name,
-            updated_at=self._wall_clock(),
+            updated_at=now,
             sample_count=(base.sample_count if base else 0) + self._seen,
             latency_floor_s=self._latency_floor_s,
             chunk_size=self._chunk_size,
+            latency_baseline=self._baseline_bands(now),
             history=tuple(self._history) if self._history is not None else (),
         )
 

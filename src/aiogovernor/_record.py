@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["REASON_CODES", "SCHEMA_VERSION", "KeptDecision", "LearnedState"]
+__all__ = ["REASON_CODES", "SCHEMA_VERSION", "BaselineBand", "KeptDecision", "LearnedState"]
 
 SCHEMA_VERSION = 1
 """The version of the persisted record; a store refuses records of another version."""
@@ -144,6 +144,66 @@ class KeptDecision:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class BaselineBand:
+    """The upstream's no-load latency at one call size, as a policy measured it.
+
+    Stored as one JSON object, ``{"size": 175.0, "latency_s": 0.195, "measured_at":
+    1764491234.5}``: calls that carry no size are size 1. A governor restores the bands
+    measured within the last hour (see `aiogovernor.Governor`'s learned state), so a
+    restored governor starts at its learned limit without measuring the baseline again.
+
+    Attributes:
+        size: The mean size of the calls measured (items or bytes, as the calls said).
+        latency_s: Their no-load latency, in seconds.
+        measured_at: When it was last measured, wall time (seconds since the epoch).
+    """
+
+    size: float
+    latency_s: float
+    measured_at: float
+
+    def __post_init__(self) -> None:
+        if not (_finite(self.size) and self.size >= 1):
+            raise ValueError(f"a baseline band's size must be a finite number >= 1, got {_shown(self.size)}")
+        if not (_finite(self.latency_s) and self.latency_s > 0):
+            raise ValueError(
+                f"a baseline band's latency_s must be a finite number > 0, got {_shown(self.latency_s)}"
+            )
+        if not _finite(self.measured_at):
+            raise ValueError(
+                f"a baseline band's measured_at must be a finite number, got {_shown(self.measured_at)}"
+            )
+
+    def to_json(self) -> dict[str, float]:
+        """The band as a JSON-ready object."""
+        return {"size": self.size, "latency_s": self.latency_s, "measured_at": self.measured_at}
+
+    @classmethod
+    def from_json(cls, data: object) -> BaselineBand:
+        """Parse a band written by `to_json`.
+
+        Raises:
+            ValueError: If ``data`` is not such a band.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"a baseline band must be a JSON object, got {type(data).__name__}")
+        return cls(
+            size=_number(data, "size"),  # type: ignore[arg-type]
+            latency_s=_number(data, "latency_s"),  # type: ignore[arg-type]
+            measured_at=_number(data, "measured_at"),  # type: ignore[arg-type]
+        )
+
+
+def _baseline(data: object) -> tuple[BaselineBand, ...]:
+    # Absent in records written before the baseline was kept: none, not an error.
+    if data is None:
+        return ()
+    if not isinstance(data, list):
+        raise ValueError(f"field 'latency_baseline' must be an array, got {type(data).__name__}")
+    return tuple(BaselineBand.from_json(entry) for entry in data)
+
+
 def _history(data: object) -> tuple[KeptDecision, ...]:
     # Absent in records written before decisions were kept: no history, not an error.
     if data is None:
@@ -167,6 +227,8 @@ class LearnedState:
             unloaded latency), if any window closed.
         chunk_size: The chunk (batch) size learned by the chunker attached to
             the governor (`aiogovernor.Governor.attach_chunker`), if any.
+        latency_baseline: The policy's no-load latency per call size
+            (`BaselineBand`), when its policy measures one (the default does).
         history: The most recent decisions, oldest first (bounded by the
             governor's ``state_history_size``).
         schema_version: The record's format version.
@@ -183,6 +245,7 @@ class LearnedState:
     sample_count: int = 0
     latency_floor_s: float | None = None
     chunk_size: int | None = None
+    latency_baseline: tuple[BaselineBand, ...] = ()
     history: tuple[KeptDecision, ...] = ()
     schema_version: int = SCHEMA_VERSION
 
@@ -206,6 +269,12 @@ class LearnedState:
             )
         if self.chunk_size is not None and not (_is_int(self.chunk_size) and self.chunk_size >= 1):
             raise ValueError(f"chunk_size must be an integer >= 1, got {_shown(self.chunk_size)}")
+        if not isinstance(self.latency_baseline, tuple) or not all(
+            isinstance(b, BaselineBand) for b in self.latency_baseline
+        ):
+            raise ValueError(
+                f"latency_baseline must be a tuple of BaselineBand, got {_shown(self.latency_baseline)}"
+            )
         if self.schema_version != SCHEMA_VERSION:
             raise ValueError(
                 f"unknown schema version {self.schema_version!r} (this aiogovernor reads {SCHEMA_VERSION})"
@@ -236,6 +305,7 @@ class LearnedState:
             "sample_count": self.sample_count,
             "latency_floor_s": self.latency_floor_s,
             "chunk_size": self.chunk_size,
+            "latency_baseline": [b.to_json() for b in self.latency_baseline],
         }
 
     @classmethod
@@ -260,6 +330,7 @@ class LearnedState:
             sample_count=_integer(data, "sample_count"),  # type: ignore[arg-type]
             latency_floor_s=_number(data, "latency_floor_s", optional=True),
             chunk_size=_integer(data, "chunk_size", optional=True),
+            latency_baseline=_baseline(data.get("latency_baseline")),
             history=_history(data.get("history")),
             schema_version=version,
         )

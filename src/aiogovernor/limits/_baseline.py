@@ -6,7 +6,7 @@ import math
 import statistics
 from array import array
 
-from aiogovernor._samples import Window
+from aiogovernor._samples import Window, size_band
 from aiogovernor._validate import check_float, check_int
 
 __all__ = ["LatencyBaseline", "median_noise"]
@@ -106,6 +106,36 @@ class LatencyBaseline:
         if above is not None:
             return above[1]
         return None
+
+    def references(self) -> tuple[tuple[float, float], ...]:
+        """Each size band's no-load latency as ``(size, latency_s)``, smallest size first.
+
+        Plain calls are size 1. What a governor keeps in its learned state (`restore`).
+        """
+        # Copied first: a thread gate's store loop reads this while a worker thread updates.
+        return tuple(sorted((size, latency) for _, (latency, size) in list(self._bands.values())))
+
+    def restore(self, references: tuple[tuple[float, float], ...]) -> None:
+        """Start from ``(size, latency_s)`` pairs measured before (`references`), forgetting the memory.
+
+        Each pair becomes its band's first memory, so windows of this run replace it
+        as they come: the low quantile of a short memory is its minimum, and one
+        that reads lower wins at once.
+
+        Raises:
+            ValueError: For a size below 1 or a latency that is not a finite number > 0.
+        """
+        pairs = [
+            (
+                check_float("size", size, low=1.0),
+                check_float("latency_s", latency, low=0.0, low_open=True),
+            )
+            for size, latency in references
+        ]
+        self._bands.clear()
+        self._value = None
+        for size, latency in pairs:
+            self._note(size_band(size), latency, size)
 
     def seed(self, latency_s: float) -> None:
         """Forget the memory and start from ``latency_s`` (a fresh minimum measurement)."""

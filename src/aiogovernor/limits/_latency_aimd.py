@@ -146,6 +146,7 @@ class LatencyAIMD(BoundedPolicy):
         "_probed",
         "_queue_allowance",
         "_quiet",
+        "_restored",
         "_resume",
         "_step",
         "_streak",
@@ -228,6 +229,7 @@ class LatencyAIMD(BoundedPolicy):
         self._resume: float | None = None  # the limit to return to after measuring the baseline
         self._probe_ok = 0
         self._probe_medians: list[tuple[int, float]] = []
+        self._restored = False  # the baseline came from learned state and no window has confirmed it
 
     @property
     def baseline_s(self) -> float | None:
@@ -296,6 +298,10 @@ class LatencyAIMD(BoundedPolicy):
         self._baseline.observe(window)
         cooldown, self._cooldown = self._cooldown, False
         queueing = ratio > 1.0 + self._tolerance + noise
+        if self._restored and math.isfinite(noise):
+            self._restored = False
+            if queueing:
+                return self._remeasure(f"learned latency baseline reads {ratio:.2f}x{at}")
         paid = queueing and not cooldown and self._paid_for(window, ratio)
         if window.limit_bound and math.isfinite(noise):
             self._delivered.append((self._windows, window.limit / ratio))
@@ -465,6 +471,37 @@ class LatencyAIMD(BoundedPolicy):
         baseline = medians[len(medians) // 2]
         self._baseline.seed(baseline)
         return self._set(resume, f"latency baseline {baseline * 1000:.1f} ms measured; back to {resume:g}")
+
+    def learned_baseline(self) -> tuple[tuple[float, float], ...]:
+        """The no-load latency measured so far, per call size, as ``(size, latency_s)`` pairs.
+
+        What a governor keeps in its learned state, so that the next run starts without
+        measuring it again (`restore_baseline`).
+        """
+        return self._baseline.references()
+
+    def restore_baseline(self, references: tuple[tuple[float, float], ...]) -> None:
+        """Start from a baseline measured before (`learned_baseline`), e.g. in the last run.
+
+        With a baseline, a high start (a learned limit) needs no measurement at the
+        probe limit. The restored baseline is on trial: if the first window that can
+        judge it reads queueing, the baseline is taken for stale (the upstream got
+        slower, or it is another one) and measured again, rather than cut on. An empty
+        ``references`` forgets the baseline.
+        """
+        self._baseline.restore(references)
+        self._restored = bool(references)
+
+    def _remeasure(self, why: str) -> Adjustment:
+        """Forget a restored baseline that read queueing, and measure it again where the limit allows."""
+        self._baseline.restore(())
+        if self._limit <= 2 * self._probe_limit:
+            return self._hold(f"{why}: stale, measured again from this run's windows")
+        self._resume = self._limit
+        self._probe_ok = 0
+        self._probe_medians = []
+        self._limit = self._clamp(self._probe_limit)
+        return Adjustment(self._limit, f"{why}: stale, measure it again at the probe limit")
 
     def reset(self, limit: float) -> None:
         """Start over from ``limit`` (e.g. a learned value); the latency baseline is kept."""

@@ -1,7 +1,8 @@
 """Learned state per environment: where what a governor learned is kept, so the next run starts there.
 
-A governor keeps its learned limit (and latency floor, sample count, policy
-name, chunk size and its last decisions as `KeptDecision`) per
+A governor keeps its learned limit (and latency floor, its policy's latency
+baseline as `BaselineBand`, sample count, policy name, chunk size and its last
+decisions as `KeptDecision`) per
 ``(environment, governor name)`` in a `StateStore`:
 
 - `JsonFileStore`, the default: one JSON record per governor, in one SQLite
@@ -29,6 +30,7 @@ from aiogovernor._persistence import StateStore as StateStore
 from aiogovernor._persistence import StateStoreError as StateStoreError
 from aiogovernor._record import REASON_CODES as REASON_CODES
 from aiogovernor._record import SCHEMA_VERSION as SCHEMA_VERSION
+from aiogovernor._record import BaselineBand as BaselineBand
 from aiogovernor._record import KeptDecision as KeptDecision
 from aiogovernor._record import LearnedState as LearnedState
 
@@ -38,6 +40,7 @@ from ._memory import MemoryStore as MemoryStore
 from ._redis import RedisStore as RedisStore
 
 __all__ = [
+    "BaselineBand",
     "JsonFileStore",
     "KeptDecision",
     "LearnedState",
