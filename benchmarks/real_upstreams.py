@@ -3,24 +3,48 @@
 Each row is an upstream made of real software nobody here wrote (gunicorn, uvicorn, nginx)
 or the project's own Python knee server, started by this script on free 127.0.0.1 ports
 and stopped when the row ends (each server in its own process group; nothing is left
-behind, also on Ctrl-C). For each row:
+behind, also on Ctrl-C). For each row, two phases:
 
-1. a sweep of fixed concurrencies (``Fixed(c)``) finds the best fixed goodput;
-2. every policy and profile runs with the same 200 callers through `GovernedTransport`;
-3. the runs are interleaved (fixed 8, fixed 12, default, Gradient, ..., then again) and
-   repeated, so that the machine's slow drifts hit every contender alike.
+1. **the sweep**: fixed concurrencies (``Fixed(c)``), every one once per repetition, picks
+   the best fixed limit: the one with the best median goodput over the repetitions;
+2. **the contest**: a copy of that best limit, ``Fixed(best)``, called the *twin*
+   (``--twins 2``: two copies, half a cycle apart), then every policy and profile, with the
+   same 200 callers through `GovernedTransport`, once per repetition.
 
-Reported per policy: goodput divided by the best fixed concurrency's goodput in the same
-repetition (median and worst repetition), overload share (429, 503 and timeouts), p99 of
-the request latency inside the permit, the mean of the gate's limit, and the client's CPU
-per response (this process's CPU time over the responses it got). Goodput counts 200s
-completed after the warm-up, so a slow start costs what it costs in the first seconds.
+In both phases each repetition's running order is the previous one rotated by
+``len / reps`` places (``--order fixed``: the same order every time), so that every
+contender runs early and late and after different neighbours, and the machine's slow
+drifts hit every contender alike.
+
+Three ratios per contender, each a repetition's goodput over a denominator taken in the
+same repetition (``_real_method.py`` has the arithmetic):
+
+- **vs twin** (the held-out one): over the twin's goodput. The twin ran beside the policies
+  and played no part in choosing the limit, so this compares each policy with an unbiased
+  measure of the best fixed limit's goodput.
+- **vs best fixed** (the benchmark's first ratio, kept): over the best fixed limit's goodput
+  in the sweep. The sweep both chose the limit and measured it, so the denominator is
+  biased up (the winner's curse): even the twin scores below 1 on it. The twin's figure in
+  this column is the benchmark's noise floor.
+- **vs sweep max**: over the highest goodput of any fixed limit in the sweep's repetition:
+  the winner's curse at its strongest, shown for comparison.
+
+Each is reported as the median and the worst repetition. Also per contender: the overload
+share (429, 503 and timeouts), p99 of the request latency inside the permit, the mean of
+the gate's limit, the client's CPU per response (this process's CPU time over the responses
+it got), the client loop's lag as the governor measures it (the median over the measured
+windows of `Window.loop_lag_s`, the mean of `Window.loop_pause_s`) and the client's time in
+its garbage collector per second. Goodput counts 200s completed after the warm-up, so a
+slow start costs what it costs in the first seconds. ``--json`` keeps every run with every
+window's figures (limit before and after, reason, p50, loop lag and pause, samples), the
+200s per quarter second, and each run's repetition, place in the order and predecessor.
 
     .venv/bin/python benchmarks/real_upstreams.py --quick            # 3 rows, short: ~5 min
     .venv/bin/python benchmarks/real_upstreams.py                    # every row: ~20 min
     .venv/bin/python benchmarks/real_upstreams.py --rows uvicorn-sleep,knee16 --policies default,Gradient
     .venv/bin/python benchmarks/real_upstreams.py --policy mine=my_module:make_policy --plot docs/img
     .venv/bin/python benchmarks/real_upstreams.py --pool-compare --rows uvicorn-sleep --policies default
+    .venv/bin/python benchmarks/real_upstreams.py --rows knee16 --policies default --twins 2 --reps 5
 
 ``--policy NAME=module:callable`` (repeatable; ``module`` may be a path to a ``.py`` file)
 adds a policy under development: the callable takes no argument and returns a policy
