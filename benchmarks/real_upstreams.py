@@ -780,7 +780,8 @@ def run_phase(
 
 
 def twin_names(count: int) -> list[str]:
-    return ["twin"] + [f"twin {k}" for k in range(2, count + 1)]
+    """The twins' names: "twin", then "twin 2", ... (none for 0)."""
+    return [f"twin {k}" if k > 1 else "twin" for k in range(1, count + 1)]
 
 
 def run_row(row: Row, entries: list[Entry], args: argparse.Namespace) -> RowResult:
@@ -834,9 +835,16 @@ def ratios_twin(rr: RowResult, runs: list[RunResult]) -> list[float] | None:
     return None if twin is None else same_rep_ratios([r.goodput for r in runs], twin)
 
 
-def headline(rr: RowResult, runs: list[RunResult]) -> list[float]:
-    """The ratio a plot or a one-line summary shows: vs twin where a twin ran, else vs best fixed."""
-    return ratios_twin(rr, runs) or ratios(rr, runs)
+def headline(rr: RowResult, name: str) -> tuple[list[float], str]:
+    """The ratio a plot shows, and what it is over: vs twin where a twin ran, else vs best fixed.
+
+    The twin itself is shown against the best fixed limit (its noise floor), not against itself.
+    """
+    runs = rr.entries[name]
+    twin = ratios_twin(rr, runs)
+    if twin is None or name == rr.twins[0]:
+        return ratios(rr, runs), "best fixed"
+    return twin, "its twin"
 
 
 def summarise(runs: list[RunResult]) -> dict[str, float]:
@@ -935,9 +943,8 @@ def plot(results: list[RowResult], folder: pathlib.Path, warmup_s: float) -> Non
                 )
             ax.axhline(rr.best_fixed, color="black", linestyle=":", linewidth=1)
             ax.axvline(warmup_s, color="grey", linewidth=0.5)
-            ratio = statistics.median(headline(rr, rr.entries[name]))
-            of = "its twin" if rr.twins and name != rr.twins[0] else "best fixed"
-            ax.set_title(f"{name}: {ratio:.2f} of {of}", fontsize=8)
+            shown, of = headline(rr, name)
+            ax.set_title(f"{name}: {statistics.median(shown):.2f} of {of}", fontsize=8)
             ax.set_ylim(0, top)
             ax.tick_params(labelsize=7)
         for ax in axes.flat[len(names) :]:
