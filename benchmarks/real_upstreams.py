@@ -3,24 +3,48 @@
 Each row is an upstream made of real software nobody here wrote (gunicorn, uvicorn, nginx)
 or the project's own Python knee server, started by this script on free 127.0.0.1 ports
 and stopped when the row ends (each server in its own process group; nothing is left
-behind, also on Ctrl-C). For each row:
+behind, also on Ctrl-C). For each row, two phases:
 
-1. a sweep of fixed concurrencies (``Fixed(c)``) finds the best fixed goodput;
-2. every policy and profile runs with the same 200 callers through `GovernedTransport`;
-3. the runs are interleaved (fixed 8, fixed 12, default, Gradient, ..., then again) and
-   repeated, so that the machine's slow drifts hit every contender alike.
+1. **the sweep**: fixed concurrencies (``Fixed(c)``), every one once per repetition, picks
+   the best fixed limit: the one with the best median goodput over the repetitions;
+2. **the contest**: a copy of that best limit, ``Fixed(best)``, called the *twin*
+   (``--twins 2``: two copies, half a cycle apart), then every policy and profile, with the
+   same 200 callers through `GovernedTransport`, once per repetition.
 
-Reported per policy: goodput divided by the best fixed concurrency's goodput in the same
-repetition (median and worst repetition), overload share (429, 503 and timeouts), p99 of
-the request latency inside the permit, the mean of the gate's limit, and the client's CPU
-per response (this process's CPU time over the responses it got). Goodput counts 200s
-completed after the warm-up, so a slow start costs what it costs in the first seconds.
+In both phases each repetition's running order is the previous one rotated by
+``len / reps`` places (``--order fixed``: the same order every time), so that every
+contender runs early and late and after different neighbours, and the machine's slow
+drifts hit every contender alike.
+
+Three ratios per contender, each a repetition's goodput over a denominator taken in the
+same repetition (``_real_method.py`` has the arithmetic):
+
+- **vs twin** (the held-out one): over the twin's goodput. The twin ran beside the policies
+  and played no part in choosing the limit, so this compares each policy with an unbiased
+  measure of the best fixed limit's goodput.
+- **vs best fixed** (the benchmark's first ratio, kept): over the best fixed limit's goodput
+  in the sweep. The sweep both chose the limit and measured it, so the denominator is
+  biased up (the winner's curse): even the twin scores below 1 on it. The twin's figure in
+  this column is the benchmark's noise floor.
+- **vs sweep max**: over the highest goodput of any fixed limit in the sweep's repetition:
+  the winner's curse at its strongest, shown for comparison.
+
+Each is reported as the median and the worst repetition. Also per contender: the overload
+share (429, 503 and timeouts), p99 of the request latency inside the permit, the mean of
+the gate's limit, the client's CPU per response (this process's CPU time over the responses
+it got), the client loop's lag as the governor measures it (the median over the measured
+windows of `Window.loop_lag_s`, the mean of `Window.loop_pause_s`) and the client's time in
+its garbage collector per second. Goodput counts 200s completed after the warm-up, so a
+slow start costs what it costs in the first seconds. ``--json`` keeps every run with every
+window's figures (limit before and after, reason, p50, loop lag and pause, samples), the
+200s per quarter second, and each run's repetition, place in the order and predecessor.
 
     .venv/bin/python benchmarks/real_upstreams.py --quick            # 3 rows, short: ~5 min
     .venv/bin/python benchmarks/real_upstreams.py                    # every row: ~20 min
     .venv/bin/python benchmarks/real_upstreams.py --rows uvicorn-sleep,knee16 --policies default,Gradient
     .venv/bin/python benchmarks/real_upstreams.py --policy mine=my_module:make_policy --plot docs/img
     .venv/bin/python benchmarks/real_upstreams.py --pool-compare --rows uvicorn-sleep --policies default
+    .venv/bin/python benchmarks/real_upstreams.py --rows knee16 --policies default --twins 2 --reps 5
 
 ``--policy NAME=module:callable`` (repeatable; ``module`` may be a path to a ``.py`` file)
 adds a policy under development: the callable takes no argument and returns a policy
@@ -42,6 +66,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import importlib
 import importlib.util
 import json
@@ -62,8 +87,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from _real_method import best_fixed, rotation, same_rep_ratios, summary, sweep_max
 
-from aiogovernor import Governor, WindowConfig
+from aiogovernor import Decision, Governor, WindowConfig
 from aiogovernor.httpx import GovernedTransport
 from aiogovernor.limits import (
     AIMD,
@@ -497,6 +523,12 @@ class _Opaque(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
+# One decision as kept for the JSON output: seconds since the run began, old limit, new limit,
+# reason, the window's p50 (ms), its loop lag and loop pause (ms, `Window.loop_lag_s` and
+# `Window.loop_pause_s`), its sample count, and whether the limit was the bottleneck.
+WindowRecord = tuple[float, int, int, str, float, float, float, int, bool]
+
+
 @dataclass
 class RunResult:
     goodput: float
@@ -508,11 +540,26 @@ class RunResult:
     cpu_ms_per_response: float
     peak_connections: int
     trace: list[tuple[float, int, int, int]] = field(default_factory=list)  # t, limit, inflight, connections
-    decisions: list[tuple[float, int, int, str]] = field(default_factory=list)
+    decisions: list[tuple[float, int, int, str]] = field(default_factory=list)  # the limit's changes
+    windows: list[WindowRecord] = field(default_factory=list)  # every decision, holds too
+    loop_lag_ms: float = math.nan  # median of the measured windows' `Window.loop_lag_s`
+    loop_pause_ms: float = math.nan  # mean of the measured windows' `Window.loop_pause_s`
+    probe_late_p50_ms: float = math.nan  # how late this benchmark's own 20 ms sampler woke
+    probe_late_p99_ms: float = math.nan
+    gc_ms_per_s: float = math.nan  # the client's time in its garbage collector, per second measured
+    gc_max_ms: float = math.nan  # its longest collection in the measured span
+    ok_bins: list[int] = field(default_factory=list)  # 200s per BIN_S from the run's start
+    phase: str = ""  # "sweep" or "contest"
+    rep: int = 0
+    position: int = 0  # place in its repetition's running order (0: first)
+    previous: str = ""  # the contender that ran just before it in that order
 
     @property
     def total(self) -> int:
         return self.ok + self.overload + self.errors
+
+
+BIN_S = 0.25
 
 
 def burn_cpu(seconds: float) -> None:
@@ -538,16 +585,45 @@ async def run_once(
     wrapped: httpx.AsyncBaseTransport = inner if entry.trim_pool else _Opaque(inner)
     transport = GovernedTransport(gov, transport=wrapped)
     decisions: list[tuple[float, int, int, str]] = []
+    windows: list[WindowRecord] = []
     t0 = time.monotonic()
-    gov.add_listener(
-        lambda d: (
-            decisions.append((time.monotonic() - t0, d.old_limit, d.new_limit, d.reason))
-            if d.old_limit != d.new_limit
-            else None
-        )
-    )
+
+    def listen(d: Decision) -> None:
+        t = time.monotonic() - t0
+        if d.old_limit != d.new_limit:
+            decisions.append((t, d.old_limit, d.new_limit, d.reason))
+        w = d.window
+        if w is not None:
+            windows.append(
+                (
+                    round(t, 4),
+                    d.old_limit,
+                    d.new_limit,
+                    d.reason,
+                    round(w.latency_p50_s * 1000, 2),
+                    round(w.loop_lag_s * 1000, 3),
+                    round(w.loop_pause_s * 1000, 3),
+                    w.count,
+                    w.limit_bound,
+                )
+            )
+
+    gov.add_listener(listen)
+    # The client's garbage collections (a whole-loop pause each), timed through gc.callbacks.
+    collections: list[tuple[float, float]] = []  # start (since t0), seconds
+    gc_started = 0.0
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        nonlocal gc_started
+        if phase == "start":
+            gc_started = time.monotonic()
+        else:
+            collections.append((gc_started - t0, time.monotonic() - gc_started))
+
+    gc.callbacks.append(on_gc)
     stop = asyncio.Event()
     trace: list[tuple[float, int, int, int]] = []
+    late: list[tuple[float, float]] = []  # the sampler's wake-ups: when (since t0), how late (s)
     peak_connections = 0
 
     async def caller(client: httpx.AsyncClient) -> None:
@@ -565,7 +641,10 @@ async def run_once(
             connections = inner.pool_connections()
             trace.append((time.monotonic() - t0, gov.limit, gov.inflight, connections))
             peak_connections = max(peak_connections, connections)
+            due = time.monotonic() + 0.02
             await asyncio.sleep(0.02)
+            now = time.monotonic()
+            late.append((now - t0, max(0.0, now - due)))
 
     async with httpx.AsyncClient(transport=transport, timeout=5.0) as client:
         tasks = [asyncio.create_task(caller(client)) for _ in range(CALLERS)]
@@ -581,12 +660,21 @@ async def run_once(
             t.cancel()
         await asyncio.gather(*tasks, sampler, return_exceptions=True)
 
+    gc.callbacks.remove(on_gc)
     measured = [r for r in records if start <= r[0] < end]
     ok = sum(1 for r in measured if r[2] == 200)
     overload = sum(1 for r in measured if r[2] in OVERLOAD_CODES or r[2] == -1)
     latencies = sorted(r[1] for r in measured)
     p99 = latencies[max(0, math.ceil(0.99 * len(latencies)) - 1)] * 1000 if latencies else math.nan
-    in_window = [lim for t, lim, _, _ in trace if start - t0 <= t < end - t0]
+    lo, hi = start - t0, end - t0
+    in_window = [lim for t, lim, _, _ in trace if lo <= t < hi]
+    measured_windows = [w for w in windows if lo <= w[0] < hi]
+    lates = sorted(x for t, x in late if lo <= t < hi)
+    gcs = [d for t, d in collections if lo <= t < hi]
+    bins = [0] * math.ceil(duration_s / BIN_S)
+    for r in records:
+        if r[2] == 200:
+            bins[min(len(bins) - 1, max(0, int((r[0] - t0) / BIN_S)))] += 1
     return RunResult(
         goodput=ok / (end - start),
         ok=ok,
@@ -598,7 +686,20 @@ async def run_once(
         peak_connections=peak_connections,
         trace=trace,
         decisions=decisions,
+        windows=windows,
+        loop_lag_ms=statistics.median(w[5] for w in measured_windows) if measured_windows else math.nan,
+        loop_pause_ms=statistics.fmean(w[6] for w in measured_windows) if measured_windows else math.nan,
+        probe_late_p50_ms=_pct(lates, 0.5) * 1000,
+        probe_late_p99_ms=_pct(lates, 0.99) * 1000,
+        gc_ms_per_s=sum(gcs) * 1000 / (end - start),
+        gc_max_ms=max(gcs, default=0.0) * 1000,
+        ok_bins=bins,
     )
+
+
+def _pct(ordered: list[float], q: float) -> float:
+    """The ``q`` quantile of an ascending list (nearest rank; nan when empty)."""
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)] if ordered else math.nan
 
 
 # -- a row, and the report ------------------------------------------------------------------
@@ -608,11 +709,19 @@ async def run_once(
 class RowResult:
     row: Row
     fixed: dict[int, list[RunResult]]
-    entries: dict[str, list[RunResult]]
+    entries: dict[str, list[RunResult]]  # the twins first, then the policies
     best_fixed: int = 0
+    twins: list[str] = field(default_factory=list)
+    load_average: tuple[float, float] = (math.nan, math.nan)  # 1-minute load average at start, end
 
     def best_per_rep(self) -> list[float]:
         return [r.goodput for r in self.fixed[self.best_fixed]]
+
+    def sweep_max_per_rep(self) -> list[float]:
+        return sweep_max({c: [r.goodput for r in runs] for c, runs in self.fixed.items()})
+
+    def twin_per_rep(self) -> list[float] | None:
+        return [r.goodput for r in self.entries[self.twins[0]]] if self.twins else None
 
 
 def drain(url: str, timeout_s: float = 60.0) -> float:
@@ -637,48 +746,105 @@ def drain(url: str, timeout_s: float = 60.0) -> float:
     return time.monotonic() - start
 
 
+def run_phase(
+    url: str,
+    row: Row,
+    contenders: list[Entry],
+    phase: str,
+    args: argparse.Namespace,
+    results: dict[str, list[RunResult]],
+) -> None:
+    """Run every contender once per repetition, in each repetition's order, into ``results``."""
+    for rep in range(args.reps):
+        order = rotation(contenders, rep, args.reps) if args.order == "rotate" else list(contenders)
+        for position, e in enumerate(order):
+            r = asyncio.run(
+                run_once(
+                    url, e, duration_s=args.duration_s, warmup_s=args.warmup_s, client_cpu_s=row.client_cpu_s
+                )
+            )
+            r.phase, r.rep, r.position = phase, rep, position
+            r.previous = order[position - 1].name if position else ""
+            results.setdefault(e.name, []).append(r)
+            print(
+                f"  [{row.key} {phase} {rep + 1}/{args.reps}] {e.name:<22} {r.goodput:7.1f}/s "
+                f"overload {r.overload / max(r.total, 1):6.2%} p99 {r.p99_ms:5.0f} ms "
+                f"limit {r.limit_mean:5.1f} cpu {r.cpu_ms_per_response:4.2f} ms/resp "
+                f"lag {r.loop_lag_ms:4.1f} pause {r.loop_pause_ms:4.1f} gc {r.gc_ms_per_s:4.1f} ms/s "
+                f"conns {r.peak_connections} drained in {drain(url):.1f} s",
+                flush=True,
+            )
+    # Runs of one contender, in repetition order (a rotation changes positions, not reps).
+    for runs in results.values():
+        runs.sort(key=lambda r: (r.phase, r.rep))
+
+
+def twin_names(count: int) -> list[str]:
+    """The twins' names: "twin", then "twin 2", ... (none for 0)."""
+    return [f"twin {k}" if k > 1 else "twin" for k in range(1, count + 1)]
+
+
 def run_row(row: Row, entries: list[Entry], args: argparse.Namespace) -> RowResult:
+    """The sweep's repetitions first, then the twins and the policies, interleaved and repeated."""
     servers = Servers()
+    load_start = os.getloadavg()[0]
     try:
         t_start = time.monotonic()
         url = row.start(servers)
         print(f"  started in {time.monotonic() - t_start:.1f} s: {url}", flush=True)
-        sweep = row.sweep
-        contenders = [Entry(f"fixed {c}", lambda: (None, None), fixed=c) for c in sweep] + entries
+        sweep = [Entry(f"fixed {c}", lambda: (None, None), fixed=c) for c in row.sweep]
         # A short warm-up: imports, worker start, first connections.
-        asyncio.run(run_once(url, contenders[0], duration_s=0.5, warmup_s=0.25, client_cpu_s=0.0))
+        asyncio.run(run_once(url, sweep[0], duration_s=0.5, warmup_s=0.25, client_cpu_s=0.0))
         drain(url)
-        results: dict[str, list[RunResult]] = {e.name: [] for e in contenders}
-        for rep in range(args.reps):
-            for e in contenders:
-                r = asyncio.run(
-                    run_once(
-                        url,
-                        e,
-                        duration_s=args.duration_s,
-                        warmup_s=args.warmup_s,
-                        client_cpu_s=row.client_cpu_s,
-                    )
-                )
-                results[e.name].append(r)
-                print(
-                    f"  [{row.key} rep {rep + 1}/{args.reps}] {e.name:<28} {r.goodput:7.1f}/s "
-                    f"overload {r.overload / max(r.total, 1):6.2%} p99 {r.p99_ms:6.0f} ms "
-                    f"limit {r.limit_mean:5.1f} cpu {r.cpu_ms_per_response:5.2f} ms/resp "
-                    f"conns {r.peak_connections} drained in {drain(url):.1f} s",
-                    flush=True,
-                )
+        swept: dict[str, list[RunResult]] = {}
+        run_phase(url, row, sweep, "sweep", args, swept)
+        fixed = {c: swept[f"fixed {c}"] for c in row.sweep}
+        best = best_fixed({c: [r.goodput for r in runs] for c, runs in fixed.items()})
+        names = twin_names(args.twins)
+        twins = [Entry(n, lambda: (None, None), fixed=best) for n in names]
+        print(f"  best fixed: {best}; {', '.join(names) or 'no twin'} = Fixed({best})", flush=True)
+        # A second twin sits half a cycle from the first, so that the two run at different places.
+        contest = [*twins[:1], *entries[: len(entries) // 2], *twins[1:], *entries[len(entries) // 2 :]]
+        results: dict[str, list[RunResult]] = {}
+        run_phase(url, row, contest, "contest", args, results)
     finally:
         servers.stop()
-    fixed = {c: results[f"fixed {c}"] for c in sweep}
-    out = RowResult(row, fixed, {e.name: results[e.name] for e in entries})
-    out.best_fixed = max(fixed, key=lambda c: statistics.median(r.goodput for r in fixed[c]))
-    return out
+    return RowResult(
+        row,
+        fixed,
+        {e.name: results[e.name] for e in [*twins, *entries]},
+        best_fixed=best,
+        twins=names,
+        load_average=(load_start, os.getloadavg()[0]),
+    )
 
 
 def ratios(rr: RowResult, runs: list[RunResult]) -> list[float]:
-    """Each repetition's goodput over the best fixed concurrency's goodput in the same repetition."""
-    return [r.goodput / b if b else math.nan for r, b in zip(runs, rr.best_per_rep(), strict=True)]
+    """Vs best fixed: each repetition over the best fixed limit's goodput in the sweep's same repetition."""
+    return same_rep_ratios([r.goodput for r in runs], rr.best_per_rep())
+
+
+def ratios_max(rr: RowResult, runs: list[RunResult]) -> list[float]:
+    """Vs sweep max: each repetition over the highest fixed goodput of the sweep's same repetition."""
+    return same_rep_ratios([r.goodput for r in runs], rr.sweep_max_per_rep())
+
+
+def ratios_twin(rr: RowResult, runs: list[RunResult]) -> list[float] | None:
+    """Vs twin (held out): each repetition over the twin's goodput in the same repetition."""
+    twin = rr.twin_per_rep()
+    return None if twin is None else same_rep_ratios([r.goodput for r in runs], twin)
+
+
+def headline(rr: RowResult, name: str) -> tuple[list[float], str]:
+    """The ratio a plot shows, and what it is over: vs twin where a twin ran, else vs best fixed.
+
+    The twin itself is shown against the best fixed limit (its noise floor), not against itself.
+    """
+    runs = rr.entries[name]
+    twin = ratios_twin(rr, runs)
+    if twin is None or name == rr.twins[0]:
+        return ratios(rr, runs), "best fixed"
+    return twin, "its twin"
 
 
 def summarise(runs: list[RunResult]) -> dict[str, float]:
@@ -690,45 +856,63 @@ def summarise(runs: list[RunResult]) -> dict[str, float]:
         "p99_ms": statistics.median(r.p99_ms for r in runs),
         "limit_mean": statistics.median(r.limit_mean for r in runs),
         "cpu_ms": statistics.median(r.cpu_ms_per_response for r in runs),
+        "loop_lag_ms": statistics.median(r.loop_lag_ms for r in runs),
+        "loop_pause_ms": statistics.median(r.loop_pause_ms for r in runs),
+        "probe_late_p99_ms": statistics.median(r.probe_late_p99_ms for r in runs),
+        "gc_ms_per_s": statistics.median(r.gc_ms_per_s for r in runs),
         "connections": max(r.peak_connections for r in runs),
     }
 
 
+def _cell(rs: list[float] | None) -> str:
+    if rs is None:
+        return "—"
+    median, worst = summary(rs)
+    return f"{median:.2f} ({worst:.2f})"
+
+
 def row_table(rr: RowResult) -> str:
     edge = rr.best_fixed in (min(rr.fixed), max(rr.fixed)) and rr.best_fixed != 1
+    twin = rr.twin_per_rep()
     lines = [
         f"**{rr.row.title}** (best fixed: {rr.best_fixed}, "
-        f"{statistics.median(rr.best_per_rep()):.0f}/s median"
-        f"{'; at the edge of the sweep: the true best may lie beyond' if edge else ''})",
+        f"{statistics.median(rr.best_per_rep()):.0f}/s median in the sweep"
+        + (f", its twin {statistics.median(twin):.0f}/s" if twin else "")
+        + f"{'; at the edge of the sweep: the true best may lie beyond' if edge else ''}; "
+        f"load average {rr.load_average[0]:.1f} → {rr.load_average[1]:.1f})",
         "",
-        "| contender | goodput / best fixed: median | worst | goodput/s | overload | p99 ms | limit mean "
-        "| client CPU ms/response | peak connections |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| contender | vs twin | vs best fixed | vs sweep max | goodput/s | overload | p99 ms | limit mean "
+        "| client CPU ms/response | loop lag ms | loop pause ms | GC ms/s | peak connections |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     named: list[tuple[str, list[RunResult]]] = [(f"fixed {c}", runs) for c, runs in rr.fixed.items()]
     named += list(rr.entries.items())
     for name, runs in named:
         s = summarise(runs)
-        rs = ratios(rr, runs)
+        vs_twin = None if name == (rr.twins[:1] or [None])[0] else ratios_twin(rr, runs)
         lines.append(
-            f"| {name} | {statistics.median(rs):.2f} | {min(rs):.2f} | {s['goodput']:.0f} "
-            f"| {s['overload']:.2%} | {s['p99_ms']:.0f} | {s['limit_mean']:.1f} | {s['cpu_ms']:.2f} "
-            f"| {s['connections']} |"
+            f"| {name} | {_cell(vs_twin)} | {_cell(ratios(rr, runs))} | {_cell(ratios_max(rr, runs))} "
+            f"| {s['goodput']:.0f} | {s['overload']:.2%} | {s['p99_ms']:.0f} | {s['limit_mean']:.1f} "
+            f"| {s['cpu_ms']:.2f} | {s['loop_lag_ms']:.1f} | {s['loop_pause_ms']:.1f} "
+            f"| {s['gc_ms_per_s']:.1f} | {s['connections']} |"
         )
     return "\n".join(lines)
 
 
-def summary_table(results: list[RowResult], names: list[str]) -> str:
+def summary_table(results: list[RowResult], names: list[str], *, held_out: bool) -> str:
+    """One cell per row and contender: median (worst) vs the twin, or vs the best fixed limit."""
+    if held_out:
+        names = [n for n in names if not (results and n == (results[0].twins[:1] or [None])[0])]
     lines = [
-        "| upstream | best fixed | " + " | ".join(names) + " |",
-        "| --- | ---: | " + " | ".join("---:" for _ in names) + " |",
+        "| upstream | best fixed | load | " + " | ".join(names) + " |",
+        "| --- | ---: | ---: | " + " | ".join("---:" for _ in names) + " |",
     ]
     for rr in results:
-        cells = []
-        for name in names:
-            rs = ratios(rr, rr.entries[name])
-            cells.append(f"{statistics.median(rs):.2f} ({min(rs):.2f})")
-        lines.append(f"| {rr.row.title} | {rr.best_fixed} | " + " | ".join(cells) + " |")
+        cells = [
+            _cell(ratios_twin(rr, rr.entries[n]) if held_out else ratios(rr, rr.entries[n])) for n in names
+        ]
+        load = f"{rr.load_average[0]:.1f}-{rr.load_average[1]:.1f}"
+        lines.append(f"| {rr.row.title} | {rr.best_fixed} | {load} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -759,8 +943,8 @@ def plot(results: list[RowResult], folder: pathlib.Path, warmup_s: float) -> Non
                 )
             ax.axhline(rr.best_fixed, color="black", linestyle=":", linewidth=1)
             ax.axvline(warmup_s, color="grey", linewidth=0.5)
-            ratio = statistics.median(ratios(rr, rr.entries[name]))
-            ax.set_title(f"{name}: {ratio:.2f} of best fixed", fontsize=8)
+            shown, of = headline(rr, name)
+            ax.set_title(f"{name}: {statistics.median(shown):.2f} of {of}", fontsize=8)
             ax.set_ylim(0, top)
             ax.tick_params(labelsize=7)
         for ax in axes.flat[len(names) :]:
@@ -789,9 +973,28 @@ def to_json(results: list[RowResult]) -> list[dict[str, Any]]:
             "p99_ms": r.p99_ms,
             "limit_mean": r.limit_mean,
             "cpu_ms_per_response": r.cpu_ms_per_response,
+            "loop_lag_ms": r.loop_lag_ms,
+            "loop_pause_ms": r.loop_pause_ms,
+            "probe_late_p50_ms": r.probe_late_p50_ms,
+            "probe_late_p99_ms": r.probe_late_p99_ms,
+            "gc_ms_per_s": r.gc_ms_per_s,
+            "gc_max_ms": r.gc_max_ms,
             "peak_connections": r.peak_connections,
+            "phase": r.phase,
+            "rep": r.rep,
+            "position": r.position,
+            "previous": r.previous,
+            "ok_bins": r.ok_bins,
             "trace": r.trace,
             "decisions": r.decisions,
+            "windows": r.windows,
+        }
+
+    def row_ratios(rr: RowResult, runs: list[RunResult]) -> dict[str, list[float] | None]:
+        return {
+            "vs_twin": ratios_twin(rr, runs),
+            "vs_best_fixed": ratios(rr, runs),
+            "vs_sweep_max": ratios_max(rr, runs),
         }
 
     return [
@@ -799,8 +1002,26 @@ def to_json(results: list[RowResult]) -> list[dict[str, Any]]:
             "row": rr.row.key,
             "title": rr.row.title,
             "best_fixed": rr.best_fixed,
+            "twins": rr.twins,
+            "load_average": list(rr.load_average),
+            "bin_s": BIN_S,
+            "window_fields": [
+                "t_s",
+                "old_limit",
+                "new_limit",
+                "reason",
+                "p50_ms",
+                "loop_lag_ms",
+                "loop_pause_ms",
+                "count",
+                "limit_bound",
+            ],
             "fixed": {str(c): [run(r) for r in runs] for c, runs in rr.fixed.items()},
             "entries": {name: [run(r) for r in runs] for name, runs in rr.entries.items()},
+            "ratios": {
+                name: row_ratios(rr, runs)
+                for name, runs in [*((f"fixed {c}", v) for c, v in rr.fixed.items()), *rr.entries.items()]
+            },
         }
         for rr in results
     ]
@@ -821,6 +1042,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--policy", action="append", default=[], metavar="[NAME=]module:callable")
     parser.add_argument("--pool-compare", action="store_true", help="add 'default, pool not trimmed'")
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument(
+        "--twins",
+        type=int,
+        default=1,
+        help="copies of Fixed(best) run among the policies once the sweep has chosen best (default 1; "
+        "0: none, and no 'vs twin' ratio; 2: a second copy half a cycle away, for the noise floor)",
+    )
+    parser.add_argument(
+        "--order",
+        choices=("rotate", "fixed"),
+        default="rotate",
+        help="each repetition's running order: rotated by len/reps places per repetition (default), "
+        "or the same every time",
+    )
     parser.add_argument(
         "--duration-s", type=float, default=None, help="seconds per run (default 3, --quick 2)"
     )
@@ -843,6 +1078,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("need 0 <= --warmup-s < --duration-s")
     if args.reps < 1:
         parser.error("--reps must be at least 1")
+    if args.twins < 0:
+        parser.error("--twins must be at least 0")
     return args
 
 
@@ -884,11 +1121,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     if os.environ.get("AIOGOVERNOR_PROFILE"):
         print(f"note: $AIOGOVERNOR_PROFILE={os.environ['AIOGOVERNOR_PROFILE']} sets 'default'")
-    runs = sum(len(r.sweep) + len(entries) for r in rows) * args.reps
+    runs = sum(len(r.sweep) + len(entries) + args.twins for r in rows) * args.reps
     print(
-        f"{len(rows)} rows x ({len(entries)} contenders + sweep) x {args.reps} reps = {runs} runs of "
-        f"{args.duration_s:g} s (~{runs * (args.duration_s + 0.4) / 60:.0f} min); {CALLERS} callers; "
-        f"contenders: {', '.join(e.name for e in entries)}",
+        f"{len(rows)} rows x ({len(entries)} contenders + {args.twins} twin(s) + sweep) x {args.reps} reps "
+        f"= {runs} runs of {args.duration_s:g} s (~{runs * (args.duration_s + 0.4) / 60:.0f} min); "
+        f"{CALLERS} callers; order {args.order}; contenders: {', '.join(e.name for e in entries)}; "
+        f"load average {os.getloadavg()[0]:.1f}",
         flush=True,
     )
     started = time.monotonic()
@@ -906,7 +1144,13 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.reps} reps of {args.duration_s:g} s ({args.warmup_s:g} s warm-up), {CALLERS} callers\n"
     )
     if results:
-        print(summary_table(results, [e.name for e in entries]))
+        names = [*twin_names(args.twins), *(e.name for e in entries)]
+        if args.twins:
+            print("Vs twin (held out): goodput over the twin's, Fixed(best), in the same repetition")
+            print(summary_table(results, names, held_out=True))
+            print()
+        print("Vs best fixed: goodput over the best fixed limit's in the sweep's same repetition")
+        print(summary_table(results, names, held_out=False))
         print()
         for rr in results:
             print(row_table(rr))
