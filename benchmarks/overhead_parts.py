@@ -35,7 +35,7 @@ EDITS: dict[str, list[tuple[str, str, str]]] = {
         ("__aexit__", "now = self._time()", "now = 0.0"),
     ],
     "permit reused (no allocation)": [
-        ("__aenter__", "permit: Permit = _new_object(Permit)", "permit = self._spare"),
+        ("__aenter__", "permit: Permit = Permit()", "permit = self._spare"),
         ("__aenter__", "permit._gate = self", "pass"),
     ],
     "no sample recorded (no latency appended, so no window closes)": [
