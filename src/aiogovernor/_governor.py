@@ -854,11 +854,16 @@ class Governor:
                 RuntimeWarning,
                 stacklevel=3,
             )
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            await self._wait_anyio(timeout_s)
-            return
+        loop = self._clock_owner
+        if not (isinstance(loop, asyncio.AbstractEventLoop) and loop.is_running()):
+            # Asked only when the loop whose clock is bound does not run: on Python 3.11,
+            # asyncio.get_running_loop() makes a getpid() call (a gate is used by one
+            # thread's loop at a time, so the bound loop, while it runs, is that loop).
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                await self._wait_anyio(timeout_s)
+                return
         # The future itself is the place in the queue: granting sets its result.
         fut: asyncio.Future[None] = loop.create_future()
         self._waiters[fut] = None
