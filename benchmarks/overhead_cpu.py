@@ -6,10 +6,14 @@ compared on a shared machine. Interleaved rounds, one ratio per round; prints th
 worst and best ratio to asyncio.Semaphore.
 
     .venv/bin/python benchmarks/overhead_cpu.py [--ops 100000] [--rounds 15] [--contended]
-        [--baseline OTHER_TREE/src]
+        [--baseline OTHER_TREE/src] [--context-vars N]
 
 ``--contended`` adds a hand-off ratio: 200 tasks through a limit of 10, each entering
 20 times and yielding once to the loop inside.
+
+``--context-vars N`` sets N other context variables first (an application's tracing or logging
+context, say): the gate writes a context variable per block, and what a write costs grows with
+what the context holds.
 
 ``--baseline`` compares two trees in one run: this tree's ``src`` and another's (a checkout
 of the commit before a change, say) each run in a process of their own, and the two
@@ -29,6 +33,7 @@ import subprocess
 import sys
 import time
 from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +88,15 @@ def report(name: str, ratios: list[float], handoff: list[float], rounds: int, op
         )
 
 
+def fill_context(n: int) -> None:
+    """Set ``n`` context variables in the current context (the task's, for every round)."""
+    for i in range(n):
+        ContextVar(f"other_{i}").set(i)
+
+
 async def serve(args: argparse.Namespace) -> None:
     """Run one round per line read from stdin; answer each with a JSON line of its ratios."""
+    fill_context(args.context_vars)
     loop = asyncio.get_running_loop()
     print(json.dumps({"label": label()}), flush=True)
     while await loop.run_in_executor(None, sys.stdin.readline):
@@ -105,7 +117,15 @@ def compare(args: argparse.Namespace) -> None:
     """This tree and ``--baseline`` in two processes that take turns, one round each."""
     here = Path(__file__).resolve().parent.parent / "src"
     trees = {"this tree": here, "baseline": Path(args.baseline).resolve()}
-    command = [sys.executable, __file__, "--serve", "--ops", str(args.ops)]
+    command = [
+        sys.executable,
+        __file__,
+        "--serve",
+        "--ops",
+        str(args.ops),
+        "--context-vars",
+        str(args.context_vars),
+    ]
     if args.contended:
         command.append("--contended")
     procs: dict[str, subprocess.Popen[str]] = {}
@@ -135,6 +155,7 @@ def compare(args: argparse.Namespace) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
+    fill_context(args.context_vars)
     ratios = []
     handoff = []
     for _ in range(args.rounds):
@@ -152,6 +173,7 @@ if __name__ == "__main__":
     parser.add_argument("--ops", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--contended", action="store_true")
+    parser.add_argument("--context-vars", type=int, default=0, help="other context variables set first")
     parser.add_argument("--baseline", help="another tree's src folder, measured in turns with this one")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()

@@ -18,6 +18,8 @@ import logging
 import math
 from collections.abc import AsyncGenerator, AsyncIterator
 
+import anyio
+import anyio.lowlevel
 import pytest
 import trio
 import trio.testing
@@ -100,6 +102,36 @@ def test_asyncio_then_trio_then_asyncio() -> None:
     trio.run(starts_afresh, gov, clock=trio.testing.MockClock(autojump_threshold=0))
     run_virtual(leave_a_pause_and_a_timer(gov), start=5.0)
     run_virtual(starts_afresh(gov), start=0.0)
+
+
+async def queue_behind_one(gov: Governor) -> None:
+    """A caller queues for the only permit, on whatever loop runs, and gets it when it is given back."""
+    held = anyio.Event()
+
+    async def enter() -> None:
+        await held.wait()
+        async with gov:
+            pass
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(enter)  # started outside the block: its context holds no permit
+        async with gov:  # the fast path: on a stock asyncio loop, it binds no clock
+            held.set()
+            for _ in range(100):
+                if gov.waiting:
+                    break
+                await anyio.lowlevel.checkpoint()
+            assert gov.waiting == 1
+    assert gov.inflight == 0 and gov.waiting == 0
+
+
+def test_a_caller_queues_on_the_loop_that_runs_not_the_one_whose_clock_was_bound() -> None:
+    # A queued caller takes the bound loop while that loop runs (no getpid() call), and asks
+    # for the running loop otherwise: a future of a finished loop would never be woken here.
+    gov = Governor("queues", Fixed(1), store=None)
+    for backend in ("asyncio", "trio", "asyncio", "asyncio"):
+        anyio.run(queue_behind_one, gov, backend=backend)
+    assert gov.stats().counts["ok"] == 8
 
 
 def test_max_pause_bounds_the_wait_in_the_clock_of_the_wait() -> None:

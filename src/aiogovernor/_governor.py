@@ -114,8 +114,12 @@ class Permit(PermitMarks):
     ``ok``. The marks are shared with the thread gate's permit.
     """
 
-    # Made only by the governor (`_grant_permit`, and written out in `Governor.__aenter__`).
+    # Made only by the governor (`_grant_permit`, and written out in `Governor.__aenter__`),
+    # field by field after ``Permit()``: with object's own ``__init__``, the call runs no
+    # Python frame, and costs less than ``object.__new__(Permit)`` (whose wrapper packs its
+    # arguments into tuples).
     __slots__ = ("_token",)
+    __init__ = object.__init__
     _gate: Governor
     # The context variable's token for permits entered with `async with`; None for
     # permits from acquire() and try_acquire().
@@ -127,12 +131,9 @@ class Permit(PermitMarks):
         return self._gate
 
 
-_new_object = object.__new__
-
-
 def _grant_permit(governor: Governor, start: float) -> Permit:
     """A permit of ``governor`` granted at ``start``, for a holder that releases it by hand."""
-    permit: Permit = _new_object(Permit)
+    permit: Permit = Permit()
     permit._gate = governor
     permit._start = start
     permit._generation = governor._generation
@@ -664,7 +665,7 @@ class Governor:
             self._peak_inflight = inflight
         if self._rebind and not self._clock_bound():
             self._bind_clock()
-        permit: Permit = _new_object(Permit)
+        permit: Permit = Permit()
         permit._gate = self
         permit._start = self._time()
         permit._generation = self._generation
@@ -853,11 +854,16 @@ class Governor:
                 RuntimeWarning,
                 stacklevel=3,
             )
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            await self._wait_anyio(timeout_s)
-            return
+        loop = self._clock_owner
+        if not (isinstance(loop, asyncio.AbstractEventLoop) and loop.is_running()):
+            # Asked only when the loop whose clock is bound does not run: on Python 3.11,
+            # asyncio.get_running_loop() makes a getpid() call (a gate is used by one
+            # thread's loop at a time, so the bound loop, while it runs, is that loop).
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                await self._wait_anyio(timeout_s)
+                return
         # The future itself is the place in the queue: granting sets its result.
         fut: asyncio.Future[None] = loop.create_future()
         self._waiters[fut] = None
