@@ -13,9 +13,12 @@ and prints medians, ratios and a markdown table::
    governor fixed at 100.
 2. Peak traced memory (tracemalloc) while streaming ``--stream-items`` items
    from a generator through `governed_imap`, beside ``asyncio.gather`` over a
-   task per item (measured on ``--gather-items`` items: it keeps them all).
+   task per item (measured on ``--gather-items`` items: it keeps them all);
+   and `governed_map` keeping ``--gather-items`` results beside the bare pool
+   filling a list, after one small map (modules loaded on first use not counted).
 3. CPU time per call that suspends once (``--cpu-items`` calls, limit 100),
-   relative to the bare pool of 100 workers: the pool under the governor,
+   relative to the bare pool of 100 workers (run just before each contender,
+   so that each ratio is of two runs side by side): the pool under the governor,
    the bare pool started through an anyio task group, `governed_map`, and
    `governed_map` whose windows never close during the run (each call still
    sampled: the difference is what closing a window every 1 000 samples costs);
@@ -32,16 +35,32 @@ and prints medians, ratios and a markdown table::
    out by replacing the gate's renewal (`Governor._renew`, which records a
    kept permit's sample): not at all, reading the clock only, and recording
    the sample without ever closing a window. Not a usable map: a breakdown.
+
+``--limit`` sets the limit of parts 1 to 3 (100 by default; say ``--limit 1000
+--cpu-items 10000`` for a map whose start, a worker per permit, weighs more).
+
+``--baseline OTHER_TREE/src`` (with ``--only cpu``) compares two trees in one run:
+this tree's ``src`` and another's (a checkout of the commit before a change) each
+run part 3 in a process of their own, and the two processes take turns, one
+round each, the first of each pair alternating; each ratio is still taken inside
+one process (the contender against the bare pool, same round)::
+
+    python benchmarks/map.py --only cpu --rounds 15 --baseline ../before/src
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiometer
@@ -130,9 +149,9 @@ async def governed_no_windows(n: int) -> list[int]:
 CONTENDERS: dict[str, Callable[[int], Awaitable[list[int]]]] = {
     "asyncio.Semaphore + TaskGroup (task per item)": task_per_item,
     "aiometer.amap": aiometer_amap,
-    "fixed pool of 100 workers (floor)": fixed_pool,
+    "fixed pool of workers (floor)": fixed_pool,
     "fixed pool, each call under the governor": gated_pool,
-    "governed_map (Fixed(100))": governed,
+    "governed_map (Fixed)": governed,
 }
 
 
@@ -211,9 +230,11 @@ def cpu_per_item_us(
 
 
 def main() -> None:
+    global LIMIT
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--limit", type=int, default=LIMIT, help="the limit of parts 1 to 3")
     parser.add_argument("--stream-items", type=int, default=1_000_000)
     parser.add_argument("--gather-items", type=int, default=100_000)
     parser.add_argument("--cpu-items", type=int, default=20_000)
@@ -224,7 +245,18 @@ def main() -> None:
         choices=("throughput", "memory", "cpu", "backpressure", "breakdown"),
         help="run one of the parts (breakdown runs only when asked)",
     )
+    parser.add_argument("--baseline", help="another tree's src folder, measured in turns with this one")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    LIMIT = args.limit
+    if args.serve:
+        serve(args)
+        return
+    if args.baseline:
+        if args.only != "cpu":
+            parser.error("--baseline compares part 3 only: say --only cpu")
+        compare(args)
+        return
     if args.only in (None, "throughput"):
         throughput(args)
     if args.only in (None, "memory"):
@@ -246,7 +278,7 @@ def throughput(args: argparse.Namespace) -> None:
             for name, fn in CONTENDERS.items():
                 times[name].append(time_one(fn, args.items))
         med = {name: statistics.median(ts) for name, ts in times.items()}
-        ours = med["governed_map (Fixed(100))"]
+        ours = med["governed_map (Fixed)"]
         print(f"\n{args.items:,} coroutines {label}, limit {LIMIT}, median of {args.rounds} rounds\n")
         print("| contender | median | worst | its time / governed_map's (median) |")
         print("| --- | --- | --- | --- |")
@@ -269,33 +301,93 @@ async def anyio_pool(n: int) -> list[int]:
     return results
 
 
-def cpu_per_call(args: argparse.Namespace) -> None:
+CPU_CONTENDERS: dict[str, Callable[[int], Awaitable[list[int]]]] = {
+    "fixed pool, each call under the governor": gated_pool,
+    "fixed pool started by an anyio task group": anyio_pool,
+    "governed_map (Fixed)": governed,
+    "governed_map, no window closing during the run": governed_no_windows,
+}
+
+
+def cpu_round(items: int) -> dict[str, float]:
+    """One round of part 3: each contender's CPU time over the bare pool's, run just before it."""
     global work
     work = yields
-    others = {
-        "fixed pool, each call under the governor": gated_pool,
-        "fixed pool started by an anyio task group": anyio_pool,
-        "governed_map (Fixed(100))": governed,
-        "governed_map, no window closing during the run": governed_no_windows,
-    }
-    ratios: dict[str, list[float]] = {name: [] for name in others}
-    for _ in range(args.rounds):
-        start = time.process_time()
-        asyncio.run(fixed_pool(args.cpu_items))
-        floor = time.process_time() - start
-        for name, fn in others.items():
+    ratios: dict[str, float] = {}
+    try:
+        for name, fn in CPU_CONTENDERS.items():
             start = time.process_time()
-            asyncio.run(fn(args.cpu_items))
-            ratios[name].append((time.process_time() - start) / floor)
-    work = instant
-    print(
-        f"\nCPU time per call that suspends once, {args.cpu_items:,} calls, limit {LIMIT}: "
-        f"relative to the bare pool of {LIMIT} workers, median (worst) of {args.rounds} rounds\n"
-    )
+            asyncio.run(fixed_pool(items))
+            floor = time.process_time() - start
+            start = time.process_time()
+            asyncio.run(fn(items))
+            ratios[name] = (time.process_time() - start) / floor
+    finally:
+        work = instant
+    return ratios
+
+
+def cpu_table(results: dict[str, list[float]]) -> None:
     print("| contender | its CPU time / the bare pool's |")
     print("| --- | --- |")
-    for name, rs in ratios.items():
+    for name, rs in results.items():
         print(f"| {name} | {statistics.median(rs):.2f}× ({max(rs):.2f}×) |")
+
+
+def cpu_title(args: argparse.Namespace) -> str:
+    return (
+        f"CPU time per call that suspends once, {args.cpu_items:,} calls, limit {LIMIT}: "
+        f"relative to the bare pool of {LIMIT} workers, median (worst) of {args.rounds} rounds"
+    )
+
+
+def cpu_per_call(args: argparse.Namespace) -> None:
+    ratios: dict[str, list[float]] = {name: [] for name in CPU_CONTENDERS}
+    for _ in range(args.rounds):
+        for name, ratio in cpu_round(args.cpu_items).items():
+            ratios[name].append(ratio)
+    print(f"\n{cpu_title(args)}\n")
+    cpu_table(ratios)
+
+
+def serve(args: argparse.Namespace) -> None:
+    """Run one round of part 3 per line read from stdin; answer each with a JSON line of its ratios."""
+    while sys.stdin.readline():
+        print(json.dumps(cpu_round(args.cpu_items)), flush=True)
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Part 3 for this tree and ``--baseline``, in two processes that take turns, one round each."""
+    here = Path(__file__).resolve().parent.parent / "src"
+    trees = {"this tree": here, "baseline": Path(args.baseline).resolve()}
+    command = [sys.executable, __file__, "--serve", "--cpu-items", str(args.cpu_items), "--limit", str(LIMIT)]
+    procs: dict[str, subprocess.Popen[str]] = {}
+    for name, src in trees.items():
+        env = {**os.environ, "PYTHONPATH": str(src)}
+        procs[name] = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+    results: dict[str, dict[str, list[float]]] = {name: {c: [] for c in CPU_CONTENDERS} for name in trees}
+    try:
+        order = list(trees)
+        for i in range(args.rounds):
+            for name in order if i % 2 == 0 else order[::-1]:
+                proc = procs[name]
+                assert proc.stdin is not None and proc.stdout is not None
+                proc.stdin.write("round\n")
+                proc.stdin.flush()
+                for contender, ratio in json.loads(proc.stdout.readline()).items():
+                    results[name][contender].append(ratio)
+    finally:
+        for proc in procs.values():
+            assert proc.stdin is not None
+            proc.stdin.close()
+            proc.wait(timeout=60)
+    print(f"\n{cpu_title(args)}, the two trees taking turns\n")
+    for name, src in trees.items():
+        print(f"{name} ({src}):\n")
+        cpu_table(results[name])
+        print()
 
 
 def breakdown(args: argparse.Namespace) -> None:
@@ -358,6 +450,10 @@ def breakdown(args: argparse.Namespace) -> None:
 def memory(args: argparse.Namespace) -> None:
     global work
     work = yields
+    # One small map first: the modules `governed_map` loads on first use (anyio's backend,
+    # progress, the lag probe) are the process's, once, not the map's; traced, they added
+    # about 0.8 MB to the first map measured.
+    asyncio.run(governed(100))
     map_mb = peak_mb(lambda n: _count(governed(n)), args.gather_items)
     pool_mb = peak_mb(lambda n: _count(fixed_pool(n)), args.gather_items)
     work = instant

@@ -115,3 +115,40 @@ async def test_a_list_that_grows_or_shrinks_while_mapped_gets_one_result_per_ite
 
     got = await governed_map(shrink, items, governor=Governor("t", Fixed(3), store=None))
     assert got == items == list(range(6))
+
+
+def test_a_kept_permit_is_sampled_unit_by_unit_with_its_size_and_goes_back_when_someone_waits() -> None:
+    # The renewal a map's worker makes after each call: the common case records the sample in
+    # line; a unit that said its size and a caller queued for a permit take the other paths.
+    from aiogovernor import WindowConfig
+    from aiogovernor.sim import run_virtual
+
+    window = WindowConfig(max_samples=10**6, min_duration_s=10**6)  # no window closes here
+    gov = Governor("kept", Fixed(1), store=None, window=window)
+    served: list[float] = []
+
+    async def outsider() -> None:
+        await anyio.sleep(3.5)  # started before the permit was taken: its context holds none
+        async with gov:
+            served.append(anyio.current_time())
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(outsider)
+            async with gov as permit:
+                await anyio.sleep(1.0)
+                assert gov._renew(permit)  # kept: one ok sample of 1 s
+                permit.size = 4
+                await anyio.sleep(2.0)
+                assert gov._renew(permit)  # kept: its size recorded, the next unit's is 1 again
+                assert permit.size == 1 and gov.inflight == 1
+                await anyio.sleep(1.0)
+                assert gov.waiting == 1
+                assert not gov._renew(permit)  # given back, to the caller queued
+                assert gov.inflight == 1  # the outsider's
+        assert served == [4.0]
+        assert gov._ok_latencies == [1.0, 2.0, 1.0, 0.0]
+        assert gov._feedback._agg._sized == [(2.0, 4.0)]
+        assert gov.inflight == 0
+
+    run_virtual(main())

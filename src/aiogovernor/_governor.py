@@ -993,34 +993,63 @@ class Governor:
         now (start, generation). Otherwise, or when the window this sample closes
         lowers the limit below the permits held, the permit is released.
 
+        This runs once per unit of work, so the common case (a plain sample, no window due)
+        is all it does in line; the rest is in `_renew_other` and `_renew_due`.
+
         Returns:
             Whether the permit was kept (else it is released).
         """
-        if self._waiters or self._slow or self._inflight > self._limit or permit._released:
+        if (
+            self._waiters
+            or self._slow
+            or self._inflight > self._limit
+            or permit._released
+            or permit._size != 1.0
+        ):
+            return self._renew_other(permit)
+        now = self._time()  # bound when the permit was granted, in this same task
+        lat = self._ok_latencies
+        lat.append(now - permit._start)
+        if now >= self._close_at or len(lat) >= self._max_samples:
+            return self._renew_due(permit, now)
+        permit._start = now
+        permit._generation = self._generation
+        return True
+
+    def _renew_other(self, permit: Permit) -> bool:
+        """`_renew` when the permit cannot be kept as it is, or its unit said its size."""
+        if permit._released:
             # A permit its holder gave back by hand (an attempt loop that waited out a
             # backoff holding none) is neither released twice nor kept.
-            if not permit._released:
-                self._release(permit, _OK)
             return False
-        now = self._time()  # bound when the permit was granted, in this same task
-        start = permit._start
+        if self._waiters or self._slow or self._inflight > self._limit:
+            self._release(permit, _OK)
+            return False
+        now = self._time()
+        latency = now - permit._start
         lat = self._ok_latencies
-        lat.append(now - start)
-        if permit._size != 1.0:
-            self._feedback.record_size(now - start, permit._size)
-            permit._size = 1.0  # the next unit of work says its own size
+        lat.append(latency)
+        self._feedback.record_size(latency, permit._size)
+        permit._size = 1.0  # the next unit of work says its own size
         if now >= self._close_at or len(lat) >= self._max_samples:
-            self._window_check(now, start)
-            if self._inflight > self._limit:
-                # The decision lowered the limit: this permit goes back (its sample is in).
-                permit._released = True
-                permit._outcome = _OK
-                self._inflight -= 1
-                if permit._token is not None:  # an `async with` block's: it still has to exit
-                    self._spare_blocks += 1
-                if self._waiters:
-                    self._dispatch()
-                return False
+            return self._renew_due(permit, now)
+        permit._start = now
+        permit._generation = self._generation
+        return True
+
+    def _renew_due(self, permit: Permit, now: float) -> bool:
+        """`_renew` once its sample (recorded) may close the window: close it if it is due."""
+        self._window_check(now, permit._start)
+        if self._inflight > self._limit:
+            # The decision lowered the limit: this permit goes back (its sample is in).
+            permit._released = True
+            permit._outcome = _OK
+            self._inflight -= 1
+            if permit._token is not None:  # an `async with` block's: it still has to exit
+                self._spare_blocks += 1
+            if self._waiters:
+                self._dispatch()
+            return False
         permit._start = now
         permit._generation = self._generation
         return True

@@ -229,6 +229,10 @@ class _Pool:
         self._scopes: set[anyio.CancelScope] = set()  # each worker's, cancelled with the pool
         self._worker_fn: Callable[[], Coroutine[Any, Any, None]] = self._worker
         self.scope = anyio.CancelScope()
+        # Each worker's scope is made by the running backend's own class, looked up once
+        # here: `anyio.CancelScope()` asks which event loop runs for every one.
+        self._new_scope: Callable[[], anyio.CancelScope] = type(self.scope)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- running ---------------------------------------------------------
 
@@ -280,6 +284,7 @@ class _Pool:
         pool and is raised in a group, as the task group raised it.
         """
         self._all_done = loop.create_future()
+        self._loop = loop
         self._start = self._start_task
         self._spawn(start)
         try:
@@ -289,7 +294,8 @@ class _Pool:
                 await self._stop_tasks(loop)
 
     def _start_task(self, worker: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        task = asyncio.get_running_loop().create_task(worker())
+        assert self._loop is not None
+        task = self._loop.create_task(worker())
         if not task.done():  # an eager task factory may have run it to its end already
             self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -313,9 +319,7 @@ class _Pool:
 
     def _enlist(self) -> anyio.CancelScope:
         """The scope a new worker runs in: cancelled with the pool (at once, if it already is)."""
-        import anyio  # loaded on first use, as above
-
-        scope = anyio.CancelScope()
+        scope = self._new_scope()
         if self.scope.cancel_called:
             scope.cancel()
         self._scopes.add(scope)
@@ -338,12 +342,17 @@ class _Pool:
             raise cancelled
 
     def _spawn(self, n: int) -> None:
+        # Started from inside a worker's permit block: the new tasks must not inherit it
+        # (one context without it for all of them; each task still takes its own copy).
+        run_without_permit(self._start_workers, n)
+
+    def _start_workers(self, n: int) -> None:
         start = self._start
         assert start is not None
+        worker = self._worker_fn
         for _ in range(n):
             self._workers += 1
-            # Started from inside a worker's permit block: the new task must not inherit it.
-            run_without_permit(start, self._worker_fn)
+            start(worker)
 
     def _room_limit(self) -> int:
         """Units that may be pulled but not consumed now (only asked when ``capacity`` is set)."""
