@@ -103,6 +103,32 @@ def test_a_step_into_the_wall_is_undone_in_one_cut() -> None:
     assert limits[touches[1]] == 17, limits
 
 
+@pytest.mark.parametrize("wall", [15, 16])
+def test_a_step_into_the_wall_probed_every_limit_it_went_past(wall: int) -> None:
+    # From 4, growth doubles after five clean windows: 9, 11, 15, then 20, past the wall.
+    limits = _against(_policy(initial_limit=4), [wall] * 40)
+    touches = _probes(limits, wall)
+    assert limits[touches[0]] == 20, limits
+    # Back to 15, the limit climbs by one and touches the wall again within two windows:
+    # a limit that the step to 20 went past already, so that is the same wall refusing a
+    # second time, and the next probe waits the doubled interval (5 windows, then 10),
+    # as a refused probe's would; before, it was taken for a new wall, probed at the first pace.
+    assert touches[1] - touches[0] <= 3, limits
+    assert limits[touches[1]] == wall + 1, limits
+    assert touches[2] - touches[1] == 2 * 5 + 1, limits
+
+
+def test_a_clean_window_above_the_refused_step_forgets_it() -> None:
+    p = _policy(initial_limit=4)
+    _against(p, [15] * 9)  # the step to 20 refused: back to 15
+    # The wall moved to 22: 16 ... 20 run clean, past the whole refused step, and the
+    # refusal at 23 is a new wall, probed at the first pace (not after the doubled wait).
+    limits = _against(p, [22] * 30)
+    touches = _probes(limits, 22)
+    assert limits[: touches[0]] == list(range(15, 22)), limits
+    assert touches[1] - touches[0] <= 5 + 2, limits
+
+
 @pytest.mark.anyio
 async def test_permits_handed_over_before_a_decrease_are_of_that_congestion_event() -> None:
     """A refusal handled between a hand-off and the waiters' turn cuts the limit once, not once per waiter.
