@@ -12,8 +12,10 @@ from __future__ import annotations
 import functools
 import itertools
 
+import anyio
 import pytest
 
+from aiogovernor import AIMD, Decision, Governor, Outcome, Permit, WindowConfig
 from aiogovernor.limits import LatencyAIMD, LatencyBaseline
 from aiogovernor.sim import (
     Client,
@@ -24,7 +26,9 @@ from aiogovernor.sim import (
     run_scenario,
     standard_scenarios,
 )
-from aiogovernor.testing import window
+from aiogovernor.testing import wait_until, window
+
+ONE_SAMPLE_WINDOWS = WindowConfig(min_samples=1, min_duration_s=0.0, latency_multiple=0.0)
 
 
 def _policy(initial_limit: int = 16, **kwargs: object) -> LatencyAIMD:
@@ -97,6 +101,99 @@ def test_a_step_into_the_wall_is_undone_in_one_cut() -> None:
     assert limits[touches[0] + 1] <= 16, limits
     # From there additive growth finds the wall itself: the next touch is one past it.
     assert limits[touches[1]] == 17, limits
+
+
+@pytest.mark.parametrize("wall", [15, 16])
+def test_a_step_into_the_wall_probed_every_limit_it_went_past(wall: int) -> None:
+    # From 4, growth doubles after five clean windows: 9, 11, 15, then 20, past the wall.
+    limits = _against(_policy(initial_limit=4), [wall] * 40)
+    touches = _probes(limits, wall)
+    assert limits[touches[0]] == 20, limits
+    # Back to 15, the limit climbs by one and touches the wall again within two windows:
+    # a limit that the step to 20 went past already, so that is the same wall refusing a
+    # second time, and the next probe waits the doubled interval (5 windows, then 10),
+    # as a refused probe's would; before, it was taken for a new wall, probed at the first pace.
+    assert touches[1] - touches[0] <= 3, limits
+    assert limits[touches[1]] == wall + 1, limits
+    assert touches[2] - touches[1] == 2 * 5 + 1, limits
+
+
+def test_a_clean_window_above_the_refused_step_forgets_it() -> None:
+    p = _policy(initial_limit=4)
+    _against(p, [15] * 9)  # the step to 20 refused: back to 15
+    # The wall moved to 22: 16 ... 20 run clean, past the whole refused step, and the
+    # refusal at 23 is a new wall, probed at the first pace (not after the doubled wait).
+    limits = _against(p, [22] * 30)
+    touches = _probes(limits, 22)
+    assert limits[: touches[0]] == list(range(15, 22)), limits
+    assert touches[1] - touches[0] <= 5 + 2, limits
+
+
+@pytest.mark.anyio
+async def test_permits_handed_over_before_a_decrease_are_of_that_congestion_event() -> None:
+    """A refusal handled between a hand-off and the waiters' turn cuts the limit once, not once per waiter.
+
+    Raising the limit hands permits to waiters at once, but their tasks run later; an
+    upstream that refuses without any I/O (or a refusal handled first in the same turn of
+    the loop) lowers the limit in between. The work those permits admit was admitted under
+    the old limit: its refusals are stale, as the thread gate (which makes the permit at the
+    hand-off) already had it. Before, each such permit read the new generation when its task
+    ran, and a step of several permits into a wall cut the limit once per permit.
+    """
+    gov = Governor("handoff", AIMD(initial_limit=1, max_limit=10), store=None, window=ONE_SAMPLE_WINDOWS)
+    decreases: list[Decision] = []
+    gov.add_listener(lambda d: decreases.append(d) if d.new_limit < d.old_limit else None)
+    holder = await gov.acquire()
+    refused = 0
+
+    async def waiter() -> None:
+        nonlocal refused
+        permit: Permit = await gov.acquire()
+        permit.release(Outcome.OVERLOAD)  # the wall refuses it too
+        refused += 1
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(waiter)
+        await wait_until(lambda: gov.waiting == 3)
+        gov.reset_limit(4)  # hands a permit to each waiter; their tasks have not run yet
+        holder.release(Outcome.OVERLOAD)  # a fresh refusal first: one decrease
+    assert refused == 3
+    assert len(decreases) == 1, [d.reason for d in decreases]
+    assert gov.inflight == 0
+
+
+def test_a_step_into_a_wall_that_refuses_at_once_is_one_decrease() -> None:
+    """Closed loop: the simulated wall refuses without a wait, in the same turn as the hand-off.
+
+    The step from 15 to 20 (five permits past a wall at 15) is cut once, back to 15, and
+    the limit stays near the wall; before, each of the four other permits of that step cut
+    it again (15, 13.5, 12.2, 10.9, 9.8).
+    """
+    reasons: list[tuple[int, float, str]] = []
+
+    class Logged(LatencyAIMD):
+        def update(self, window):  # type: ignore[no-untyped-def]
+            adjustment = super().update(window)
+            reasons.append((window.limit, self.limit, adjustment.reason))
+            return adjustment
+
+    scenario = Scenario(
+        name="cold-wall",
+        upstream=lambda: WallUpstream(capacity=15, service_time_s=0.05, seed=3),
+        duration_s=3.0,
+        settle_s=0.8,
+        clients=(Client(callers=200),),
+        initial_limit=4,
+    )
+    r = run_scenario(scenario, Logged)
+    first = next(i for i, (limit, _, _) in enumerate(reasons) if limit > 15)
+    assert reasons[first][:2] == (20, 15.0), reasons[first : first + 6]
+    assert "from before the last decrease" in reasons[first + 1][2], reasons[first : first + 6]
+    # Only work admitted past the wall is refused, so no window at 15 or under ever cuts.
+    cuts_under_the_wall = [x for x in reasons if x[0] <= 15 and x[1] < x[0]]
+    assert not cuts_under_the_wall, reasons[first : first + 6]
+    assert r.mean_limit >= 14.5, r.summary()
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, "8"])

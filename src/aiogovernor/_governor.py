@@ -131,12 +131,15 @@ class Permit(PermitMarks):
         return self._gate
 
 
-def _grant_permit(governor: Governor, start: float) -> Permit:
-    """A permit of ``governor`` granted at ``start``, for a holder that releases it by hand."""
+def _grant_permit(governor: Governor, start: float, generation: int | None = None) -> Permit:
+    """A permit of ``governor`` granted at ``start``, for a holder that releases it by hand.
+
+    ``generation`` is the one it was handed over in (None: the governor's current one).
+    """
     permit: Permit = Permit()
     permit._gate = governor
     permit._start = start
-    permit._generation = governor._generation
+    permit._generation = governor._generation if generation is None else generation
     permit._outcome = None
     permit._released = False
     permit._size = 1.0
@@ -245,17 +248,18 @@ class _Queued(Protocol):
 
     def cancelled(self) -> bool: ...
 
-    def set_result(self, result: None, /) -> None: ...
+    def set_result(self, result: int, /) -> None: ...
 
 
 class _EventWaiter:
     """A queued caller on a loop other than asyncio's (trio): an anyio event behind a future's face."""
 
-    __slots__ = ("event", "granted")
+    __slots__ = ("event", "generation", "granted")
 
     def __init__(self, event: Any) -> None:
         self.event = event
         self.granted = False
+        self.generation = 0
 
     def done(self) -> bool:
         return self.granted  # a cancelled one has left the queue already
@@ -264,8 +268,9 @@ class _EventWaiter:
     def cancelled() -> bool:
         return False
 
-    def set_result(self, result: None, /) -> None:
+    def set_result(self, result: int, /) -> None:
         self.granted = True
+        self.generation = result
         self.event.set()
 
 
@@ -655,11 +660,13 @@ class Governor:
                 await self._load_state()
             # `_take_now`, written out: this is the contended hand-off's path.
             if self._waiters or self._inflight >= self._limit or (self._slow and not self._pass_time_gates()):
-                await self._wait(None)
+                generation = await self._wait(None)
             else:
                 self._inflight += 1
+                generation = self._generation
         else:
             self._inflight += 1
+            generation = self._generation
         inflight = self._inflight
         if inflight > self._peak_inflight:
             self._peak_inflight = inflight
@@ -668,7 +675,7 @@ class Governor:
         permit: Permit = Permit()
         permit._gate = self
         permit._start = self._time()
-        permit._generation = self._generation
+        permit._generation = generation
         permit._outcome = None
         permit._released = False
         permit._size = 1.0
@@ -769,7 +776,7 @@ class Governor:
                     await self._load_state()
                 timeout_s = max(0.0, deadline - anyio.current_time())
         if not self._take_now():
-            await self._wait(timeout_s)
+            return self._new_permit(await self._wait(timeout_s))
         return self._new_permit()
 
     def try_acquire(self) -> Permit | None:
@@ -785,14 +792,17 @@ class Governor:
         self._inflight += 1
         return True
 
-    def _new_permit(self) -> Permit:
-        """The permit just taken (by acquire or try_acquire), which its holder releases by hand."""
+    def _new_permit(self, generation: int | None = None) -> Permit:
+        """The permit just taken (by acquire or try_acquire), which its holder releases by hand.
+
+        A permit handed over from the queue carries the ``generation`` it was handed over in.
+        """
         inflight = self._inflight
         if inflight > self._peak_inflight:
             self._peak_inflight = inflight
         if not self._clock_bound():
             self._bind_clock()
-        return _grant_permit(self, self._time())
+        return _grant_permit(self, self._time(), generation)
 
     def _now(self) -> float:
         """The injected clock, or the running loop's time."""
@@ -842,7 +852,14 @@ class Governor:
         self._close_at = self._feedback.close_at
         self._refresh_slow()
 
-    async def _wait(self, timeout_s: float | None) -> None:
+    async def _wait(self, timeout_s: float | None) -> int:
+        """Queue for a permit; the generation it was handed over in.
+
+        That generation, not the one when the waiter's task runs again, is the permit's:
+        a decrease between the two (a refusal handled first in the same turn of the loop)
+        must not make the work it admitted before that decrease count as fresh, or one
+        congestion event would decrease the limit once per permit handed over with it.
+        """
         held = _get_permit()
         if held is not None and held._gate is self and not held._released and not self._warned_nested:
             # Checked only when about to queue, so the fast path pays nothing for it.
@@ -862,23 +879,21 @@ class Governor:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
-                await self._wait_anyio(timeout_s)
-                return
+                return await self._wait_anyio(timeout_s)
         # The future itself is the place in the queue: granting sets its result.
-        fut: asyncio.Future[None] = loop.create_future()
+        fut: asyncio.Future[int] = loop.create_future()
         self._waiters[fut] = None
         self._saw_waiters = True
         try:
             if timeout_s is None:
-                await fut
-            else:
-                async with asyncio.timeout(timeout_s):
-                    await fut
+                return await fut
+            async with asyncio.timeout(timeout_s):
+                return await fut
         except BaseException:
             self._leave_queue(fut)
             raise
 
-    async def _wait_anyio(self, timeout_s: float | None) -> None:
+    async def _wait_anyio(self, timeout_s: float | None) -> int:
         import anyio
 
         waiter = _EventWaiter(anyio.Event())
@@ -893,6 +908,7 @@ class Governor:
         except BaseException:
             self._leave_queue(waiter)
             raise
+        return waiter.generation
 
     def _leave_queue(self, waiter: _Queued) -> None:
         """A waiter gives up (cancelled, timed out): out of the queue, or its permit passed on."""
@@ -914,7 +930,7 @@ class Governor:
                 if self._slow:
                     self._gates.refund()  # the rate token was not used
                 continue
-            waiter.set_result(None)
+            waiter.set_result(self._generation)
             self._inflight += 1
 
     # -- time gates: pause and rate ceiling --------------------------------

@@ -50,7 +50,9 @@ class LatencyAIMD(BoundedPolicy):
     ceiling and brings the first pace back, so a capacity that grows is
     followed; so does a refusal at another limit (the wall moved). A
     refusal above the last limit that was not refused (a growth step into
-    the wall) cuts back to that limit when ``backoff_ratio`` would not.
+    the wall) cuts back to that limit when ``backoff_ratio`` would not, and
+    counts as a refused probe of every limit the step went past: the next
+    refusal at one of them is the same wall again.
 
     Three rules keep the real world's noise from reading as queueing: a deep
     latency cut stops at the *good floor*, the highest limit with a clean,
@@ -144,6 +146,7 @@ class LatencyAIMD(BoundedPolicy):
         "_probe_ok",
         "_probe_samples",
         "_probed",
+        "_probed_top",
         "_queue_allowance",
         "_quiet",
         "_restored",
@@ -222,6 +225,9 @@ class LatencyAIMD(BoundedPolicy):
         self._quiet = 0  # windows since the last decrease or probe
         self._wait = self._probe_interval  # clean windows below the ceiling before the next probe
         self._probed: float | None = None  # the ceiling the last probe went past, until it runs clean
+        # With `_probed`, the limits a refused step went past: a refusal at any of them is the
+        # same wall again (a step of several permits probes them all at once).
+        self._probed_top = 0.0
         self._clean_limit: float | None = None  # the gate's limit in the last limit-bound window unrefused
         self._clean = 0  # consecutive growing windows with latency at the baseline
         self._cooldown = False  # the window after a cut is not cut again for latency
@@ -355,10 +361,14 @@ class LatencyAIMD(BoundedPolicy):
         self._quiet += 1
         self._clean_limit = float(window.limit)
         if self._probed is not None and window.limit >= self._probed:
-            # A whole limit-bound window at the probed limit without a refusal: the wall has
-            # moved (or was a passing one), so the next ceiling is probed at the first pace.
-            self._probed = None
-            self._wait = self._probe_interval
+            if window.limit >= self._probed_top:
+                # A whole limit-bound window at the probed limit without a refusal: the wall
+                # has moved (or was a passing one), so the next ceiling is probed at the first pace.
+                self._probed = None
+                self._wait = self._probe_interval
+            else:
+                # Part of a refused step runs clean: the wall lies past this limit.
+                self._probed = window.limit + 1.0
         rising = ratio > 1.0 + self._tolerance / 2
         # Only a window that is clean beyond its own noise counts: a lucky window above the
         # knee must not raise the floor.
@@ -372,7 +382,7 @@ class LatencyAIMD(BoundedPolicy):
                 return self._set(new, f"near the ceiling {ceiling:g}: wait {self._quiet}/{self._wait}")
             self._quiet = 0
             self._ceiling = None  # the probe: if it stays clean, the ceiling is forgotten
-            self._probed = ceiling
+            self._probed = self._probed_top = ceiling
             return self._set(limit + 1.0, f"probe past the ceiling {ceiling:g}")
         if rising:
             self._clean = 0
@@ -421,7 +431,7 @@ class LatencyAIMD(BoundedPolicy):
         limit = self._limit
         if ceiling:
             wall = float(window.limit)
-            if self._probed is not None and wall == self._probed:
+            if self._probed is not None and self._probed <= wall <= self._probed_top:
                 # The probe was refused at the same wall: probe it less often, since each
                 # failed probe costs refusals. The cut stays multiplicative: several
                 # governors sharing one wall only converge to fair shares that way
@@ -440,6 +450,10 @@ class LatencyAIMD(BoundedPolicy):
                 # deeper than x backoff_ratio, so sharing stays fair.
                 target = clean
                 reason += f", back to {clean:g} (the last limit not refused)"
+                # The step probed every limit past the clean one, and the wall is one of
+                # them: a refusal at any of them next (the limit climbs back from the clean
+                # one) is the same wall again, not a new one probed at the first pace.
+                self._probed, self._probed_top = clean + 1.0, wall
             # A refusal outranks the memory of clean windows: none above it is kept.
             new = min(target, limit - 1.0)
             self._good = [g for g in self._good if g[1] < new]
