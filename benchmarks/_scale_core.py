@@ -25,9 +25,10 @@ from typing import Any
 import aiometer
 
 from aiogovernor import AIMD, Decision, Fixed, Governor, Outcome, WindowConfig, governed_map
+from aiogovernor._clone import copier
 from aiogovernor._feedback import Feedback
 from aiogovernor._history import DecisionHistory
-from aiogovernor.limits import LatencyBaseline, default_policy
+from aiogovernor.limits import LatencyAIMD, LatencyBaseline, default_policy
 from aiogovernor.testing import ManualClock
 from aiogovernor.testing import window as testing_window
 
@@ -286,6 +287,7 @@ def bench_governors(rounds: int, sizes: tuple[int, ...]) -> None:
     template = Governor("t", store=None)
     frozen = default_policy()
     pickled = pickle.dumps(frozen, pickle.HIGHEST_PROTOCOL)
+    copy_policy = copier(frozen)  # what `GovernedTransport(per_host=True)` does per origin
     _table(
         "Building one: µs each, building N = 1 000 in a row",
         _interleave(
@@ -295,11 +297,20 @@ def bench_governors(rounds: int, sizes: tuple[int, ...]) -> None:
                     lambda i: Governor(f"g{i}", store=None), 1000
                 ),
                 "Governor(name) (default store)": lambda: _build_us(lambda i: Governor(f"g{i}"), 1000),
-                "per-host origin: derive + deepcopy of the policy (before)": lambda: _build_us(
+                "per-host origin: derive + deepcopy of the policy (first)": lambda: _build_us(
                     lambda i: template.derive(f"t@{i}", copy.deepcopy(frozen)), 1000
                 ),
-                "per-host origin: derive + unpickled policy (now)": lambda: _build_us(
+                "per-host origin: derive + unpickled policy (before)": lambda: _build_us(
                     lambda i: template.derive(f"t@{i}", pickle.loads(pickled)), 1000
+                ),
+                "per-host origin: derive + copied policy (now)": lambda: _build_us(
+                    lambda i: template.derive(f"t@{i}", copy_policy()), 1000
+                ),
+                "the default policy alone (default_policy())": lambda: _build_us(
+                    lambda i: default_policy(), 1000
+                ),
+                "the default policy's constructor (LatencyAIMD())": lambda: _build_us(
+                    lambda i: LatencyAIMD(), 1000
                 ),
             },
             rounds,
