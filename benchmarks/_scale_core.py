@@ -29,6 +29,7 @@ from aiogovernor._clone import copier
 from aiogovernor._feedback import Feedback
 from aiogovernor._history import DecisionHistory
 from aiogovernor.limits import LatencyAIMD, LatencyBaseline, default_policy
+from aiogovernor.state import MemoryStore
 from aiogovernor.testing import ManualClock
 from aiogovernor.testing import window as testing_window
 
@@ -202,14 +203,16 @@ def _drive(gov: Governor, clock: ManualClock, decisions: int) -> None:
                 p.release(Outcome.OVERLOAD if j == 0 and clock() % 3 < 0.011 else Outcome.OK)
 
 
-def _bytes_per_governor(n: int, decisions: int, *, keep_whole: bool, policy: Callable[[], Any]) -> float:
+def _bytes_per_governor(
+    n: int, decisions: int, *, keep_whole: bool, policy: Callable[[], Any], store: Any = None
+) -> float:
     clock = ManualClock()
     window = WindowConfig(min_samples=10, min_duration_s=0.0, latency_multiple=0.0)
     gc.collect()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        govs = [Governor(f"g{i}", policy(), clock=clock, window=window, store=None) for i in range(n)]
+        govs = [Governor(f"g{i}", policy(), clock=clock, window=window, store=store) for i in range(n)]
         kept: list[deque[Decision]] = []
         for gov in govs:
             if keep_whole:
@@ -319,15 +322,23 @@ def bench_governors(rounds: int, sizes: tuple[int, ...]) -> None:
     )
     print(
         "\nMemory per governor (tracemalloc), default history (100), windows of 10 samples\n\n"
-        "| N governors | decisions each | policy | B per governor | with decisions also kept whole, B |\n"
-        "| ---: | ---: | --- | ---: | ---: |"
+        "| N governors | decisions each | policy | B per governor | with decisions also kept whole, B "
+        "| with a store (the decisions it saves kept too), B |\n"
+        "| ---: | ---: | --- | ---: | ---: | ---: |"
     )
+    # The first governor with a store imports what saving needs: not a governor's weight.
+    _bytes_per_governor(2, 2, keep_whole=False, policy=AIMD, store=MemoryStore())
     for n in sizes[:1]:  # per governor: the same at any count (each keeps its own)
         for decisions in (0, 100, 300):
             for label, policy in (("default", default_policy), ("AIMD", AIMD)):
                 now = _bytes_per_governor(n, decisions, keep_whole=False, policy=policy)
                 whole = _bytes_per_governor(n, decisions, keep_whole=True, policy=policy)
-                print(f"| {n:,} | {decisions} | {label} | {now:,.0f} | {whole:,.0f} |")
+                # A store's governor also keeps the decisions it saves (`state_history_size`);
+                # a MemoryStore, so that nothing is written (no loop runs: nothing is saved).
+                stored = _bytes_per_governor(
+                    n, decisions, keep_whole=False, policy=policy, store=MemoryStore()
+                )
+                print(f"| {n:,} | {decisions} | {label} | {now:,.0f} | {whole:,.0f} | {stored:,.0f} |")
     print(
         "\nThe history alone (100 kept), B: windows without the loop's lag (no event loop, as above),"
         " with the lag reported (an asyncio governor's windows), and with a call size too\n\n"

@@ -81,8 +81,7 @@ class LatencyBaseline:
         if known is None:
             known = self._bands[band] = (_Pairs(self._memory), [0.0, 1.0])
         memory, ref = known
-        memory.append(latency_s, size)
-        ref[0], ref[1] = memory.at(max(0, math.ceil(self._quantile * len(memory)) - 1))
+        ref[0], ref[1] = memory.add(latency_s, size, self._quantile)
         if band == 0:
             self._value = ref[0]
 
@@ -191,7 +190,19 @@ class _Pairs:
     def __len__(self) -> int:
         return len(self._latencies)
 
+    def add(self, latency_s: float, size: float, quantile: float) -> tuple[float, float]:
+        """Keep a pair; return the pair at ``quantile`` of those kept (the nearest rank's, from below)."""
+        self.append(latency_s, size)
+        n = len(self._latencies)
+        rank = max(0, math.ceil(quantile * n) - 1)
+        order = self._order
+        if order is None:
+            return self.at(rank)
+        order_sizes = self._order_sizes
+        return order[rank], 1.0 if order_sizes is None else order_sizes[rank]
+
     def append(self, latency_s: float, size: float) -> None:
+        """Keep a pair, forgetting the oldest one when full."""
         latencies = self._latencies
         if size != 1.0 and self._sizes is None:
             self._sizes = array("d", [1.0]) * len(latencies)
