@@ -25,9 +25,11 @@ from typing import Any
 import aiometer
 
 from aiogovernor import AIMD, Decision, Fixed, Governor, Outcome, WindowConfig, governed_map
+from aiogovernor._clone import copier
 from aiogovernor._feedback import Feedback
 from aiogovernor._history import DecisionHistory
-from aiogovernor.limits import LatencyBaseline, default_policy
+from aiogovernor.limits import LatencyAIMD, LatencyBaseline, default_policy
+from aiogovernor.state import MemoryStore
 from aiogovernor.testing import ManualClock
 from aiogovernor.testing import window as testing_window
 
@@ -201,14 +203,16 @@ def _drive(gov: Governor, clock: ManualClock, decisions: int) -> None:
                 p.release(Outcome.OVERLOAD if j == 0 and clock() % 3 < 0.011 else Outcome.OK)
 
 
-def _bytes_per_governor(n: int, decisions: int, *, keep_whole: bool, policy: Callable[[], Any]) -> float:
+def _bytes_per_governor(
+    n: int, decisions: int, *, keep_whole: bool, policy: Callable[[], Any], store: Any = None
+) -> float:
     clock = ManualClock()
     window = WindowConfig(min_samples=10, min_duration_s=0.0, latency_multiple=0.0)
     gc.collect()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        govs = [Governor(f"g{i}", policy(), clock=clock, window=window, store=None) for i in range(n)]
+        govs = [Governor(f"g{i}", policy(), clock=clock, window=window, store=store) for i in range(n)]
         kept: list[deque[Decision]] = []
         for gov in govs:
             if keep_whole:
@@ -282,10 +286,31 @@ def _baseline_bytes(windows: int) -> float:
         tracemalloc.stop()
 
 
+async def _origin_request_us(new_origins: bool, n: int = 300) -> float:
+    """CPU per request through `GovernedTransport(per_host=True)`: each to a new origin, or all to one."""
+    import httpx
+
+    from aiogovernor.httpx import GovernedTransport
+
+    transport = GovernedTransport(
+        Governor("api", store=None),
+        transport=httpx.MockTransport(lambda request: httpx.Response(200)),
+        per_host=True,
+    )
+    urls = [f"http://h{i}.test/" if new_origins else "http://h.test/" for i in range(n)]
+    async with httpx.AsyncClient(transport=transport) as client:
+        await client.get("http://h.test/")  # the client and the known origin warmed up
+        start = time.thread_time()
+        for url in urls:
+            await client.get(url)
+        return (time.thread_time() - start) / n * 1e6
+
+
 def bench_governors(rounds: int, sizes: tuple[int, ...]) -> None:
     template = Governor("t", store=None)
     frozen = default_policy()
     pickled = pickle.dumps(frozen, pickle.HIGHEST_PROTOCOL)
+    copy_policy = copier(frozen)  # what `GovernedTransport(per_host=True)` does per origin
     _table(
         "Building one: µs each, building N = 1 000 in a row",
         _interleave(
@@ -295,28 +320,62 @@ def bench_governors(rounds: int, sizes: tuple[int, ...]) -> None:
                     lambda i: Governor(f"g{i}", store=None), 1000
                 ),
                 "Governor(name) (default store)": lambda: _build_us(lambda i: Governor(f"g{i}"), 1000),
-                "per-host origin: derive + deepcopy of the policy (before)": lambda: _build_us(
+                "per-host origin: derive + deepcopy of the policy (first)": lambda: _build_us(
                     lambda i: template.derive(f"t@{i}", copy.deepcopy(frozen)), 1000
                 ),
-                "per-host origin: derive + unpickled policy (now)": lambda: _build_us(
+                "per-host origin: derive + unpickled policy (before)": lambda: _build_us(
                     lambda i: template.derive(f"t@{i}", pickle.loads(pickled)), 1000
+                ),
+                "per-host origin: derive + copied policy (now)": lambda: _build_us(
+                    lambda i: template.derive(f"t@{i}", copy_policy()), 1000
+                ),
+                "the default policy alone (default_policy())": lambda: _build_us(
+                    lambda i: default_policy(), 1000
+                ),
+                "the default policy's constructor (LatencyAIMD())": lambda: _build_us(
+                    lambda i: LatencyAIMD(), 1000
                 ),
             },
             rounds,
         ),
         " µs",
     )
+    origins = _interleave(
+        {
+            "a request to a known origin": lambda: asyncio.run(_origin_request_us(False)),
+            "a request to a new origin (its governor made)": lambda: asyncio.run(_origin_request_us(True)),
+        },
+        rounds,
+    )
+    _table(
+        "httpx with `GovernedTransport(per_host=True)` (default policy, no store, a mock upstream): "
+        "µs of CPU per request, 300 in a row",
+        origins,
+        " µs",
+    )
+    ratio = statistics.median(origins["a request to a new origin (its governor made)"]) / statistics.median(
+        origins["a request to a known origin"]
+    )
+    print(f"\nA new origin's request over a known one's: {ratio:.2f}x (medians)")
     print(
         "\nMemory per governor (tracemalloc), default history (100), windows of 10 samples\n\n"
-        "| N governors | decisions each | policy | B per governor | with decisions also kept whole, B |\n"
-        "| ---: | ---: | --- | ---: | ---: |"
+        "| N governors | decisions each | policy | B per governor | with decisions also kept whole, B "
+        "| with a store (the decisions it saves kept too), B |\n"
+        "| ---: | ---: | --- | ---: | ---: | ---: |"
     )
+    # The first governor with a store imports what saving needs: not a governor's weight.
+    _bytes_per_governor(2, 2, keep_whole=False, policy=AIMD, store=MemoryStore())
     for n in sizes[:1]:  # per governor: the same at any count (each keeps its own)
         for decisions in (0, 100, 300):
             for label, policy in (("default", default_policy), ("AIMD", AIMD)):
                 now = _bytes_per_governor(n, decisions, keep_whole=False, policy=policy)
                 whole = _bytes_per_governor(n, decisions, keep_whole=True, policy=policy)
-                print(f"| {n:,} | {decisions} | {label} | {now:,.0f} | {whole:,.0f} |")
+                # A store's governor also keeps the decisions it saves (`state_history_size`);
+                # a MemoryStore, so that nothing is written (no loop runs: nothing is saved).
+                stored = _bytes_per_governor(
+                    n, decisions, keep_whole=False, policy=policy, store=MemoryStore()
+                )
+                print(f"| {n:,} | {decisions} | {label} | {now:,.0f} | {whole:,.0f} | {stored:,.0f} |")
     print(
         "\nThe history alone (100 kept), B: windows without the loop's lag (no event loop, as above),"
         " with the lag reported (an asyncio governor's windows), and with a call size too\n\n"

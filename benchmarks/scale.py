@@ -15,7 +15,8 @@ Sections (run one, or all by default):
 - ``limit``: raising the limit with N waiters (`Governor.reset_limit`) beside
   N ``Semaphore.release()`` calls.
 - ``governors``: building one (beside a Semaphore, with and without the default
-  store, and a per-host origin's copy of the policy as it was made before), and
+  store, a per-host origin's copy of the policy as it is made now and as it was made
+  before, and the default policy alone), and
   memory per governor (100 of them) after 0, 100 and 300 decisions, the history now beside
   the same decisions kept whole; the history alone, with and without the loop's lag and call
   sizes in its windows; the default policy's latency baseline after 10 and 200 windows.

@@ -83,7 +83,7 @@ def test_decisions_without_a_window_and_big_numbers() -> None:
 
 
 def test_a_governor_with_a_full_history_stays_small() -> None:
-    """A full history of 100 decisions costs ~4 KB (whole ones cost ~50 KB), and no more after 400."""
+    """A full history of 100 decisions costs ~4.5 KB (whole ones cost ~50 KB), and no more after 400."""
     clock = ManualClock()
     config = WindowConfig(min_samples=1, min_duration_s=0.0, latency_multiple=0.0)
 
@@ -111,7 +111,9 @@ def test_a_governor_with_a_full_history_stays_small() -> None:
             tracemalloc.stop()
 
     hundred, more = weigh(100), weigh(400)
-    assert hundred < 5_500  # ~4.3 KB; ~9 KB with rows of 71 B, ~50 KB with whole decisions and windows
+    # ~4.5 KB, the history object itself included (made at the first decision); ~9 KB with rows
+    # of 71 B, ~50 KB with whole decisions and windows.
+    assert hundred < 5_800
     assert more < hundred + 500  # bounded: the rows are reused
 
 

@@ -27,6 +27,7 @@ CORE = frozenset(
         "aiogovernor._chunking",
         "aiogovernor._classify",
         "aiogovernor._clock",
+        "aiogovernor._clone",
         "aiogovernor._env",
         "aiogovernor._events",
         "aiogovernor._feedback",
@@ -79,8 +80,12 @@ STORES_MAY_USE = frozenset(
 POLICIES_MAY_USE = frozenset(
     {
         "aiogovernor._clock",
+        # Two helpers that import nothing of the package: a copy of a configured object
+        # (the default policy's), and frozen dataclasses built cheaply (a policy's answer).
+        "aiogovernor._clone",
         "aiogovernor._env",
         "aiogovernor._events",
+        "aiogovernor._frozen",
         "aiogovernor._samples",
         "aiogovernor._validate",
     }

@@ -93,15 +93,17 @@ _STATE_DIR_VARIABLES = (
 
 def _json_file_store() -> _StateStore:
     # This package's __init__ is the composition root, the one module that sees both the
-    # core and the stores: it names the default store. Imported on the first governor that
-    # keeps state, so that `import aiogovernor` pulls in no store.
-    from .state import JsonFileStore
-
+    # core and the stores: it names the default store.
     # One store per state directory, not one per governor (resolving the directory costs
     # more than the rest of a governor): keyed by what `default_state_dir` reads.
-    key = tuple(_getenv(k) for k in _STATE_DIR_VARIABLES)
+    first, second, third = _STATE_DIR_VARIABLES
+    key = (_getenv(first), _getenv(second), _getenv(third))
     store = _default_stores.get(key)
     if store is None:
+        # Imported on the first governor that keeps state, so that `import aiogovernor`
+        # pulls in no store (an import statement here would run on every governor).
+        from .state import JsonFileStore
+
         store = _default_stores[key] = JsonFileStore()
     return store
 

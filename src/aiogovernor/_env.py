@@ -12,6 +12,10 @@ import os
 
 __all__ = ["getenv"]
 
+# name -> (the mapping's encodekey, the name it encodes to): the few names read here, encoded
+# once (encoding costs as much as the look-up).
+_encoded: dict[str, tuple[object, object]] = {}
+
 
 def getenv(name: str) -> str | None:
     """``os.environ.get(name)``, without the exception a name that is not set costs."""
@@ -19,7 +23,11 @@ def getenv(name: str) -> str | None:
     try:
         # CPython's os._Environ: the encoded names and values, what `__getitem__` reads.
         data = environ._data  # type: ignore[attr-defined]
-        raw = data.get(environ.encodekey(name))
+        encodekey = environ.encodekey
     except AttributeError:  # another mapping in its place
         return environ.get(name)
+    known = _encoded.get(name)
+    if known is None or known[0] is not encodekey:
+        known = _encoded[name] = (encodekey, encodekey(name))
+    raw = data.get(known[1])
     return None if raw is None else environ.decodevalue(raw)

@@ -73,6 +73,7 @@ class Feedback:
         "_environment",
         "_governor",
         "_history",
+        "_history_size",
         "_last_window",
         "_listeners",
         "_policy",
@@ -96,9 +97,9 @@ class Feedback:
         self._policy = policy
         self._governor = governor
         self._environment = environment
-        self._history = DecisionHistory(
-            check_int("history_size", history_size, low=1), governor=governor, environment=environment
-        )
+        # Made at the first decision: most governors are built for a short while, or never decide.
+        self._history_size = check_int("history_size", history_size, low=1)
+        self._history: DecisionHistory | None = None
         # Tuples, replaced whole when one is added or removed: most governors have none, and
         # every governor without shares the one empty tuple (an empty list is 56 bytes each).
         self._listeners: tuple[DecisionListener, ...] = ()
@@ -223,7 +224,12 @@ class Feedback:
         d.__class__ = Decision
         decision: Decision = d
         self._apply(decision)
-        self._history.append(decision)
+        history = self._history
+        if history is None:
+            history = self._history = DecisionHistory(
+                self._history_size, governor=self._governor, environment=self._environment
+            )
+        history.append(decision)
         self._decision_count += 1
         self._totals[4 if new > old else 5 if new < old else 6] += 1
         if logger.isEnabledFor(_DEBUG):
@@ -256,12 +262,12 @@ class Feedback:
         The latest is the decision listeners were given; older ones carry a
         `WindowSummary` (built again on each read from compact records).
         """
-        return self._history.decisions()
+        return () if self._history is None else self._history.decisions()
 
     @property
     def last_decision(self) -> Decision | None:
         """The latest decision, if any."""
-        return self._history.last
+        return None if self._history is None else self._history.last
 
     @property
     def decision_count(self) -> int:

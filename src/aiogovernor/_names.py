@@ -21,6 +21,10 @@ MAX_NAME_LENGTH = 128
 
 _CONTROL = re.compile("[\x00-\x1f\x7f]")  # one regex scan, not a Python loop per character
 
+# Environment names already found safe (a few per process; bounded all the same).
+_valid_environments: set[str] = set()
+_MAX_KNOWN = 1024
+
 
 def _common(kind: str, value: object) -> str:
     if not isinstance(value, str):
@@ -48,6 +52,8 @@ def check_environment(value: object) -> str:
         TypeError: If ``value`` is not a string.
         ValueError: If it is empty, too long or could escape the directory.
     """
+    if type(value) is str and value in _valid_environments:  # a governor each: the same few names
+        return value
     value = _common("environment", value)
     if "/" in value or "\\" in value:
         raise ValueError(f"environment must not contain path separators, got {value!r}")
@@ -56,6 +62,8 @@ def check_environment(value: object) -> str:
     if ":" in value:
         # A drive letter on Windows, and the separator of Redis keys.
         raise ValueError(f"environment must not contain ':', got {value!r}")
+    if len(_valid_environments) < _MAX_KNOWN:
+        _valid_environments.add(value)
     return value
 
 

@@ -68,6 +68,23 @@ class TimeGates:
         max_pause_s: float,
         on_wake: Callable[[], None],
     ) -> None:
+        if max_per_second is None and type(burst) is int and burst == 1:
+            # The common case (no rate ceiling, the default burst): nothing to check.
+            self._interval = self._tolerance = 0.0
+        else:
+            self._check_rate(max_per_second, burst)
+        self._max_pause_s = max_pause_s
+        self._on_wake = on_wake
+        self._tat = -math.inf  # GCRA's theoretical arrival time
+        self._paused_until = -math.inf
+        self._wake_at = math.inf
+        self._wake_handle: _Cancellable | None = None
+        self._wake_owner: object = None  # the asyncio loop or trio run the timer belongs to
+        self.engaged = bool(self._interval)
+        """Whether `admit` must be asked at all: a rate ceiling is set or a pause is pending."""
+
+    def _check_rate(self, max_per_second: float | None, burst: int) -> None:
+        """Validate the rate ceiling and its burst; set the interval and the tolerance they give."""
         if max_per_second is None:
             self._interval = 0.0
         else:
@@ -86,15 +103,6 @@ class TimeGates:
             self._tolerance = math.inf
         if not math.isfinite(self._tolerance):
             raise ValueError(f"burst is too large for max_per_second={max_per_second!r}, got {burst!r}")
-        self._max_pause_s = max_pause_s
-        self._on_wake = on_wake
-        self._tat = -math.inf  # GCRA's theoretical arrival time
-        self._paused_until = -math.inf
-        self._wake_at = math.inf
-        self._wake_handle: _Cancellable | None = None
-        self._wake_owner: object = None  # the asyncio loop or trio run the timer belongs to
-        self.engaged = bool(self._interval)
-        """Whether `admit` must be asked at all: a rate ceiling is set or a pause is pending."""
 
     @property
     def max_per_second(self) -> float | None:

@@ -20,11 +20,9 @@ errors become outcomes (429, 503 and timeouts are ``overload``), and a
 from __future__ import annotations
 
 import asyncio
-import copy
 import dataclasses
 import logging
 import math
-import pickle
 import random
 import warnings
 from collections import OrderedDict
@@ -40,6 +38,7 @@ except ImportError as exc:  # an optional extra: say which one
 
 from ._attempt import Attempts, Gate
 from ._classify import default_classify
+from ._clone import copier
 from ._governor import Governor
 from ._http import classify_status, classify_with_default, retry_after_header
 from ._permit import PermitMarks
@@ -371,13 +370,9 @@ class GovernedTransport(httpx.AsyncBaseTransport):
         self._attempts = _TransportAttempts(self, classify, retry=policy, rng=random.Random(seed))
         self._governor = governor
         # Copied before the template is used, so every origin starts from the same place.
-        self._policy_template = copy.deepcopy(governor.policy)
-        # Each origin's copy is unpickled from these bytes: a quarter of a deepcopy's cost,
-        # the same copy for a plain object (a policy that cannot be pickled is deep-copied).
-        try:
-            self._policy_bytes: bytes | None = pickle.dumps(self._policy_template, pickle.HIGHEST_PROTOCOL)
-        except Exception:
-            self._policy_bytes = None
+        # Each origin's copy is made by a copier: straight-line code that builds what a deepcopy
+        # of the policy as it is now would (a fraction of a deepcopy's or an unpickling's cost).
+        self._copy_policy = copier(governor.policy)
         self._factory = governor_factory
         # Least recently used first; with the clock time of each origin's last request.
         self._governors: OrderedDict[str, Governor] = OrderedDict()
@@ -441,8 +436,7 @@ class GovernedTransport(httpx.AsyncBaseTransport):
                 # The template's settings (store, clock, classifier, rate ceiling, ...),
                 # a fresh copy of its policy as it was configured.
                 template = self._governor
-                frozen = self._policy_bytes
-                policy = copy.deepcopy(self._policy_template) if frozen is None else pickle.loads(frozen)
+                policy = self._copy_policy()
                 gov = template.derive(f"{template.name}@{origin}", policy)
             governors[origin] = gov
             self._used[origin] = now

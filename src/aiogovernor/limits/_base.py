@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+from aiogovernor._frozen import blank_of
 from aiogovernor._samples import Window
 from aiogovernor._validate import check_bounds, check_float
 
@@ -18,6 +19,19 @@ class Adjustment:
 
     limit: float
     reason: str
+
+
+_AdjustmentBlank = blank_of(Adjustment)
+_new = object.__new__
+
+
+def _adjustment(limit: float, reason: str) -> Adjustment:
+    """``Adjustment(limit, reason)`` at a third of its constructor's cost (see `blank_of`)."""
+    made: Any = _new(_AdjustmentBlank)
+    made.limit = limit
+    made.reason = reason
+    made.__class__ = Adjustment
+    return made  # type: ignore[no-any-return]
 
 
 @runtime_checkable
@@ -96,11 +110,11 @@ class BoundedPolicy:
         return min(float(self._max_limit), max(float(self._min_limit), limit))
 
     def _set(self, limit: float, reason: str) -> Adjustment:
-        self._limit = self._clamp(limit)
-        return Adjustment(self._limit, reason)
+        self._limit = new = self._clamp(limit)
+        return _adjustment(new, reason)
 
     def _hold(self, reason: str) -> Adjustment:
-        return Adjustment(self._limit, reason)
+        return _adjustment(self._limit, reason)
 
     def __repr__(self) -> str:
         return (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 from array import array
+from bisect import bisect_left, bisect_right
 
 from aiogovernor._samples import Window, size_band
 from aiogovernor._validate import check_float, check_int
@@ -76,10 +77,11 @@ class LatencyBaseline:
         self._note(0, window.latency_p50_s * (1.0 + self._shortfall * noise), 1.0)
 
     def _note(self, band: int, latency_s: float, size: float) -> None:
-        memory, ref = self._bands.setdefault(band, (_Pairs(self._memory), [0.0, 1.0]))
-        memory.append(latency_s, size)
-        ordered = memory.sorted()
-        ref[:] = ordered[max(0, math.ceil(self._quantile * len(ordered)) - 1)]
+        known = self._bands.get(band)
+        if known is None:
+            known = self._bands[band] = (_Pairs(self._memory), [0.0, 1.0])
+        memory, ref = known
+        ref[0], ref[1] = memory.add(latency_s, size, self._quantile)
         if band == 0:
             self._value = ref[0]
 
@@ -165,32 +167,89 @@ class LatencyBaseline:
 
 
 class _Pairs:
-    """The last ``size`` (latency, size) pairs, unboxed in one array (16 bytes a pair).
+    """The last ``size`` (latency, size) pairs, in arrival order and sorted, unboxed in arrays.
 
-    A deque of tuples kept some 110 bytes a pair, 5-6 KB per band at the default memory.
+    The baseline is the pair at a low rank of the sorted memory after each window: kept
+    sorted as pairs come and go (a binary search and a shift of at most ``size`` floats),
+    not sorted again whole per window. A size column exists only once a size other than 1
+    was seen (plain calls' band never has one): 16 bytes a pair then, 8 until.
     """
 
-    __slots__ = ("_next", "_size", "_values")
+    __slots__ = ("_latencies", "_next", "_order", "_order_sizes", "_size", "_sizes")
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._values = array("d")  # latency, size, latency, size, ...
+        self._latencies = array("d")  # in arrival order, a ring once full
+        self._sizes: array[float] | None = None  # the same, for sizes; None: all are 1
         self._next = 0  # the pair the next one overwrites, once full
+        # Sorted by (latency, size), as `sorted` orders the pairs; None once a NaN was seen
+        # (it has no place in an order): the pairs are then sorted whole when asked.
+        self._order: array[float] | None = array("d")
+        self._order_sizes: array[float] | None = None
+
+    def __len__(self) -> int:
+        return len(self._latencies)
+
+    def add(self, latency_s: float, size: float, quantile: float) -> tuple[float, float]:
+        """Keep a pair; return the pair at ``quantile`` of those kept (the nearest rank's, from below)."""
+        self.append(latency_s, size)
+        n = len(self._latencies)
+        rank = max(0, math.ceil(quantile * n) - 1)
+        order = self._order
+        if order is None:
+            return self.at(rank)
+        order_sizes = self._order_sizes
+        return order[rank], 1.0 if order_sizes is None else order_sizes[rank]
 
     def append(self, latency_s: float, size: float) -> None:
-        values = self._values
-        if len(values) < 2 * self._size:
-            values.append(latency_s)
-            values.append(size)
+        """Keep a pair, forgetting the oldest one when full."""
+        latencies = self._latencies
+        if size != 1.0 and self._sizes is None:
+            self._sizes = array("d", [1.0]) * len(latencies)
+            if self._order is not None:
+                self._order_sizes = array("d", [1.0]) * len(latencies)
+        sizes = self._sizes
+        if latency_s != latency_s or size != size:  # NaN
+            self._order = self._order_sizes = None
+        order = self._order
+        if len(latencies) < self._size:
+            latencies.append(latency_s)
+            if sizes is not None:
+                sizes.append(size)
         else:
-            i = 2 * self._next
-            values[i] = latency_s
-            values[i + 1] = size
-            self._next = (self._next + 1) % self._size
+            i = self._next
+            if order is not None:
+                self._remove(latencies[i], 1.0 if sizes is None else sizes[i])
+            latencies[i] = latency_s
+            if sizes is not None:
+                sizes[i] = size
+            self._next = (i + 1) % self._size
+        if order is not None:
+            order_sizes = self._order_sizes
+            k = bisect_left(order, latency_s)
+            if order_sizes is not None:
+                k = bisect_left(order_sizes, size, k, bisect_right(order, latency_s, k))
+                order_sizes.insert(k, size)
+            order.insert(k, latency_s)
 
-    def sorted(self) -> list[tuple[float, float]]:
-        values = self._values
-        return sorted(zip(values[::2], values[1::2], strict=True))
+    def _remove(self, latency_s: float, size: float) -> None:
+        order = self._order
+        assert order is not None
+        order_sizes = self._order_sizes
+        k = bisect_left(order, latency_s)
+        if order_sizes is not None:
+            k = bisect_left(order_sizes, size, k, bisect_right(order, latency_s, k))
+            del order_sizes[k]
+        del order[k]
+
+    def at(self, rank: int) -> tuple[float, float]:
+        """The pair at ``rank`` (0: the smallest) of the pairs sorted by latency, then size."""
+        order = self._order
+        if order is None:
+            sizes = self._sizes or array("d", [1.0]) * len(self._latencies)
+            return sorted(zip(self._latencies, sizes, strict=True))[rank]
+        order_sizes = self._order_sizes
+        return order[rank], 1.0 if order_sizes is None else order_sizes[rank]
 
 
 def median_noise(window: Window) -> float:

