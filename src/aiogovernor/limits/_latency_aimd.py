@@ -487,17 +487,24 @@ class LatencyAIMD(BoundedPolicy):
         n = len(rates)
         if n < _GOODPUT_MIN_WINDOWS:
             return None
-        mean_l = sum(r[1] for r in rates) / n
-        mean_x = sum(r[2] for r in rates) / n
-        sxx = sum((r[1] - mean_l) ** 2 for r in rates)
-        if sxx <= 0 or mean_x <= 0:
+        # One pass of sums (this runs on every limit-bound window).
+        sl = sx = sll = slx = sxx = 0.0
+        for _, lim, x in rates:
+            sl += lim
+            sx += x
+            sll += lim * lim
+            slx += lim * x
+            sxx += x * x
+        var_l = sll - sl * sl / n  # n times the variance of the limits
+        mean_x = sx / n
+        if var_l <= 1e-9 or mean_x <= 0:
             return None
-        slope = sum((r[1] - mean_l) * (r[2] - mean_x) for r in rates) / sxx
-        if slope * mean_l / mean_x > _GOODPUT_ELASTICITY:
+        cov = slx - sl * sx / n
+        slope = cov / var_l
+        if slope * (sl / n) / mean_x > _GOODPUT_ELASTICITY:
             return None
-        resid = sum((r[2] - mean_x - slope * (r[1] - mean_l)) ** 2 for r in rates)
-        se = math.sqrt(resid / (n - 2) / sxx)
-        if slope > -_GOODPUT_T * se:
+        resid = max(0.0, (sxx - sx * sx / n) - slope * cov)
+        if slope > -_GOODPUT_T * math.sqrt(resid / (n - 2) / var_l):
             return None
         bins: dict[float, list[float]] = {}
         for _, lim, x in rates:
