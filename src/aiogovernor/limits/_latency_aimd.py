@@ -14,6 +14,12 @@ __all__ = ["LatencyAIMD"]
 
 # How many of the latest limit-bound windows the goodput of a latency rise is compared with.
 _DELIVERED_WINDOWS = 5
+# The goodput rule: the fewest limit-bound windows its fit needs, how many standard errors
+# below zero its slope must be, and the elasticity (relative change of goodput over relative
+# change of the limit) under which a fall is material.
+_GOODPUT_MIN_WINDOWS = 8
+_GOODPUT_T = 2.5
+_GOODPUT_ELASTICITY = -0.2
 
 
 class LatencyAIMD(BoundedPolicy):
@@ -73,6 +79,18 @@ class LatencyAIMD(BoundedPolicy):
     server's workers idle unless a small queue waits for them. A rise that
     costs goodput, or one past the allowance, is cut as above.
 
+    A limit whose goodput is below a lower limit's is not kept. Over the last
+    ``goodput_memory_windows`` limit-bound windows, goodput (successful calls
+    per second) is fitted against the limit; when it falls significantly as
+    the limit grows (a slope over 2.5 standard errors below zero, and a 10 %
+    larger limit losing over 2 % of goodput), the limit goes back to one below
+    the limit whose windows had the best goodput, and does not grow while the
+    fit still shows the fall. This finds a cliff that latency does not show:
+    a client whose own CPU per call grows with its connections (an HTTP pool
+    that walks every connection per call) is its own bottleneck, its loop lag
+    explains the latency rise (so the loop-lag rule forgives it), and past
+    the best limit every permit more costs goodput.
+
     Without a baseline, a policy started above twice ``probe_limit`` (a high
     start, a learned limit) first pins the limit at ``probe_limit`` to measure the no-load
     latency, as Envoy's adaptive concurrency filter does, then return.
@@ -113,6 +131,8 @@ class LatencyAIMD(BoundedPolicy):
             refused the probes before, as a multiple of
             ``probe_interval_windows``, >= 1 (1: a fixed pace). The wait doubles
             after each probe refused at the same limit.
+        goodput_memory_windows: How many windows back goodput is fitted against
+            the limit, >= 0 (0: the goodput rule is off).
     """
 
     name = "latency-aimd"
@@ -135,6 +155,7 @@ class LatencyAIMD(BoundedPolicy):
         "_good_forget",
         "_good_memory",
         "_good_min",
+        "_goodput_memory",
         "_lag_allowance",
         "_max_decrease",
         "_max_probe_backoff",
@@ -149,6 +170,7 @@ class LatencyAIMD(BoundedPolicy):
         "_probed_top",
         "_queue_allowance",
         "_quiet",
+        "_rates",
         "_restored",
         "_resume",
         "_step",
@@ -184,6 +206,7 @@ class LatencyAIMD(BoundedPolicy):
         good_floor_ratio: float = 1.5,
         queue_allowance: float = 0.75,
         max_probe_backoff: int = 2,
+        goodput_memory_windows: int = 30,
     ) -> None:
         if initial_limit is None and isinstance(min_limit, int) and isinstance(max_limit, int):
             initial_limit = min(max(min_limit, 4), max_limit)
@@ -214,6 +237,9 @@ class LatencyAIMD(BoundedPolicy):
         # (window, limit / ratio) of the latest limit-bound windows: their delivered concurrency
         self._delivered: list[tuple[int, float]] = []
         self._max_probe_backoff = check_int("max_probe_backoff", max_probe_backoff, low=1)
+        self._goodput_memory = check_int("goodput_memory_windows", goodput_memory_windows, low=0)
+        # (window, gate limit, goodput per second) of the latest limit-bound windows
+        self._rates: list[tuple[int, float, float]] = []
         self._windows = 0  # windows seen (the clock of the good-floor memory)
         # (window, limit) of clean limit-bound windows; a list, not a deque: it is short, and
         # an empty deque is 760 bytes in every governor.
@@ -272,6 +298,8 @@ class LatencyAIMD(BoundedPolicy):
             del self._good[0]
         while self._delivered and self._delivered[0][0] <= self._windows - self._good_memory:
             del self._delivered[0]
+        while self._rates and self._rates[0][0] <= self._windows - self._goodput_memory:
+            del self._rates[0]
         if window.count and window.overload / window.count > self._threshold:
             return self._cut(
                 limit * self._backoff,
@@ -308,6 +336,20 @@ class LatencyAIMD(BoundedPolicy):
             self._restored = False
             if queueing:
                 return self._remeasure(f"learned latency baseline reads {ratio:.2f}x{at}")
+        best: float | None = None
+        if self._goodput_memory and window.limit_bound and not cooldown and math.isfinite(noise):
+            # A limit whose goodput is below a lower limit's is not kept, whatever latency
+            # says (it cannot see a client whose own CPU per call grows with the limit).
+            self._rates.append((self._windows, float(window.limit), window.throughput))
+            best = self._best_before_fall()
+            if best is not None and limit > best:
+                # One below the best, so that the climb back samples both sides of it.
+                return self._cut(
+                    max(best - 1.0, limit * (1.0 - self._max_decrease)),
+                    window,
+                    f"goodput falls as the limit grows: back below {best:g}, where it was best",
+                    ceiling=False,
+                )
         paid = queueing and not cooldown and self._paid_for(window, ratio)
         if window.limit_bound and math.isfinite(noise):
             self._delivered.append((self._windows, window.limit / ratio))
@@ -342,6 +384,11 @@ class LatencyAIMD(BoundedPolicy):
             return self._cut(target, window, why, ceiling=False)
         if queueing:
             return self._hold(f"latency {ratio:.2f}x baseline, from work started before the last cut")
+        if best is not None:
+            # At or below the best goodput's limit while the fall is remembered: no growth.
+            self._clean = 0
+            self._step = 1.0
+            return self._hold(f"goodput falls past {best:g}: hold")
         if busy_ratio > 1.0 + self._tolerance + noise:
             # The rise is the client's own steady backlog: no cut, but no growth either,
             # since more work in flight cannot help a client that is its own bottleneck.
@@ -426,6 +473,43 @@ class LatencyAIMD(BoundedPolicy):
         if limit / ratio < max(d for _, d in self._delivered):
             return False  # less goodput than lately: congestion
         return limit * (1.0 - 1.0 / ratio) <= self._allowance(limit)
+
+    def _best_before_fall(self) -> float | None:
+        """The limit of the best goodput lately, when goodput falls as the limit grows; else None.
+
+        A least-squares slope of goodput (successful calls per second) on the gate's limit
+        over the latest limit-bound windows: a fall counts when the slope is more than
+        2.5 standard errors below zero (its own residuals say how noisy goodput is) and
+        material (a 10 % larger limit losing over 2 % of goodput). The best limit is the
+        one whose windows' mean goodput is highest.
+        """
+        rates = self._rates
+        n = len(rates)
+        if n < _GOODPUT_MIN_WINDOWS:
+            return None
+        # One pass of sums (this runs on every limit-bound window).
+        sl = sx = sll = slx = sxx = 0.0
+        for _, lim, x in rates:
+            sl += lim
+            sx += x
+            sll += lim * lim
+            slx += lim * x
+            sxx += x * x
+        var_l = sll - sl * sl / n  # n times the variance of the limits
+        mean_x = sx / n
+        if var_l <= 1e-9 or mean_x <= 0:
+            return None
+        cov = slx - sl * sx / n
+        slope = cov / var_l
+        if slope * (sl / n) / mean_x > _GOODPUT_ELASTICITY:
+            return None
+        resid = max(0.0, (sxx - sx * sx / n) - slope * cov)
+        if slope > -_GOODPUT_T * math.sqrt(resid / (n - 2) / var_l):
+            return None
+        bins: dict[float, list[float]] = {}
+        for _, lim, x in rates:
+            bins.setdefault(lim, []).append(x)
+        return max(bins, key=lambda lim: (sum(bins[lim]) / len(bins[lim]), -lim))
 
     def _cut(self, target: float, window: Window, reason: str, *, ceiling: bool) -> Adjustment:
         limit = self._limit
@@ -533,3 +617,4 @@ class LatencyAIMD(BoundedPolicy):
         self._good.clear()
         self._floored_at = None
         self._delivered.clear()
+        self._rates.clear()
