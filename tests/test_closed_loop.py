@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from aiogovernor import AIMD, Governor, OverloadError
-from aiogovernor.sim import KneeUpstream, run_virtual
+from aiogovernor import AIMD, Governor, LatencyAIMD, OverloadError, WindowConfig
+from aiogovernor.sim import KneeUpstream, ServerUpstream, run_virtual
 
 
 async def drive(gov: Governor, upstream: KneeUpstream, *, callers: int, until_s: float) -> list[int]:
@@ -68,3 +68,33 @@ def test_backs_off_when_capacity_drops() -> None:
     before, after = run_virtual(main())
     assert 24 <= before[-1] <= 33
     assert max(after[10:]) <= 9
+
+
+def test_a_slow_climb_measures_its_baseline_on_the_way_without_dropping_to_the_probe_limit() -> None:
+    # A slow upstream and short windows: at limits 4-7 a window holds 4-9 calls, too few
+    # to measure the no-load latency one by one (10). The climb's windows from the probe
+    # limit (3) up measure it together: the limit never drops back to 3 to measure it.
+    policy = LatencyAIMD()
+    window = WindowConfig(latency_multiple=1.2, min_duration_s=0.0)
+
+    async def main() -> Governor:
+        loop = asyncio.get_running_loop()
+        upstream = ServerUpstream(workers=16, service_time_s=0.1, backlog=10_000, seed=5)
+        gov = Governor("slow", policy=policy, window=window, history_size=1000)
+        end = loop.time() + 2.5
+
+        async def caller() -> None:
+            while loop.time() < end:
+                async with gov:
+                    await upstream()
+
+        await asyncio.gather(*(caller() for _ in range(30)))
+        return gov
+
+    gov = run_virtual(main())
+    moves = [(d.old_limit, d.new_limit, d.window.ok if d.window else 0) for d in gov.decisions]
+    assert moves[0][2] < 10 and moves[2][2] < 10, moves  # the early windows are small
+    assert all(new >= old for old, new, _ in moves[:12]), moves
+    assert not any("probe limit" in d.reason or "measuring" in d.reason for d in gov.decisions)
+    assert policy.baseline_s is not None and 0.09 < policy.baseline_s < 0.12
+    assert gov.limit >= 12, moves

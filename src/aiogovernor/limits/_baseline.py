@@ -55,12 +55,21 @@ class LatencyBaseline:
         return self._value
 
     @property
+    def min_samples(self) -> int:
+        """The fewest successful samples a window needs to be folded in."""
+        return self._min_samples
+
+    @property
     def known(self) -> bool:
         """Whether any no-load latency has been measured (of plain calls or of any call size)."""
         return bool(self._bands)
 
-    def observe(self, window: Window) -> None:
-        """Fold in one window's median latency (successful samples only), per size band if sized."""
+    def observe(self, window: Window, *, min_samples: int | None = None) -> None:
+        """Fold in one window's median latency (successful samples only), per size band if sized.
+
+        ``min_samples`` overrides the fewest samples an unsized window needs, for a caller
+        that folds in several small windows at once (their low quantile is the baseline).
+        """
         if window.bands:
             # A band needs fewer calls than a window: batches are few and slow. Its own
             # spread sets how far its median is raised, as for unsized windows.
@@ -71,7 +80,10 @@ class LatencyBaseline:
                     latency = band.latency_p50_s * (1.0 + self._shortfall * noise)
                     self._note(band.band, latency, band.size_mean)
             return
-        if window.ok < self._min_samples or window.latency_p50_s <= 0:
+        if (
+            window.ok < (self._min_samples if min_samples is None else min_samples)
+            or window.latency_p50_s <= 0
+        ):
             return
         noise = median_noise(window)
         self._note(0, window.latency_p50_s * (1.0 + self._shortfall * noise), 1.0)

@@ -93,7 +93,11 @@ class LatencyAIMD(BoundedPolicy):
 
     Without a baseline, a policy started above twice ``probe_limit`` (a high
     start, a learned limit) first pins the limit at ``probe_limit`` to measure the no-load
-    latency, as Envoy's adaptive concurrency filter does, then return.
+    latency, as Envoy's adaptive concurrency filter does, then return. A climb from a low
+    start measures it on the way: from each window that holds enough calls
+    (`LatencyBaseline`), or, on a slow upstream where none does before twice
+    ``probe_limit``, from the climb's windows taken together when they hold
+    ``probe_samples`` calls; only a climb with fewer drops back to measure.
 
     Args:
         min_limit: The floor, at least 1.
@@ -146,6 +150,7 @@ class LatencyAIMD(BoundedPolicy):
         "_ceiling",
         "_clean",
         "_clean_limit",
+        "_climb",
         "_cooldown",
         "_delivered",
         "_floor_probe",
@@ -261,6 +266,8 @@ class LatencyAIMD(BoundedPolicy):
         self._resume: float | None = None  # the limit to return to after measuring the baseline
         self._probe_ok = 0
         self._probe_medians: list[tuple[int, float]] = []
+        # Limit-bound windows of a climb from the probe limit up while no baseline is known.
+        self._climb: list[Window] = []
         self._restored = False  # the baseline came from learned state and no window has confirmed it
 
     @property
@@ -283,7 +290,14 @@ class LatencyAIMD(BoundedPolicy):
 
     def update(self, window: Window) -> Adjustment:
         """Measure the baseline if needed; else cut on overload or queueing, grow while limit-bound."""
-        if self._resume is None and not self._baseline.known and self._limit > 2 * self._probe_limit:
+        if (
+            self._resume is None
+            and not self._baseline.known
+            and self._limit > 2 * self._probe_limit
+            and not self._measured_on_the_climb(window)
+        ):
+            # A high start (a learned limit), or a climb too short to measure on: measure
+            # the no-load latency at the probe limit first.
             self._resume = self._limit
             self._probe_ok = 0
             self._probe_medians = []
@@ -330,6 +344,11 @@ class LatencyAIMD(BoundedPolicy):
             lagged = f" (less the client's loop lag {lag_ms:.1f} ms)"
         noise = 2.0 * median_noise(window) if window.ok >= self._min_latency_samples else math.inf
         self._baseline.observe(window)
+        if self._baseline.known:
+            self._climb.clear()
+        elif self._on_the_climb(window):
+            self._climb.append(window)
+            del self._climb[: -(self._probe_limit + 2)]
         cooldown, self._cooldown = self._cooldown, False
         queueing = ratio > 1.0 + self._tolerance + noise
         if self._restored and math.isfinite(noise):
@@ -447,6 +466,38 @@ class LatencyAIMD(BoundedPolicy):
             self._step = 1.0
         why = f"latency {ratio:.2f}x baseline{at}" + (", rising" if rising else "")
         return self._set(limit + step, f"limit-bound, {why}: +{step:g}")
+
+    def _on_the_climb(self, window: Window) -> bool:
+        """Whether a window of a climb from a low start can help measure the baseline."""
+        return (
+            window.limit_bound
+            and window.ok >= 2
+            and self._probe_limit <= window.limit
+            and window.peak_inflight <= 2 * self._probe_limit + 1
+        )
+
+    def _measured_on_the_climb(self, window: Window) -> bool:
+        """Measure the baseline from the climb's windows, if they hold as many calls as a probe needs.
+
+        On a slow upstream a climb from a low start may pass twice the probe limit before any
+        window holds enough calls to measure the no-load latency (`LatencyBaseline`). Its
+        windows from the probe limit up, taken together, measure it as well as the probe
+        limit would, without the drop back there. A climb that holds fewer calls (steps that
+        double, windows that are few) is measured at the probe limit as before.
+        """
+        climb = self._climb
+        if self._on_the_climb(window) and window.ok < self._baseline.min_samples:
+            climb.append(window)  # a larger one is folded in by `update` as usual
+        enough = (
+            sum(w.ok for w in climb)
+            + (window.ok if window.ok >= self._baseline.min_samples and self._on_the_climb(window) else 0)
+            >= self._probe_samples
+        )
+        if enough:
+            for climbed in climb:
+                self._baseline.observe(climbed, min_samples=2)
+        climb.clear()
+        return enough
 
     def _allowance(self, limit: float) -> float:
         """How many requests may queue at the upstream while goodput holds: ~√limit."""
@@ -614,6 +665,7 @@ class LatencyAIMD(BoundedPolicy):
         self._cooldown = False
         self._windows_at_floor = 0
         self._resume = None
+        self._climb.clear()
         self._good.clear()
         self._floored_at = None
         self._delivered.clear()
