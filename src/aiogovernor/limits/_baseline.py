@@ -69,7 +69,12 @@ class LatencyBaseline:
 
         ``min_samples`` overrides the fewest samples an unsized window needs, for a caller
         that folds in several small windows at once (their low quantile is the baseline).
+
+        Raises:
+            ValueError: For a ``min_samples`` below 1.
         """
+        if min_samples is not None:
+            check_int("min_samples", min_samples, low=1)
         if window.bands:
             # A band needs fewer calls than a window: batches are few and slow. Its own
             # spread sets how far its median is raised, as for unsized windows.

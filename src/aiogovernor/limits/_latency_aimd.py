@@ -486,13 +486,12 @@ class LatencyAIMD(BoundedPolicy):
         double, windows that are few) is measured at the probe limit as before.
         """
         climb = self._climb
-        if self._on_the_climb(window) and window.ok < self._baseline.min_samples:
-            climb.append(window)  # a larger one is folded in by `update` as usual
-        enough = (
-            sum(w.ok for w in climb)
-            + (window.ok if window.ok >= self._baseline.min_samples and self._on_the_climb(window) else 0)
-            >= self._probe_samples
-        )
+        calls = sum(w.ok for w in climb)
+        if self._on_the_climb(window):
+            calls += window.ok
+            if window.ok < self._baseline.min_samples:
+                climb.append(window)  # a larger one is folded in by `update` as usual
+        enough = calls >= self._probe_samples
         if enough:
             for climbed in climb:
                 self._baseline.observe(climbed, min_samples=2)
