@@ -124,8 +124,8 @@ def test_the_baseline_folds_in_small_windows_only_when_asked() -> None:
     baseline = LatencyBaseline()  # min_samples=10
     small = window(ok=4, latency_s=0.05)
     baseline.observe(small)
-    assert not baseline.known
+    assert baseline.references() == ()
     baseline.observe(small, min_samples=2)
-    assert baseline.known and baseline.min_samples == 10
+    assert len(baseline.references()) == 1 and baseline.min_samples == 10
     with pytest.raises(ValueError, match="min_samples"):
         baseline.observe(small, min_samples=0)
