@@ -9,6 +9,7 @@ through the adapters in ``_adapters.py``, on the same scenarios.
     .venv/bin/python benchmarks/control.py --no-outside   # aiogovernor's policies only
     .venv/bin/python benchmarks/control.py --only noisy   # the models of real servers' noise only
     .venv/bin/python benchmarks/control.py --walls        # the default's probe pace at hard walls
+    .venv/bin/python benchmarks/control.py --draws 6      # the default over 6 draws, cold and steady
 
 The noisy scenarios (`noisy_scenarios()`: worker pools with a FIFO backlog, CPU-bound
 servers, a proxy wall, a token bucket, correlated stalls, a client whose loop lags) are
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import pathlib
 import statistics
 from collections.abc import Callable
@@ -165,6 +167,107 @@ def walls() -> None:
     print("\n".join(rows))
 
 
+# Fixed limits swept for the best fixed limit of each cold run (3 s from a cold start).
+COLD_SWEEPS = {
+    "knee16": [16, 18],
+    "wall16": [16],
+    "heavy-tail16": [16, 18, 20],
+    "flaky16": [16, 18],
+    "knee32": [32, 36],
+    "wall32": [32],
+    "heavy-tail32": [32, 36, 40],
+    "flaky32": [32, 36],
+    "cpu-saturates": [20, 22, 24, 28],
+    "proxy-wall": [16],
+    "busy-client": [14, 16, 18, 20],
+    "stalls": [16, 18, 20],
+    "shared-host": [6, 8, 10],
+    "backlog": [8, 10, 12],
+    "token-bucket": [8, 10, 12, 16],
+    "flaky-5xx": [14, 16, 18, 20],
+}
+STEADY_DRAWN = (
+    "knee",
+    "heavy-tail",
+    "flaky",
+    "cpu-saturates",
+    "busy-client",
+    "flaky-5xx",
+    "stalls",
+    "shared-host",
+)
+
+
+def cold_scenarios(seed: int) -> dict[str, Scenario]:
+    """Runs shaped as ``real_upstreams.py`` runs a row: 3 s from the policy's own start, 0.8 s not counted."""
+    made: dict[str, Scenario] = {}
+    for c in (16, 32):
+        standard = standard_scenarios(capacity=c, service_time_s=0.06, duration_s=3.0, seed=seed)
+        for name in ("knee", "wall", "heavy-tail", "flaky"):
+            made[f"{name}{c}"] = standard[name]
+    noisy = noisy_scenarios(duration_s=3.0, seed=seed)
+    made.update({name: noisy[name] for name in COLD_SWEEPS if name in noisy})
+    cold = {"settle_s": 0.8, "initial_limit": None}
+    return {name: dataclasses.replace(scenario, **cold) for name, scenario in made.items()}
+
+
+def draws(n: int) -> None:
+    """The default beside itself without slow start, over ``n`` draws of every model's randomness.
+
+    A closed loop is chaotic: one draw of a model can be lucky or unlucky for a policy, so the
+    figures are the median (worst) over draws 1..n of goodput over the best fixed limit of the
+    same draw. Three tables: cold 3 s runs (as the reality benchmark runs a row), the steady
+    state of the scenarios above, and Jain's index of the four governors of ``shared``.
+    """
+    contenders: dict[str, Callable[[], LimitPolicy]] = {
+        "default": LatencyAIMD,
+        "without slow start": lambda: LatencyAIMD(slow_start=False),
+    }
+    cold: dict[str, dict[str, list[float]]] = {}
+    refused: dict[str, dict[str, list[float]]] = {}
+    steady: dict[str, dict[str, list[float]]] = {}
+    jain: dict[str, list[float]] = {name: [] for name in contenders}
+    for seed in range(1, n + 1):
+        for sname, scenario in cold_scenarios(seed).items():
+            best = max(run_scenario(scenario, limit).goodput for limit in COLD_SWEEPS[sname])
+            for pname, make in contenders.items():
+                r = run_scenario(scenario, make)
+                cold.setdefault(sname, {}).setdefault(pname, []).append(r.goodput / best)
+                refused.setdefault(sname, {}).setdefault(pname, []).append(r.overload_rate)
+        everything = {**standard_scenarios(seed=seed), **noisy_scenarios(seed=seed)}
+        for sname in STEADY_DRAWN:
+            sweep = NOISY_SWEEPS.get(sname, range(13, 20))
+            best = sweep_fixed(everything[sname], sweep).goodput
+            for pname, make in contenders.items():
+                r = run_scenario(everything[sname], make)
+                steady.setdefault(sname, {}).setdefault(pname, []).append(r.goodput / best)
+        for pname, make in contenders.items():
+            jain[pname].append(run_scenario(everything["shared"], make).fairness)
+
+    def cell(values: list[float]) -> str:
+        return f"{statistics.median(values):.3f} ({min(values):.3f})"
+
+    names = list(contenders)
+    header = "| scenario | " + " | ".join(names) + " |\n| --- |" + " ---: |" * len(names)
+    print(f"Cold 3 s runs, goodput / best fixed, median (worst) over {n} draws; refused, median")
+    print(header)
+    for sname, per in cold.items():
+        cells = []
+        for pname in names:
+            worst_refused = statistics.median(refused[sname][pname])
+            cells.append(cell(per[pname]) + (f", {worst_refused:.2%} refused" if worst_refused else ""))
+        print(f"| {sname} | " + " | ".join(cells) + " |")
+    every = {pname: [x for per in cold.values() for x in per[pname]] for pname in names}
+    print("| every cold run | " + " | ".join(cell(every[p]) for p in names) + " |")
+    print(f"\nSteady state, goodput / oracle, median (worst) over {n} draws")
+    print(header)
+    for sname, per in steady.items():
+        print(f"| {sname} | " + " | ".join(cell(per[p]) for p in names) + " |")
+    print(f"\nshared: Jain's index over {n} draws, median (worst)")
+    print(header)
+    print("| shared | " + " | ".join(cell(jain[p]) for p in names) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--capacity", type=int, default=16)
@@ -172,9 +275,17 @@ def main() -> None:
     parser.add_argument("--no-outside", action="store_true", help="skip the other libraries")
     parser.add_argument("--only", choices=["standard", "noisy"], help="one set of scenarios")
     parser.add_argument("--walls", action="store_true", help="only the default's probe pace at hard walls")
+    parser.add_argument(
+        "--draws", type=int, metavar="N", help="only the default, with and without slow start, over N draws"
+    )
     args = parser.parse_args()
     if args.walls:
         walls()
+        return
+    if args.draws is not None:
+        if args.draws < 1:
+            parser.error("--draws must be at least 1")
+        draws(args.draws)
         return
     c = args.capacity
     scenarios = {} if args.only == "noisy" else standard_scenarios(capacity=c)

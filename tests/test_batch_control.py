@@ -67,6 +67,7 @@ def items_per_second(
     policy: LimitPolicy | None,
     size: int | None = None,
     store: MemoryStore | None = None,
+    seed: int = 5,
 ) -> float:
     """The uploader on the same upstream: each request's permit carries its bytes (1 000 per item).
 
@@ -75,7 +76,9 @@ def items_per_second(
 
     async def main() -> float:
         loop = asyncio.get_running_loop()
-        upstream = ServerUpstream(workers=16, service_time_s=0.02, per_item_s=0.001, backlog=100_000, seed=5)
+        upstream = ServerUpstream(
+            workers=16, service_time_s=0.02, per_item_s=0.001, backlog=100_000, seed=seed
+        )
 
         async def handler(request: httpx.Request) -> httpx.Response:
             await upstream(int(request.headers["x-items"]))
@@ -122,17 +125,20 @@ def test_uploads_and_governed_batches_behave_alike() -> None:
 
 def test_uploads_with_an_adaptive_chunker_under_the_default_governor(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AIOGOVERNOR_DISABLE_STATE", raising=False)  # the second run restores
-    # Short of the 0.9 target: 0.88 of the best fixed pair (governed_batches gets the same
-    # over 100 000 rows: the test above). Of the ~7.7 s the run lasts, the first ~1 s goes to
-    # growing the limit from 4, one step per window of about one call, and ~0.5 s to an
-    # overshoot past 16 and the cuts back. Over 400 000 items, the first test's length, the
-    # start is amortised and uploads reach 0.91 (benchmarks/two_knobs.py; too slow for a test).
+    # Over seeds 1-7 of the upstream (benchmarks/two_knobs.py) uploads reach 0.901 of the
+    # best fixed pair in the median, 0.838 at worst (0.862 and 0.744 before slow start): the
+    # first ~0.7 s of the ~7.5 s run goes to slow start from 4 and an overshoot past 16 while
+    # the batches grow, and the cuts back. Over 400 000 items the start is amortised.
     items = uploaded_items(UPLOAD_ITEMS)
     store = MemoryStore()
     adaptive = items_per_second(items, None, store=store)
     # The best pair of the sweep in the test above (here 24 x 400 ties with it).
     best = items_per_second(items, Fixed(16), 400)
-    assert adaptive >= 0.875 * best, (adaptive, best)
+    ratios = [adaptive / best] + [
+        items_per_second(items, None, seed=seed) / items_per_second(items, Fixed(16), 400, seed=seed)
+        for seed in (6, 7)
+    ]
+    assert sorted(ratios)[1] >= 0.885 and min(ratios) >= 0.86, ratios
     # The same job run again starts from what the first run learned: its limit, its chunk
     # size and its latency baseline per size, so it measures no baseline at 3 permits first
     # (before the baseline was kept, the second run was the slower one: 0.80 of the pair).

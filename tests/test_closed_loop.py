@@ -94,7 +94,7 @@ def test_a_slow_climb_measures_its_baseline_on_the_way_without_dropping_to_the_p
     gov = run_virtual(main())
     moves = [(d.old_limit, d.new_limit, d.window.ok if d.window else 0) for d in gov.decisions]
     assert moves[0][2] < 10 and moves[2][2] < 10, moves  # the early windows are small
-    assert all(new >= old for old, new, _ in moves[:12]), moves
+    assert all(new > 3 for _, new, _ in moves), moves  # never back to the probe limit
     assert not any("probe limit" in d.reason or "measuring" in d.reason for d in gov.decisions)
     assert policy.baseline_s is not None and 0.09 < policy.baseline_s < 0.12
     assert gov.limit >= 12, moves

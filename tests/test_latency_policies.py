@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from aiogovernor.limits import (
@@ -15,6 +17,7 @@ from aiogovernor.limits import (
     default_policy,
     profile,
 )
+from aiogovernor.sim import run_scenario, standard_scenarios
 from aiogovernor.testing import window
 
 
@@ -129,3 +132,95 @@ def test_the_baseline_folds_in_small_windows_only_when_asked() -> None:
     assert len(baseline.references()) == 1 and baseline.min_samples == 10
     with pytest.raises(ValueError, match="min_samples"):
         baseline.observe(small, min_samples=0)
+
+
+def _seeded(**kwargs: object) -> LatencyAIMD:
+    baseline = LatencyBaseline()
+    baseline.seed(0.05)
+    return LatencyAIMD(baseline=baseline, **kwargs)  # type: ignore[arg-type]
+
+
+def _starting(policy: LatencyAIMD) -> bool:
+    return policy.in_slow_start  # read through a call: mypy would narrow the property
+
+
+def test_slow_start_grows_by_max_step_ratio_until_the_first_decrease() -> None:
+    p = _seeded(initial_limit=4)
+    assert _starting(p)
+    limits = [p.update(window(ok=40, latency_s=0.05, limit=int(p.limit))).limit for _ in range(3)]
+    assert limits == [6, 9, 13.5]
+    # x1.5, but never past 1.5 x what was in flight (13 of the gate's 13.5 permits).
+    assert p.update(window(ok=40, latency_s=0.05, limit=13)).limit == 19.5
+    # Latency rising (1.08x, under the 1.1 tolerance): the knee is near, one permit at a time.
+    adj = p.update(window(ok=40, latency_s=0.054, limit=19))
+    assert adj.limit == 20.5 and "+1" in adj.reason and _starting(p)
+    assert p.update(window(ok=40, latency_s=0.05, limit=20)).limit == 30
+    # A window limit-bound only before the last step (8 in flight at most): little growth.
+    assert p.update(window(ok=40, latency_s=0.05, limit=30, peak_inflight=8, limit_bound=True)).limit == 31
+    # The first decrease ends it: growth is one permit a window from then on.
+    cut = p.update(window(ok=40, latency_s=0.1, limit=31)).limit
+    assert cut < 31 and not _starting(p)
+    p.update(window(ok=40, latency_s=0.1, limit=int(cut)))  # work from before the cut
+    assert p.update(window(ok=40, latency_s=0.05, limit=int(cut))).limit == cut + 1
+
+
+def test_slow_start_waits_for_the_baseline_and_can_be_turned_off() -> None:
+    # No baseline yet: the climb from a low start measures it at one permit a window.
+    p = LatencyAIMD(initial_limit=4)
+    assert p.update(window(ok=4, latency_s=0.05, limit=4)).limit == 5
+    off = _seeded(initial_limit=4, slow_start=False)
+    assert not off.in_slow_start
+    limits = [off.update(window(ok=40, latency_s=0.05, limit=int(off.limit))).limit for _ in range(3)]
+    assert limits == [5, 6, 7]
+    with pytest.raises(TypeError, match="slow_start"):
+        LatencyAIMD(slow_start=1)  # type: ignore[arg-type]
+
+
+def test_a_reset_above_the_start_skips_slow_start() -> None:
+    # A learned limit already knows roughly where the knee is; a start from lower is cold.
+    p = _seeded(initial_limit=4)
+    p.reset(40)
+    assert not _starting(p)
+    assert p.update(window(ok=40, latency_s=0.05, limit=40)).limit == 41
+    p.reset(2)
+    assert _starting(p)
+    assert p.update(window(ok=40, latency_s=0.05, limit=2)).limit == 3  # x1.5, at least +1
+
+
+def test_slow_start_reaches_a_knee_of_32_in_under_half_the_time() -> None:
+    # Closed loop, virtual time: from the default start of 4 to within reach of a knee at
+    # 32 workers (60 ms each), with and without slow start (measured: 0.68 s and 1.5 s).
+    def first_above(policy: LatencyAIMD) -> float:
+        scenario = standard_scenarios(capacity=32, service_time_s=0.06, duration_s=3.0)["knee"]
+        scenario = dataclasses.replace(scenario, initial_limit=None, trace_every_s=0.02)
+        r = run_scenario(scenario, lambda: policy)
+        return next(t for t, limits in r.trace if limits[0] >= 28)
+
+    fast, slow = first_above(LatencyAIMD()), first_above(LatencyAIMD(slow_start=False))
+    assert fast < 0.5 * slow, (fast, slow)
+
+
+def test_once_known_the_baseline_pools_small_windows() -> None:
+    # A governor held to a small limit has small windows: pooled, they still move its
+    # baseline, so it follows an upstream whose latency others have raised.
+    baseline = LatencyBaseline(memory_windows=3)  # min_samples=10
+    baseline.observe(window(ok=4, latency_s=0.05))
+    assert not baseline.known  # before the first baseline: a climb measures it its own way
+    baseline.seed(0.05)
+    for _ in range(2):
+        baseline.observe(window(ok=4, latency_s=0.08))  # 4, then 8 calls pooled: too few
+    assert baseline.value == pytest.approx(0.05)
+    for _ in range(7):
+        baseline.observe(window(ok=4, latency_s=0.08))  # three pools of 12 calls
+    assert baseline.value == pytest.approx(0.08)
+    # The pool's median weighs each window by its calls.
+    one = LatencyBaseline(memory_windows=1)
+    one.seed(0.05)
+    one.observe(window(ok=2, latency_s=0.2))
+    one.observe(window(ok=9, latency_s=0.06))
+    assert one.value == pytest.approx(0.06)
+    # A new start forgets what was pooled.
+    one.observe(window(ok=9, latency_s=0.2))
+    one.seed(0.05)
+    one.observe(window(ok=2, latency_s=0.2))
+    assert one.value == pytest.approx(0.05)

@@ -166,10 +166,14 @@ def _clean(p: LatencyAIMD, limit: int, latency_s: float = 0.05) -> None:
     p.update(window(ok=40, latency_s=latency_s, limit=limit))
 
 
+# These policies stand for one that has run a while: past slow start, growing by one a
+# window (slow start has its own tests in test_latency_policies.py).
+
+
 def test_a_latency_cut_stops_at_the_good_floor_until_queueing_comes_back() -> None:
     baseline = LatencyBaseline()
     baseline.seed(0.05)
-    p = LatencyAIMD(initial_limit=16, baseline=baseline)
+    p = LatencyAIMD(initial_limit=16, baseline=baseline, slow_start=False)
     for _ in range(3):
         _clean(p, int(p.limit))  # clean and limit-bound at 16, 17, 18: growing by one
     assert p.good_floor == 18 and p.limit == 19
@@ -186,7 +190,7 @@ def _climbed(queue_allowance: float = 0.75) -> LatencyAIMD:
     """A policy that climbed from 16 to 21 while latency rose gently (goodput still rising)."""
     baseline = LatencyBaseline()
     baseline.seed(0.05)
-    p = LatencyAIMD(initial_limit=16, baseline=baseline, queue_allowance=queue_allowance)
+    p = LatencyAIMD(initial_limit=16, baseline=baseline, slow_start=False, queue_allowance=queue_allowance)
     for ratio in (1.0, 1.02, 1.04, 1.06, 1.08):
         _clean(p, int(p.limit), latency_s=0.05 * ratio)
     # Clean (within half the tolerance) up to 18; delivered 16, 16.7, 17.3, 17.9, 18.5.
@@ -220,7 +224,7 @@ def test_a_latency_rise_that_costs_goodput_or_queues_too_much_is_cut() -> None:
 def test_an_overload_ignores_the_good_floor() -> None:
     baseline = LatencyBaseline()
     baseline.seed(0.05)
-    p = LatencyAIMD(initial_limit=16, baseline=baseline)
+    p = LatencyAIMD(initial_limit=16, baseline=baseline, slow_start=False)
     _clean(p, 16)
     assert p.update(window(ok=30, overload=3, limit=16)).limit < 16
     assert p.good_floor is None
@@ -234,7 +238,7 @@ def test_loop_lag_explains_a_rise_but_not_one_several_times_larger() -> None:
     def policy() -> LatencyAIMD:
         baseline = LatencyBaseline()
         baseline.seed(0.02)
-        return LatencyAIMD(initial_limit=16, baseline=baseline, good_memory_windows=0)
+        return LatencyAIMD(initial_limit=16, baseline=baseline, slow_start=False, good_memory_windows=0)
 
     # p50 30 ms on a 20 ms baseline, the client's loop pausing (GC) for 6 ms on average:
     # 2 x 6 ms explain the 10 ms rise, and growth goes on.

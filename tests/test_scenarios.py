@@ -11,6 +11,7 @@ the change in the commit.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -19,7 +20,14 @@ import pathlib
 import pytest
 
 from aiogovernor.limits import PROFILES, LatencyAIMD, default_policy
-from aiogovernor.sim import Oracle, ScenarioResult, run_scenario, standard_scenarios, sweep_fixed
+from aiogovernor.sim import (
+    KneeUpstream,
+    Oracle,
+    ScenarioResult,
+    run_scenario,
+    standard_scenarios,
+    sweep_fixed,
+)
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
 C = 16
@@ -107,6 +115,19 @@ def test_follows_a_capacity_shift() -> None:
 
 def test_governors_sharing_an_upstream_are_fair() -> None:
     r = result("shared")
+    assert r.fairness >= 0.95, r.shares
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_sharing_is_fair_whatever_the_upstream_seed(seed: int) -> None:
+    # Those that join later learn a baseline that includes the queue the first one keeps.
+    # The first one, held to a small limit, once never folded its small windows into its
+    # baseline, read that queue as its own congestion and gave way window after window
+    # (Jain 0.85 and 0.84 on seeds 2 and 3). The baseline pools small windows now.
+    scenario = dataclasses.replace(
+        SCENARIOS["shared"], upstream=lambda: KneeUpstream(capacity=32, service_time_s=0.05, seed=seed)
+    )
+    r = run_scenario(scenario, LatencyAIMD)
     assert r.fairness >= 0.95, r.shares
 
 

@@ -28,13 +28,22 @@ class LatencyBaseline:
     noisy upstream (a heavy tail, small windows) does not drag the
     baseline down.
 
+    Once a baseline is known, windows with fewer than ``min_samples`` calls
+    are pooled with the next ones until they hold that many together, and
+    the pool's median (each window's median weighted by its calls) is folded
+    in. A governor held to a small limit, whose windows are small, keeps
+    following the upstream's latency that way: one that joined an upstream
+    already queued at by others learned a baseline that includes their
+    queue, and a governor whose baseline never moved would judge that queue
+    as its own congestion and give way to them, window after window.
+
     Args:
         memory_windows: How many recent window medians it keeps, >= 1.
         quantile: Which quantile of them is the baseline, in (0, 1).
         min_samples: Windows with fewer successful samples are not used.
     """
 
-    __slots__ = ("_bands", "_memory", "_min_samples", "_quantile", "_shortfall", "_value")
+    __slots__ = ("_bands", "_memory", "_min_samples", "_pool", "_quantile", "_shortfall", "_value")
 
     def __init__(self, *, memory_windows: int = 50, quantile: float = 0.1, min_samples: int = 10) -> None:
         self._memory = check_int("memory_windows", memory_windows, low=1)
@@ -48,6 +57,8 @@ class LatencyBaseline:
         self._shortfall = shortfall
         self._min_samples = check_int("min_samples", min_samples, low=1)
         self._value: float | None = None
+        # Small unsized windows waiting to be folded in together: (calls, median, cv)
+        self._pool: list[tuple[int, float, float]] | None = None
 
     @property
     def value(self) -> float | None:
@@ -85,13 +96,35 @@ class LatencyBaseline:
                     latency = band.latency_p50_s * (1.0 + self._shortfall * noise)
                     self._note(band.band, latency, band.size_mean)
             return
-        if (
-            window.ok < (self._min_samples if min_samples is None else min_samples)
-            or window.latency_p50_s <= 0
-        ):
+        if window.latency_p50_s <= 0:
+            return
+        if window.ok < (self._min_samples if min_samples is None else min_samples):
+            if min_samples is None and 0 in self._bands and window.ok:
+                self._pooled(window)
             return
         noise = median_noise(window)
         self._note(0, window.latency_p50_s * (1.0 + self._shortfall * noise), 1.0)
+
+    def _pooled(self, window: Window) -> None:
+        """Pool a small window with the next ones; fold the pool in once it holds ``min_samples``."""
+        pool = self._pool
+        if pool is None:
+            pool = self._pool = []
+        pool.append((window.ok, window.latency_p50_s, window.latency_cv))
+        calls = sum(n for n, _, _ in pool)
+        if calls < self._min_samples:
+            return
+        pool.sort(key=lambda entry: entry[1])
+        half, seen, median = calls / 2.0, 0, pool[-1][1]
+        for n, latency, _ in pool:
+            seen += n
+            if seen >= half:
+                median = latency
+                break
+        cv = sum(n * c for n, _, c in pool) / calls
+        pool.clear()
+        noise = 1.25 * cv / math.sqrt(calls)
+        self._note(0, median * (1.0 + self._shortfall * noise), 1.0)
 
     def _note(self, band: int, latency_s: float, size: float) -> None:
         known = self._bands.get(band)
@@ -153,6 +186,7 @@ class LatencyBaseline:
         ]
         self._bands.clear()
         self._value = None
+        self._pool = None
         for size, latency in pairs:
             self._note(size_band(size), latency, size)
 
@@ -160,6 +194,7 @@ class LatencyBaseline:
         """Forget the memory and start from ``latency_s`` (a fresh minimum measurement)."""
         check_float("latency_s", latency_s, low=0.0, low_open=True)
         self._bands.clear()
+        self._pool = None
         self._note(0, latency_s, 1.0)
 
     def ratio(self, window: Window) -> float:

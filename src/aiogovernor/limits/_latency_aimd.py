@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from aiogovernor._samples import Window
-from aiogovernor._validate import check_float, check_int
+from aiogovernor._validate import check_bool, check_float, check_int
 
 from ._base import Adjustment, BoundedPolicy
 from ._baseline import LatencyBaseline, median_noise
@@ -40,12 +40,16 @@ class LatencyAIMD(BoundedPolicy):
       and the window right after a cut is not cut again (its samples started
       before it: one congestion event, one decrease).
 
-    Growth happens only while the limit is the bottleneck (demand-aware):
-    by one permit a window; after ``probe_interval_windows`` clean windows in
-    a row the step doubles with each further clean window (up to
-    ``max_step_ratio`` of the limit), so a grown capacity is found in a few
-    windows, and it falls back to 1 after any decrease or while latency is
-    rising. The limit at which congestion last showed is
+    Growth happens only while the limit is the bottleneck (demand-aware).
+    A policy started low is in *slow start* until its first decrease, as TCP
+    is: each limit-bound window whose latency is not rising grows the limit by
+    ``max_step_ratio`` of itself (×1.5 by default) but never past 1.5 × what
+    was in flight, and a rising one by one permit: from 4, a knee of 32 is
+    reached in under half the time. After that, growth is one permit a window; after
+    ``probe_interval_windows`` clean windows in a row the step doubles with
+    each further clean window (up to ``max_step_ratio`` of the limit), so a
+    grown capacity is found in a few windows, and it falls back to 1 after any
+    decrease or while latency is rising. The limit at which congestion last showed is
     remembered as a ceiling: the limit climbs to just below it and waits
     ``probe_interval_windows`` clean windows before probing one past it,
     which keeps the refusals of a hard wall rare and the limit steady at a
@@ -81,7 +85,8 @@ class LatencyAIMD(BoundedPolicy):
 
     A limit whose goodput is below a lower limit's is not kept. Over the last
     ``goodput_memory_windows`` limit-bound windows, goodput (successful calls
-    per second) is fitted against the limit; when it falls significantly as
+    per second, each counted by its size when calls carry one) is fitted
+    against the limit; when it falls significantly as
     the limit grows (a slope over 2.5 standard errors below zero, and a 10 %
     larger limit losing over 2 % of goodput), the limit goes back to one below
     the limit whose windows had the best goodput, and does not grow while the
@@ -137,6 +142,9 @@ class LatencyAIMD(BoundedPolicy):
             after each probe refused at the same limit.
         goodput_memory_windows: How many windows back goodput is fitted against
             the limit, >= 0 (0: the goodput rule is off).
+        slow_start: Grow by ``max_step_ratio`` of the limit per clean window
+            until the first decrease. `reset` to a limit above
+            ``initial_limit`` (a learned one) starts without it.
     """
 
     name = "latency-aimd"
@@ -178,6 +186,9 @@ class LatencyAIMD(BoundedPolicy):
         "_rates",
         "_restored",
         "_resume",
+        "_slow_start",
+        "_start_limit",
+        "_starting",
         "_step",
         "_streak",
         "_threshold",
@@ -212,6 +223,7 @@ class LatencyAIMD(BoundedPolicy):
         queue_allowance: float = 0.75,
         max_probe_backoff: int = 2,
         goodput_memory_windows: int = 30,
+        slow_start: bool = True,
     ) -> None:
         if initial_limit is None and isinstance(min_limit, int) and isinstance(max_limit, int):
             initial_limit = min(max(min_limit, 4), max_limit)
@@ -243,6 +255,9 @@ class LatencyAIMD(BoundedPolicy):
         self._delivered: list[tuple[int, float]] = []
         self._max_probe_backoff = check_int("max_probe_backoff", max_probe_backoff, low=1)
         self._goodput_memory = check_int("goodput_memory_windows", goodput_memory_windows, low=0)
+        self._slow_start = check_bool("slow_start", slow_start)
+        self._starting = self._slow_start  # in slow start: no decrease yet
+        self._start_limit = self._limit
         # (window, gate limit, goodput per second) of the latest limit-bound windows
         self._rates: list[tuple[int, float, float]] = []
         self._windows = 0  # windows seen (the clock of the good-floor memory)
@@ -282,6 +297,11 @@ class LatencyAIMD(BoundedPolicy):
             return max((limit for _, limit in self._good), default=None)
         limits = sorted((limit for _, limit in self._good), reverse=True)
         return limits[self._good_min - 1] if len(limits) >= self._good_min else None
+
+    @property
+    def in_slow_start(self) -> bool:
+        """Whether the policy still grows by ``max_step_ratio`` per clean window (no decrease yet)."""
+        return self._starting
 
     @property
     def ceiling(self) -> float | None:
@@ -359,7 +379,9 @@ class LatencyAIMD(BoundedPolicy):
         if self._goodput_memory and window.limit_bound and not cooldown and math.isfinite(noise):
             # A limit whose goodput is below a lower limit's is not kept, whatever latency
             # says (it cannot see a client whose own CPU per call grows with the limit).
-            self._rates.append((self._windows, float(window.limit), window.throughput))
+            # Work per second: calls that carry a size (batches) count by their size, so a
+            # chunker that grows its batches does not read as goodput falling.
+            self._rates.append((self._windows, float(window.limit), window.throughput * window.size_mean))
             best = self._best_before_fall()
             if best is not None and limit > best:
                 # One below the best, so that the climb back samples both sides of it.
@@ -455,6 +477,20 @@ class LatencyAIMD(BoundedPolicy):
         else:
             self._clean += 1
         step = self._step
+        starting = self._starting and self._baseline.known
+        if starting:
+            # Slow start: no congestion seen yet, so grow multiplicatively; a rising
+            # latency (the knee is near) grows by one while it lasts. A rise the client's
+            # own loop explains counts here: multiplying the work in flight is what
+            # makes such a client its own bottleneck. Not before the baseline is
+            # known: the climb measures it at low limits.
+            near = raw > 1.0 + self._tolerance / 2
+            step = 1.0 if near else max(1.0, limit * self._max_step_ratio)
+            # Grown from what was in flight, not past it: a window limit-bound only in its
+            # first part (callers queued before the last step) says little about the new limit.
+            step = min(step, max(1.0, window.peak_inflight * (1.0 + self._max_step_ratio) - limit))
+        elif rising:
+            step = 1.0  # the step was chosen on the window before; this one says the knee is near
         if ceiling is not None:
             step = min(step, ceiling - 1.0 - limit)
         # Steps double only after a run of clean windows: that finds a grown capacity in a
@@ -465,7 +501,7 @@ class LatencyAIMD(BoundedPolicy):
         else:
             self._step = 1.0
         why = f"latency {ratio:.2f}x baseline{at}" + (", rising" if rising else "")
-        return self._set(limit + step, f"limit-bound, {why}: +{step:g}")
+        return self._set(limit + step, f"limit-bound{', slow start' if starting else ''}, {why}: +{step:g}")
 
     def _on_the_climb(self, window: Window) -> bool:
         """Whether a window of a climb from a low start can help measure the baseline."""
@@ -596,6 +632,7 @@ class LatencyAIMD(BoundedPolicy):
         self._quiet = 0
         self._cooldown = True
         self._windows_at_floor = 0
+        self._starting = False
         return self._set(min(target, limit - 1.0), reason)
 
     def _measure(self, window: Window) -> Adjustment:
@@ -653,6 +690,9 @@ class LatencyAIMD(BoundedPolicy):
 
     def reset(self, limit: float) -> None:
         """Start over from ``limit`` (e.g. a learned value); the latency baseline is kept."""
+        # A start no higher than the policy's own is a cold start; a higher one (a learned
+        # limit) already knows roughly where the knee is.
+        self._starting = self._slow_start and limit <= self._start_limit
         super().reset(limit)
         self._step = 1.0
         self._ceiling = None

@@ -15,7 +15,7 @@ __all__ = ["noisy_scenarios", "standard_scenarios"]
 
 
 def standard_scenarios(
-    *, capacity: int = 16, service_time_s: float = 0.05, duration_s: float = 40.0
+    *, capacity: int = 16, service_time_s: float = 0.05, duration_s: float = 40.0, seed: int = 0
 ) -> dict[str, Scenario]:
     """The scenarios of aiogovernor's CI and control benchmark, by name.
 
@@ -37,7 +37,12 @@ def standard_scenarios(
         service_time_s: Latency below the knee.
         duration_s: Simulated seconds of the single-phase scenarios (the
             shift and shared scenarios run 1.5 times longer).
+        seed: Another draw of every model's randomness (0: the standard one, which
+            the golden files and CI's bounds are taken on). A closed loop is
+            chaotic: one draw can be lucky or unlucky for a policy, so compare
+            policies over several.
     """
+    o = 100 * check_int("seed", seed, low=0)
     c = check_int("capacity", capacity, low=2)
     s = check_float("service_time_s", service_time_s, low=0.0, low_open=True)
     d = check_float("duration_s", duration_s, low=1.0)
@@ -47,7 +52,7 @@ def standard_scenarios(
     return {
         "knee": Scenario(
             name="knee",
-            upstream=lambda: KneeUpstream(capacity=c, service_time_s=s, seed=1),
+            upstream=lambda: KneeUpstream(capacity=c, service_time_s=s, seed=1 + o),
             duration_s=d,
             settle_s=settle,
             clients=(many,),
@@ -55,7 +60,7 @@ def standard_scenarios(
         ),
         "knee-high-start": Scenario(
             name="knee-high-start",
-            upstream=lambda: KneeUpstream(capacity=c, service_time_s=s, seed=1),
+            upstream=lambda: KneeUpstream(capacity=c, service_time_s=s, seed=1 + o),
             duration_s=d,
             settle_s=settle,
             clients=(many,),
@@ -63,7 +68,7 @@ def standard_scenarios(
         ),
         "wall": Scenario(
             name="wall",
-            upstream=lambda: WallUpstream(capacity=c, service_time_s=s, seed=2),
+            upstream=lambda: WallUpstream(capacity=c, service_time_s=s, seed=2 + o),
             duration_s=d,
             settle_s=settle,
             clients=(many,),
@@ -71,7 +76,7 @@ def standard_scenarios(
         ),
         "heavy-tail": Scenario(
             name="heavy-tail",
-            upstream=lambda: KneeUpstream(capacity=c, service_time_s=s, tail_sigma=0.5, seed=3),
+            upstream=lambda: KneeUpstream(capacity=c, service_time_s=s, tail_sigma=0.5, seed=3 + o),
             duration_s=d,
             settle_s=settle,
             clients=(many,),
@@ -80,7 +85,7 @@ def standard_scenarios(
         ),
         "flaky": Scenario(
             name="flaky",
-            upstream=lambda: KneeUpstream(capacity=c, service_time_s=s, error_rate=0.05, seed=4),
+            upstream=lambda: KneeUpstream(capacity=c, service_time_s=s, error_rate=0.05, seed=4 + o),
             duration_s=d,
             settle_s=settle,
             clients=(many,),
@@ -88,7 +93,7 @@ def standard_scenarios(
         ),
         "low-demand": Scenario(
             name="low-demand",
-            upstream=lambda: KneeUpstream(capacity=c, service_time_s=s, seed=5),
+            upstream=lambda: KneeUpstream(capacity=c, service_time_s=s, seed=5 + o),
             duration_s=d,
             settle_s=settle,
             clients=(Client(callers=c // 2),),
@@ -96,7 +101,7 @@ def standard_scenarios(
         ),
         "shift": Scenario(
             name="shift",
-            upstream=lambda: KneeUpstream(capacity=2 * c, service_time_s=s, seed=6),
+            upstream=lambda: KneeUpstream(capacity=2 * c, service_time_s=s, seed=6 + o),
             duration_s=long,
             settle_s=settle,
             clients=(Client(callers=max(100, 20 * c)),),
@@ -105,7 +110,7 @@ def standard_scenarios(
         ),
         "shared": Scenario(
             name="shared",
-            upstream=lambda: KneeUpstream(capacity=2 * c, service_time_s=s, seed=7),
+            upstream=lambda: KneeUpstream(capacity=2 * c, service_time_s=s, seed=7 + o),
             duration_s=long,
             settle_s=settle,
             clients=tuple(
@@ -117,7 +122,7 @@ def standard_scenarios(
     }
 
 
-def noisy_scenarios(*, duration_s: float = 20.0) -> dict[str, Scenario]:
+def noisy_scenarios(*, duration_s: float = 20.0, seed: int = 0) -> dict[str, Scenario]:
     """Models of real servers and a real client, with the noise the standard models lack.
 
     Each is shaped after a real server measured on loopback (the figures beside
@@ -154,7 +159,9 @@ def noisy_scenarios(*, duration_s: float = 20.0) -> dict[str, Scenario]:
 
     Args:
         duration_s: Simulated seconds of each scenario.
+        seed: Another draw of every model's randomness, as in `standard_scenarios`.
     """
+    o = 100 * check_int("seed", seed, low=0)
     d = check_float("duration_s", duration_s, low=1.0)
     settle = 0.375 * d
     callers = (Client(callers=200),)
@@ -180,51 +187,51 @@ def noisy_scenarios(*, duration_s: float = 20.0) -> dict[str, Scenario]:
             client_cost_per_connection_s=client_cost_per_connection_s,
             host_cores=host_cores,
             client_pause_every_s=client_pause_every_s,
-            seed=seed,
+            seed=seed + o,
         )
 
     return {
         "backlog": make(
             "backlog",
-            lambda: ServerUpstream(workers=8, service_time_s=0.04, cpu_s=0.001, cores=1, seed=11),
+            lambda: ServerUpstream(workers=8, service_time_s=0.04, cpu_s=0.001, cores=1, seed=11 + o),
         ),
         "cpu-bound": make(
             "cpu-bound",
-            lambda: ServerUpstream(workers=8, service_time_s=0.0, cpu_s=0.027, cores=2, seed=12),
+            lambda: ServerUpstream(workers=8, service_time_s=0.0, cpu_s=0.027, cores=2, seed=12 + o),
             client_cost_s=0.002,
         ),
         "cpu-saturates": make(
             "cpu-saturates",
-            lambda: ServerUpstream(workers=32, service_time_s=0.06, cpu_s=0.003, cores=1, seed=13),
+            lambda: ServerUpstream(workers=32, service_time_s=0.06, cpu_s=0.003, cores=1, seed=13 + o),
         ),
         "proxy-wall": make(
             "proxy-wall",
             lambda: ConnectionWall(
-                ServerUpstream(workers=64, service_time_s=0.05, seed=14), max_connections=16
+                ServerUpstream(workers=64, service_time_s=0.05, seed=14 + o), max_connections=16
             ),
         ),
         "token-bucket": make(
             "token-bucket",
             lambda: TokenBucketUpstream(
-                ServerUpstream(workers=64, service_time_s=0.05, seed=15), rate_per_s=150, burst=20
+                ServerUpstream(workers=64, service_time_s=0.05, seed=15 + o), rate_per_s=150, burst=20
             ),
         ),
         "stalls": make(
             "stalls",
-            lambda: ServerUpstream(workers=16, service_time_s=0.02, stall_every_s=0.33, seed=16),
+            lambda: ServerUpstream(workers=16, service_time_s=0.02, stall_every_s=0.33, seed=16 + o),
             client_pause_every_s=0.5,
             seed=16,
         ),
         "busy-client": make(
             "busy-client",
-            lambda: ServerUpstream(workers=16, service_time_s=0.02, seed=17),
+            lambda: ServerUpstream(workers=16, service_time_s=0.02, seed=17 + o),
             client_cost_s=0.0025,
             client_pause_every_s=0.5,
             seed=17,
         ),
         "flaky-5xx": make(
             "flaky-5xx",
-            lambda: ServerUpstream(workers=16, service_time_s=0.02, error_rate=0.05, seed=18),
+            lambda: ServerUpstream(workers=16, service_time_s=0.02, error_rate=0.05, seed=18 + o),
             client_cost_s=0.0015,
             client_pause_every_s=0.5,
             seed=18,
@@ -233,7 +240,7 @@ def noisy_scenarios(*, duration_s: float = 20.0) -> dict[str, Scenario]:
         # cores are what the two processes got of a 2-core machine loaded by other work.
         "shared-host": make(
             "shared-host",
-            lambda: ServerUpstream(workers=32, service_time_s=0.06, cpu_s=0.0012, cores=1, seed=19),
+            lambda: ServerUpstream(workers=32, service_time_s=0.06, cpu_s=0.0012, cores=1, seed=19 + o),
             client_cost_s=0.0002,
             client_cost_per_connection_s=0.0002,
             host_cores=0.32,
@@ -241,7 +248,7 @@ def noisy_scenarios(*, duration_s: float = 20.0) -> dict[str, Scenario]:
         ),
         "shared-host-cpu": make(
             "shared-host-cpu",
-            lambda: ServerUpstream(workers=8, service_time_s=0.0, cpu_s=0.027, cores=8, seed=20),
+            lambda: ServerUpstream(workers=8, service_time_s=0.0, cpu_s=0.027, cores=8, seed=20 + o),
             client_cost_s=0.003,
             client_cost_per_connection_s=0.00006,
             host_cores=1.9,
