@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from array import array
 
 from aiogovernor._samples import Window
 from aiogovernor._validate import check_bool, check_float, check_int
@@ -258,12 +259,13 @@ class LatencyAIMD(BoundedPolicy):
         self._slow_start = check_bool("slow_start", slow_start)
         self._starting = self._slow_start  # in slow start: no decrease yet
         self._start_limit = self._limit
-        # (window, gate limit, goodput per second) of the latest limit-bound windows
-        self._rates: list[tuple[int, float, float]] = []
+        # (window, gate limit, goodput per second) of the latest limit-bound windows, flat in
+        # unboxed doubles (30 tuples of boxed numbers were ~4 KB of every busy policy); made
+        # at the first such window.
+        self._rates: array[float] | None = None
         self._windows = 0  # windows seen (the clock of the good-floor memory)
-        # (window, limit) of clean limit-bound windows; a list, not a deque: it is short, and
-        # an empty deque is 760 bytes in every governor.
-        self._good: list[tuple[int, float]] = []
+        # (window, limit) of clean limit-bound windows, flat in unboxed doubles as `_rates`.
+        self._good: array[float] | None = None
         self._floored_at: int | None = None  # window of the last cut the good floor stopped
         self._streak = 0  # consecutive windows with queueing latency
         self._step = 1.0
@@ -293,9 +295,11 @@ class LatencyAIMD(BoundedPolicy):
     @property
     def good_floor(self) -> float | None:
         """The highest limit with a clean, limit-bound window lately: where latency cuts stop."""
+        if not self._good:
+            return None
         if self._good_min == 1:
-            return max((limit for _, limit in self._good), default=None)
-        limits = sorted((limit for _, limit in self._good), reverse=True)
+            return max(self._good[1::2])
+        limits = sorted(self._good[1::2], reverse=True)
         return limits[self._good_min - 1] if len(limits) >= self._good_min else None
 
     @property
@@ -328,12 +332,10 @@ class LatencyAIMD(BoundedPolicy):
 
         limit = self._limit
         self._windows += 1
-        while self._good and self._good[0][0] <= self._windows - self._good_memory:
-            del self._good[0]
+        _forget(self._good, 2, self._windows - self._good_memory)
         while self._delivered and self._delivered[0][0] <= self._windows - self._good_memory:
             del self._delivered[0]
-        while self._rates and self._rates[0][0] <= self._windows - self._goodput_memory:
-            del self._rates[0]
+        _forget(self._rates, 3, self._windows - self._goodput_memory)
         if window.count and window.overload / window.count > self._threshold:
             return self._cut(
                 limit * self._backoff,
@@ -381,7 +383,10 @@ class LatencyAIMD(BoundedPolicy):
             # says (it cannot see a client whose own CPU per call grows with the limit).
             # Work per second: calls that carry a size (batches) count by their size, so a
             # chunker that grows its batches does not read as goodput falling.
-            self._rates.append((self._windows, float(window.limit), window.throughput * window.size_mean))
+            rates = self._rates
+            if rates is None:
+                rates = self._rates = array("d")
+            rates.extend((self._windows, float(window.limit), window.throughput * window.size_mean))
             best = self._best_before_fall()
             if best is not None and limit > best:
                 # One below the best, so that the climb back samples both sides of it.
@@ -411,7 +416,7 @@ class LatencyAIMD(BoundedPolicy):
                 # Queueing stayed on after a floored cut (this window and the one before):
                 # the floor is stale (the capacity fell), so forget it and let Little's law
                 # cut. A stall that merely comes again, after a clean window, is floored again.
-                self._good.clear()
+                self._good = None
                 self._floored_at = None
                 why += ", again soon after a floored cut: floor forgotten"
             else:
@@ -461,7 +466,10 @@ class LatencyAIMD(BoundedPolicy):
         # Only a window that is clean beyond its own noise counts: a lucky window above the
         # knee must not raise the floor.
         if self._good_memory and ratio + noise <= 1.0 + self._tolerance / 2:
-            self._good.append((self._windows, float(window.limit)))
+            memory = self._good
+            if memory is None:
+                memory = self._good = array("d")
+            memory.extend((self._windows, float(window.limit)))
         ceiling = self._ceiling
         if ceiling is not None and limit + 1.0 >= ceiling:
             # Only refusals set a ceiling: a hard wall gives no warning before it.
@@ -570,12 +578,13 @@ class LatencyAIMD(BoundedPolicy):
         one whose windows' mean goodput is highest.
         """
         rates = self._rates
-        n = len(rates)
-        if n < _GOODPUT_MIN_WINDOWS:
+        n = len(rates) // 3 if rates is not None else 0
+        if rates is None or n < _GOODPUT_MIN_WINDOWS:
             return None
+        pairs = list(zip(rates[1::3], rates[2::3], strict=True))
         # One pass of sums (this runs on every limit-bound window).
         sl = sx = sll = slx = sxx = 0.0
-        for _, lim, x in rates:
+        for lim, x in pairs:
             sl += lim
             sx += x
             sll += lim * lim
@@ -593,7 +602,7 @@ class LatencyAIMD(BoundedPolicy):
         if slope > -_GOODPUT_T * math.sqrt(resid / (n - 2) / var_l):
             return None
         bins: dict[float, list[float]] = {}
-        for _, lim, x in rates:
+        for lim, x in pairs:
             bins.setdefault(lim, []).append(x)
         return max(bins, key=lambda lim: (sum(bins[lim]) / len(bins[lim]), -lim))
 
@@ -626,7 +635,13 @@ class LatencyAIMD(BoundedPolicy):
                 self._probed, self._probed_top = clean + 1.0, wall
             # A refusal outranks the memory of clean windows: none above it is kept.
             new = min(target, limit - 1.0)
-            self._good = [g for g in self._good if g[1] < new]
+            good = self._good
+            if good:
+                kept = array("d")
+                for at, clean_limit in zip(good[::2], good[1::2], strict=True):
+                    if clean_limit < new:
+                        kept.extend((at, clean_limit))
+                self._good = kept
         self._clean = 0
         self._step = 1.0
         self._quiet = 0
@@ -705,7 +720,18 @@ class LatencyAIMD(BoundedPolicy):
         self._windows_at_floor = 0
         self._resume = None
         self._climb.clear()
-        self._good.clear()
+        self._good = None
         self._floored_at = None
         self._delivered.clear()
-        self._rates.clear()
+        self._rates = None
+
+
+def _forget(records: array[float] | None, stride: int, oldest: float) -> None:
+    """Drop the leading flat records (``stride`` numbers each, a window number first) up to ``oldest``."""
+    if not records:
+        return
+    end = 0
+    while end < len(records) and records[end] <= oldest:
+        end += stride
+    if end:
+        del records[:end]
