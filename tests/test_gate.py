@@ -18,7 +18,7 @@ from aiogovernor import (
     OverloadError,
     WindowConfig,
 )
-from aiogovernor.testing import wait_until
+from aiogovernor.testing import ManualClock, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -504,3 +504,23 @@ async def test_queueing_while_holding_a_permit_of_the_same_governor_warns() -> N
     other = Governor("u", Fixed(1), store=None)
     async with gov, other:
         pass
+
+
+async def test_a_window_past_max_samples_decides_on_its_duration_and_counts_every_block() -> None:
+    clock = ManualClock()
+    window = WindowConfig(min_samples=1, max_samples=8, min_duration_s=1.0)
+    gov = Governor("t", Fixed(4), clock=clock, window=window, store=None)
+    for _ in range(100):
+        async with gov:  # the fast path: latencies appended, folded at the cap
+            clock.advance(0.001)
+        assert len(gov._ok_latencies) < 8  # memory stays bounded
+    assert gov.decisions == ()  # no decision before the window's duration
+    assert gov.stats().counts["ok"] == 100
+    clock.advance(1.0)
+    async with gov:
+        clock.advance(0.001)
+    assert len(gov.decisions) == 1
+    w = gov.stats().last_window
+    assert w is not None
+    assert (w.ok, w.count) == (101, 101)
+    assert w.latency_p50_s == pytest.approx(0.001)

@@ -50,7 +50,8 @@ class Feedback:
     - Samples go in through `sample`, or (on a gate's fast path, for
       successful work) by appending latencies straight to `ok_latencies`
       and calling `due` once ``now >= close_at`` or the list holds
-      `max_samples`; then `close` when a window is due.
+      `max_samples` (`due` may then fold the list into the window's
+      subsample and empty it); then `close` when a window is due.
     - Every decision (from `close` or `reset`) is handed first to
       ``apply`` (the gate sets its limit from ``decision.new_limit``), then
       kept in the history, logged and given to each listener, in that
@@ -115,7 +116,7 @@ class Feedback:
         self.ok_latencies = self._agg.ok_latencies
         """The open window's successful latencies (the same list for the object's life)."""
         self.max_samples = window.max_samples
-        """How many samples close a window whatever its duration."""
+        """How many latencies `ok_latencies` holds before `due` must be asked (it may fold them)."""
         self.lag_probe_period_s = window.lag_probe_period_s
         """How often the gate reads its loop's lag (`record_lag`); None: it does not."""
 
@@ -182,7 +183,7 @@ class Feedback:
         if self._window_listeners:
             # Sorted here (the window's own percentiles sort them anyway, and a sorted
             # list sorts again in one pass) and copied: closing the window clears them.
-            latencies = self.ok_latencies
+            latencies = self._agg.settled_ok_latencies()  # a subsample, past `max_samples`
             latencies.sort()
             ok_sorted = latencies[:]
         window = self._agg.close(now, limit, peak_inflight=peak_inflight, saw_waiters=saw_waiters)
