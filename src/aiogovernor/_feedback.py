@@ -65,6 +65,9 @@ class Feedback:
         window: When windows close.
         history_size: How many decisions to keep.
         apply: Called with each decision before anyone else hears of it.
+        presampled: Whether the gate thins a thinned window's successful latencies itself
+            (see `WindowAggregator`): it appends one in `ok_stride` and reports the
+            others with `count_skipped`.
     """
 
     __slots__ = (
@@ -94,6 +97,7 @@ class Feedback:
         window: WindowConfig,
         history_size: int,
         apply: Callable[[Decision], None],
+        presampled: bool = False,
     ) -> None:
         self._policy = policy
         self._governor = governor
@@ -112,7 +116,7 @@ class Feedback:
         self._totals = [0, 0, 0, 0, 0, 0, 0]
         self._last_window: Window | None = None
         # The first window opens at the first sample's start (the gate's clock may need a loop).
-        self._agg = WindowAggregator(window, start=None)
+        self._agg = WindowAggregator(window, start=None, presampled=presampled)
         self.ok_latencies = self._agg.ok_latencies
         """The open window's successful latencies (the same list for the object's life)."""
         self.max_samples = window.max_samples
@@ -150,6 +154,15 @@ class Feedback:
     def record_size(self, latency_s: float, size: float) -> None:
         """After a successful latency was appended to `ok_latencies`: it carried ``size`` units of work."""
         self._agg.record_size(latency_s, size)
+
+    @property
+    def ok_stride(self) -> int:
+        """One successful latency in how many the open window keeps (1 until it is thinned)."""
+        return self._agg.ok_stride
+
+    def count_skipped(self, n: int) -> None:
+        """Count ``n`` successful samples left out of `ok_latencies` (a presampling gate's)."""
+        self._agg.count_skipped(n)
 
     def record_lag(self, lag_s: float, period_s: float) -> None:
         """One reading of the gate's loop lag: a timer armed ``period_s`` before ran ``lag_s`` late."""

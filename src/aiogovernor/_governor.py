@@ -469,12 +469,25 @@ class Governor:
             window=window,
             history_size=history_size,
             apply=self._apply,
+            presampled=True,
         )
         # The fast path appends successful latencies straight into the open
         # window and looks no further until its duration or count is reached.
         self._ok_latencies = feedback.ok_latencies
         self._close_at = feedback.close_at
         self._max_samples = feedback.max_samples
+        # A window past `max_samples` keeps one successful latency in `_stride` (see
+        # `WindowConfig`). The gate thins them itself: `_skip` counts down the blocks
+        # whose latency is counted but neither computed nor kept before the next one
+        # kept (0: keep the next), and the skipped ones are reported in bulk
+        # (`_flush_skipped`): every latency kept since `_kept_base` (an index into
+        # `_ok_latencies`) closed a group of `_stride` blocks. The fast path calls in once
+        # `_ok_latencies` holds `_check_len` (`max_samples`; 0 while thinning, so that each
+        # kept latency starts the next group).
+        self._stride = 1
+        self._skip = 0
+        self._kept_base = 0
+        self._check_len = feedback.max_samples
 
         # A pause (Retry-After) and the optional rate ceiling.
         self._gates = TimeGates(
@@ -555,6 +568,7 @@ class Governor:
         """A frozen snapshot: limit, inflight, waiting, counts, last window and decision."""
         feedback = self._feedback
         persistence = self._persistence
+        self._flush_skipped()  # the open window's counts include the blocks thinned out
         w = feedback.last_window
         return GovernorStats(
             name=self._name,
@@ -655,7 +669,8 @@ class Governor:
         # This is the cost every caller pays, so the uncontended path is written
         # out here rather than shared with acquire() through helper calls, and
         # the permit is built field by field (no __init__ frame).
-        if self._waiters or self._inflight >= self._limit or self._slow:
+        inflight = self._inflight
+        if self._waiters or inflight >= self._limit or self._slow:
             if self._state_pending:
                 await self._load_state()
             # `_take_now`, written out: this is the contended hand-off's path.
@@ -664,10 +679,10 @@ class Governor:
             else:
                 self._inflight += 1
                 generation = self._generation
+            inflight = self._inflight
         else:
-            self._inflight += 1
+            self._inflight = inflight = inflight + 1
             generation = self._generation
-        inflight = self._inflight
         if inflight > self._peak_inflight:
             self._peak_inflight = inflight
         if self._rebind and not self._clock_bound():
@@ -705,12 +720,19 @@ class Governor:
             # The common case, written out: no helper frames on the hot path.
             permit._outcome = _OK
             now = self._time()
-            lat = self._ok_latencies
-            lat.append(now - permit._start)
-            if permit._size != 1.0:
-                self._feedback.record_size(now - permit._start, permit._size)
-            if now >= self._close_at or len(lat) >= self._max_samples:
-                self._window_check(now, permit._start)
+            skip = self._skip
+            if skip and permit._size == 1.0:
+                # A thinned window: this block is counted; its latency is not kept.
+                self._skip = skip - 1
+                if now >= self._close_at:
+                    self._window_check(now, permit._start, False)
+            elif permit._size == 1.0:
+                lat = self._ok_latencies
+                lat.append(now - permit._start)
+                if now >= self._close_at or len(lat) >= self._check_len:
+                    self._window_check(now, permit._start)
+            else:
+                self._sized_sample(permit, now)
             if self._waiters:
                 self._dispatch()
             return
@@ -993,11 +1015,46 @@ class Governor:
         except RuntimeError:  # released with no event loop running: nothing to measure or wake
             return
         fresh = permit._generation == self._generation
-        if self._feedback.sample(permit._start, now, outcome, fresh, self._limit, permit._size):
+        feedback = self._feedback
+        self._flush_skipped()  # this sample goes in as it is, outside the groups
+        if feedback.sample(permit._start, now, outcome, fresh, self._limit, permit._size):
             self._close_window(now)
-        self._close_at = self._feedback.close_at
+        elif self._stride != 1 or feedback.ok_stride != 1:
+            self._resync()  # a fold may have thinned the window further
+        self._close_at = feedback.close_at
         if self._waiters:
             self._dispatch()
+
+    def _flush_skipped(self) -> None:
+        """Report the blocks thinned out since the last report; start a new group."""
+        stride = self._stride
+        if stride != 1:
+            kept = len(self._ok_latencies)
+            skipped = (kept - self._kept_base) * (stride - 1) + (stride - 1 - self._skip)
+            self._kept_base = kept
+            self._skip = stride - 1
+            if skipped:
+                self._feedback.count_skipped(skipped)
+
+    def _resync(self) -> None:
+        """After the feedback folded or closed the window (skipped blocks reported first): its stride."""
+        stride = self._feedback.ok_stride
+        self._stride = stride
+        self._skip = stride - 1
+        self._kept_base = len(self._ok_latencies)
+        self._check_len = self._max_samples if stride == 1 else 0
+
+    def _sized_sample(self, permit: Permit, now: float) -> None:
+        """A successful unit of work that said its size: its latency is kept, thinned or not."""
+        latency = now - permit._start
+        self._flush_skipped()
+        lat = self._ok_latencies
+        lat.append(latency)
+        self._feedback.record_size(latency, permit._size)
+        if self._stride != 1:
+            self._kept_base = len(lat)  # it closed no group
+        if now >= self._close_at or len(lat) >= self._check_len:
+            self._window_check(now, permit._start, False)
 
     def _renew(self, permit: Permit) -> bool:
         """End ``permit``'s unit of work as an ``ok`` sample and keep the permit for the next unit.
@@ -1024,10 +1081,16 @@ class Governor:
         ):
             return self._renew_other(permit)
         now = self._time()  # bound when the permit was granted, in this same task
-        lat = self._ok_latencies
-        lat.append(now - permit._start)
-        if now >= self._close_at or len(lat) >= self._max_samples:
-            return self._renew_due(permit, now)
+        skip = self._skip
+        if skip:  # a thinned window: counted, its latency not kept (see `__aexit__`)
+            self._skip = skip - 1
+            if now >= self._close_at:
+                return self._renew_due(permit, now, False)
+        else:
+            lat = self._ok_latencies
+            lat.append(now - permit._start)
+            if now >= self._close_at or len(lat) >= self._check_len:
+                return self._renew_due(permit, now)
         permit._start = now
         permit._generation = self._generation
         return True
@@ -1043,19 +1106,22 @@ class Governor:
             return False
         now = self._time()
         latency = now - permit._start
+        self._flush_skipped()  # kept whatever the thinning: its size bands need it
         lat = self._ok_latencies
         lat.append(latency)
         self._feedback.record_size(latency, permit._size)
+        if self._stride != 1:
+            self._kept_base = len(lat)  # it closed no group
         permit._size = 1.0  # the next unit of work says its own size
-        if now >= self._close_at or len(lat) >= self._max_samples:
-            return self._renew_due(permit, now)
+        if now >= self._close_at or len(lat) >= self._check_len:
+            return self._renew_due(permit, now, False)
         permit._start = now
         permit._generation = self._generation
         return True
 
-    def _renew_due(self, permit: Permit, now: float) -> bool:
+    def _renew_due(self, permit: Permit, now: float, kept: bool = True) -> bool:
         """`_renew` once its sample (recorded) may close the window: close it if it is due."""
-        self._window_check(now, permit._start)
+        self._window_check(now, permit._start, kept)
         if self._inflight > self._limit:
             # The decision lowered the limit: this permit goes back (its sample is in).
             permit._released = True
@@ -1070,8 +1136,19 @@ class Governor:
         permit._generation = self._generation
         return True
 
-    def _window_check(self, now: float, sample_start: float) -> None:
-        """After a fast-path sample: open the first window, or close the open one if it is due."""
+    def _window_check(self, now: float, sample_start: float, kept: bool = True) -> None:
+        """After a fast-path sample: open the first window, or close the open one if it is due.
+
+        ``kept``: the sample's latency was appended as the last of its group (else it
+        was counted only, or kept outside the groups).
+        """
+        stride = self._stride
+        if stride != 1:
+            if kept:
+                self._skip = stride - 1  # the next group starts
+            if now < self._close_at and len(self._ok_latencies) < self._max_samples:
+                return
+            self._flush_skipped()
         if not self._clock_bound():
             # Another loop runs now (the fast path trusted a stock loop's clock): ``now`` is
             # a reading of the old one. Bind the new clock, which restarts the window.
@@ -1080,13 +1157,18 @@ class Governor:
         feedback = self._feedback
         if feedback.due(sample_start, now, self._limit):
             self._close_window(now)
+        elif stride != 1 or feedback.ok_stride != 1:
+            self._resync()  # folded: thinned further, or for the first time
         self._close_at = feedback.close_at
 
     def _close_window(self, now: float) -> None:
         feedback = self._feedback
+        self._flush_skipped()
         decision = feedback.close(
             now, self._limit, peak_inflight=self._peak_inflight, saw_waiters=self._saw_waiters
         )
+        if self._stride != 1:
+            self._resync()  # the next window keeps every latency again
         self._close_at = feedback.close_at
         # Work still running belongs to the next window too.
         self._peak_inflight = self._inflight

@@ -224,6 +224,11 @@ class _Thinned:
     ``kept`` holds every ``stride``-th of the ``seen`` samples in arrival order (the
     first one included): a uniform subsample at a fixed cost, whatever the rate.
     Made on a window's first fold and dropped when it closes.
+
+    A caller may thin the samples itself before they reach the list (``presampled``):
+    the async gate keeps one successful latency in ``stride``, counts the others
+    without computing them and reports them with `WindowAggregator.count_skipped`.
+    Then every sample of the list is kept as it is.
     """
 
     __slots__ = ("kept", "seen", "stride")
@@ -233,10 +238,10 @@ class _Thinned:
         self.seen = 0
         self.stride = 1
 
-    def fold(self, pending: list[float], cap: int) -> None:
+    def fold(self, pending: list[float], cap: int, presampled: bool = False) -> None:
         """Move ``pending`` (the samples that followed the last fold) in; keep at most ``cap``."""
         stride = self.stride
-        if stride == 1:
+        if stride == 1 or presampled:
             self.kept += pending
         else:
             # Sample i of `pending` is sample `seen + i` of the window: keep the multiples of stride.
@@ -272,6 +277,9 @@ class WindowAggregator:
     Args:
         config: When windows close.
         start: Clock time at which the first window opens.
+        presampled: Whether the caller, once a window is thinned (`ok_stride` > 1),
+            appends only one successful latency in `ok_stride` to `ok_latencies`
+            and reports the others with `count_skipped`.
     """
 
     __slots__ = (
@@ -286,6 +294,7 @@ class WindowAggregator:
         "_min_latencies",
         "_min_next",
         "_need",
+        "_presampled",
         "_sized",
         "_start",
         "_target_s",
@@ -293,8 +302,11 @@ class WindowAggregator:
         "_thin_other",
     )
 
-    def __init__(self, config: WindowConfig | None = None, *, start: float | None = 0.0) -> None:
+    def __init__(
+        self, config: WindowConfig | None = None, *, start: float | None = 0.0, presampled: bool = False
+    ) -> None:
         self._config = config or WindowConfig()
+        self._presampled = presampled
         # The last `min_latency_memory` windows' minimum latencies, a ring of unboxed floats
         # made at the first close (an empty deque alone is 760 bytes, and every governor kept one).
         self._min_latencies: array[float] | None = None
@@ -468,7 +480,7 @@ class WindowAggregator:
         if self._lat_ok:
             if self._thin_ok is None:
                 self._thin_ok = _Thinned()
-            self._thin_ok.fold(self._lat_ok, cap)
+            self._thin_ok.fold(self._lat_ok, cap, self._presampled)
         if self._lat_other:
             if self._thin_other is None:
                 self._thin_other = _Thinned()
@@ -485,8 +497,21 @@ class WindowAggregator:
         thin = self._thin_ok
         if thin is None:
             return self._lat_ok
-        thin.fold(self._lat_ok, self._max)
+        thin.fold(self._lat_ok, self._max, self._presampled)
         return thin.kept
+
+    @property
+    def ok_stride(self) -> int:
+        """One successful latency in how many the open window keeps: 1 until it is thinned."""
+        thin = self._thin_ok
+        return 1 if thin is None else thin.stride
+
+    def count_skipped(self, n: int) -> None:
+        """Count ``n`` successful samples whose latencies a presampling caller left out."""
+        thin = self._thin_ok
+        if thin is None:
+            raise RuntimeError("samples can be left out only once a window is thinned")
+        thin.seen += n
 
     def _note_min(self, latency_s: float) -> None:
         mins = self._min_latencies
