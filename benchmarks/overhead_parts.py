@@ -45,7 +45,7 @@ EDITS: dict[str, list[tuple[str, str, str]]] = {
         ("__aexit__", "lat.append(now - permit._start)", "pass"),
     ],
     "no window closes (samples kept, never folded)": [
-        ("__aexit__", "if now >= self._close_at or len(lat) >= self._max_samples:", "if False:"),
+        ("__aexit__", "if now >= self._close_at or len(lat) >= self._check_len:", "if False:"),
     ],
     "no open-block count": [
         ("__aenter__", "        self._open_blocks += 1\n", ""),

@@ -719,14 +719,19 @@ class Governor:
         if exc is None and permit._outcome is None:
             # The common case, written out: no helper frames on the hot path.
             permit._outcome = _OK
-            now = self._time()
             skip = self._skip
             if skip and permit._size == 1.0:
-                # A thinned window: this block is counted; its latency is not kept.
+                # A thinned window: this block is counted, its latency neither kept nor
+                # measured. Its start stands in for the time: once a block that started
+                # after the window's duration ends, the window closes.
                 self._skip = skip - 1
-                if now >= self._close_at:
-                    self._window_check(now, permit._start, False)
-            elif permit._size == 1.0:
+                if permit._start >= self._close_at:
+                    self._window_check(self._time(), permit._start, False)
+                if self._waiters:
+                    self._dispatch()
+                return
+            now = self._time()
+            if permit._size == 1.0:
                 lat = self._ok_latencies
                 lat.append(now - permit._start)
                 if now >= self._close_at or len(lat) >= self._check_len:
