@@ -78,7 +78,9 @@ class _Buckets:
         # A window past `max_samples` hands over a uniform subsample: each stands for ok / n calls.
         scale = ok / n
         self.state = (
-            tuple(c + round(right(ok_latencies_s, b) * scale) for c, b in zip(counts, self.bounds, strict=True)),
+            tuple(
+                c + round(right(ok_latencies_s, b) * scale) for c, b in zip(counts, self.bounds, strict=True)
+            ),
             total + sum(ok_latencies_s) * scale,
             count + ok,
         )
