@@ -675,7 +675,20 @@ class Governor:
                 await self._load_state()
             # `_take_now`, written out: this is the contended hand-off's path.
             if self._waiters or self._inflight >= self._limit or (self._slow and not self._pass_time_gates()):
-                generation = await self._wait(None)
+                loop = self._clock_owner
+                if isinstance(loop, asyncio.AbstractEventLoop) and loop.is_running():
+                    # `_wait` on the bound asyncio loop, written out: a coroutine less per hand-off.
+                    self._warn_if_nested(stacklevel=3)
+                    fut: asyncio.Future[int] = loop.create_future()
+                    self._waiters[fut] = None
+                    self._saw_waiters = True
+                    try:
+                        generation = await fut
+                    except BaseException:
+                        self._leave_queue(fut)
+                        raise
+                else:
+                    generation = await self._wait(None)
             else:
                 self._inflight += 1
                 generation = self._generation
@@ -887,17 +900,7 @@ class Governor:
         must not make the work it admitted before that decrease count as fresh, or one
         congestion event would decrease the limit once per permit handed over with it.
         """
-        held = _get_permit()
-        if held is not None and held._gate is self and not held._released and not self._warned_nested:
-            # Checked only when about to queue, so the fast path pays nothing for it.
-            self._warned_nested = True
-            warnings.warn(
-                f"{self!r}: a task that holds one of its permits is queueing for another; if every "
-                "permit is held this way, nothing is ever released (with governed_map, the function "
-                "mapped already runs under a permit and must not take one from the same governor)",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+        self._warn_if_nested(stacklevel=4)
         loop = self._clock_owner
         if not (isinstance(loop, asyncio.AbstractEventLoop) and loop.is_running()):
             # Asked only when the loop whose clock is bound does not run: on Python 3.11,
@@ -919,6 +922,20 @@ class Governor:
         except BaseException:
             self._leave_queue(fut)
             raise
+
+    def _warn_if_nested(self, *, stacklevel: int) -> None:
+        """Warn (once per governor) when the task about to queue holds one of its permits already."""
+        held = _get_permit()
+        if held is not None and held._gate is self and not held._released and not self._warned_nested:
+            # Checked only when about to queue, so the fast path pays nothing for it.
+            self._warned_nested = True
+            warnings.warn(
+                f"{self!r}: a task that holds one of its permits is queueing for another; if every "
+                "permit is held this way, nothing is ever released (with governed_map, the function "
+                "mapped already runs under a permit and must not take one from the same governor)",
+                RuntimeWarning,
+                stacklevel=stacklevel,
+            )
 
     async def _wait_anyio(self, timeout_s: float | None) -> int:
         import anyio
