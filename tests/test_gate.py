@@ -595,3 +595,30 @@ async def test_a_map_worker_keeping_its_permit_counts_every_item_in_a_thinned_wi
     assert gov._stride > 1  # thinned, the workers renewing their permits
     assert gov.stats().counts["ok"] == 3000
     assert len(gov._ok_latencies) <= 16
+
+
+async def test_open_blocks_are_told_apart_from_hand_held_and_granted_permits() -> None:
+    gov = Governor("t", Fixed(3), store=None)
+    release = anyio.Event()
+    entered = 0
+
+    async def block() -> None:
+        nonlocal entered
+        async with gov:
+            entered += 1
+            await release.wait()
+
+    hand = await gov.acquire()
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(block)
+        await wait_until(lambda: entered == 2 and gov.waiting == 1)
+        assert gov._blocks_open() == 2  # a hand-held permit and a queued block are no open block
+        hand.release()  # granted to the queued block, which has not run yet
+        assert gov._blocks_open() == 2
+        await wait_until(lambda: entered == 3)
+        assert gov._blocks_open() == 3
+        release.set()
+    assert gov._blocks_open() == 0 and gov.inflight == 0
+    with pytest.raises(RuntimeError, match="without a matching enter"):
+        await gov.__aexit__(None, None, None)

@@ -452,11 +452,15 @@ class Governor:
         self._peak_inflight = 0  # the open window's most permits held at once
         self._saw_waiters = False  # whether anyone queued during the open window
         self._warned_nested = False
-        # `async with` blocks entered and not yet exited, and how many of them gave their
-        # permit back before their exit (by hand, or renewed away by a map): blocks never
-        # hold more permits than are open, whatever context their exits run in (see
-        # `_exit_elsewhere`). The fast path moves only the first.
-        self._open_blocks = 0
+        # What tells how many `async with` blocks are open (entered, not yet exited), without
+        # a count on the fast path: every permit held is a block's, a hand-held one's (from
+        # acquire or try_acquire) or a queued caller's granted but not yet resumed, and open
+        # blocks also count those that gave their permit back before their exit (by hand,
+        # or renewed away by a map). So open blocks = inflight - hand-held - granted + spare
+        # (`_blocks_open`): blocks never hold more permits than are open, whatever context
+        # their exits run in (see `_exit_elsewhere`).
+        self._hand_held = 0
+        self._granted = 0
         self._spare_blocks = 0
         self._lag_probe: SharedLagProbe | None = None  # the loop's, watched from window closes (asyncio)
 
@@ -687,6 +691,7 @@ class Governor:
                     except BaseException:
                         self._leave_queue(fut)
                         raise
+                    self._granted -= 1
                 else:
                     generation = await self._wait(None)
             else:
@@ -708,7 +713,6 @@ class Governor:
         permit._released = False
         permit._size = 1.0
         permit._token = _set_permit(permit)
-        self._open_blocks += 1
         return permit
 
     async def __aexit__(
@@ -724,7 +728,6 @@ class Governor:
         # The permit comes back first, before anything that can raise.
         permit._released = True
         self._inflight -= 1
-        self._open_blocks -= 1
         try:
             _reset_permit(permit._token)  # type: ignore[arg-type]
         except ValueError:  # exiting in a copy of the context that entered
@@ -774,11 +777,11 @@ class Governor:
         counts as ``ignored``), then a Retry-After is honoured. Only an exit
         with no block open at all is an error.
         """
-        if self._open_blocks <= 0:
+        if self._blocks_open() <= 0:
             raise RuntimeError(f"{self!r} exited without a matching enter")
         if permit is not None and permit._gate is self:
             _forget_permit(permit)
-        self._open_blocks -= 1
+        # The block closes: one spare less, or one permit less held (see `_blocks_open`).
         if self._spare_blocks:
             self._spare_blocks -= 1  # this block's permit (or one like it) was given back already
             return
@@ -792,6 +795,10 @@ class Governor:
             self._pause_for(exc)
         if self._waiters:
             self._dispatch()
+
+    def _blocks_open(self) -> int:
+        """`async with` blocks entered and not yet exited (see ``_hand_held`` in ``__init__``)."""
+        return self._inflight - self._hand_held - self._granted + self._spare_blocks
 
     async def acquire(self, *, timeout_s: float | None = None) -> Permit:
         """Wait for a permit; the caller must `Permit.release` it.
@@ -842,7 +849,9 @@ class Governor:
             self._peak_inflight = inflight
         if not self._clock_bound():
             self._bind_clock()
-        return _grant_permit(self, self._time(), generation)
+        permit = _grant_permit(self, self._time(), generation)
+        self._hand_held += 1
+        return permit
 
     def _now(self) -> float:
         """The injected clock, or the running loop's time."""
@@ -916,12 +925,15 @@ class Governor:
         self._saw_waiters = True
         try:
             if timeout_s is None:
-                return await fut
-            async with asyncio.timeout(timeout_s):
-                return await fut
+                generation = await fut
+            else:
+                async with asyncio.timeout(timeout_s):
+                    generation = await fut
         except BaseException:
             self._leave_queue(fut)
             raise
+        self._granted -= 1  # resumed: the caller makes it a block's or a hand-held permit
+        return generation
 
     def _warn_if_nested(self, *, stacklevel: int) -> None:
         """Warn (once per governor) when the task about to queue holds one of its permits already."""
@@ -952,6 +964,7 @@ class Governor:
         except BaseException:
             self._leave_queue(waiter)
             raise
+        self._granted -= 1
         return waiter.generation
 
     def _leave_queue(self, waiter: _Queued) -> None:
@@ -959,6 +972,7 @@ class Governor:
         if waiter.done() and not waiter.cancelled():
             # Granted, then cancelled before running: pass the permit on.
             self._inflight -= 1
+            self._granted -= 1
             self._dispatch()
         else:
             self._waiters.pop(waiter, None)
@@ -976,6 +990,7 @@ class Governor:
                 continue
             waiter.set_result(self._generation)
             self._inflight += 1
+            self._granted += 1
 
     # -- time gates: pause and rate ceiling --------------------------------
 
@@ -1028,6 +1043,8 @@ class Governor:
         self._inflight -= 1
         if permit._token is not None:  # an `async with` block's: it still has to exit
             self._spare_blocks += 1
+        else:
+            self._hand_held -= 1
         self._record(permit, outcome)
 
     def _record(self, permit: Permit, outcome: Outcome) -> None:
@@ -1151,6 +1168,8 @@ class Governor:
             self._inflight -= 1
             if permit._token is not None:  # an `async with` block's: it still has to exit
                 self._spare_blocks += 1
+            else:
+                self._hand_held -= 1
             if self._waiters:
                 self._dispatch()
             return False
