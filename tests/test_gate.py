@@ -622,3 +622,38 @@ async def test_open_blocks_are_told_apart_from_hand_held_and_granted_permits() -
     assert gov._blocks_open() == 0 and gov.inflight == 0
     with pytest.raises(RuntimeError, match="without a matching enter"):
         await gov.__aexit__(None, None, None)
+
+
+async def test_the_fast_enter_keeps_the_peak_in_flight_and_a_lowered_limit() -> None:
+    clock = ManualClock()
+    window = WindowConfig(min_samples=1, min_duration_s=1.0)
+    gov = Governor("t", AIMD(initial_limit=4, max_limit=10), clock=clock, window=window, store=None)
+    async with gov:  # the first window opens
+        pass
+    first, rest = anyio.Event(), anyio.Event()
+    most = 0
+
+    async def block(release: anyio.Event) -> None:
+        nonlocal most
+        async with gov:
+            most = max(most, gov.inflight)
+            await release.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(block, first)
+        for _ in range(2):
+            tg.start_soon(block, rest)
+        await wait_until(lambda: gov.inflight == 3)
+        first.set()
+        await wait_until(lambda: gov.inflight == 2)  # the window's peak stays 3
+        gov.reset_limit(2)  # at what is held now: the next block queues
+        tg.start_soon(block, rest)
+        await wait_until(lambda: gov.waiting == 1)
+        assert gov.inflight == 2
+        rest.set()
+    assert most == 3 and gov.inflight == 0
+    clock.advance(1.0)
+    async with gov:
+        pass
+    w = gov.stats().last_window
+    assert w is not None and w.peak_inflight == 3

@@ -9,7 +9,9 @@ when a window is due, never on the uncontended fast path:
 - optionally a `Persistence` (learned state loaded once, saved after decisions).
 
 One flag, ``_slow``, sends callers off the fast path; `_refresh_slow` is the
-only place it is computed.
+only place it is computed. The uncontended enter reads a single threshold,
+``_fast_below`` (`_refresh_fast`), that folds it in with the waiters, the limit
+and the window's peak in flight.
 """
 
 from __future__ import annotations
@@ -450,6 +452,11 @@ class Governor:
         self._waiters: OrderedDict[_Queued, None] = OrderedDict()
         self._generation = 0  # bumped on every decrease of the limit
         self._peak_inflight = 0  # the open window's most permits held at once
+        # The uncontended enter takes a permit at once while inflight is below this: the
+        # limit and the window's peak in flight, or 0 while a caller queues or `_slow` is
+        # set. It is lowered wherever one of those falls or appears (`_refresh_fast`); a
+        # stale value is only ever too low, which sends a caller the long way once.
+        self._fast_below = 0
         self._saw_waiters = False  # whether anyone queued during the open window
         self._warned_nested = False
         # What tells how many `async with` blocks are open (entered, not yet exited), without
@@ -520,6 +527,15 @@ class Governor:
         Capacity and waiters are checked on the fast path itself.
         """
         self._slow = self._state_pending or self._gates.engaged
+        self._refresh_fast()
+
+    def _refresh_fast(self) -> None:
+        """Compute ``_fast_below``: the enter takes a permit at once while inflight is below it."""
+        if self._slow or self._waiters:
+            self._fast_below = 0
+        else:
+            limit, peak = self._limit, self._peak_inflight
+            self._fast_below = peak if peak < limit else limit
 
     # -- introspection -------------------------------------------------
 
@@ -674,7 +690,12 @@ class Governor:
         # out here rather than shared with acquire() through helper calls, and
         # the permit is built field by field (no __init__ frame).
         inflight = self._inflight
-        if self._waiters or inflight >= self._limit or self._slow:
+        if inflight < self._fast_below:
+            # No one queues, nothing slows, under the limit, and under the window's peak
+            # in flight (so the peak stands).
+            self._inflight = inflight + 1
+            generation = self._generation
+        elif self._waiters or inflight >= self._limit or self._slow:
             if self._state_pending:
                 await self._load_state()
             # `_take_now`, written out: this is the contended hand-off's path.
@@ -686,6 +707,7 @@ class Governor:
                     fut: asyncio.Future[int] = loop.create_future()
                     self._waiters[fut] = None
                     self._saw_waiters = True
+                    self._fast_below = 0
                     try:
                         generation = await fut
                     except BaseException:
@@ -698,11 +720,15 @@ class Governor:
                 self._inflight += 1
                 generation = self._generation
             inflight = self._inflight
+            if inflight > self._peak_inflight:
+                self._peak_inflight = inflight
+            self._refresh_fast()
         else:
             self._inflight = inflight = inflight + 1
             generation = self._generation
-        if inflight > self._peak_inflight:
-            self._peak_inflight = inflight
+            if inflight > self._peak_inflight:
+                self._peak_inflight = inflight
+            self._refresh_fast()
         if self._rebind and not self._clock_bound():
             self._bind_clock()
         permit: Permit = Permit()
@@ -923,6 +949,7 @@ class Governor:
         fut: asyncio.Future[int] = loop.create_future()
         self._waiters[fut] = None
         self._saw_waiters = True
+        self._fast_below = 0
         try:
             if timeout_s is None:
                 generation = await fut
@@ -955,6 +982,7 @@ class Governor:
         waiter = _EventWaiter(anyio.Event())
         self._waiters[waiter] = None
         self._saw_waiters = True
+        self._fast_below = 0
         try:
             if timeout_s is None:
                 await waiter.event.wait()
@@ -976,6 +1004,8 @@ class Governor:
             self._dispatch()
         else:
             self._waiters.pop(waiter, None)
+            if not self._waiters:
+                self._refresh_fast()
 
     def _dispatch(self) -> None:
         """Hand free permits to waiters, in arrival order."""
@@ -991,6 +1021,8 @@ class Governor:
             waiter.set_result(self._generation)
             self._inflight += 1
             self._granted += 1
+        if not waiters:
+            self._refresh_fast()
 
     # -- time gates: pause and rate ceiling --------------------------------
 
@@ -1213,6 +1245,7 @@ class Governor:
         self._close_at = feedback.close_at
         # Work still running belongs to the next window too.
         self._peak_inflight = self._inflight
+        self._refresh_fast()
         self._saw_waiters = bool(self._waiters)
         period_s = feedback.lag_probe_period_s
         if period_s is not None:
@@ -1243,6 +1276,7 @@ class Governor:
         if decision.new_limit < self._limit:
             self._generation += 1  # work started before now cannot cause another decrease
         self._limit = decision.new_limit
+        self._refresh_fast()
 
     def reset_limit(self, limit: float, *, reason: str = "reset") -> None:
         """Set the limit by hand (e.g. from learned state), clamped to the policy's bounds.
