@@ -49,13 +49,6 @@ EDITS: dict[str, list[tuple[str, str, str]]] = {
     "no window checks (every latency kept, never thinned)": [
         ("__aexit__", "if now >= self._close_at or len(lat) >= self._check_len:", "if False:"),
     ],
-    "no peak in flight": [
-        (
-            "__aenter__",
-            "        if inflight > self._peak_inflight:\n            self._peak_inflight = inflight\n",
-            "",
-        ),
-    ],
 }
 # The four dearest steps out at once: what is left is the gate's bookkeeping and its two awaits.
 EDITS["none of the four above (context variable, clock reads, window checks, allocation)"] = [
