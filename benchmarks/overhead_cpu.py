@@ -11,6 +11,11 @@ worst and best ratio to asyncio.Semaphore.
 ``--contended`` adds a hand-off ratio: 200 tasks through a limit of 10, each entering
 20 times and yielding once to the loop inside.
 
+``--decision-rate`` runs one governor's uncontended gate flat out for a second of wall time
+instead, and prints how many blocks went through, how many decisions it made and its CPU time
+per block (a busy governor decides once per window: past ``max_samples`` a window is thinned,
+not closed).
+
 ``--context-vars N`` sets N other context variables first (an application's tracing or logging
 context, say): the gate writes a context variable per block, and what a write costs grows with
 what the context holds.
@@ -154,6 +159,25 @@ def compare(args: argparse.Namespace) -> None:
         report(labels[name], *results[name], args.rounds, args.ops)
 
 
+async def decision_rate(seconds: float = 1.0) -> None:
+    """Blocks, decisions and CPU per block of one governor run flat out for ``seconds``."""
+    gov = Governor("bench", Fixed(10), store=None)
+    blocks = 0
+    start, cpu = time.monotonic(), time.thread_time()
+    while time.monotonic() - start < seconds:
+        for _ in range(1000):
+            async with gov:
+                pass
+        blocks += 1000
+    cpu = time.thread_time() - cpu
+    stats = gov.stats()
+    window = stats.last_window
+    print(
+        f"{label()}: {blocks} blocks in {seconds:g} s, {stats.decision_count} decisions, "
+        f"{cpu / blocks * 1e9:.0f} ns of CPU per block, last window of {window.ok if window else 0} calls"
+    )
+
+
 async def main(args: argparse.Namespace) -> None:
     fill_context(args.context_vars)
     ratios = []
@@ -175,9 +199,12 @@ if __name__ == "__main__":
     parser.add_argument("--contended", action="store_true")
     parser.add_argument("--context-vars", type=int, default=0, help="other context variables set first")
     parser.add_argument("--baseline", help="another tree's src folder, measured in turns with this one")
+    parser.add_argument("--decision-rate", action="store_true", help="blocks and decisions in a second")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
-    if arguments.serve:
+    if arguments.decision_rate:
+        asyncio.run(decision_rate())
+    elif arguments.serve:
         asyncio.run(serve(arguments))
     elif arguments.baseline:
         compare(arguments)

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from aiogovernor import (
@@ -17,8 +18,9 @@ from aiogovernor import (
     Outcome,
     OverloadError,
     WindowConfig,
+    governed_map,
 )
-from aiogovernor.testing import wait_until
+from aiogovernor.testing import ManualClock, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -504,3 +506,154 @@ async def test_queueing_while_holding_a_permit_of_the_same_governor_warns() -> N
     other = Governor("u", Fixed(1), store=None)
     async with gov, other:
         pass
+
+
+async def test_a_window_past_max_samples_decides_on_its_duration_and_counts_every_block() -> None:
+    clock = ManualClock()
+    window = WindowConfig(min_samples=1, max_samples=8, min_duration_s=1.0)
+    gov = Governor("t", Fixed(4), clock=clock, window=window, store=None)
+    for _ in range(100):
+        async with gov:  # the fast path: latencies appended, folded at the cap
+            clock.advance(0.001)
+        assert len(gov._ok_latencies) < 8  # memory stays bounded
+    assert not list(gov.decisions)  # no decision before the window's duration
+    assert gov.stats().counts["ok"] == 100
+    clock.advance(1.0)
+    async with gov:
+        clock.advance(0.001)
+    assert len(gov.decisions) == 1
+    w = gov.stats().last_window
+    assert w is not None
+    assert (w.ok, w.count) == (101, 101)
+    assert w.latency_p50_s == pytest.approx(0.001)
+
+
+async def test_a_thinned_window_counts_every_block_exactly_and_keeps_a_uniform_subsample() -> None:
+    clock = ManualClock()
+    window = WindowConfig(min_samples=1, max_samples=16, min_duration_s=100.0)
+    gov = Governor("t", Fixed(4), clock=clock, window=window, store=None)
+    kept: list[float] = []
+    gov.add_window_listener(lambda w, lat: kept.extend(lat))
+    n = 5000
+    for i in range(n):
+        async with gov:
+            clock.advance(i * 1e-6)  # a block's latency tells its place in the window
+        if i % 997 == 0:  # stats count the blocks of a group not closed yet too
+            assert gov.stats().counts["ok"] == i + 1 + (i > 2500)
+        if i == 2500:  # work released by hand, and a failure: counted, kept as they are
+            permit = gov.try_acquire()
+            assert permit is not None
+            permit.release()
+            async with gov as p:
+                p.error()
+        assert len(gov._ok_latencies) <= 16  # memory stays bounded
+    clock.advance(100.0)
+    async with gov:
+        pass
+    w = gov.stats().last_window
+    assert w is not None and len(gov.decisions) == 1
+    assert (w.ok, w.error, w.count) == (n + 2, 1, n + 3)
+    assert 8 <= len(kept) <= 16
+    places = sorted(round(x * 1e6) for x in kept if x < 1.0)
+    gaps = [b - a for a, b in itertools.pairwise([0, *places, n])]
+    assert max(gaps) <= 2 * n // len(kept) + 2  # spread over the whole window, not its start
+
+
+async def test_a_sized_block_in_a_thinned_window_is_kept_and_closes_it() -> None:
+    clock = ManualClock()
+    window = WindowConfig(min_samples=1, max_samples=8, min_duration_s=100.0)
+    gov = Governor("t", Fixed(4), clock=clock, window=window, store=None)
+    for _ in range(50):
+        async with gov:
+            clock.advance(0.001)
+    assert gov._stride > 1 and not list(gov.decisions)
+    sized = 0
+    while not list(gov.decisions):  # its size bands need every sized call: it closes at the cap
+        async with gov as permit:
+            permit.size = 4.0
+            clock.advance(0.004)
+        sized += 1
+    assert sized <= 8
+    w = gov.stats().last_window
+    assert w is not None
+    assert w.ok == 50 + sized and w.size_mean == pytest.approx((50 + 4.0 * sized) / (50 + sized))
+    assert [b.band for b in w.bands] == [0, 2] and w.bands[1].count == sized
+
+
+async def test_a_map_worker_keeping_its_permit_counts_every_item_in_a_thinned_window() -> None:
+    clock = ManualClock()
+    window = WindowConfig(min_samples=1, max_samples=16, min_duration_s=100.0)
+    gov = Governor("t", Fixed(2), clock=clock, window=window, store=None)
+
+    async def work(i: int) -> int:
+        clock.advance(1e-6)
+        if i % 500 == 0:
+            await anyio.lowlevel.checkpoint()
+        return i
+
+    assert await governed_map(work, range(3000), governor=gov) == list(range(3000))
+    assert gov._stride > 1  # thinned, the workers renewing their permits
+    assert gov.stats().counts["ok"] == 3000
+    assert len(gov._ok_latencies) <= 16
+
+
+async def test_open_blocks_are_told_apart_from_hand_held_and_granted_permits() -> None:
+    gov = Governor("t", Fixed(3), store=None)
+    release = anyio.Event()
+    entered = 0
+
+    async def block() -> None:
+        nonlocal entered
+        async with gov:
+            entered += 1
+            await release.wait()
+
+    hand = await gov.acquire()
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(block)
+        await wait_until(lambda: entered == 2 and gov.waiting == 1)
+        assert gov._blocks_open() == 2  # a hand-held permit and a queued block are no open block
+        hand.release()  # granted to the queued block, which has not run yet
+        assert gov._blocks_open() == 2
+        await wait_until(lambda: entered == 3)
+        assert gov._blocks_open() == 3
+        release.set()
+    assert gov._blocks_open() == 0 and gov.inflight == 0
+    with pytest.raises(RuntimeError, match="without a matching enter"):
+        await gov.__aexit__(None, None, None)
+
+
+async def test_the_fast_enter_keeps_the_peak_in_flight_and_a_lowered_limit() -> None:
+    clock = ManualClock()
+    window = WindowConfig(min_samples=1, min_duration_s=1.0)
+    gov = Governor("t", AIMD(initial_limit=4, max_limit=10), clock=clock, window=window, store=None)
+    async with gov:  # the first window opens
+        pass
+    first, rest = anyio.Event(), anyio.Event()
+    most = 0
+
+    async def block(release: anyio.Event) -> None:
+        nonlocal most
+        async with gov:
+            most = max(most, gov.inflight)
+            await release.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(block, first)
+        for _ in range(2):
+            tg.start_soon(block, rest)
+        await wait_until(lambda: gov.inflight == 3)
+        first.set()
+        await wait_until(lambda: gov.inflight == 2)  # the window's peak stays 3
+        gov.reset_limit(2)  # at what is held now: the next block queues
+        tg.start_soon(block, rest)
+        await wait_until(lambda: gov.waiting == 1)
+        assert gov.inflight == 2
+        rest.set()
+    assert most == 3 and gov.inflight == 0
+    clock.advance(1.0)
+    async with gov:
+        pass
+    w = gov.stats().last_window
+    assert w is not None and w.peak_inflight == 3

@@ -101,6 +101,11 @@ class GateMachine(RuleBasedStateMachine):
         assert self.gov.inflight == len(self.held)
 
     @invariant()
+    def no_block_is_open(self) -> None:
+        # Every permit here is hand-held (acquire): the blocks the gate counts are none.
+        assert self.gov._blocks_open() == 0
+
+    @invariant()
     def fifo(self) -> None:
         assert self.granted_order == sorted(self.granted_order)
 

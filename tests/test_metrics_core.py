@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from aiogovernor import AIMD, Governor, Outcome, live_governors
+from aiogovernor import AIMD, Fixed, Governor, Outcome, WindowConfig, live_governors
 from aiogovernor.limits import Window
 from aiogovernor.metrics import LatencyHistograms
 from aiogovernor.testing import ManualClock
@@ -186,3 +186,24 @@ def test_the_docs_json_formatter_shows_the_decision_fields() -> None:
         "new": decision.new_limit,
         "reason": decision.reason,
     }
+
+
+def test_latency_histograms_count_every_call_of_a_window_past_max_samples() -> None:
+    hist = LatencyHistograms([0.01, 0.1, 1.0])
+    clock = ManualClock()
+    window = WindowConfig(min_samples=1, max_samples=10, min_duration_s=1.0)
+    gov = Governor("histogram-thinned", Fixed(4), clock=clock, window=window, store=None)
+    seen: list[tuple[int, int]] = []
+    gov.add_window_listener(lambda w, lat: seen.append((w.ok, len(lat))))
+    try:
+        drive(gov, clock, [0.001, 0.02, 0.05] * 400)  # about 1 s a window
+        state = hist.get(gov)
+        assert state is not None and seen
+        counts, total, count = state
+        assert count == sum(ok for ok, _ in seen)  # every call, not the subsample's
+        assert any(kept < ok for ok, kept in seen)  # some window was thinned
+        assert counts[2] == count  # every latency is under 1 s
+        assert counts[0] == pytest.approx(count / 3, rel=0.1)
+        assert total == pytest.approx(count * 0.071 / 3, rel=0.1)
+    finally:
+        hist.close()

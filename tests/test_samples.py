@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from aiogovernor import Outcome, WindowConfig
@@ -29,10 +31,63 @@ def test_a_small_limit_needs_fewer_samples() -> None:
     assert fill(agg, [0.1, 0.1], now=1.0, limit=2)
 
 
-def test_count_bound_closes_early() -> None:
+def test_a_window_past_max_samples_stays_open_counts_all_and_keeps_a_uniform_subsample() -> None:
     agg = WindowAggregator(WindowConfig(min_samples=2, max_samples=4, min_duration_s=10.0))
-    assert not fill(agg, [0.01] * 3, now=0.0)
-    assert fill(agg, [0.01], now=0.0)
+    assert not fill(agg, [0.01] * 4, now=0.0)  # the cap is reached: folded, not closed
+    assert not fill(agg, [0.01] * 20, now=9.0)
+    assert agg.count == 24
+    assert agg.should_close(10.0, 100)  # its duration closes it
+
+
+@pytest.mark.parametrize("cap", [1, 2, 3, 8, 100])
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 99, 1000, 1001, 4099])
+def test_a_thinned_window_holds_every_kth_latency_and_exact_counts(cap: int, n: int) -> None:
+    agg = WindowAggregator(WindowConfig(min_samples=1, max_samples=cap, min_duration_s=10.0))
+    latencies = [float(i) for i in range(n)]  # arrival order is value order: the kept ones say which
+    kept_most = 0
+    for i, latency in enumerate(latencies):
+        if i % 3 == 0:
+            # Other outcomes between them: counted exactly, never mixed into the successes.
+            assert not agg.add(Sample(0.0, 1e6, 1, Outcome.ERROR), now=1.0, limit=100)
+            assert not agg.add(Sample(0.0, 0.0, 1, Outcome.IGNORED), now=1.0, limit=100)
+        assert not agg.add(Sample(0.0, latency, 1, Outcome.OK), now=1.0, limit=100)
+        kept_most = max(kept_most, len(agg.ok_latencies))
+    errors = (n + 2) // 3
+    assert agg.open_counts() == (n, 0, errors, errors)
+    assert kept_most <= cap  # the pending list never outgrows the cap
+    kept = list(agg.settled_ok_latencies())
+    assert len(kept) <= cap
+    stride = 1  # the smallest power of two that brings the window within the cap
+    while -(-n // stride) > cap:
+        stride *= 2
+    assert kept == latencies[::stride]  # every stride-th, from the first: a uniform subsample
+    w = agg.close(10.0, 100, peak_inflight=1)
+    assert (w.ok, w.error, w.ignored, w.count) == (n, errors, errors, n + errors)
+    assert w.throughput == pytest.approx(n / 10.0)
+    assert w.latency_p50_s == kept[math.ceil(0.5 * len(kept)) - 1]
+    assert w.latency_p99_s == kept[math.ceil(0.99 * len(kept)) - 1]
+    assert w.latency_min_s == 0.0
+    assert agg.count == 0 and agg.settled_ok_latencies() == []  # the next window starts afresh
+
+
+def test_a_window_with_sized_calls_still_closes_at_max_samples() -> None:
+    agg = WindowAggregator(WindowConfig(min_samples=2, max_samples=4, min_duration_s=10.0))
+    assert not agg.add(Sample(0.0, 0.02, 1, Outcome.OK, size=2.0), now=0.0, limit=100)
+    assert not fill(agg, [0.01] * 2, now=0.0)
+    assert fill(agg, [0.01], now=0.0)  # its size bands need every sized call
+    w = agg.close(0.0, 100, peak_inflight=1)
+    assert w.ok == 4 and w.bands[0].count == 3
+
+
+def test_a_window_thinned_before_its_first_sized_call_estimates_band_zero() -> None:
+    agg = WindowAggregator(WindowConfig(min_samples=1, max_samples=4, min_duration_s=10.0))
+    assert not fill(agg, [0.01, 0.02, 0.03, 0.04, 0.05, 0.06], now=0.0)  # folded once
+    assert not agg.add(Sample(0.0, 0.5, 1, Outcome.OK, size=4.0), now=0.0, limit=100)
+    assert agg.add(Sample(0.0, 0.07, 1, Outcome.OK), now=0.0, limit=100)  # now sized: closes at the cap
+    w = agg.close(0.0, 100, peak_inflight=1)
+    assert w.ok == 8
+    assert w.size_mean == pytest.approx((7 + 4.0) / 8)
+    assert [b.band for b in w.bands] == [0, 2]
 
 
 def test_fresh_overload_closes_at_once() -> None:

@@ -143,11 +143,12 @@ class WindowListener(Protocol):
 
     Called synchronously on the event loop as the window closes, before the
     decision taken on it. ``ok_latencies_s`` holds the window's successful
-    latencies in seconds, sorted ascending; it is only valid during the call
-    (copy what you keep). Listeners must be quick: a metrics exporter folds
-    the latencies into histogram buckets in bulk here, once per window rather
-    than once per unit of work. An exception raised by a listener is logged
-    and otherwise ignored.
+    latencies in seconds, sorted ascending (when the window held more than
+    `WindowConfig.max_samples` of them, a uniform subsample: ``window.ok``
+    counts them all); it is only valid during the call (copy what you keep).
+    Listeners must be quick: a metrics exporter folds the latencies into
+    histogram buckets in bulk here, once per window rather than once per unit
+    of work. An exception raised by a listener is logged and otherwise ignored.
     """
 
     def __call__(self, window: Window, ok_latencies_s: Sequence[float], /) -> None: ...

@@ -50,7 +50,8 @@ class Feedback:
     - Samples go in through `sample`, or (on a gate's fast path, for
       successful work) by appending latencies straight to `ok_latencies`
       and calling `due` once ``now >= close_at`` or the list holds
-      `max_samples`; then `close` when a window is due.
+      `max_samples` (`due` may then fold the list into the window's
+      subsample and empty it); then `close` when a window is due.
     - Every decision (from `close` or `reset`) is handed first to
       ``apply`` (the gate sets its limit from ``decision.new_limit``), then
       kept in the history, logged and given to each listener, in that
@@ -64,6 +65,9 @@ class Feedback:
         window: When windows close.
         history_size: How many decisions to keep.
         apply: Called with each decision before anyone else hears of it.
+        presampled: Whether the gate thins a thinned window's successful latencies itself
+            (see `WindowAggregator`): it appends one in `ok_stride` and reports the
+            others with `count_skipped`.
     """
 
     __slots__ = (
@@ -93,6 +97,7 @@ class Feedback:
         window: WindowConfig,
         history_size: int,
         apply: Callable[[Decision], None],
+        presampled: bool = False,
     ) -> None:
         self._policy = policy
         self._governor = governor
@@ -111,11 +116,11 @@ class Feedback:
         self._totals = [0, 0, 0, 0, 0, 0, 0]
         self._last_window: Window | None = None
         # The first window opens at the first sample's start (the gate's clock may need a loop).
-        self._agg = WindowAggregator(window, start=None)
+        self._agg = WindowAggregator(window, start=None, presampled=presampled)
         self.ok_latencies = self._agg.ok_latencies
         """The open window's successful latencies (the same list for the object's life)."""
         self.max_samples = window.max_samples
-        """How many samples close a window whatever its duration."""
+        """How many latencies `ok_latencies` holds before `due` must be asked (it may fold them)."""
         self.lag_probe_period_s = window.lag_probe_period_s
         """How often the gate reads its loop's lag (`record_lag`); None: it does not."""
 
@@ -150,6 +155,15 @@ class Feedback:
         """After a successful latency was appended to `ok_latencies`: it carried ``size`` units of work."""
         self._agg.record_size(latency_s, size)
 
+    @property
+    def ok_stride(self) -> int:
+        """One successful latency in how many the open window keeps (1 until it is thinned)."""
+        return self._agg.ok_stride
+
+    def count_skipped(self, n: int) -> None:
+        """Count ``n`` successful samples left out of `ok_latencies` (a presampling gate's)."""
+        self._agg.count_skipped(n)
+
     def record_lag(self, lag_s: float, period_s: float) -> None:
         """One reading of the gate's loop lag: a timer armed ``period_s`` before ran ``lag_s`` late."""
         self._agg.record_lag(lag_s, period_s)
@@ -182,7 +196,7 @@ class Feedback:
         if self._window_listeners:
             # Sorted here (the window's own percentiles sort them anyway, and a sorted
             # list sorts again in one pass) and copied: closing the window clears them.
-            latencies = self.ok_latencies
+            latencies = self._agg.settled_ok_latencies()  # a subsample, past `max_samples`
             latencies.sort()
             ok_sorted = latencies[:]
         window = self._agg.close(now, limit, peak_inflight=peak_inflight, saw_waiters=saw_waiters)

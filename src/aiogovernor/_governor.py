@@ -9,7 +9,9 @@ when a window is due, never on the uncontended fast path:
 - optionally a `Persistence` (learned state loaded once, saved after decisions).
 
 One flag, ``_slow``, sends callers off the fast path; `_refresh_slow` is the
-only place it is computed.
+only place it is computed. The uncontended enter reads a single threshold,
+``_fast_below`` (`_refresh_fast`), that folds it in with the waiters, the limit
+and the window's peak in flight.
 """
 
 from __future__ import annotations
@@ -450,13 +452,22 @@ class Governor:
         self._waiters: OrderedDict[_Queued, None] = OrderedDict()
         self._generation = 0  # bumped on every decrease of the limit
         self._peak_inflight = 0  # the open window's most permits held at once
+        # The uncontended enter takes a permit at once while inflight is below this: the
+        # limit and the window's peak in flight, or 0 while a caller queues or `_slow` is
+        # set. It is lowered wherever one of those falls or appears (`_refresh_fast`); a
+        # stale value is only ever too low, which sends a caller the long way once.
+        self._fast_below = 0
         self._saw_waiters = False  # whether anyone queued during the open window
         self._warned_nested = False
-        # `async with` blocks entered and not yet exited, and how many of them gave their
-        # permit back before their exit (by hand, or renewed away by a map): blocks never
-        # hold more permits than are open, whatever context their exits run in (see
-        # `_exit_elsewhere`). The fast path moves only the first.
-        self._open_blocks = 0
+        # What tells how many `async with` blocks are open (entered, not yet exited), without
+        # a count on the fast path: every permit held is a block's, a hand-held one's (from
+        # acquire or try_acquire) or a queued caller's granted but not yet resumed, and open
+        # blocks also count those that gave their permit back before their exit (by hand,
+        # or renewed away by a map). So open blocks = inflight - hand-held - granted + spare
+        # (`_blocks_open`): blocks never hold more permits than are open, whatever context
+        # their exits run in (see `_exit_elsewhere`).
+        self._hand_held = 0
+        self._granted = 0
         self._spare_blocks = 0
         self._lag_probe: SharedLagProbe | None = None  # the loop's, watched from window closes (asyncio)
 
@@ -469,12 +480,25 @@ class Governor:
             window=window,
             history_size=history_size,
             apply=self._apply,
+            presampled=True,
         )
         # The fast path appends successful latencies straight into the open
         # window and looks no further until its duration or count is reached.
         self._ok_latencies = feedback.ok_latencies
         self._close_at = feedback.close_at
         self._max_samples = feedback.max_samples
+        # A window past `max_samples` keeps one successful latency in `_stride` (see
+        # `WindowConfig`). The gate thins them itself: `_skip` counts down the blocks
+        # whose latency is counted but neither computed nor kept before the next one
+        # kept (0: keep the next), and the skipped ones are reported in bulk
+        # (`_flush_skipped`): every latency kept since `_kept_base` (an index into
+        # `_ok_latencies`) closed a group of `_stride` blocks. The fast path calls in once
+        # `_ok_latencies` holds `_check_len` (`max_samples`; 0 while thinning, so that each
+        # kept latency starts the next group).
+        self._stride = 1
+        self._skip = 0
+        self._kept_base = 0
+        self._check_len = feedback.max_samples
 
         # A pause (Retry-After) and the optional rate ceiling.
         self._gates = TimeGates(
@@ -503,6 +527,15 @@ class Governor:
         Capacity and waiters are checked on the fast path itself.
         """
         self._slow = self._state_pending or self._gates.engaged
+        self._refresh_fast()
+
+    def _refresh_fast(self) -> None:
+        """Compute ``_fast_below``: the enter takes a permit at once while inflight is below it."""
+        if self._slow or self._waiters:
+            self._fast_below = 0
+        else:
+            limit, peak = self._limit, self._peak_inflight
+            self._fast_below = peak if peak < limit else limit
 
     # -- introspection -------------------------------------------------
 
@@ -555,6 +588,7 @@ class Governor:
         """A frozen snapshot: limit, inflight, waiting, counts, last window and decision."""
         feedback = self._feedback
         persistence = self._persistence
+        self._flush_skipped()  # the open window's counts include the blocks thinned out
         w = feedback.last_window
         return GovernorStats(
             name=self._name,
@@ -655,21 +689,46 @@ class Governor:
         # This is the cost every caller pays, so the uncontended path is written
         # out here rather than shared with acquire() through helper calls, and
         # the permit is built field by field (no __init__ frame).
-        if self._waiters or self._inflight >= self._limit or self._slow:
+        inflight = self._inflight
+        if inflight < self._fast_below:
+            # No one queues, nothing slows, under the limit, and under the window's peak
+            # in flight (so the peak stands).
+            self._inflight = inflight + 1
+            generation = self._generation
+        elif self._waiters or inflight >= self._limit or self._slow:
             if self._state_pending:
                 await self._load_state()
             # `_take_now`, written out: this is the contended hand-off's path.
             if self._waiters or self._inflight >= self._limit or (self._slow and not self._pass_time_gates()):
-                generation = await self._wait(None)
+                loop = self._clock_owner
+                if isinstance(loop, asyncio.AbstractEventLoop) and loop.is_running():
+                    # `_wait` on the bound asyncio loop, written out: a coroutine less per hand-off.
+                    self._warn_if_nested(stacklevel=3)
+                    fut: asyncio.Future[int] = loop.create_future()
+                    self._waiters[fut] = None
+                    self._saw_waiters = True
+                    self._fast_below = 0
+                    try:
+                        generation = await fut
+                    except BaseException:
+                        self._leave_queue(fut)
+                        raise
+                    self._granted -= 1
+                else:
+                    generation = await self._wait(None)
             else:
                 self._inflight += 1
                 generation = self._generation
+            inflight = self._inflight
+            if inflight > self._peak_inflight:
+                self._peak_inflight = inflight
+            self._refresh_fast()
         else:
-            self._inflight += 1
+            self._inflight = inflight = inflight + 1
             generation = self._generation
-        inflight = self._inflight
-        if inflight > self._peak_inflight:
-            self._peak_inflight = inflight
+            if inflight > self._peak_inflight:
+                self._peak_inflight = inflight
+            self._refresh_fast()
         if self._rebind and not self._clock_bound():
             self._bind_clock()
         permit: Permit = Permit()
@@ -680,7 +739,6 @@ class Governor:
         permit._released = False
         permit._size = 1.0
         permit._token = _set_permit(permit)
-        self._open_blocks += 1
         return permit
 
     async def __aexit__(
@@ -696,7 +754,6 @@ class Governor:
         # The permit comes back first, before anything that can raise.
         permit._released = True
         self._inflight -= 1
-        self._open_blocks -= 1
         try:
             _reset_permit(permit._token)  # type: ignore[arg-type]
         except ValueError:  # exiting in a copy of the context that entered
@@ -704,13 +761,25 @@ class Governor:
         if exc is None and permit._outcome is None:
             # The common case, written out: no helper frames on the hot path.
             permit._outcome = _OK
+            skip = self._skip
+            if skip and permit._size == 1.0:
+                # A thinned window: this block is counted, its latency neither kept nor
+                # measured. Its start stands in for the time: once a block that started
+                # after the window's duration ends, the window closes.
+                self._skip = skip - 1
+                if permit._start >= self._close_at:
+                    self._window_check(self._time(), permit._start, False)
+                if self._waiters:
+                    self._dispatch()
+                return
             now = self._time()
-            lat = self._ok_latencies
-            lat.append(now - permit._start)
-            if permit._size != 1.0:
-                self._feedback.record_size(now - permit._start, permit._size)
-            if now >= self._close_at or len(lat) >= self._max_samples:
-                self._window_check(now, permit._start)
+            if permit._size == 1.0:
+                lat = self._ok_latencies
+                lat.append(now - permit._start)
+                if now >= self._close_at or len(lat) >= self._check_len:
+                    self._window_check(now, permit._start)
+            else:
+                self._sized_sample(permit, now)
             if self._waiters:
                 self._dispatch()
             return
@@ -734,11 +803,11 @@ class Governor:
         counts as ``ignored``), then a Retry-After is honoured. Only an exit
         with no block open at all is an error.
         """
-        if self._open_blocks <= 0:
+        if self._blocks_open() <= 0:
             raise RuntimeError(f"{self!r} exited without a matching enter")
         if permit is not None and permit._gate is self:
             _forget_permit(permit)
-        self._open_blocks -= 1
+        # The block closes: one spare less, or one permit less held (see `_blocks_open`).
         if self._spare_blocks:
             self._spare_blocks -= 1  # this block's permit (or one like it) was given back already
             return
@@ -752,6 +821,10 @@ class Governor:
             self._pause_for(exc)
         if self._waiters:
             self._dispatch()
+
+    def _blocks_open(self) -> int:
+        """`async with` blocks entered and not yet exited (see ``_hand_held`` in ``__init__``)."""
+        return self._inflight - self._hand_held - self._granted + self._spare_blocks
 
     async def acquire(self, *, timeout_s: float | None = None) -> Permit:
         """Wait for a permit; the caller must `Permit.release` it.
@@ -802,7 +875,9 @@ class Governor:
             self._peak_inflight = inflight
         if not self._clock_bound():
             self._bind_clock()
-        return _grant_permit(self, self._time(), generation)
+        permit = _grant_permit(self, self._time(), generation)
+        self._hand_held += 1
+        return permit
 
     def _now(self) -> float:
         """The injected clock, or the running loop's time."""
@@ -860,17 +935,7 @@ class Governor:
         must not make the work it admitted before that decrease count as fresh, or one
         congestion event would decrease the limit once per permit handed over with it.
         """
-        held = _get_permit()
-        if held is not None and held._gate is self and not held._released and not self._warned_nested:
-            # Checked only when about to queue, so the fast path pays nothing for it.
-            self._warned_nested = True
-            warnings.warn(
-                f"{self!r}: a task that holds one of its permits is queueing for another; if every "
-                "permit is held this way, nothing is ever released (with governed_map, the function "
-                "mapped already runs under a permit and must not take one from the same governor)",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+        self._warn_if_nested(stacklevel=4)
         loop = self._clock_owner
         if not (isinstance(loop, asyncio.AbstractEventLoop) and loop.is_running()):
             # Asked only when the loop whose clock is bound does not run: on Python 3.11,
@@ -884,14 +949,32 @@ class Governor:
         fut: asyncio.Future[int] = loop.create_future()
         self._waiters[fut] = None
         self._saw_waiters = True
+        self._fast_below = 0
         try:
             if timeout_s is None:
-                return await fut
-            async with asyncio.timeout(timeout_s):
-                return await fut
+                generation = await fut
+            else:
+                async with asyncio.timeout(timeout_s):
+                    generation = await fut
         except BaseException:
             self._leave_queue(fut)
             raise
+        self._granted -= 1  # resumed: the caller makes it a block's or a hand-held permit
+        return generation
+
+    def _warn_if_nested(self, *, stacklevel: int) -> None:
+        """Warn (once per governor) when the task about to queue holds one of its permits already."""
+        held = _get_permit()
+        if held is not None and held._gate is self and not held._released and not self._warned_nested:
+            # Checked only when about to queue, so the fast path pays nothing for it.
+            self._warned_nested = True
+            warnings.warn(
+                f"{self!r}: a task that holds one of its permits is queueing for another; if every "
+                "permit is held this way, nothing is ever released (with governed_map, the function "
+                "mapped already runs under a permit and must not take one from the same governor)",
+                RuntimeWarning,
+                stacklevel=stacklevel,
+            )
 
     async def _wait_anyio(self, timeout_s: float | None) -> int:
         import anyio
@@ -899,6 +982,7 @@ class Governor:
         waiter = _EventWaiter(anyio.Event())
         self._waiters[waiter] = None
         self._saw_waiters = True
+        self._fast_below = 0
         try:
             if timeout_s is None:
                 await waiter.event.wait()
@@ -908,6 +992,7 @@ class Governor:
         except BaseException:
             self._leave_queue(waiter)
             raise
+        self._granted -= 1
         return waiter.generation
 
     def _leave_queue(self, waiter: _Queued) -> None:
@@ -915,9 +1000,12 @@ class Governor:
         if waiter.done() and not waiter.cancelled():
             # Granted, then cancelled before running: pass the permit on.
             self._inflight -= 1
+            self._granted -= 1
             self._dispatch()
         else:
             self._waiters.pop(waiter, None)
+            if not self._waiters:
+                self._refresh_fast()
 
     def _dispatch(self) -> None:
         """Hand free permits to waiters, in arrival order."""
@@ -932,6 +1020,9 @@ class Governor:
                 continue
             waiter.set_result(self._generation)
             self._inflight += 1
+            self._granted += 1
+        if not waiters:
+            self._refresh_fast()
 
     # -- time gates: pause and rate ceiling --------------------------------
 
@@ -984,6 +1075,8 @@ class Governor:
         self._inflight -= 1
         if permit._token is not None:  # an `async with` block's: it still has to exit
             self._spare_blocks += 1
+        else:
+            self._hand_held -= 1
         self._record(permit, outcome)
 
     def _record(self, permit: Permit, outcome: Outcome) -> None:
@@ -993,11 +1086,46 @@ class Governor:
         except RuntimeError:  # released with no event loop running: nothing to measure or wake
             return
         fresh = permit._generation == self._generation
-        if self._feedback.sample(permit._start, now, outcome, fresh, self._limit, permit._size):
+        feedback = self._feedback
+        self._flush_skipped()  # this sample goes in as it is, outside the groups
+        if feedback.sample(permit._start, now, outcome, fresh, self._limit, permit._size):
             self._close_window(now)
-        self._close_at = self._feedback.close_at
+        elif self._stride != 1 or feedback.ok_stride != 1:
+            self._resync()  # a fold may have thinned the window further
+        self._close_at = feedback.close_at
         if self._waiters:
             self._dispatch()
+
+    def _flush_skipped(self) -> None:
+        """Report the blocks thinned out since the last report; start a new group."""
+        stride = self._stride
+        if stride != 1:
+            kept = len(self._ok_latencies)
+            skipped = (kept - self._kept_base) * (stride - 1) + (stride - 1 - self._skip)
+            self._kept_base = kept
+            self._skip = stride - 1
+            if skipped:
+                self._feedback.count_skipped(skipped)
+
+    def _resync(self) -> None:
+        """After the feedback folded or closed the window (skipped blocks reported first): its stride."""
+        stride = self._feedback.ok_stride
+        self._stride = stride
+        self._skip = stride - 1
+        self._kept_base = len(self._ok_latencies)
+        self._check_len = self._max_samples if stride == 1 else 0
+
+    def _sized_sample(self, permit: Permit, now: float) -> None:
+        """A successful unit of work that said its size: its latency is kept, thinned or not."""
+        latency = now - permit._start
+        self._flush_skipped()
+        lat = self._ok_latencies
+        lat.append(latency)
+        self._feedback.record_size(latency, permit._size)
+        if self._stride != 1:
+            self._kept_base = len(lat)  # it closed no group
+        if now >= self._close_at or len(lat) >= self._check_len:
+            self._window_check(now, permit._start, False)
 
     def _renew(self, permit: Permit) -> bool:
         """End ``permit``'s unit of work as an ``ok`` sample and keep the permit for the next unit.
@@ -1024,10 +1152,16 @@ class Governor:
         ):
             return self._renew_other(permit)
         now = self._time()  # bound when the permit was granted, in this same task
-        lat = self._ok_latencies
-        lat.append(now - permit._start)
-        if now >= self._close_at or len(lat) >= self._max_samples:
-            return self._renew_due(permit, now)
+        skip = self._skip
+        if skip:  # a thinned window: counted, its latency not kept (see `__aexit__`)
+            self._skip = skip - 1
+            if now >= self._close_at:
+                return self._renew_due(permit, now, False)
+        else:
+            lat = self._ok_latencies
+            lat.append(now - permit._start)
+            if now >= self._close_at or len(lat) >= self._check_len:
+                return self._renew_due(permit, now)
         permit._start = now
         permit._generation = self._generation
         return True
@@ -1043,19 +1177,22 @@ class Governor:
             return False
         now = self._time()
         latency = now - permit._start
+        self._flush_skipped()  # kept whatever the thinning: its size bands need it
         lat = self._ok_latencies
         lat.append(latency)
         self._feedback.record_size(latency, permit._size)
+        if self._stride != 1:
+            self._kept_base = len(lat)  # it closed no group
         permit._size = 1.0  # the next unit of work says its own size
-        if now >= self._close_at or len(lat) >= self._max_samples:
-            return self._renew_due(permit, now)
+        if now >= self._close_at or len(lat) >= self._check_len:
+            return self._renew_due(permit, now, False)
         permit._start = now
         permit._generation = self._generation
         return True
 
-    def _renew_due(self, permit: Permit, now: float) -> bool:
+    def _renew_due(self, permit: Permit, now: float, kept: bool = True) -> bool:
         """`_renew` once its sample (recorded) may close the window: close it if it is due."""
-        self._window_check(now, permit._start)
+        self._window_check(now, permit._start, kept)
         if self._inflight > self._limit:
             # The decision lowered the limit: this permit goes back (its sample is in).
             permit._released = True
@@ -1063,6 +1200,8 @@ class Governor:
             self._inflight -= 1
             if permit._token is not None:  # an `async with` block's: it still has to exit
                 self._spare_blocks += 1
+            else:
+                self._hand_held -= 1
             if self._waiters:
                 self._dispatch()
             return False
@@ -1070,8 +1209,19 @@ class Governor:
         permit._generation = self._generation
         return True
 
-    def _window_check(self, now: float, sample_start: float) -> None:
-        """After a fast-path sample: open the first window, or close the open one if it is due."""
+    def _window_check(self, now: float, sample_start: float, kept: bool = True) -> None:
+        """After a fast-path sample: open the first window, or close the open one if it is due.
+
+        ``kept``: the sample's latency was appended as the last of its group (else it
+        was counted only, or kept outside the groups).
+        """
+        stride = self._stride
+        if stride != 1:
+            if kept:
+                self._skip = stride - 1  # the next group starts
+            if now < self._close_at and len(self._ok_latencies) < self._max_samples:
+                return
+            self._flush_skipped()
         if not self._clock_bound():
             # Another loop runs now (the fast path trusted a stock loop's clock): ``now`` is
             # a reading of the old one. Bind the new clock, which restarts the window.
@@ -1080,16 +1230,22 @@ class Governor:
         feedback = self._feedback
         if feedback.due(sample_start, now, self._limit):
             self._close_window(now)
+        elif stride != 1 or feedback.ok_stride != 1:
+            self._resync()  # folded: thinned further, or for the first time
         self._close_at = feedback.close_at
 
     def _close_window(self, now: float) -> None:
         feedback = self._feedback
+        self._flush_skipped()
         decision = feedback.close(
             now, self._limit, peak_inflight=self._peak_inflight, saw_waiters=self._saw_waiters
         )
+        if self._stride != 1:
+            self._resync()  # the next window keeps every latency again
         self._close_at = feedback.close_at
         # Work still running belongs to the next window too.
         self._peak_inflight = self._inflight
+        self._refresh_fast()
         self._saw_waiters = bool(self._waiters)
         period_s = feedback.lag_probe_period_s
         if period_s is not None:
@@ -1120,6 +1276,7 @@ class Governor:
         if decision.new_limit < self._limit:
             self._generation += 1  # work started before now cannot cause another decrease
         self._limit = decision.new_limit
+        self._refresh_fast()
 
     def reset_limit(self, limit: float, *, reason: str = "reset") -> None:
         """Set the limit by hand (e.g. from learned state), clamped to the policy's bounds.

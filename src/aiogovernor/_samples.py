@@ -171,14 +171,23 @@ class WindowConfig:
     A window closes once it has lasted ``max(latency_multiple × recent minimum
     latency, min_duration_s)`` *and* holds at least ``min_samples`` counted
     samples (or as many as the limit, when the limit is smaller, so that a
-    limit of 1 still decides). It closes early once it holds ``max_samples``.
+    limit of 1 still decides). A window that reaches ``max_samples`` before its
+    duration keeps counting every sample but keeps only a uniform subsample of
+    their latencies (every k-th in arrival order, k doubling as needed, at most
+    ``max_samples`` of them), and closes on its duration: at high rates the
+    governor decides once per window duration, not once per ``max_samples``
+    calls, and a window's memory stays bounded. Its counts (and so its
+    throughput and rates) stay exact; its latency figures are those of the
+    subsample. A window holding calls that said their size (a batch) closes at
+    ``max_samples`` instead, as its size bands need every such call.
     A fresh overload (from work started after the latest decrease) closes it
     at once, whatever its count: congestion is answered within one sample,
     and the overloads of the same event that follow are stale.
 
     Attributes:
         min_samples: Fewest counted samples for a decision.
-        max_samples: Count bound: a window never holds more.
+        max_samples: The most latencies a window keeps: beyond it, a uniform
+            subsample of them.
         min_duration_s: Floor of a window's duration.
         latency_multiple: How many recent minimum latencies a window lasts.
         min_latency_memory: How many past windows the recent minimum latency
@@ -209,6 +218,43 @@ class WindowConfig:
             check_float("lag_probe_period_s", self.lag_probe_period_s, low=0.0, low_open=True)
 
 
+class _Thinned:
+    """The samples of one list folded out of a window that reached ``max_samples``.
+
+    ``kept`` holds every ``stride``-th of the ``seen`` samples in arrival order (the
+    first one included): a uniform subsample at a fixed cost, whatever the rate.
+    Made on a window's first fold and dropped when it closes.
+
+    A caller may thin the samples itself before they reach the list (``presampled``):
+    the async gate keeps one successful latency in ``stride``, counts the others
+    without computing them and reports them with `WindowAggregator.count_skipped`.
+    Then every sample of the list is kept as it is.
+    """
+
+    __slots__ = ("kept", "seen", "stride")
+
+    def __init__(self) -> None:
+        self.kept: list[float] = []
+        self.seen = 0
+        self.stride = 1
+
+    def fold(self, pending: list[float], cap: int, presampled: bool = False) -> None:
+        """Move ``pending`` (the samples that followed the last fold) in; keep at most ``cap``."""
+        stride = self.stride
+        if stride == 1 or presampled:
+            self.kept += pending
+        else:
+            # Sample i of `pending` is sample `seen + i` of the window: keep the multiples of stride.
+            self.kept += pending[-self.seen % stride :: stride]
+        self.seen += len(pending)
+        pending.clear()
+        kept = self.kept
+        while len(kept) > cap:
+            del kept[1::2]  # kept[j] is sample j × stride: the multiples of twice the stride stay
+            stride *= 2
+        self.stride = stride
+
+
 _WindowBlank = blank_of(Window)  # `close` fills one in, then makes it a Window (see `blank_of`)
 _new = object.__new__
 _mul = operator.mul
@@ -231,6 +277,9 @@ class WindowAggregator:
     Args:
         config: When windows close.
         start: Clock time at which the first window opens.
+        presampled: Whether the caller, once a window is thinned (`ok_stride` > 1),
+            appends only one successful latency in `ok_stride` to `ok_latencies`
+            and reports the others with `count_skipped`.
     """
 
     __slots__ = (
@@ -245,13 +294,19 @@ class WindowAggregator:
         "_min_latencies",
         "_min_next",
         "_need",
+        "_presampled",
         "_sized",
         "_start",
         "_target_s",
+        "_thin_ok",
+        "_thin_other",
     )
 
-    def __init__(self, config: WindowConfig | None = None, *, start: float | None = 0.0) -> None:
+    def __init__(
+        self, config: WindowConfig | None = None, *, start: float | None = 0.0, presampled: bool = False
+    ) -> None:
         self._config = config or WindowConfig()
+        self._presampled = presampled
         # The last `min_latency_memory` windows' minimum latencies, a ring of unboxed floats
         # made at the first close (an empty deque alone is 760 bytes, and every governor kept one).
         self._min_latencies: array[float] | None = None
@@ -263,6 +318,10 @@ class WindowAggregator:
         # that a caller may hold on to `ok_latencies` across windows.
         self._lat_ok: list[float] = []
         self._lat_other: list[float] = []
+        # What a window that reached `max_samples` before its duration folded out of the two
+        # lists above (`_fold`); None while it has not (the common case costs nothing).
+        self._thin_ok: _Thinned | None = None
+        self._thin_other: _Thinned | None = None
         # Made on first use (most governors never see a sized call, and a thread gate no lag):
         # (latency, size) of successful sized calls, and the lag probe's readings in the window.
         self._sized: list[tuple[float, float]] | None = None
@@ -282,7 +341,12 @@ class WindowAggregator:
     @property
     def count(self) -> int:
         """Counted samples in the open window."""
-        return len(self._lat_ok) + len(self._lat_other)
+        count = len(self._lat_ok) + len(self._lat_other)
+        if self._thin_ok is not None:
+            count += self._thin_ok.seen
+        if self._thin_other is not None:
+            count += self._thin_other.seen
+        return count
 
     @property
     def start(self) -> float | None:
@@ -300,7 +364,8 @@ class WindowAggregator:
 
         The governor's fast path appends to it directly instead of calling
         `record`, and asks `should_close` once ``now >= close_at`` or the list
-        holds ``max_samples``.
+        holds ``max_samples`` (which may fold the list into a subsample and
+        empty it: it holds the latencies since the last fold).
         """
         return self._lat_ok
 
@@ -318,7 +383,10 @@ class WindowAggregator:
     def open_counts(self) -> tuple[int, int, int, int]:
         """The open window's samples so far: ok, overload (fresh and stale), error, ignored."""
         _, overload, error, ignored, stale = self._counts
-        return len(self._lat_ok), overload + stale, error, ignored
+        ok = len(self._lat_ok)
+        if self._thin_ok is not None:
+            ok += self._thin_ok.seen
+        return ok, overload + stale, error, ignored
 
     def _reset(self, start: float) -> None:
         self.open(start)
@@ -329,6 +397,7 @@ class WindowAggregator:
         if self._lags:
             self._lags.clear()
         self._lag_span = 0.0
+        self._thin_ok = self._thin_other = None
         self._counts = [0, 0, 0, 0, 0]  # (ok: len(_lat_ok)), overload, error, ignored, stale
 
     def add(self, sample: Sample, *, now: float, limit: int) -> bool:
@@ -393,9 +462,56 @@ class WindowAggregator:
                 counts[4] += 1
             self._lat_other.append(latency_s)
         if now < self._close_at:
-            return len(self._lat_ok) + len(self._lat_other) >= self._max
+            return len(self._lat_ok) + len(self._lat_other) >= self._max and self._fold()
         count = len(self._lat_ok) + len(self._lat_other)
+        if self._thin_ok is not None or self._thin_other is not None:
+            count = self.count
         return count >= self._need or count >= limit
+
+    def _fold(self) -> bool:
+        """The lists hold ``max_samples`` before the window's duration: fold them into subsamples.
+
+        Returns whether the window must close now instead: one holding sized calls
+        does (its size bands need every such call), as every window did once.
+        """
+        if self._sized:
+            return True
+        cap = self._max
+        if self._lat_ok:
+            if self._thin_ok is None:
+                self._thin_ok = _Thinned()
+            self._thin_ok.fold(self._lat_ok, cap, self._presampled)
+        if self._lat_other:
+            if self._thin_other is None:
+                self._thin_other = _Thinned()
+            self._thin_other.fold(self._lat_other, cap)
+        return False
+
+    def settled_ok_latencies(self) -> list[float]:
+        """The successful latencies the open window's figures are taken over, were it closed now.
+
+        `ok_latencies` itself, unless the window reached ``max_samples`` before its
+        duration: then its uniform subsample, with the latencies since the last fold
+        folded in (`ok_latencies` is emptied).
+        """
+        thin = self._thin_ok
+        if thin is None:
+            return self._lat_ok
+        thin.fold(self._lat_ok, self._max, self._presampled)
+        return thin.kept
+
+    @property
+    def ok_stride(self) -> int:
+        """One successful latency in how many the open window keeps: 1 until it is thinned."""
+        thin = self._thin_ok
+        return 1 if thin is None else thin.stride
+
+    def count_skipped(self, n: int) -> None:
+        """Count ``n`` successful samples whose latencies a presampling caller left out."""
+        thin = self._thin_ok
+        if thin is None:
+            raise RuntimeError("samples can be left out only once a window is thinned")
+        thin.seen += n
 
     def _note_min(self, latency_s: float) -> None:
         mins = self._min_latencies
@@ -419,9 +535,13 @@ class WindowAggregator:
         sizes: dict[int, float] = {}
         if unsized > 0:
             sized_latencies = sorted(lat for lat, _ in sized)
-            rest = list(self._lat_ok)  # sorted by close()
+            rest = list(self.settled_ok_latencies())  # sorted by close()
             for lat in sized_latencies:  # remove each sized latency once
-                rest.pop(bisect.bisect_left(rest, lat))
+                i = bisect.bisect_left(rest, lat)
+                # Always there, unless the window was folded into a subsample before its
+                # first sized call: then band 0 is estimated from the subsample.
+                if i < len(rest) and rest[i] == lat:
+                    rest.pop(i)
             by_band[0] = rest
             sizes[0] = float(unsized)
         total = float(unsized)
@@ -444,15 +564,18 @@ class WindowAggregator:
         """Whether the open window has enough in it to decide on at ``now``, under ``limit``.
 
         A fresh overload closes it at once. Otherwise it needs
-        ``min(min_samples, limit)`` counted samples, and then either its
-        duration or ``max_samples``.
+        ``min(min_samples, limit)`` counted samples and its duration. A window
+        that holds ``max_samples`` latencies before its duration is folded into
+        a subsample here (see `WindowConfig`), and stays open.
         """
-        count = len(self._lat_ok) + len(self._lat_other)
         if self._counts[1]:
             return True
+        count = self.count
         if (count < self._need and count < limit) or count == 0:
             return False
-        return now >= self._close_at or count >= self._max
+        if now >= self._close_at:
+            return True
+        return len(self._lat_ok) + len(self._lat_other) >= self._max and self._fold()
 
     def close(self, now: float, limit: int, *, peak_inflight: int, saw_waiters: bool = False) -> Window:
         """Close the open window at ``now`` and open the next one.
@@ -470,6 +593,12 @@ class WindowAggregator:
         ok_lats = self._lat_ok
         other = self._lat_other
         ok = len(ok_lats)
+        if self._thin_ok is not None:  # folded into a subsample (`_fold`): its latencies, all counted
+            ok_lats = self.settled_ok_latencies()
+            ok = self._thin_ok.seen
+        if self._thin_other is not None:
+            self._thin_other.fold(other, self._max)
+            other = self._thin_other.kept
         latencies = ok_lats or other
         w: Any = _new(_WindowBlank)
         if latencies:

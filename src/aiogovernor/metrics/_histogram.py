@@ -67,10 +67,22 @@ class _Buckets:
             return
         counts, total, count = self.state
         right = bisect.bisect_right
+        ok = window.ok
+        if ok == n:
+            self.state = (
+                tuple(c + right(ok_latencies_s, b) for c, b in zip(counts, self.bounds, strict=True)),
+                total + sum(ok_latencies_s),
+                count + n,
+            )
+            return
+        # A window past `max_samples` hands over a uniform subsample: each stands for ok / n calls.
+        scale = ok / n
         self.state = (
-            tuple(c + right(ok_latencies_s, b) for c, b in zip(counts, self.bounds, strict=True)),
-            total + sum(ok_latencies_s),
-            count + n,
+            tuple(
+                c + round(right(ok_latencies_s, b) * scale) for c, b in zip(counts, self.bounds, strict=True)
+            ),
+            total + sum(ok_latencies_s) * scale,
+            count + ok,
         )
 
 
