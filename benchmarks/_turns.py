@@ -16,11 +16,12 @@ when its stdin closes.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,14 @@ def serve(one_round: Callable[[], Any], hello: Any = True) -> None:
     print(json.dumps(hello), flush=True)
     while sys.stdin.readline():
         print(json.dumps(one_round()), flush=True)
+
+
+async def serve_async(one_round: Callable[[], Awaitable[Any]], hello: Any = True) -> None:
+    """`serve` for rounds that run in the serving process's one event loop (stdin read off it)."""
+    loop = asyncio.get_running_loop()
+    print(json.dumps(hello), flush=True)
+    while await loop.run_in_executor(None, sys.stdin.readline):
+        print(json.dumps(await one_round()), flush=True)
 
 
 @dataclass

@@ -91,16 +91,15 @@ def fill_context(n: int) -> None:
         ContextVar(f"other_{i}").set(i)
 
 
-def serve(args: argparse.Namespace) -> None:
+async def serve(args: argparse.Namespace) -> None:
     """Answer rounds in turns (see `_turns`), all in one event loop."""
     fill_context(args.context_vars)
-    with asyncio.Runner() as runner:  # its context is a copy of this one, with those variables
 
-        def one() -> dict[str, float | None]:
-            ratio, handoff = runner.run(one_round(args.ops, args.contended))
-            return {"ratio": ratio, "handoff": handoff}
+    async def one() -> dict[str, float | None]:
+        ratio, handoff = await one_round(args.ops, args.contended)
+        return {"ratio": ratio, "handoff": handoff}
 
-        _turns.serve(one, hello={"label": label()})
+    await _turns.serve_async(one, hello={"label": label()})
 
 
 def compare(args: argparse.Namespace) -> None:
@@ -108,11 +107,19 @@ def compare(args: argparse.Namespace) -> None:
     options = ["--ops", str(args.ops), "--context-vars", str(args.context_vars)]
     if args.contended:
         options.append("--contended")
-    for tree in _turns.take_turns(__file__, options, args.baseline, args.rounds):
-        print(f"{tree.name} ({tree.src}):")
-        ratios = [r["ratio"] for r in tree.rounds]
-        handoff = [r["handoff"] for r in tree.rounds if r["handoff"] is not None]
-        report(tree.hello["label"], ratios, handoff, args.rounds, args.ops)
+    turns = _turns.take_turns(__file__, options, args.baseline, args.rounds)
+    trees = {tree.name: tree.src for tree in turns}
+    labels = {tree.name: tree.hello["label"] for tree in turns}
+    results = {
+        tree.name: (
+            [r["ratio"] for r in tree.rounds],
+            [r["handoff"] for r in tree.rounds if r["handoff"] is not None],
+        )
+        for tree in turns
+    }
+    for name, src in trees.items():
+        print(f"{name} ({src}):")
+        report(labels[name], *results[name], args.rounds, args.ops)
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -135,10 +142,11 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--contended", action="store_true")
     parser.add_argument("--context-vars", type=int, default=0, help="other context variables set first")
-    _turns.add_arguments(parser)
+    parser.add_argument("--baseline", help="another tree's src folder, measured in turns with this one")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.serve:
-        serve(arguments)
+        asyncio.run(serve(arguments))
     elif arguments.baseline:
         compare(arguments)
     else:
