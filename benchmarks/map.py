@@ -52,17 +52,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from pathlib import Path
 from typing import Any
 
+import _turns
 import aiometer
 import anyio
 
@@ -245,12 +241,11 @@ def main() -> None:
         choices=("throughput", "memory", "cpu", "backpressure", "breakdown"),
         help="run one of the parts (breakdown runs only when asked)",
     )
-    parser.add_argument("--baseline", help="another tree's src folder, measured in turns with this one")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    _turns.add_arguments(parser)
     args = parser.parse_args()
     LIMIT = args.limit
     if args.serve:
-        serve(args)
+        _turns.serve(lambda: cpu_round(args.cpu_items))
         return
     if args.baseline:
         if args.only != "cpu":
@@ -350,43 +345,14 @@ def cpu_per_call(args: argparse.Namespace) -> None:
     cpu_table(ratios)
 
 
-def serve(args: argparse.Namespace) -> None:
-    """Run one round of part 3 per line read from stdin; answer each with a JSON line of its ratios."""
-    while sys.stdin.readline():
-        print(json.dumps(cpu_round(args.cpu_items)), flush=True)
-
-
 def compare(args: argparse.Namespace) -> None:
     """Part 3 for this tree and ``--baseline``, in two processes that take turns, one round each."""
-    here = Path(__file__).resolve().parent.parent / "src"
-    trees = {"this tree": here, "baseline": Path(args.baseline).resolve()}
-    command = [sys.executable, __file__, "--serve", "--cpu-items", str(args.cpu_items), "--limit", str(LIMIT)]
-    procs: dict[str, subprocess.Popen[str]] = {}
-    for name, src in trees.items():
-        env = {**os.environ, "PYTHONPATH": str(src)}
-        procs[name] = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
-        )
-    results: dict[str, dict[str, list[float]]] = {name: {c: [] for c in CPU_CONTENDERS} for name in trees}
-    try:
-        order = list(trees)
-        for i in range(args.rounds):
-            for name in order if i % 2 == 0 else order[::-1]:
-                proc = procs[name]
-                assert proc.stdin is not None and proc.stdout is not None
-                proc.stdin.write("round\n")
-                proc.stdin.flush()
-                for contender, ratio in json.loads(proc.stdout.readline()).items():
-                    results[name][contender].append(ratio)
-    finally:
-        for proc in procs.values():
-            assert proc.stdin is not None
-            proc.stdin.close()
-            proc.wait(timeout=60)
+    options = ["--cpu-items", str(args.cpu_items), "--limit", str(LIMIT)]
+    trees = _turns.take_turns(__file__, options, args.baseline, args.rounds)
     print(f"\n{cpu_title(args)}, the two trees taking turns\n")
-    for name, src in trees.items():
-        print(f"{name} ({src}):\n")
-        cpu_table(results[name])
+    for tree in trees:
+        print(f"{tree.name} ({tree.src}):\n")
+        cpu_table({c: [r[c] for r in tree.rounds] for c in CPU_CONTENDERS})
         print()
 
 

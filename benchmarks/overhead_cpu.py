@@ -31,16 +31,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
-from pathlib import Path
 from typing import Any
+
+import _turns
 
 from aiogovernor import Fixed, Governor, _governor
 
@@ -100,60 +97,31 @@ def fill_context(n: int) -> None:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    """Run one round per line read from stdin; answer each with a JSON line of its ratios."""
+    """Answer rounds in turns (see `_turns`), all in one event loop."""
     fill_context(args.context_vars)
-    loop = asyncio.get_running_loop()
-    print(json.dumps({"label": label()}), flush=True)
-    while await loop.run_in_executor(None, sys.stdin.readline):
+
+    async def one() -> dict[str, float | None]:
         ratio, handoff = await one_round(args.ops, args.contended)
-        print(json.dumps({"ratio": ratio, "handoff": handoff}), flush=True)
+        return {"ratio": ratio, "handoff": handoff}
 
-
-def talk(proc: subprocess.Popen[str], line: str = "") -> str:
-    """Send ``line`` (if any) to a serving process and read its answer."""
-    assert proc.stdin is not None and proc.stdout is not None
-    if line:
-        proc.stdin.write(line)
-        proc.stdin.flush()
-    return proc.stdout.readline()
+    await _turns.serve_async(one, hello={"label": label()})
 
 
 def compare(args: argparse.Namespace) -> None:
     """This tree and ``--baseline`` in two processes that take turns, one round each."""
-    here = Path(__file__).resolve().parent.parent / "src"
-    trees = {"this tree": here, "baseline": Path(args.baseline).resolve()}
-    command = [
-        sys.executable,
-        __file__,
-        "--serve",
-        "--ops",
-        str(args.ops),
-        "--context-vars",
-        str(args.context_vars),
-    ]
+    options = ["--ops", str(args.ops), "--context-vars", str(args.context_vars)]
     if args.contended:
-        command.append("--contended")
-    procs: dict[str, subprocess.Popen[str]] = {}
-    for name, src in trees.items():
-        env = {**os.environ, "PYTHONPATH": str(src)}
-        procs[name] = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        options.append("--contended")
+    turns = _turns.take_turns(__file__, options, args.baseline, args.rounds)
+    trees = {tree.name: tree.src for tree in turns}
+    labels = {tree.name: tree.hello["label"] for tree in turns}
+    results = {
+        tree.name: (
+            [r["ratio"] for r in tree.rounds],
+            [r["handoff"] for r in tree.rounds if r["handoff"] is not None],
         )
-    results: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in trees}
-    try:
-        labels = {name: json.loads(talk(p))["label"] for name, p in procs.items()}
-        order = list(trees)
-        for i in range(args.rounds):
-            for name in order if i % 2 == 0 else order[::-1]:
-                answer = json.loads(talk(procs[name], "round\n"))
-                results[name][0].append(answer["ratio"])
-                if answer["handoff"] is not None:
-                    results[name][1].append(answer["handoff"])
-    finally:
-        for proc in procs.values():
-            assert proc.stdin is not None
-            proc.stdin.close()
-            proc.wait(timeout=60)
+        for tree in turns
+    }
     for name, src in trees.items():
         print(f"{name} ({src}):")
         report(labels[name], *results[name], args.rounds, args.ops)

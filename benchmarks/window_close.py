@@ -13,22 +13,20 @@ moment). CPU time of the thread; median and worst of the rounds.
 
 ``--baseline`` compares two trees in one run (this tree's ``src`` and another's, a checkout
 of the commit before a change), each in a process of its own, the two processes taking
-turns one round each, as ``overhead_cpu.py`` does.
+turns one round each (see ``_turns.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
+import itertools
 import random
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
+
+import _turns
 
 from aiogovernor import Fixed, WindowConfig
 from aiogovernor._feedback import Feedback
@@ -83,23 +81,6 @@ def one_round(seed: int) -> dict[str, list[float]]:
     }
 
 
-def serve() -> None:
-    """Run one round per line read from stdin; answer each with a JSON line of its figures."""
-    print(json.dumps({"ready": True}), flush=True)
-    seed = 0
-    while sys.stdin.readline():
-        seed += 1
-        print(json.dumps(one_round(seed)), flush=True)
-
-
-def talk(proc: subprocess.Popen[str], line: str = "") -> str:
-    assert proc.stdin is not None and proc.stdout is not None
-    if line:
-        proc.stdin.write(line)
-        proc.stdin.flush()
-    return proc.stdout.readline()
-
-
 def report(name: str, rounds: list[dict[str, list[float]]]) -> None:
     print(f"\n{name}: one close, µs, and its ratio to one sorted() of its latencies, median (worst)\n")
     print("| samples per window | Fixed, µs | Fixed / sort | default, µs | default / sort |")
@@ -116,33 +97,8 @@ def report(name: str, rounds: list[dict[str, list[float]]]) -> None:
 
 
 def compare(args: argparse.Namespace) -> None:
-    here = Path(__file__).resolve().parent.parent / "src"
-    trees = {"this tree": here, "baseline": Path(args.baseline).resolve()}
-    procs: dict[str, subprocess.Popen[str]] = {}
-    for name, src in trees.items():
-        env = {**os.environ, "PYTHONPATH": str(src)}
-        procs[name] = subprocess.Popen(
-            [sys.executable, __file__, "--serve"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-    results: dict[str, list[dict[str, list[float]]]] = {name: [] for name in trees}
-    try:
-        for proc in procs.values():
-            json.loads(talk(proc))
-        order = list(trees)
-        for i in range(args.rounds):
-            for name in order if i % 2 == 0 else order[::-1]:
-                results[name].append(json.loads(talk(procs[name], "round\n")))
-    finally:
-        for proc in procs.values():
-            assert proc.stdin is not None
-            proc.stdin.close()
-            proc.wait(timeout=60)
-    for name, src in trees.items():
-        report(f"{name} ({src.parent.name})", results[name])
+    for tree in _turns.take_turns(__file__, [], args.baseline, args.rounds):
+        report(f"{tree.name} ({tree.src.parent.name})", tree.rounds)
 
 
 if __name__ == "__main__":
@@ -150,11 +106,11 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--baseline", help="another tree's src folder, measured in turns with this one")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    _turns.add_arguments(parser)
     arguments = parser.parse_args()
     if arguments.serve:
-        serve()
+        seeds = itertools.count(1)
+        _turns.serve(lambda: one_round(next(seeds)))
     elif arguments.baseline:
         compare(arguments)
     else:
