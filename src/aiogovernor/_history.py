@@ -27,7 +27,10 @@ from typing import Any
 
 from ._events import Decision, WindowSummary
 
-__all__ = ["DecisionHistory"]
+__all__ = ["DecisionHistory", "KeptFigures"]
+
+KeptFigures = tuple[int, float, int, int, bool, float | None, int, int, int]
+"""A kept decision's figures for a saved record (see `DecisionHistory.figures`)."""
 
 # Numbers per kept decision, by row.
 _FLOATS = 3  # at, policy_limit, latency_p50_s, in double precision
@@ -137,6 +140,7 @@ class DecisionHistory:
         "_base_new",
         "_codes",
         "_confidence",
+        "_count",
         "_environment",
         "_flags",
         "_floats",
@@ -156,6 +160,7 @@ class DecisionHistory:
         self._governor = governor
         self._environment = environment
         self._len = 0
+        self._count = 0  # decisions appended since it was made (the next one's sequence number)
         self._next = 0  # the row the next decision is written to
         self._last: Decision | None = None
         # Allocated at the first decision, at their full size: most governors never decide.
@@ -180,6 +185,14 @@ class DecisionHistory:
     def __len__(self) -> int:
         return self._len
 
+    @property
+    def count(self) -> int:
+        """How many decisions were appended, forgotten ones included: the next one's sequence number.
+
+        The kept decisions are numbered ``count - len(self)`` (the oldest) to ``count - 1``.
+        """
+        return self._count
+
     def __reduce__(self) -> tuple[Any, ...]:
         # A copy (copy.deepcopy, pickle) counts its own uses of the shared reason codes.
         return (_rebuilt, (self._size, self._governor, self._environment, self.decisions()))
@@ -188,6 +201,11 @@ class DecisionHistory:
         # Bound as a default: at the interpreter's exit the module's globals may be gone first.
         if getattr(self, "_floats", None) is not None:
             _reasons.release(self._codes[: self._len])
+
+    @property
+    def size(self) -> int:
+        """How many decisions it keeps at most."""
+        return self._size
 
     @property
     def last(self) -> Decision | None:
@@ -206,6 +224,7 @@ class DecisionHistory:
             self._codes = array("H", [0]) * size
         row = self._next
         self._next = row + 1 if row + 1 < size else 0
+        self._count += 1
         full = self._len == size
         if full:
             self._forget(row)
@@ -316,6 +335,44 @@ class DecisionHistory:
             kept.append(decision)
         kept.append(self._last)
         return tuple(kept)
+
+    def figures(self, first: int, stop: int | None = None) -> list[KeptFigures]:
+        """What a saved record keeps of the kept decisions numbered ``first`` to ``stop`` (excluded).
+
+        Oldest first, read from the rows, building no `Decision`: ``(number, at, old_limit,
+        new_limit, windowed, latency_p50_s or None (no window, or no ok sample), ok,
+        overload + stale overload, peak_inflight)``. ``stop`` None: up to the latest.
+        """
+        n = self._len
+        count = self._count
+        start = max(first, count - n)
+        stop = count if stop is None else min(stop, count)
+        if start >= stop:
+            return []
+        floats = self._floats
+        assert floats is not None
+        size = self._size
+        ints, flags_of, aside = self._ints, self._flags, self._aside
+        oldest = (self._next - n) % size
+        row = (oldest + start - (count - n)) % size
+        # The decision before the first one read: its new limit is the first one's old limit.
+        prev_new = self._base_new if start == count - n else ints[((row - 1) % size) * _INTS]
+        out: list[KeptFigures] = []
+        for seq in range(start, stop):
+            i = row * _INTS
+            new = ints[i]
+            flags = flags_of[row]
+            old = aside[row][0] if flags & _ASIDE and aside is not None else prev_new
+            f = row * _FLOATS
+            if flags & _WINDOWED:
+                ok = ints[i + 1]
+                p50 = floats[f + 2] if ok else None
+                out.append((seq, floats[f], old, new, True, p50, ok, ints[i + 2] + ints[i + 5], ints[i + 6]))
+            else:
+                out.append((seq, floats[f], old, new, False, None, 0, 0, 0))
+            prev_new = new
+            row = row + 1 if row + 1 < size else 0
+        return out
 
     def _row(self, row: int, prev_new: int, prev_at: float) -> tuple[Decision, int, float]:
         """Row ``row`` as a `Decision`, given the new limit and window close before it; and its own."""

@@ -37,17 +37,19 @@ import asyncio
 import atexit
 import builtins
 import contextlib
+import dataclasses
+import json
 import logging
 import math
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, runtime_checkable
 
 from ._env import getenv
-from ._record import BaselineBand, KeptDecision, LearnedState
+from ._history import DecisionHistory, KeptFigures
+from ._record import BaselineBand, KeptDecision, LearnedState, record_text
 from ._samples import Window
 from ._validate import check_float, check_int, conforms
 
@@ -60,8 +62,10 @@ __all__ = [
     "BASELINE_MAX_AGE_S",
     "BlockingSave",
     "GovernorPersistence",
+    "KeptDecisions",
     "Learner",
     "Persistence",
+    "RecordSave",
     "StateStore",
     "StateStoreError",
     "bind_persistence",
@@ -161,6 +165,23 @@ class BlockingSave(Protocol):
 
         Raises:
             StateStoreError: When the state cannot be written.
+        """
+        ...
+
+
+@runtime_checkable
+class RecordSave(Protocol):
+    """What a store offers to be given a record as JSON text rather than a `LearnedState`.
+
+    Optional: a governor saves through it when its store has it (the JSON file store), so that
+    the decisions it keeps are never built again as `KeptDecision` objects to be saved.
+    """
+
+    async def save_record(self, environment: str, name: str, record: str) -> None:
+        """`StateStore.save` of the record ``record`` (what `LearnedState.to_json_text` writes).
+
+        Raises:
+            StateStoreError: When the record cannot be written.
         """
         ...
 
@@ -270,11 +291,13 @@ def bind_persistence(
     save_interval_s: float,
     history_size: int = 1000,
     kind: type[GovernorPersistence] | None = None,
+    rows: Callable[[], DecisionHistory | None] | None = None,
 ) -> GovernorPersistence | None:
     """Validate the persistence settings and tie ``learner`` to its store; None when nothing is kept.
 
     ``kind`` is the persistence class (a thread gate passes one whose saves
-    and loads block); `GovernorPersistence` by default.
+    and loads block); `GovernorPersistence` by default. ``rows`` gives the
+    governor's own `DecisionHistory` (see `KeptDecisions`).
     """
     if max_age_s is not None:
         check_float("state_max_age_s", max_age_s, low=0.0)
@@ -284,7 +307,12 @@ def bind_persistence(
     if resolved is None:
         return None
     return (kind or GovernorPersistence)(
-        learner, resolved, max_age_s=max_age_s, save_interval_s=save_interval_s, history_size=history_size
+        learner,
+        resolved,
+        max_age_s=max_age_s,
+        save_interval_s=save_interval_s,
+        history_size=history_size,
+        rows=rows,
     )
 
 
@@ -366,16 +394,195 @@ def _save_at_exit() -> None:
         logger.debug("saved learned state at exit: %s", ", ".join(saved) or "none")
 
 
-def _reason_code(decision: Decision) -> str:
+def _reason(windowed: bool, old: int, new: int, overload: int) -> str:
     """A decision's cause in one word (see `aiogovernor.state.REASON_CODES`)."""
-    w = decision.window
-    if w is None:
+    if not windowed:
         return "reset"
-    if decision.new_limit > decision.old_limit:
+    if new > old:
         return "up"
-    if decision.new_limit < decision.old_limit:
-        return "overload" if w.overload or w.stale_overload else "down"
+    if new < old:
+        return "overload" if overload else "down"
     return "hold"
+
+
+def _entries(figures: list[KeptFigures], offset: float, walls: dict[int, float] | None) -> str:
+    """Kept decisions' entries as JSON text (`KeptDecision.json_text`, comma-separated), in wall time.
+
+    ``walls``: the wall time of decisions made with no clock to move (outside an event loop).
+    """
+    if not figures:
+        return ""
+    entries = [
+        [
+            round(walls[seq] if walls is not None and seq in walls else at + offset, 3),
+            old,
+            new,
+            _reason(windowed, old, new, overload),
+            None if p50 is None else round(p50, 6),
+            ok,
+            overload,
+            peak,
+        ]
+        for seq, at, old, new, windowed, p50, ok, overload, peak in figures
+    ]
+    return json.dumps(entries, allow_nan=False, separators=(",", ":"))[1:-1]
+
+
+def _drop_oldest(entries: str, count: int) -> str:
+    """``entries`` (comma-separated JSON arrays of numbers and words) without the first ``count``."""
+    pos = -1
+    for _ in range(count):
+        pos = entries.find("],[", pos + 1)
+        if pos < 0:
+            return ""
+    return entries[pos + 2 :] if count else entries
+
+
+def _decoded(entries: str) -> tuple[KeptDecision, ...]:
+    """Entries made by `_entries` (or restored ones, checked when they were read) as objects."""
+    return tuple(KeptDecision(*entry) for entry in json.loads(f"[{entries}]")) if entries else ()
+
+
+_OWN_RING = 100  # the decisions a ring of our own holds (a governor that shares none with us)
+
+
+class KeptDecisions:
+    """The latest ``size`` decisions of one governor, as its saved record keeps them.
+
+    Nothing is kept per decision that the governor's own `DecisionHistory`
+    already holds: the record's entries are read from its compact rows at each
+    save (the few numbers of a `KeptDecision`, in one ``json.dumps`` call,
+    building no object). Only the decisions that leave that ring (a governor
+    keeps 100, its record 1 000 by default) and those restored from the store are
+    kept here, as their JSON text, one string (some 45 bytes a decision), which a
+    save joins to the rest as it is. A decision's wall time is its time on the
+    governor's clock moved by the latest decision's distance to the wall clock.
+
+    A governor that shares no ring (``rows`` None: the thread gate, whose decisions
+    reach its persistence later, on another thread) gets a ring of its own here.
+
+    Args:
+        size: How many decisions the record keeps (``state_history_size``), >= 1.
+        rows: The governor's ring of decisions (None until its first decision).
+        governor: The governor's name, for a ring of our own.
+        environment: Its environment, likewise.
+    """
+
+    __slots__ = (
+        "_first",
+        "_offset",
+        "_older",
+        "_older_count",
+        "_own",
+        "_rows",
+        "_size",
+        "_skipped",
+        "_walls",
+    )
+
+    def __init__(
+        self,
+        size: int,
+        rows: Callable[[], DecisionHistory | None] | None,
+        *,
+        governor: str,
+        environment: str,
+    ) -> None:
+        self._size = size
+        self._rows = rows
+        self._own = (
+            None if rows is not None else DecisionHistory(min(size, _OWN_RING), governor=governor, environment=environment)
+        )
+        # The ring's decisions from number `_first` on are read from it; the older ones kept
+        # are in `_older`, as text. Numbers in `_skipped` are the ring's restores: not saved.
+        self._first = 0
+        self._skipped: tuple[int, ...] = ()
+        self._older = ""
+        self._older_count = 0
+        self._offset = 0.0  # wall time minus the governor's clock, at the latest decision
+        # The wall time of each ring decision made when its clock read no time (no event loop).
+        self._walls: dict[int, float] | None = None
+
+    def _ring(self) -> DecisionHistory | None:
+        return self._own if self._rows is None else self._rows()
+
+    def add(self, decision: Decision, wall_now: float, *, restored: bool) -> None:
+        """Keep ``decision`` (just made; a restore is kept out of the record)."""
+        if self._own is not None:
+            self._own.append(decision)
+        ring = self._ring()
+        if ring is None or ring.last is not decision:
+            return  # pragma: no cover - the governor keeps every decision before telling us
+        if restored:
+            self._skipped = (*self._skipped, ring.count - 1)
+            return
+        if math.isfinite(decision.at):
+            self._offset = wall_now - decision.at
+        else:
+            if self._walls is None:
+                self._walls = {}
+            self._walls[ring.count - 1] = wall_now
+        # The next decision overwrites the ring's oldest row when it is full: its figures go
+        # to the text now, while they can still be read.
+        count = ring.count
+        spill = count - ring.size + 1
+        if spill > self._first:
+            newer = count - spill - sum(1 for n in self._skipped if n >= spill)
+            if newer >= self._size:  # the ring alone holds all the record keeps
+                self._older, self._older_count = "", 0
+            else:
+                self._older_text(self._unskipped(ring.figures(self._first, spill)), newer)
+            self._first = spill
+            self._skipped = tuple(n for n in self._skipped if n >= spill)
+            if self._walls is not None:
+                self._walls = {n: t for n, t in self._walls.items() if n >= spill} or None
+
+    def _unskipped(self, figures: list[KeptFigures]) -> list[KeptFigures]:
+        skipped = self._skipped
+        return [f for f in figures if f[0] not in skipped] if skipped else figures
+
+    def _older_text(self, figures: list[KeptFigures], newer: int) -> None:
+        if figures:
+            text = _entries(figures, self._offset, self._walls)
+            self._older = f"{self._older},{text}" if self._older else text
+            self._older_count += len(figures)
+        self._trim(newer, slack=32)
+
+    def _trim(self, newer: int, slack: int = 0) -> None:
+        """Forget the oldest texts past ``size`` with ``newer`` decisions after them.
+
+        With ``slack``, only once that many are past it: each cut copies the text.
+        """
+        excess = self._older_count + newer - self._size
+        if excess > slack:
+            self._older = _drop_oldest(self._older, excess)
+            self._older_count = max(0, self._older_count - excess)
+
+    def restore(self, history: tuple[KeptDecision, ...]) -> None:
+        """Keep the decisions of a saved record, older than any kept so far."""
+        if not history:
+            return
+        text = ",".join(d.json_text() for d in history)
+        self._older = f"{text},{self._older}" if self._older else text
+        self._older_count += len(history)
+        ring = self._ring()
+        figures = [] if ring is None else self._unskipped(ring.figures(self._first))
+        self._trim(len(figures))
+
+    def entries(self) -> tuple[str, int]:
+        """The kept decisions' entries as JSON text (comma-separated, oldest first), and how many."""
+        ring = self._ring()
+        figures = [] if ring is None else self._unskipped(ring.figures(self._first))
+        if len(figures) > self._size:
+            figures = figures[-self._size :]
+        self._trim(len(figures))
+        newer = _entries(figures, self._offset, self._walls)
+        if self._older and newer:
+            return f"{self._older},{newer}", self._older_count + len(figures)
+        return self._older or newer, self._older_count + len(figures)
+
+    def __len__(self) -> int:
+        return self.entries()[1]
 
 
 class GovernorPersistence:
@@ -398,6 +605,7 @@ class GovernorPersistence:
         save_interval_s: float,
         history_size: int = 1000,
         wall_clock: Callable[[], float] = time.time,
+        rows: Callable[[], DecisionHistory | None] | None = None,
     ) -> None:
         self._governor = governor
         self._store = store
@@ -423,17 +631,22 @@ class GovernorPersistence:
         self._chunker: Chunker | None = None
         self._chunk_size: int | None = None  # the latest chunk size known (restored or seen)
         self._saved_chunk_size: int | None = None
-        # The kept decisions, made at the first one (an empty deque is 760 bytes per governor).
+        # The kept decisions, made at the first one (most governors never decide).
         self._history_size = history_size
-        self._history: deque[KeptDecision] | None = None
+        self._rows = rows
+        self._history: KeptDecisions | None = None
         self._seen = 0  # units of work seen, as of the last snapshot
         self._saved_seen = 0  # ... as of the last save
+        self._record_save: bool | None = None  # whether the store takes a record's text (`RecordSave`)
         governor.add_listener(self._on_decision)
 
-    def _kept(self) -> deque[KeptDecision] | None:
+    def _kept(self) -> KeptDecisions | None:
         """The kept decisions (made now if none were yet); None when none are kept."""
         if self._history is None and self._history_size:
-            self._history = deque(maxlen=self._history_size)
+            gov = self._governor
+            self._history = KeptDecisions(
+                self._history_size, self._rows, governor=gov.name, environment=gov.environment
+            )
         return self._history
 
     @property
@@ -511,11 +724,7 @@ class GovernorPersistence:
             self._resize_chunker()
         history = self._kept() if state.history else None
         if history is not None:
-            # Older than anything decided in this process (a reset before the load).
-            newer = list(history)
-            history.clear()
-            history.extend(state.history)
-            history.extend(newer)
+            history.restore(state.history)  # older than anything decided in this process
         self._restoring = True
         try:
             saved = f"{state.policy}, saved {max(0.0, age_s):.0f}s ago"
@@ -593,6 +802,13 @@ class GovernorPersistence:
 
     def snapshot(self) -> LearnedState:
         """What the governor knows now, as a record."""
+        head, entries = self._snapshot_parts()
+        if not entries:
+            return head
+        return dataclasses.replace(head, history=_decoded(entries))
+
+    def _snapshot_parts(self) -> tuple[LearnedState, str]:
+        """What the governor knows now: the record without its history, and the history's entries as text."""
         gov = self._governor
         base = self._restored
         # At exit, a paused governor's clock may be gone with its loop: keep the last count.
@@ -601,7 +817,7 @@ class GovernorPersistence:
         if self._chunker is not None:
             self._chunk_size = self._chunker.size
         now = self._wall_clock()
-        return LearnedState(
+        head = LearnedState(
             limit=gov.policy.limit,
             policy=gov.policy.name,
             updated_at=now,
@@ -609,33 +825,22 @@ class GovernorPersistence:
             latency_floor_s=self._latency_floor_s,
             chunk_size=self._chunk_size,
             latency_baseline=self._baseline_bands(now),
-            history=tuple(self._history) if self._history is not None else (),
         )
+        return head, self._history.entries()[0] if self._history is not None else ""
 
     def _on_decision(self, decision: Decision) -> None:
-        if self._restoring:
-            return
         w = decision.window
-        # Decisions given to listeners carry the whole window (a kept summary has no minimum).
-        if isinstance(w, Window) and w.count > 0 and w.ok > 0:
-            floor = self._latency_floor_s
-            if floor is None or w.latency_min_s < floor:
-                self._latency_floor_s = w.latency_min_s
+        if not self._restoring:
+            # Decisions given to listeners carry the whole window (a kept summary has no minimum).
+            if isinstance(w, Window) and w.count > 0 and w.ok > 0:
+                floor = self._latency_floor_s
+                if floor is None or w.latency_min_s < floor:
+                    self._latency_floor_s = w.latency_min_s
         history = self._kept()
         if history is not None:
-            history.append(
-                KeptDecision(
-                    round(self._wall_clock(), 3),
-                    decision.old_limit,
-                    decision.new_limit,
-                    _reason_code(decision),
-                    None if w is None or not w.ok else round(w.latency_p50_s, 6),
-                    0 if w is None else w.ok,
-                    0 if w is None else w.overload + w.stale_overload,
-                    0 if w is None else w.peak_inflight,
-                )
-            )
-        self._mark_dirty()
+            history.add(decision, self._wall_clock(), restored=self._restoring)
+        if not self._restoring:
+            self._mark_dirty()
 
     def _mark_dirty(self) -> None:
         self._dirty = True
@@ -696,12 +901,22 @@ class GovernorPersistence:
             if not self._dirty:
                 return False
             gov = self._governor
-            state = self.snapshot()
+            store = self._store
+            if self._record_save is None:
+                self._record_save = isinstance(store, RecordSave)
+            state, entries = self._snapshot_parts()
             self._dirty = False
             self._last_save_at = anyio.current_time()
             try:
                 with anyio.CancelScope(shield=True):
-                    await self._store.save(gov.environment, gov.name, state)
+                    if self._record_save:
+                        # The history's entries as they are: each kept decision encoded once.
+                        record = record_text(state, entries)
+                        await cast("RecordSave", store).save_record(gov.environment, gov.name, record)
+                    else:
+                        if entries:
+                            state = dataclasses.replace(state, history=_decoded(entries))
+                        await store.save(gov.environment, gov.name, state)
             except Exception as exc:
                 self._dirty = True
                 if not self._failing:
