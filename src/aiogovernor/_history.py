@@ -23,11 +23,11 @@ from __future__ import annotations
 import threading
 from array import array
 from collections.abc import MutableSequence, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from ._events import Decision, WindowSummary
 
-__all__ = ["DecisionHistory", "KeptFigures"]
+__all__ = ["DecisionHistory", "ForgetListener", "KeptFigures"]
 
 KeptFigures = tuple[int, float, int, int, bool, float | None, int, int, int]
 """A kept decision's figures for a saved record (see `DecisionHistory.figures`)."""
@@ -43,6 +43,12 @@ _WINDOWED, _LIMIT_BOUND, _SIZED, _ASIDE = 1, 2, 4, 8
 _EMPTY_FLOATS: array[float] = array("f")
 _EMPTY_INTS: MutableSequence[int] = array("B")
 _EMPTY_FLAGS = bytearray()
+
+
+class ForgetListener(Protocol):
+    """Told each decision a `DecisionHistory` forgets (an object, not a callable: no bound method kept)."""
+
+    def forgotten(self, figures: KeptFigures, /) -> None: ...
 
 
 class _Reasons:
@@ -151,6 +157,7 @@ class DecisionHistory:
         "_last_new",
         "_len",
         "_next",
+        "_on_forget",
         "_size",
         "_smalls",
     )
@@ -163,6 +170,9 @@ class DecisionHistory:
         self._count = 0  # decisions appended since it was made (the next one's sequence number)
         self._next = 0  # the row the next decision is written to
         self._last: Decision | None = None
+        # Told each decision about to be forgotten, while its row can still be read (a saved
+        # record keeps more decisions than the history: see `aiogovernor._persistence`).
+        self._on_forget: ForgetListener | None = None
         # Allocated at the first decision, at their full size: most governors never decide.
         # Until then, empty ones shared by every history (never written to).
         self._floats: array[float] | None = None
@@ -202,6 +212,10 @@ class DecisionHistory:
         if getattr(self, "_floats", None) is not None:
             _reasons.release(self._codes[: self._len])
 
+    def on_forget(self, listener: ForgetListener | None) -> None:
+        """Call ``listener.forgotten(figures)`` (see `figures`) with each decision as it is forgotten."""
+        self._on_forget = listener
+
     @property
     def size(self) -> int:
         """How many decisions it keeps at most."""
@@ -223,9 +237,12 @@ class DecisionHistory:
             self._flags = bytearray(size)
             self._codes = array("H", [0]) * size
         row = self._next
+        full = self._len == size
+        if full and self._on_forget is not None:
+            forgotten = self._count - size  # the oldest, in the row written next
+            self._on_forget.forgotten(self.figures(forgotten, forgotten + 1)[0])
         self._next = row + 1 if row + 1 < size else 0
         self._count += 1
-        full = self._len == size
         if full:
             self._forget(row)
         else:

@@ -66,6 +66,7 @@ __all__ = [
     "Learner",
     "Persistence",
     "RecordSave",
+    "Rows",
     "StateStore",
     "StateStoreError",
     "bind_persistence",
@@ -291,7 +292,7 @@ def bind_persistence(
     save_interval_s: float,
     history_size: int = 1000,
     kind: type[GovernorPersistence] | None = None,
-    rows: Callable[[], DecisionHistory | None] | None = None,
+    rows: Rows | None = None,
 ) -> GovernorPersistence | None:
     """Validate the persistence settings and tie ``learner`` to its store; None when nothing is kept.
 
@@ -444,6 +445,16 @@ def _decoded(entries: str) -> tuple[KeptDecision, ...]:
 
 
 _OWN_RING = 100  # the decisions a ring of our own holds (a governor that shares none with us)
+_NEVER = -math.inf
+_NO_BANDS: dict[tuple[float, float], float] = {}
+
+
+class Rows(Protocol):
+    """Where a governor keeps its decisions (its `Feedback`)."""
+
+    def decision_rows(self) -> DecisionHistory | None:
+        """The governor's `DecisionHistory`, None before its first decision."""
+        ...
 
 
 class KeptDecisions:
@@ -468,34 +479,25 @@ class KeptDecisions:
         environment: Its environment, likewise.
     """
 
-    __slots__ = (
-        "_first",
-        "_offset",
-        "_older",
-        "_older_count",
-        "_own",
-        "_rows",
-        "_size",
-        "_skipped",
-        "_walls",
-    )
+    __slots__ = ("_offset", "_older", "_older_count", "_own", "_ring", "_rows", "_size", "_skipped", "_walls")
 
     def __init__(
         self,
         size: int,
-        rows: Callable[[], DecisionHistory | None] | None,
+        rows: Rows | None,
         *,
         governor: str,
         environment: str,
     ) -> None:
         self._size = size
         self._rows = rows
-        self._own = (
-            None if rows is not None else DecisionHistory(min(size, _OWN_RING), governor=governor, environment=environment)
-        )
-        # The ring's decisions from number `_first` on are read from it; the older ones kept
-        # are in `_older`, as text. Numbers in `_skipped` are the ring's restores: not saved.
-        self._first = 0
+        self._own: DecisionHistory | None = None
+        if rows is None:
+            self._own = DecisionHistory(min(size, _OWN_RING), governor=governor, environment=environment)
+            self._own.on_forget(self)
+        self._ring = self._own  # the ring read, once it exists (told to hand us what it forgets)
+        # The ring's decisions numbered in `_skipped` are restores: not saved. The decisions
+        # kept that the ring forgot (and those restored from the store) are in `_older`, as text.
         self._skipped: tuple[int, ...] = ()
         self._older = ""
         self._older_count = 0
@@ -503,60 +505,65 @@ class KeptDecisions:
         # The wall time of each ring decision made when its clock read no time (no event loop).
         self._walls: dict[int, float] | None = None
 
-    def _ring(self) -> DecisionHistory | None:
-        return self._own if self._rows is None else self._rows()
+    def _current(self) -> DecisionHistory | None:
+        ring = self._ring
+        if ring is None and self._rows is not None:
+            ring = self._ring = self._rows.decision_rows()
+            if ring is not None:
+                ring.on_forget(self)
+        return ring
 
     def add(self, decision: Decision, wall_now: float, *, restored: bool) -> None:
         """Keep ``decision`` (just made; a restore is kept out of the record)."""
         if self._own is not None:
             self._own.append(decision)
-        ring = self._ring()
+        ring = self._current()
         if ring is None or ring.last is not decision:
             return  # pragma: no cover - the governor keeps every decision before telling us
+        number = ring.count - 1
         if restored:
-            self._skipped = (*self._skipped, ring.count - 1)
-            return
-        if math.isfinite(decision.at):
+            self._skipped = (*self._skipped, number)
+        elif math.isfinite(decision.at):
             self._offset = wall_now - decision.at
         else:
             if self._walls is None:
                 self._walls = {}
-            self._walls[ring.count - 1] = wall_now
-        # The next decision overwrites the ring's oldest row when it is full: its figures go
-        # to the text now, while they can still be read.
-        count = ring.count
-        spill = count - ring.size + 1
-        if spill > self._first:
-            newer = count - spill - sum(1 for n in self._skipped if n >= spill)
-            if newer >= self._size:  # the ring alone holds all the record keeps
-                self._older, self._older_count = "", 0
-            else:
-                self._older_text(self._unskipped(ring.figures(self._first, spill)), newer)
-            self._first = spill
-            self._skipped = tuple(n for n in self._skipped if n >= spill)
-            if self._walls is not None:
-                self._walls = {n: t for n, t in self._walls.items() if n >= spill} or None
+            self._walls[number] = wall_now
 
-    def _unskipped(self, figures: list[KeptFigures]) -> list[KeptFigures]:
-        skipped = self._skipped
-        return [f for f in figures if f[0] not in skipped] if skipped else figures
-
-    def _older_text(self, figures: list[KeptFigures], newer: int) -> None:
-        if figures:
-            text = _entries(figures, self._offset, self._walls)
+    def forgotten(self, figures: KeptFigures) -> None:
+        """The ring forgets a decision: keep its entry as text (unless a restore, or too old to keep)."""
+        number = figures[0]
+        walls = self._walls
+        if number in self._skipped:
+            self._skipped = tuple(n for n in self._skipped if n != number)
+        else:
+            text = _entries([figures], self._offset, walls)
             self._older = f"{self._older},{text}" if self._older else text
-            self._older_count += len(figures)
-        self._trim(newer, slack=32)
+            self._older_count += 1
+            ring = self._ring
+            self._trim(0 if ring is None else len(ring) - 1 - len(self._skipped), slack=32)
+        if walls is not None and walls.pop(number, None) is not None and not walls:
+            self._walls = None
 
     def _trim(self, newer: int, slack: int = 0) -> None:
         """Forget the oldest texts past ``size`` with ``newer`` decisions after them.
 
-        With ``slack``, only once that many are past it: each cut copies the text.
+        With ``slack``, only once more than that many are past it: each cut copies the text.
         """
         excess = self._older_count + newer - self._size
         if excess > slack:
-            self._older = _drop_oldest(self._older, excess)
+            self._older = _drop_oldest(self._older, min(excess, self._older_count))
             self._older_count = max(0, self._older_count - excess)
+
+    def _newer(self) -> list[KeptFigures]:
+        """The ring's decisions the record keeps (its restores left out), the latest ``size``."""
+        ring = self._current()
+        if ring is None:
+            return []
+        figures = ring.figures(0)
+        if self._skipped:
+            figures = [f for f in figures if f[0] not in self._skipped]
+        return figures[-self._size :]
 
     def restore(self, history: tuple[KeptDecision, ...]) -> None:
         """Keep the decisions of a saved record, older than any kept so far."""
@@ -565,16 +572,11 @@ class KeptDecisions:
         text = ",".join(d.json_text() for d in history)
         self._older = f"{text},{self._older}" if self._older else text
         self._older_count += len(history)
-        ring = self._ring()
-        figures = [] if ring is None else self._unskipped(ring.figures(self._first))
-        self._trim(len(figures))
+        self._trim(len(self._newer()))
 
     def entries(self) -> tuple[str, int]:
         """The kept decisions' entries as JSON text (comma-separated, oldest first), and how many."""
-        ring = self._ring()
-        figures = [] if ring is None else self._unskipped(ring.figures(self._first))
-        if len(figures) > self._size:
-            figures = figures[-self._size :]
+        figures = self._newer()
         self._trim(len(figures))
         newer = _entries(figures, self._offset, self._walls)
         if self._older and newer:
@@ -596,6 +598,37 @@ class GovernorPersistence:
     never on the permit path; `flush` saves what is left.
     """
 
+    __slots__ = (
+        "_baseline_at",
+        "_chunk_size",
+        "_chunker",
+        "_dirty",
+        "_failing",
+        "_generation",
+        "_governor",
+        "_history",
+        "_history_size",
+        "_last_save_at",
+        "_latency_floor_s",
+        "_loaded",
+        "_loading",
+        "_lock",
+        "_max_age_s",
+        "_record_save",
+        "_restored",
+        "_restoring",
+        "_rows",
+        "_save_interval_s",
+        "_saved_chunk_size",
+        "_saved_seen",
+        "_scheduled",
+        "_scope",
+        "_seen",
+        "_store",
+        "_task",
+        "_wall_clock",
+    )
+
     def __init__(
         self,
         governor: Learner,
@@ -605,7 +638,7 @@ class GovernorPersistence:
         save_interval_s: float,
         history_size: int = 1000,
         wall_clock: Callable[[], float] = time.time,
-        rows: Callable[[], DecisionHistory | None] | None = None,
+        rows: Rows | None = None,
     ) -> None:
         self._governor = governor
         self._store = store
@@ -623,11 +656,11 @@ class GovernorPersistence:
         self._scope: Any = None  # the cancel scope of the pending debounced save
         self._task: asyncio.Task[None] | None = None
         self._lock: Any = None
-        self._last_save_at = -math.inf
+        self._last_save_at = _NEVER
         self._failing = False
         # When each kept (size, latency) baseline pair was measured (wall time): a pair the
         # policy still holds unchanged keeps its time; a new one is stamped at the save.
-        self._baseline_at: dict[tuple[float, float], float] = {}
+        self._baseline_at: dict[tuple[float, float], float] = _NO_BANDS  # replaced, never changed
         self._chunker: Chunker | None = None
         self._chunk_size: int | None = None  # the latest chunk size known (restored or seen)
         self._saved_chunk_size: int | None = None
