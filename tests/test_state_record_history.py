@@ -76,7 +76,9 @@ def decide(gov: Governor, clock: ManualClock, n: int) -> None:
         permit.release(Outcome.OVERLOAD if i % 7 == 6 else Outcome.OK)
 
 
-def governor(store: object, clock: ManualClock, *, history: int, kept: int) -> tuple[Governor, list[KeptDecision]]:
+def governor(
+    store: object, clock: ManualClock, *, history: int, kept: int
+) -> tuple[Governor, list[KeptDecision]]:
     gov = Governor(
         "rec",
         AIMD(initial_limit=4),
@@ -100,7 +102,7 @@ def test_the_record_keeps_the_latest_decisions_across_the_history_ring(history: 
         decide(gov, clock, step)
         state = persistence.snapshot()
         assert state.history == tuple(model[-kept:])
-        head, entries = persistence._snapshot_parts()
+        _, entries = persistence._snapshot_parts()
         # The text the JSON file store writes is the record's own text.
         assert json.loads(f"[{entries}]") == [d.to_json() for d in model[-kept:]]
 

@@ -27,10 +27,7 @@ from typing import Any, Protocol
 
 from ._events import Decision, WindowSummary
 
-__all__ = ["DecisionHistory", "ForgetListener", "KeptFigures"]
-
-KeptFigures = tuple[int, float, int, int, bool, float | None, int, int, int]
-"""A kept decision's figures for a saved record (see `DecisionHistory.figures`)."""
+__all__ = ["DecisionHistory", "ForgetListener"]
 
 # Numbers per kept decision, by row.
 _FLOATS = 3  # at, policy_limit, latency_p50_s, in double precision
@@ -38,6 +35,8 @@ _INTS = 7  # new_limit, and the window's ok, overload, error, ignored, stale, pe
 # The window's size_mean, loop_lag_s and loop_pause_s, in single precision, each in a column
 # of its own made when a window first reports it, and what a row without it reads.
 _NO_SMALLS = (1.0, 0.0, 0.0)
+# Past any time or latency (seconds): a figure beyond is not finite, or not one.
+_NEVER_S = 1e15
 # Flag bits.
 _WINDOWED, _LIMIT_BOUND, _SIZED, _ASIDE = 1, 2, 4, 8
 _EMPTY_FLOATS: array[float] = array("f")
@@ -48,7 +47,8 @@ _EMPTY_FLAGS = bytearray()
 class ForgetListener(Protocol):
     """Told each decision a `DecisionHistory` forgets (an object, not a callable: no bound method kept)."""
 
-    def forgotten(self, figures: KeptFigures, /) -> None: ...
+    def forgotten(self, history: DecisionHistory, number: int, /) -> None:
+        """``history`` forgets its decision ``number`` (see `DecisionHistory.count`) when this returns."""
 
 
 class _Reasons:
@@ -213,7 +213,7 @@ class DecisionHistory:
             _reasons.release(self._codes[: self._len])
 
     def on_forget(self, listener: ForgetListener | None) -> None:
-        """Call ``listener.forgotten(figures)`` (see `figures`) with each decision as it is forgotten."""
+        """Call ``listener.forgotten(self, number)`` before each decision is forgotten (None: no one)."""
         self._on_forget = listener
 
     @property
@@ -240,7 +240,7 @@ class DecisionHistory:
         full = self._len == size
         if full and self._on_forget is not None:
             forgotten = self._count - size  # the oldest, in the row written next
-            self._on_forget.forgotten(self.figures(forgotten, forgotten + 1)[0])
+            self._on_forget.forgotten(self, forgotten)
         self._next = row + 1 if row + 1 < size else 0
         self._count += 1
         if full:
@@ -353,43 +353,77 @@ class DecisionHistory:
         kept.append(self._last)
         return tuple(kept)
 
-    def figures(self, first: int, stop: int | None = None) -> list[KeptFigures]:
-        """What a saved record keeps of the kept decisions numbered ``first`` to ``stop`` (excluded).
+    def entries(
+        self,
+        first: int,
+        stop: int | None = None,
+        *,
+        offset: float,
+        walls: dict[int, float] | None = None,
+        skipped: tuple[int, ...] = (),
+    ) -> tuple[str, int]:
+        """The kept decisions numbered ``first`` to ``stop`` (excluded) as a saved record's entries.
 
-        Oldest first, read from the rows, building no `Decision`: ``(number, at, old_limit,
-        new_limit, windowed, latency_p50_s or None (no window, or no ok sample), ok,
-        overload + stale overload, peak_inflight)``. ``stop`` None: up to the latest.
+        JSON text, comma-separated, oldest first, one `aiogovernor.state.KeptDecision` array
+        each (``[at, old_limit, new_limit, reason, latency_p50_s, ok, overload, peak_inflight]``),
+        read from the rows and written straight as text: a save writes the latest ones again
+        each time, and ``json.dumps`` of their numbers (rounded) costs three times as much.
+        ``at`` is the decision's time plus ``offset`` (or ``walls[number]`` when given), to
+        the millisecond; the latency to the microsecond, null without a window or an ok
+        sample: the values ``round(x, 3)`` and ``round(x, 6)`` read back as.
+        Decisions numbered in ``skipped`` are left out. Returns the text and how many it holds.
+
+        Raises:
+            ValueError: If a time or a latency is not finite.
         """
         n = self._len
         count = self._count
         start = max(first, count - n)
         stop = count if stop is None else min(stop, count)
         if start >= stop:
-            return []
+            return "", 0
         floats = self._floats
         assert floats is not None
         size = self._size
         ints, flags_of, aside = self._ints, self._flags, self._aside
-        oldest = (self._next - n) % size
-        row = (oldest + start - (count - n)) % size
+        row = ((self._next - n) % size + start - (count - n)) % size
         # The decision before the first one read: its new limit is the first one's old limit.
         prev_new = self._base_new if start == count - n else ints[((row - 1) % size) * _INTS]
-        out: list[KeptFigures] = []
-        for seq in range(start, stop):
+        out: list[str] = []
+        for number in range(start, stop):
             i = row * _INTS
             new = ints[i]
             flags = flags_of[row]
-            old = aside[row][0] if flags & _ASIDE and aside is not None else prev_new
-            f = row * _FLOATS
-            if flags & _WINDOWED:
-                ok = ints[i + 1]
-                p50 = floats[f + 2] if ok else None
-                out.append((seq, floats[f], old, new, True, p50, ok, ints[i + 2] + ints[i + 5], ints[i + 6]))
-            else:
-                out.append((seq, floats[f], old, new, False, None, 0, 0, 0))
+            if number not in skipped:
+                old = aside[row][0] if flags & _ASIDE and aside is not None else prev_new
+                if walls is not None and number in walls:
+                    at = walls[number]
+                else:
+                    at = floats[row * _FLOATS] + offset
+                if not 0.0 <= at < _NEVER_S:  # "%.3f" would write nan, inf or a time before the epoch
+                    if not at < 0.0:
+                        raise ValueError(f"a decision's time is not finite: {at!r}")
+                    at = 0.0
+                if flags & _WINDOWED:
+                    ok = ints[i + 1]
+                    overload = ints[i + 2] + ints[i + 5]
+                    reason = (
+                        "up" if new > old else ("overload" if overload else "down") if new < old else "hold"
+                    )
+                    if ok:
+                        p50 = floats[row * _FLOATS + 2]
+                        if not 0.0 <= p50 < _NEVER_S:
+                            raise ValueError(f"a decision's latency is not finite: {p50!r}")
+                        out.append(
+                            f'[{at:.3f},{old},{new},"{reason}",{p50:.6f},{ok},{overload},{ints[i + 6]}]'
+                        )
+                    else:
+                        out.append(f'[{at:.3f},{old},{new},"{reason}",null,0,{overload},{ints[i + 6]}]')
+                else:
+                    out.append(f'[{at:.3f},{old},{new},"reset",null,0,0,0]')
             prev_new = new
             row = row + 1 if row + 1 < size else 0
-        return out
+        return ",".join(out), len(out)
 
     def _row(self, row: int, prev_new: int, prev_at: float) -> tuple[Decision, int, float]:
         """Row ``row`` as a `Decision`, given the new limit and window close before it; and its own."""

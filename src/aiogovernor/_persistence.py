@@ -48,7 +48,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, runtime_checkable
 
 from ._env import getenv
-from ._history import DecisionHistory, KeptFigures
+from ._history import DecisionHistory
 from ._record import BaselineBand, KeptDecision, LearnedState, record_text
 from ._samples import Window
 from ._validate import check_float, check_int, conforms
@@ -395,40 +395,6 @@ def _save_at_exit() -> None:
         logger.debug("saved learned state at exit: %s", ", ".join(saved) or "none")
 
 
-def _reason(windowed: bool, old: int, new: int, overload: int) -> str:
-    """A decision's cause in one word (see `aiogovernor.state.REASON_CODES`)."""
-    if not windowed:
-        return "reset"
-    if new > old:
-        return "up"
-    if new < old:
-        return "overload" if overload else "down"
-    return "hold"
-
-
-def _entries(figures: list[KeptFigures], offset: float, walls: dict[int, float] | None) -> str:
-    """Kept decisions' entries as JSON text (`KeptDecision.json_text`, comma-separated), in wall time.
-
-    ``walls``: the wall time of decisions made with no clock to move (outside an event loop).
-    """
-    if not figures:
-        return ""
-    entries = [
-        [
-            round(walls[seq] if walls is not None and seq in walls else at + offset, 3),
-            old,
-            new,
-            _reason(windowed, old, new, overload),
-            None if p50 is None else round(p50, 6),
-            ok,
-            overload,
-            peak,
-        ]
-        for seq, at, old, new, windowed, p50, ok, overload, peak in figures
-    ]
-    return json.dumps(entries, allow_nan=False, separators=(",", ":"))[1:-1]
-
-
 def _drop_oldest(entries: str, count: int) -> str:
     """``entries`` (comma-separated JSON arrays of numbers and words) without the first ``count``."""
     pos = -1
@@ -530,18 +496,22 @@ class KeptDecisions:
                 self._walls = {}
             self._walls[number] = wall_now
 
-    def forgotten(self, figures: KeptFigures) -> None:
+    def forgotten(self, history: DecisionHistory, number: int) -> None:
         """The ring forgets a decision: keep its entry as text (unless a restore, or too old to keep)."""
-        number = figures[0]
         walls = self._walls
         if number in self._skipped:
             self._skipped = tuple(n for n in self._skipped if n != number)
         else:
-            text = _entries([figures], self._offset, walls)
-            self._older = f"{self._older},{text}" if self._older else text
-            self._older_count += 1
-            ring = self._ring
-            self._trim(0 if ring is None else len(ring) - 1 - len(self._skipped), slack=32)
+            # Inside the governor's decision: a figure that cannot be written costs the record
+            # that one entry, never the decision.
+            try:
+                text, _ = history.entries(number, number + 1, offset=self._offset, walls=walls)
+            except ValueError:
+                text = ""
+            if text:
+                self._older = f"{self._older},{text}" if self._older else text
+                self._older_count += 1
+                self._trim(len(history) - 1 - len(self._skipped), slack=32)
         if walls is not None and walls.pop(number, None) is not None and not walls:
             self._walls = None
 
@@ -555,15 +525,17 @@ class KeptDecisions:
             self._older = _drop_oldest(self._older, min(excess, self._older_count))
             self._older_count = max(0, self._older_count - excess)
 
-    def _newer(self) -> list[KeptFigures]:
-        """The ring's decisions the record keeps (its restores left out), the latest ``size``."""
+    def _newer(self) -> tuple[str, int]:
+        """The ring's decisions the record keeps (its restores left out, the latest ``size``), as text."""
         ring = self._current()
         if ring is None:
-            return []
-        figures = ring.figures(0)
-        if self._skipped:
-            figures = [f for f in figures if f[0] not in self._skipped]
-        return figures[-self._size :]
+            return "", 0
+        recorded = len(ring) - len(self._skipped)
+        first = ring.count - len(ring) + max(0, recorded - self._size)
+        text, count = ring.entries(first, offset=self._offset, walls=self._walls, skipped=self._skipped)
+        if count > self._size:  # a restore among the rows left out above
+            text, count = _drop_oldest(text, count - self._size), self._size
+        return text, count
 
     def restore(self, history: tuple[KeptDecision, ...]) -> None:
         """Keep the decisions of a saved record, older than any kept so far."""
@@ -572,19 +544,19 @@ class KeptDecisions:
         text = ",".join(d.json_text() for d in history)
         self._older = f"{text},{self._older}" if self._older else text
         self._older_count += len(history)
-        self._trim(len(self._newer()))
+        self._trim(self._newer()[1])
 
     def entries(self) -> tuple[str, int]:
-        """The kept decisions' entries as JSON text (comma-separated, oldest first), and how many."""
-        figures = self._newer()
-        self._trim(len(figures))
-        newer = _entries(figures, self._offset, self._walls)
-        if self._older and newer:
-            return f"{self._older},{newer}", self._older_count + len(figures)
-        return self._older or newer, self._older_count + len(figures)
+        """The kept decisions' entries as JSON text (comma-separated, oldest first), and how many.
 
-    def __len__(self) -> int:
-        return self.entries()[1]
+        Raises:
+            ValueError: If a figure cannot be written (a time or a latency that is not finite).
+        """
+        newer, count = self._newer()
+        self._trim(count)
+        if self._older and newer:
+            return f"{self._older},{newer}", self._older_count + count
+        return self._older or newer, self._older_count + count
 
 
 class GovernorPersistence:
@@ -863,12 +835,11 @@ class GovernorPersistence:
 
     def _on_decision(self, decision: Decision) -> None:
         w = decision.window
-        if not self._restoring:
-            # Decisions given to listeners carry the whole window (a kept summary has no minimum).
-            if isinstance(w, Window) and w.count > 0 and w.ok > 0:
-                floor = self._latency_floor_s
-                if floor is None or w.latency_min_s < floor:
-                    self._latency_floor_s = w.latency_min_s
+        # Decisions given to listeners carry the whole window (a kept summary has no minimum).
+        if not self._restoring and isinstance(w, Window) and w.count > 0 and w.ok > 0:
+            floor = self._latency_floor_s
+            if floor is None or w.latency_min_s < floor:
+                self._latency_floor_s = w.latency_min_s
         history = self._kept()
         if history is not None:
             history.add(decision, self._wall_clock(), restored=self._restoring)
