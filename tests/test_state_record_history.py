@@ -116,7 +116,9 @@ def test_decisions_of_a_restored_record_come_first_and_the_restore_is_not_kept()
     saved = anyio.run(store.load, "default", "rec")
     assert saved is not None and saved.history == tuple(model[-10:])
     second, newer = governor(store, clock, history=4, kept=10)
-    anyio.run(second.restore)
+    restored = anyio.run(second.restore)
+    # What restore() returns leaves the decisions out: the record keeps them, once.
+    assert restored is not None and restored.history == () and restored.limit == saved.limit
     assert second.decisions[-1].reason.startswith("restored learned limit")
     persistence = persistence_of(second, clock)
     assert persistence.snapshot().history == saved.history  # the restore itself is not a kept decision

@@ -228,7 +228,7 @@ class Persistence(Protocol):
 
     @property
     def restored(self) -> LearnedState | None:
-        """The state the governor started from, if one was loaded and used."""
+        """The state the governor started from, if one was loaded and used (its ``history`` left empty)."""
         ...
 
     @property
@@ -671,7 +671,10 @@ class GovernorPersistence:
 
     @property
     def restored(self) -> LearnedState | None:
-        """The state the governor started from, if one was loaded and used."""
+        """The state the governor started from, if one was loaded and used (its ``history`` left empty).
+
+        The decisions restored are kept with the record (`KeptDecisions`), once.
+        """
         return self._restored
 
     # -- loading ------------------------------------------------------------
@@ -721,7 +724,9 @@ class GovernorPersistence:
                 self._max_age_s,
             )
             return
-        self._restored = state
+        # Kept without its decisions: the record keeps them (as text, `KeptDecisions.restore`),
+        # and a thousand `KeptDecision` objects would weigh some 170 KB for as long as we live.
+        self._restored = dataclasses.replace(state, history=()) if state.history else state
         self._latency_floor_s = state.latency_floor_s
         self._restore_baseline(state)
         if state.chunk_size is not None:
