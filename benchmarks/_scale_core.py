@@ -367,6 +367,10 @@ def bench_memory(rounds: int, sizes: tuple[int, ...]) -> None:
         _memory_tables(JsonFileStore(directory))
 
 
+MEMORY_DECISIONS = (0, 100, 300)  # decisions each governor makes, by row of the memory table
+MEMORY_GOVERNORS = 100  # governors measured at once (bytes are per governor)
+
+
 def _memory_tables(default_store: Any) -> None:
     print(
         "\nMemory per governor (tracemalloc), default history (100), windows of 10 samples\n\n"
@@ -377,8 +381,8 @@ def _memory_tables(default_store: Any) -> None:
     # The first governor with a store imports what saving needs: not a governor's weight.
     _bytes_per_governor(2, 2, keep_whole=False, policy=AIMD, store=MemoryStore())
     _bytes_per_governor(2, 2, keep_whole=False, policy=AIMD, store=default_store)
-    n = 100  # per governor: the same at any count (each keeps its own)
-    for decisions in (0, 100, 300):
+    n = MEMORY_GOVERNORS  # per governor: the same at any count (each keeps its own)
+    for decisions in MEMORY_DECISIONS:
         for label, policy in (("default", default_policy), ("AIMD", AIMD)):
             now = _bytes_per_governor(n, decisions, keep_whole=False, policy=policy)
             whole = _bytes_per_governor(n, decisions, keep_whole=True, policy=policy)

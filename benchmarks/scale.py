@@ -31,7 +31,7 @@ Sections (run one, or all by default):
   (``--seconds`` each, probe on and off interleaved).
 
     .venv/bin/python benchmarks/scale.py [state|waiters|limit|governors|memory|decisions|map|lag ...] \
-        [--rounds 5] [--seconds 5] [--max-size 100000]
+        [--rounds 5] [--seconds 5] [--max-size 100000] [--decisions 0,100,300] [--governors 100]
 """
 
 from __future__ import annotations
@@ -325,7 +325,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--max-size", type=int, default=100_000, help="largest N of the core sections")
+    parser.add_argument(
+        "--decisions", default="0,100,300", help="memory: decisions per governor, by row (comma-separated)"
+    )
+    parser.add_argument("--governors", type=int, default=100, help="memory: governors measured at once")
     args = parser.parse_args()
+    _scale_core.MEMORY_DECISIONS = tuple(int(n) for n in args.decisions.split(","))
+    _scale_core.MEMORY_GOVERNORS = args.governors
     if "state" in args.sections:
         bench_calls(args.rounds)
         bench_start(1_000)

@@ -406,7 +406,7 @@ def _drop_oldest(entries: str, count: int) -> str:
 
 
 def _decoded(entries: str) -> tuple[KeptDecision, ...]:
-    """Entries made by `_entries` (or restored ones, checked when they were read) as objects."""
+    """Entries written by `DecisionHistory.entries` (or restored ones, checked when read) as objects."""
     return tuple(KeptDecision(*entry) for entry in json.loads(f"[{entries}]")) if entries else ()
 
 
@@ -427,13 +427,15 @@ class KeptDecisions:
     """The latest ``size`` decisions of one governor, as its saved record keeps them.
 
     Nothing is kept per decision that the governor's own `DecisionHistory`
-    already holds: the record's entries are read from its compact rows at each
-    save (the few numbers of a `KeptDecision`, in one ``json.dumps`` call,
-    building no object). Only the decisions that leave that ring (a governor
-    keeps 100, its record 1 000 by default) and those restored from the store are
+    already holds: the record's entries for those are written at each save
+    straight from its compact rows (`DecisionHistory.entries`: the few numbers of
+    a `KeptDecision`, as JSON text, building no object). The ring tells us each
+    decision it is about to forget (`forgotten`); only those (a governor keeps 100,
+    its record 1 000 by default) and the decisions restored from the store are
     kept here, as their JSON text, one string (some 45 bytes a decision), which a
     save joins to the rest as it is. A decision's wall time is its time on the
-    governor's clock moved by the latest decision's distance to the wall clock.
+    governor's clock moved by the latest decision's distance to the wall clock
+    (the wall time itself for a decision made with no clock to read: no event loop).
 
     A governor that shares no ring (``rows`` None: the thread gate, whose decisions
     reach its persistence later, on another thread) gets a ring of its own here.
