@@ -189,3 +189,24 @@ def test_the_record_costs_no_memory_per_decision_the_history_holds() -> None:
     # record keeps: 400 decisions with a record of 100 weigh about what 100 do (at most 32
     # texts past the bound are kept before a cut).
     assert kept_bytes(store=True, decisions=400, kept=100) - kept_bytes(store=True, decisions=100) < 45 * 33
+
+
+async def test_a_store_that_overrides_save_alone_gets_every_save(tmp_path: Path) -> None:
+    # A store subclass that wraps `save` (counting, encrypting...) expects every save to come
+    # through it: the record's text (`save_record`) is for stores that say so themselves.
+    class Counting(JsonFileStore):
+        def __init__(self, directory: Path) -> None:
+            super().__init__(directory)
+            self.saves = 0
+
+        async def save(self, environment: str, name: str, state: LearnedState) -> None:
+            self.saves += 1
+            await super().save(environment, name, state)
+
+    store = Counting(tmp_path)
+    gov = Governor("counted", AIMD(initial_limit=4), store=store)
+    gov.reset_limit(3)
+    await gov.aclose()
+    state = await store.load("default", "counted")
+    assert store.saves == 1
+    assert state is not None and [d.reason for d in state.history] == ["reset"]

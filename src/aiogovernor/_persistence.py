@@ -405,6 +405,23 @@ def _drop_oldest(entries: str, count: int) -> str:
     return entries[pos + 2 :] if count else entries
 
 
+def _takes_records(store: object, plain: str = "save", record: str = "save_record") -> bool:
+    """Whether to save through ``store``'s method ``record`` (a record's text) rather than ``plain``.
+
+    ``save_record`` (`RecordSave`) for ``save``; the JSON file store's ``save_record_blocking``
+    for ``save_blocking``. Not when a subclass overrides ``plain`` alone: it expects every save
+    to come through it.
+    """
+    if record == "save_record" and not isinstance(store, RecordSave):
+        return False
+    owners: dict[str, type] = {}
+    for cls in type(store).__mro__:
+        for method in (plain, record):
+            if method in vars(cls):
+                owners.setdefault(method, cls)
+    return record in owners and issubclass(owners[record], owners.get(plain, object))
+
+
 def _decoded(entries: str) -> tuple[KeptDecision, ...]:
     """Entries written by `DecisionHistory.entries` (or restored ones, checked when read) as objects."""
     return tuple(KeptDecision(*entry) for entry in json.loads(f"[{entries}]")) if entries else ()
@@ -914,7 +931,7 @@ class GovernorPersistence:
             gov = self._governor
             store = self._store
             if self._record_save is None:
-                self._record_save = isinstance(store, RecordSave)
+                self._record_save = _takes_records(store)
             state, entries = self._snapshot_parts()
             self._dirty = False
             self._last_save_at = anyio.current_time()
@@ -976,9 +993,15 @@ class GovernorPersistence:
             return False
         gov = self._governor
         try:
-            state = self.snapshot()
-            self._dirty = False
-            store.save_blocking(gov.environment, gov.name, state)
+            if _takes_records(store, "save_blocking", "save_record_blocking"):
+                state, entries = self._snapshot_parts()  # the record's text, its decisions as they are
+                self._dirty = False
+                save_record = store.save_record_blocking  # type: ignore[attr-defined]
+                save_record(gov.environment, gov.name, record_text(state, entries))
+            else:
+                state = self.snapshot()
+                self._dirty = False
+                store.save_blocking(gov.environment, gov.name, state)
         except Exception as exc:
             self._dirty = True
             logger.debug("cannot save learned state for %s at exit (%s)", self.label, exc)

@@ -473,7 +473,14 @@ class JsonFileStore:
         Raises:
             StateStoreError: If the file cannot be written.
         """
-        record = state.to_json_text()
+        self.save_record_blocking(environment, name, state.to_json_text())
+
+    def save_record_blocking(self, environment: str, name: str, record: str) -> None:
+        """`save_blocking` of a record already turned into JSON text (what a governor writes at exit).
+
+        Raises:
+            StateStoreError: If the file cannot be written.
+        """
         check_environment(environment)
         try:
             self._save_sync(environment, name, record)
