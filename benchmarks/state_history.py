@@ -115,18 +115,20 @@ def compare(baseline: str, rounds: int, saves: int) -> None:
     print(
         f"{rounds} rounds of {saves} saves, the two trees taking turns; median (worst) of the round medians"
     )
-    print("the loop's part of a save (snapshot + record text), µs, by decisions kept\n")
-    print("| decisions kept | record bytes before | now | loop before | loop now | now / before (worst) |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    for size in SIZES:
-        key = str(size)
-        before = [r["loop"][key][0] for r in got["before"]]
-        now = [r["loop"][key][0] for r in got["now"]]
-        ratios = [n / b for n, b in zip(now, before, strict=True)]
-        print(
-            f"| {size:,} | {got['before'][0]['bytes'][key]:,} | {got['now'][0]['bytes'][key]:,} "
-            f"| {_cell(before)} | {_cell(now)} | {statistics.median(ratios):.2f}x ({max(ratios):.2f}x) |"
-        )
+    parts = (("loop", "the loop's part of a save (snapshot + record text)"), ("store", "the upsert"))
+    for part, what in parts:
+        print(f"\n{what}, µs, by decisions kept\n")
+        print("| decisions kept | record bytes before | now | before | now | now / before (worst) |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+        for size in SIZES:
+            key = str(size)
+            before = [r[part][key][0] for r in got["before"]]
+            now = [r[part][key][0] for r in got["now"]]
+            ratios = [n / b for n, b in zip(now, before, strict=True)]
+            print(
+                f"| {size:,} | {got['before'][0]['bytes'][key]:,} | {got['now'][0]['bytes'][key]:,} "
+                f"| {_cell(before)} | {_cell(now)} | {statistics.median(ratios):.2f}x ({max(ratios):.2f}x) |"
+            )
 
 
 def main() -> None:
