@@ -16,6 +16,12 @@ size and the client loop's lag and pauses are kept (in single precision) only
 once a window has reported one. `Decision` objects are built again only when
 the history is read. The latest decision is kept whole, so the one listeners
 were given and ``stats().last_decision`` are the same object as the history's last.
+
+A governor's saved record reads its latest decisions from these rows too (`entries`: the
+few numbers a record keeps, written as JSON text, building no `Decision`), and is told each
+decision just before the ring forgets it (`on_forget`), so that it keeps apart only what
+it keeps longer (see `aiogovernor._persistence.KeptDecisions`). Decisions are numbered
+from 0 in the order appended (`count`).
 """
 
 from __future__ import annotations
