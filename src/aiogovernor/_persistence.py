@@ -44,6 +44,7 @@ import math
 import os
 import threading
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, runtime_checkable
 
@@ -428,6 +429,7 @@ def _decoded(entries: str) -> tuple[KeptDecision, ...]:
 
 
 _OWN_RING = 100  # the decisions a ring of our own holds (a governor that shares none with us)
+_BLOCK = 100  # decisions of text compressed together (zlib: some 5x to 15x smaller)
 _NEVER = -math.inf
 _NO_BANDS: dict[tuple[float, float], float] = {}
 
@@ -464,7 +466,19 @@ class KeptDecisions:
         environment: Its environment, likewise.
     """
 
-    __slots__ = ("_offset", "_older", "_older_count", "_own", "_ring", "_rows", "_size", "_skipped", "_walls")
+    __slots__ = (
+        "_offset",
+        "_older",
+        "_older_count",
+        "_own",
+        "_packed",
+        "_packed_count",
+        "_ring",
+        "_rows",
+        "_size",
+        "_skipped",
+        "_walls",
+    )
 
     def __init__(
         self,
@@ -486,6 +500,10 @@ class KeptDecisions:
         self._skipped: tuple[int, ...] = ()
         self._older = ""
         self._older_count = 0
+        # Older still: blocks of `_older`'s text compressed (zlib), oldest first, with how
+        # many entries each holds. `_packed_count` is their sum; `_older_count` counts all.
+        self._packed: tuple[tuple[int, bytes], ...] = ()
+        self._packed_count = 0
         self._offset = 0.0  # wall time minus the governor's clock, at the latest decision
         # The wall time of each ring decision made when its clock read no time (no event loop).
         self._walls: dict[int, float] | None = None
@@ -531,18 +549,44 @@ class KeptDecisions:
                 self._older = f"{self._older},{text}" if self._older else text
                 self._older_count += 1
                 self._trim(len(history) - 1 - len(self._skipped), slack=32)
+                if self._older_count - self._packed_count >= _BLOCK:
+                    self._pack()
         if walls is not None and walls.pop(number, None) is not None and not walls:
             self._walls = None
+
+    def _pack(self) -> None:
+        """Compress the text kept so far into a block: 45 B a decision becomes 3 to 10."""
+        count = self._older_count - self._packed_count
+        self._packed = (*self._packed, (count, zlib.compress(self._older.encode(), 1)))
+        self._packed_count += count
+        self._older = ""
 
     def _trim(self, newer: int, slack: int = 0) -> None:
         """Forget the oldest texts past ``size`` with ``newer`` decisions after them.
 
-        With ``slack``, only once more than that many are past it: each cut copies the text.
+        A block goes whole, once all its entries are past it (`entries` leaves out the
+        rest); the text not packed yet is cut once more than ``slack`` are past it: each cut
+        copies the text.
         """
         excess = self._older_count + newer - self._size
-        if excess > slack:
+        while self._packed and self._packed[0][0] <= excess:
+            count = self._packed[0][0]
+            self._packed = self._packed[1:]
+            self._packed_count -= count
+            self._older_count -= count
+            excess -= count
+        if not self._packed and excess > slack:
             self._older = _drop_oldest(self._older, min(excess, self._older_count))
             self._older_count = max(0, self._older_count - excess)
+
+    def _older_text(self, newer: int) -> str:
+        """All the text kept apart, unpacked, oldest first, without what is past ``size``."""
+        parts = [zlib.decompress(block).decode() for _, block in self._packed]
+        if self._older:
+            parts.append(self._older)
+        text = ",".join(parts)
+        excess = self._older_count + newer - self._size
+        return _drop_oldest(text, excess) if excess > 0 else text
 
     def _newer(self) -> tuple[str, int]:
         """The ring's decisions the record keeps (its restores left out, the latest ``size``), as text."""
@@ -560,8 +604,10 @@ class KeptDecisions:
         """Keep the decisions of a saved record, older than any kept so far."""
         if not history:
             return
+        # One block, older than any kept so far (a block of its own whatever its size).
         text = ",".join(d.json_text() for d in history)
-        self._older = f"{text},{self._older}" if self._older else text
+        self._packed = ((len(history), zlib.compress(text.encode(), 1)), *self._packed)
+        self._packed_count += len(history)
         self._older_count += len(history)
         self._trim(self._newer()[1])
 
@@ -573,9 +619,11 @@ class KeptDecisions:
         """
         newer, count = self._newer()
         self._trim(count)
-        if self._older and newer:
-            return f"{self._older},{newer}", self._older_count + count
-        return self._older or newer, self._older_count + count
+        older = self._older_text(count)
+        total = min(self._size, self._older_count + count)
+        if older and newer:
+            return f"{older},{newer}", total
+        return older or newer, total
 
 
 class GovernorPersistence:
