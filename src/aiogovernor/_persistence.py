@@ -451,8 +451,9 @@ class KeptDecisions:
     a `KeptDecision`, as JSON text, building no object). The ring tells us each
     decision it is about to forget (`forgotten`); only those (a governor keeps 100,
     its record 1 000 by default) and the decisions restored from the store are
-    kept here, as their JSON text, one string (some 45 bytes a decision), which a
-    save joins to the rest as it is. A decision's wall time is its time on the
+    kept here, as their JSON text (some 45 bytes a decision), which a save joins to
+    the rest as it is; every 100 of them are compressed into a block (zlib, 5 to 15 times
+    smaller: these arrays repeat themselves), unpacked at each save (some 10 µs a block). A decision's wall time is its time on the
     governor's clock moved by the latest decision's distance to the wall clock
     (the wall time itself for a decision made with no clock to read: no event loop).
 
