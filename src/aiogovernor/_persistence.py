@@ -453,9 +453,10 @@ class KeptDecisions:
     its record 1 000 by default) and the decisions restored from the store are
     kept here, as their JSON text (some 45 bytes a decision), which a save joins to
     the rest as it is; every 100 of them are compressed into a block (zlib, 5 to 15 times
-    smaller: these arrays repeat themselves), unpacked at each save (some 10 µs a block). A decision's wall time is its time on the
-    governor's clock moved by the latest decision's distance to the wall clock
-    (the wall time itself for a decision made with no clock to read: no event loop).
+    smaller: these arrays repeat themselves), unpacked at each save (some 10 µs a block).
+    A decision's wall time is its time on the governor's clock moved by the latest
+    decision's distance to the wall clock (the wall time itself for a decision made
+    with no clock to read: no event loop).
 
     A governor that shares no ring (``rows`` None: the thread gate, whose decisions
     reach its persistence later, on another thread) gets a ring of its own here.
