@@ -16,6 +16,7 @@ import functools
 import gc
 import pickle
 import statistics
+import tempfile
 import time
 import tracemalloc
 from collections import deque
@@ -29,7 +30,7 @@ from aiogovernor._clone import copier
 from aiogovernor._feedback import Feedback
 from aiogovernor._history import DecisionHistory
 from aiogovernor.limits import LatencyAIMD, LatencyBaseline, default_policy
-from aiogovernor.state import MemoryStore
+from aiogovernor.state import JsonFileStore, MemoryStore
 from aiogovernor.testing import ManualClock
 from aiogovernor.testing import window as testing_window
 
@@ -357,25 +358,40 @@ def bench_governors(rounds: int, sizes: tuple[int, ...]) -> None:
         origins["a request to a known origin"]
     )
     print(f"\nA new origin's request over a known one's: {ratio:.2f}x (medians)")
+    bench_memory(rounds, sizes)
+
+
+def bench_memory(rounds: int, sizes: tuple[int, ...]) -> None:
+    """Memory per governor: without a store, with whole decisions kept, with a store; the history alone."""
+    with tempfile.TemporaryDirectory() as directory:
+        _memory_tables(JsonFileStore(directory))
+
+
+MEMORY_DECISIONS = (0, 100, 300)  # decisions each governor makes, by row of the memory table
+MEMORY_GOVERNORS = 100  # governors measured at once (bytes are per governor)
+
+
+def _memory_tables(default_store: Any) -> None:
     print(
         "\nMemory per governor (tracemalloc), default history (100), windows of 10 samples\n\n"
-        "| N governors | decisions each | policy | B per governor | with decisions also kept whole, B "
-        "| with a store (the decisions it saves kept too), B |\n"
-        "| ---: | ---: | --- | ---: | ---: | ---: |"
+        "| N governors | decisions each | policy | B per governor, no store "
+        "| with decisions also kept whole, B | with a MemoryStore, B | with the default store, B |\n"
+        "| ---: | ---: | --- | ---: | ---: | ---: | ---: |"
     )
     # The first governor with a store imports what saving needs: not a governor's weight.
     _bytes_per_governor(2, 2, keep_whole=False, policy=AIMD, store=MemoryStore())
-    for n in sizes[:1]:  # per governor: the same at any count (each keeps its own)
-        for decisions in (0, 100, 300):
-            for label, policy in (("default", default_policy), ("AIMD", AIMD)):
-                now = _bytes_per_governor(n, decisions, keep_whole=False, policy=policy)
-                whole = _bytes_per_governor(n, decisions, keep_whole=True, policy=policy)
-                # A store's governor also keeps the decisions it saves (`state_history_size`);
-                # a MemoryStore, so that nothing is written (no loop runs: nothing is saved).
-                stored = _bytes_per_governor(
-                    n, decisions, keep_whole=False, policy=policy, store=MemoryStore()
-                )
-                print(f"| {n:,} | {decisions} | {label} | {now:,.0f} | {whole:,.0f} | {stored:,.0f} |")
+    _bytes_per_governor(2, 2, keep_whole=False, policy=AIMD, store=default_store)
+    n = MEMORY_GOVERNORS  # per governor: the same at any count (each keeps its own)
+    for decisions in MEMORY_DECISIONS:
+        for label, policy in (("default", default_policy), ("AIMD", AIMD)):
+            now = _bytes_per_governor(n, decisions, keep_whole=False, policy=policy)
+            whole = _bytes_per_governor(n, decisions, keep_whole=True, policy=policy)
+            # A store's governor also keeps the decisions it saves (`state_history_size`). No
+            # loop runs here: nothing is saved, so every decision is one not saved yet.
+            stored = _bytes_per_governor(n, decisions, keep_whole=False, policy=policy, store=MemoryStore())
+            default = _bytes_per_governor(n, decisions, keep_whole=False, policy=policy, store=default_store)
+            cells = " | ".join(f"{b:,.0f}" for b in (now, whole, stored, default))
+            print(f"| {n:,} | {decisions} | {label} | {cells} |")
     print(
         "\nThe history alone (100 kept), B: windows without the loop's lag (no event loop, as above),"
         " with the lag reported (an asyncio governor's windows), and with a call size too\n\n"

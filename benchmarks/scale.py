@@ -16,10 +16,12 @@ Sections (run one, or all by default):
   N ``Semaphore.release()`` calls.
 - ``governors``: building one (beside a Semaphore, with and without the default
   store, a per-host origin's copy of the policy as it is made now and as it was made
-  before, and the default policy alone), and
-  memory per governor (100 of them) after 0, 100 and 300 decisions, the history now beside
-  the same decisions kept whole; the history alone, with and without the loop's lag and call
-  sizes in its windows; the default policy's latency baseline after 10 and 200 windows.
+  before, and the default policy alone), then the ``memory`` section.
+- ``memory``: memory per governor (100 of them) after 0, 100 and 300 decisions, without a
+  store, with the same decisions also kept whole, with a `MemoryStore` and with the default
+  store (no event loop runs: nothing is saved); the history alone, with and without the
+  loop's lag and call sizes in its windows; the default policy's latency baseline after 10
+  and 200 windows.
 - ``decisions``: one decision's cost against its window's size, and the share of
   a core a governor takes at 10⁵ requests/s with the default and a short window.
 - ``map``: `governed_map` beside a task per item, aiometer and a bare pool, by
@@ -28,8 +30,8 @@ Sections (run one, or all by default):
   readings per second with 1, 10, 100 and 1 000 busy governors on one loop
   (``--seconds`` each, probe on and off interleaved).
 
-    .venv/bin/python benchmarks/scale.py [state|waiters|limit|governors|decisions|map|lag ...] \
-        [--rounds 5] [--seconds 5] [--max-size 100000]
+    .venv/bin/python benchmarks/scale.py [state|waiters|limit|governors|memory|decisions|map|lag ...] \
+        [--rounds 5] [--seconds 5] [--max-size 100000] [--decisions 0,100,300] [--governors 100]
 """
 
 from __future__ import annotations
@@ -308,6 +310,7 @@ CORE_SECTIONS: dict[str, Callable[[int, tuple[int, ...]], None]] = {
     "waiters": _scale_core.bench_waiters,
     "limit": _scale_core.bench_limit,
     "governors": _scale_core.bench_governors,
+    "memory": _scale_core.bench_memory,
     "decisions": _scale_core.bench_decisions,
     "map": _scale_core.bench_map,
 }
@@ -322,7 +325,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--max-size", type=int, default=100_000, help="largest N of the core sections")
+    parser.add_argument(
+        "--decisions", default="0,100,300", help="memory: decisions per governor, by row (comma-separated)"
+    )
+    parser.add_argument("--governors", type=int, default=100, help="memory: governors measured at once")
     args = parser.parse_args()
+    _scale_core.MEMORY_DECISIONS = tuple(int(n) for n in args.decisions.split(","))
+    _scale_core.MEMORY_GOVERNORS = args.governors
     if "state" in args.sections:
         bench_calls(args.rounds)
         bench_start(1_000)

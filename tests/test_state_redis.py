@@ -20,7 +20,7 @@ import pytest
 
 from aiogovernor import AIMD, Governor
 from aiogovernor.fleet import FleetCeiling
-from aiogovernor.state import LearnedState, RedisStore, StateStoreError
+from aiogovernor.state import KeptDecision, LearnedState, RedisStore, StateStoreError
 
 REDIS = shutil.which("redis-server")
 pytestmark = [
@@ -110,6 +110,11 @@ def test_redis_store_crud(redis_server: RedisServer) -> None:
         assert sorted(await store.list("prod")) == ["api", "https://x/y"]
         assert await store.delete("prod", "api") is True
         assert await store.delete("prod", "api") is False
+        # A record handed over as text (what a governor saves) reads back as the state.
+        kept = (KeptDecision(1_700_000_000.5, 4, 5, "up", 0.012, 9, 0, 4),)
+        saved = LearnedState(limit=5.0, policy="aimd", updated_at=1.0, history=kept)
+        await store.save_record("prod", "api", saved.to_json_text())
+        assert await store.load("prod", "api") == saved
         await store.aclose()
 
     asyncio.run(main())

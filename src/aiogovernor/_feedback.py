@@ -278,6 +278,10 @@ class Feedback:
         """
         return () if self._history is None else self._history.decisions()
 
+    def decision_rows(self) -> DecisionHistory | None:
+        """The kept decisions' rows (None before the first decision): what a saved record reads."""
+        return self._history
+
     @property
     def last_decision(self) -> Decision | None:
         """The latest decision, if any."""

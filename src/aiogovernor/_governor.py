@@ -513,6 +513,7 @@ class Governor:
             max_age_s=state_max_age_s,
             save_interval_s=save_interval_s,
             history_size=state_history_size,
+            rows=self._feedback,  # the saved record reads its history's rows
         )
         self._state_pending = self._persistence is not None
         self._slow = True

@@ -16,6 +16,12 @@ size and the client loop's lag and pauses are kept (in single precision) only
 once a window has reported one. `Decision` objects are built again only when
 the history is read. The latest decision is kept whole, so the one listeners
 were given and ``stats().last_decision`` are the same object as the history's last.
+
+A governor's saved record reads its latest decisions from these rows too (`entries`: the
+few numbers a record keeps, written as JSON text, building no `Decision`), and is told each
+decision just before the ring forgets it (`on_forget`), so that it keeps apart only what
+it keeps longer (see `aiogovernor._persistence.KeptDecisions`). Decisions are numbered
+from 0 in the order appended (`count`).
 """
 
 from __future__ import annotations
@@ -23,11 +29,11 @@ from __future__ import annotations
 import threading
 from array import array
 from collections.abc import MutableSequence, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from ._events import Decision, WindowSummary
 
-__all__ = ["DecisionHistory"]
+__all__ = ["DecisionHistory", "ForgetListener"]
 
 # Numbers per kept decision, by row.
 _FLOATS = 3  # at, policy_limit, latency_p50_s, in double precision
@@ -35,11 +41,20 @@ _INTS = 7  # new_limit, and the window's ok, overload, error, ignored, stale, pe
 # The window's size_mean, loop_lag_s and loop_pause_s, in single precision, each in a column
 # of its own made when a window first reports it, and what a row without it reads.
 _NO_SMALLS = (1.0, 0.0, 0.0)
+# Past any time or latency (seconds): a figure beyond is not finite, or not one.
+_NEVER_S = 1e15
 # Flag bits.
 _WINDOWED, _LIMIT_BOUND, _SIZED, _ASIDE = 1, 2, 4, 8
 _EMPTY_FLOATS: array[float] = array("f")
 _EMPTY_INTS: MutableSequence[int] = array("B")
 _EMPTY_FLAGS = bytearray()
+
+
+class ForgetListener(Protocol):
+    """Told each decision a `DecisionHistory` forgets (an object, not a callable: no bound method kept)."""
+
+    def forgotten(self, history: DecisionHistory, number: int, /) -> None:
+        """``history`` forgets its decision ``number`` (see `DecisionHistory.count`) when this returns."""
 
 
 class _Reasons:
@@ -137,6 +152,7 @@ class DecisionHistory:
         "_base_new",
         "_codes",
         "_confidence",
+        "_count",
         "_environment",
         "_flags",
         "_floats",
@@ -147,6 +163,7 @@ class DecisionHistory:
         "_last_new",
         "_len",
         "_next",
+        "_on_forget",
         "_size",
         "_smalls",
     )
@@ -156,8 +173,12 @@ class DecisionHistory:
         self._governor = governor
         self._environment = environment
         self._len = 0
+        self._count = 0  # decisions appended since it was made (the next one's sequence number)
         self._next = 0  # the row the next decision is written to
         self._last: Decision | None = None
+        # Told each decision about to be forgotten, while its row can still be read (a saved
+        # record keeps more decisions than the history: see `aiogovernor._persistence`).
+        self._on_forget: ForgetListener | None = None
         # Allocated at the first decision, at their full size: most governors never decide.
         # Until then, empty ones shared by every history (never written to).
         self._floats: array[float] | None = None
@@ -180,6 +201,14 @@ class DecisionHistory:
     def __len__(self) -> int:
         return self._len
 
+    @property
+    def count(self) -> int:
+        """How many decisions were appended, forgotten ones included: the next one's sequence number.
+
+        The kept decisions are numbered ``count - len(self)`` (the oldest) to ``count - 1``.
+        """
+        return self._count
+
     def __reduce__(self) -> tuple[Any, ...]:
         # A copy (copy.deepcopy, pickle) counts its own uses of the shared reason codes.
         return (_rebuilt, (self._size, self._governor, self._environment, self.decisions()))
@@ -188,6 +217,15 @@ class DecisionHistory:
         # Bound as a default: at the interpreter's exit the module's globals may be gone first.
         if getattr(self, "_floats", None) is not None:
             _reasons.release(self._codes[: self._len])
+
+    def on_forget(self, listener: ForgetListener | None) -> None:
+        """Call ``listener.forgotten(self, number)`` before each decision is forgotten (None: no one)."""
+        self._on_forget = listener
+
+    @property
+    def size(self) -> int:
+        """How many decisions it keeps at most."""
+        return self._size
 
     @property
     def last(self) -> Decision | None:
@@ -205,8 +243,12 @@ class DecisionHistory:
             self._flags = bytearray(size)
             self._codes = array("H", [0]) * size
         row = self._next
-        self._next = row + 1 if row + 1 < size else 0
         full = self._len == size
+        if full and self._on_forget is not None:
+            forgotten = self._count - size  # the oldest, in the row written next
+            self._on_forget.forgotten(self, forgotten)
+        self._next = row + 1 if row + 1 < size else 0
+        self._count += 1
         if full:
             self._forget(row)
         else:
@@ -316,6 +358,78 @@ class DecisionHistory:
             kept.append(decision)
         kept.append(self._last)
         return tuple(kept)
+
+    def entries(
+        self,
+        first: int,
+        stop: int | None = None,
+        *,
+        offset: float,
+        walls: dict[int, float] | None = None,
+        skipped: tuple[int, ...] = (),
+    ) -> tuple[str, int]:
+        """The kept decisions numbered ``first`` to ``stop`` (excluded) as a saved record's entries.
+
+        JSON text, comma-separated, oldest first, one `aiogovernor.state.KeptDecision` array
+        each (``[at, old_limit, new_limit, reason, latency_p50_s, ok, overload, peak_inflight]``),
+        read from the rows and written straight as text: a save writes the latest ones again
+        each time, and ``json.dumps`` of their numbers (rounded) costs three times as much.
+        ``at`` is the decision's time plus ``offset`` (or ``walls[number]`` when given), to
+        the millisecond; the latency to the microsecond, null without a window or an ok
+        sample: the values ``round(x, 3)`` and ``round(x, 6)`` read back as.
+        Decisions numbered in ``skipped`` are left out. Returns the text and how many it holds.
+
+        Raises:
+            ValueError: If a time or a latency is not finite.
+        """
+        n = self._len
+        count = self._count
+        start = max(first, count - n)
+        stop = count if stop is None else min(stop, count)
+        if start >= stop:
+            return "", 0
+        floats = self._floats
+        assert floats is not None
+        size = self._size
+        ints, flags_of, aside = self._ints, self._flags, self._aside
+        row = ((self._next - n) % size + start - (count - n)) % size
+        # The decision before the first one read: its new limit is the first one's old limit.
+        prev_new = self._base_new if start == count - n else ints[((row - 1) % size) * _INTS]
+        out: list[str] = []
+        for number in range(start, stop):
+            i = row * _INTS
+            new = ints[i]
+            flags = flags_of[row]
+            if number not in skipped:
+                old = aside[row][0] if flags & _ASIDE and aside is not None else prev_new
+                if walls is not None and number in walls:
+                    at = walls[number]
+                else:
+                    at = floats[row * _FLOATS] + offset
+                if not 0.0 <= at < _NEVER_S:  # "%.3f" would write nan, inf or a time before the epoch
+                    if not at < 0.0:
+                        raise ValueError(f"a decision's time is not finite: {at!r}")
+                    at = 0.0
+                if flags & _WINDOWED:
+                    ok = ints[i + 1]
+                    overload = ints[i + 2] + ints[i + 5]
+                    reason = (
+                        "up" if new > old else ("overload" if overload else "down") if new < old else "hold"
+                    )
+                    if ok:
+                        p50 = floats[row * _FLOATS + 2]
+                        if not 0.0 <= p50 < _NEVER_S:
+                            raise ValueError(f"a decision's latency is not finite: {p50!r}")
+                        out.append(
+                            f'[{at:.3f},{old},{new},"{reason}",{p50:.6f},{ok},{overload},{ints[i + 6]}]'
+                        )
+                    else:
+                        out.append(f'[{at:.3f},{old},{new},"{reason}",null,0,{overload},{ints[i + 6]}]')
+                else:
+                    out.append(f'[{at:.3f},{old},{new},"reset",null,0,0,0]')
+            prev_new = new
+            row = row + 1 if row + 1 < size else 0
+        return ",".join(out), len(out)
 
     def _row(self, row: int, prev_new: int, prev_at: float) -> tuple[Decision, int, float]:
         """Row ``row`` as a `Decision`, given the new limit and window close before it; and its own."""

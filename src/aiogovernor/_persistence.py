@@ -37,17 +37,20 @@ import asyncio
 import atexit
 import builtins
 import contextlib
+import dataclasses
+import json
 import logging
 import math
 import os
 import threading
 import time
-from collections import deque
+import zlib
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, runtime_checkable
 
 from ._env import getenv
-from ._record import BaselineBand, KeptDecision, LearnedState
+from ._history import DecisionHistory
+from ._record import BaselineBand, KeptDecision, LearnedState, record_text
 from ._samples import Window
 from ._validate import check_float, check_int, conforms
 
@@ -60,8 +63,11 @@ __all__ = [
     "BASELINE_MAX_AGE_S",
     "BlockingSave",
     "GovernorPersistence",
+    "KeptDecisions",
     "Learner",
     "Persistence",
+    "RecordSave",
+    "Rows",
     "StateStore",
     "StateStoreError",
     "bind_persistence",
@@ -165,6 +171,23 @@ class BlockingSave(Protocol):
         ...
 
 
+@runtime_checkable
+class RecordSave(Protocol):
+    """What a store offers to be given a record as JSON text rather than a `LearnedState`.
+
+    Optional: a governor saves through it when its store has it (the JSON file store), so that
+    the decisions it keeps are never built again as `KeptDecision` objects to be saved.
+    """
+
+    async def save_record(self, environment: str, name: str, record: str) -> None:
+        """`StateStore.save` of the record ``record`` (what `LearnedState.to_json_text` writes).
+
+        Raises:
+            StateStoreError: When the record cannot be written.
+        """
+        ...
+
+
 class Learner(Protocol):
     """What persistence needs of a governor; any gate (async or threaded) can offer it."""
 
@@ -206,7 +229,7 @@ class Persistence(Protocol):
 
     @property
     def restored(self) -> LearnedState | None:
-        """The state the governor started from, if one was loaded and used."""
+        """The state the governor started from, if one was loaded and used (its ``history`` left empty)."""
         ...
 
     @property
@@ -270,11 +293,13 @@ def bind_persistence(
     save_interval_s: float,
     history_size: int = 1000,
     kind: type[GovernorPersistence] | None = None,
+    rows: Rows | None = None,
 ) -> GovernorPersistence | None:
     """Validate the persistence settings and tie ``learner`` to its store; None when nothing is kept.
 
     ``kind`` is the persistence class (a thread gate passes one whose saves
-    and loads block); `GovernorPersistence` by default.
+    and loads block); `GovernorPersistence` by default. ``rows`` gives the
+    governor's own `DecisionHistory` (see `KeptDecisions`).
     """
     if max_age_s is not None:
         check_float("state_max_age_s", max_age_s, low=0.0)
@@ -284,7 +309,12 @@ def bind_persistence(
     if resolved is None:
         return None
     return (kind or GovernorPersistence)(
-        learner, resolved, max_age_s=max_age_s, save_interval_s=save_interval_s, history_size=history_size
+        learner,
+        resolved,
+        max_age_s=max_age_s,
+        save_interval_s=save_interval_s,
+        history_size=history_size,
+        rows=rows,
     )
 
 
@@ -366,16 +396,236 @@ def _save_at_exit() -> None:
         logger.debug("saved learned state at exit: %s", ", ".join(saved) or "none")
 
 
-def _reason_code(decision: Decision) -> str:
-    """A decision's cause in one word (see `aiogovernor.state.REASON_CODES`)."""
-    w = decision.window
-    if w is None:
-        return "reset"
-    if decision.new_limit > decision.old_limit:
-        return "up"
-    if decision.new_limit < decision.old_limit:
-        return "overload" if w.overload or w.stale_overload else "down"
-    return "hold"
+def _drop_oldest(entries: str, count: int) -> str:
+    """``entries`` (comma-separated JSON arrays of numbers and words) without the first ``count``."""
+    pos = -1
+    for _ in range(count):
+        pos = entries.find("],[", pos + 1)
+        if pos < 0:
+            return ""
+    return entries[pos + 2 :] if count else entries
+
+
+def _takes_records(store: object, plain: str = "save", record: str = "save_record") -> bool:
+    """Whether to save through ``store``'s method ``record`` (a record's text) rather than ``plain``.
+
+    ``save_record`` (`RecordSave`) for ``save``; the JSON file store's ``save_record_blocking``
+    for ``save_blocking``. Not when a subclass overrides ``plain`` alone: it expects every save
+    to come through it.
+    """
+    if record == "save_record" and not isinstance(store, RecordSave):
+        return False
+    owners: dict[str, type] = {}
+    for cls in type(store).__mro__:
+        for method in (plain, record):
+            if method in vars(cls):
+                owners.setdefault(method, cls)
+    return record in owners and issubclass(owners[record], owners.get(plain, object))
+
+
+def _decoded(entries: str) -> tuple[KeptDecision, ...]:
+    """Entries written by `DecisionHistory.entries` (or restored ones, checked when read) as objects."""
+    return tuple(KeptDecision(*entry) for entry in json.loads(f"[{entries}]")) if entries else ()
+
+
+_OWN_RING = 100  # the decisions a ring of our own holds (a governor that shares none with us)
+_BLOCK = 100  # decisions of text compressed together (zlib: some 5x to 15x smaller)
+_NEVER = -math.inf
+_NO_BANDS: dict[tuple[float, float], float] = {}
+
+
+class Rows(Protocol):
+    """Where a governor keeps its decisions (its `Feedback`)."""
+
+    def decision_rows(self) -> DecisionHistory | None:
+        """The governor's `DecisionHistory`, None before its first decision."""
+        ...
+
+
+class KeptDecisions:
+    """The latest ``size`` decisions of one governor, as its saved record keeps them.
+
+    Nothing is kept per decision that the governor's own `DecisionHistory`
+    already holds: the record's entries for those are written at each save
+    straight from its compact rows (`DecisionHistory.entries`: the few numbers of
+    a `KeptDecision`, as JSON text, building no object). The ring tells us each
+    decision it is about to forget (`forgotten`); only those (a governor keeps 100,
+    its record 1 000 by default) and the decisions restored from the store are
+    kept here, as their JSON text (some 45 bytes a decision), which a save joins to
+    the rest as it is; every 100 of them are compressed into a block (zlib, 5 to 15 times
+    smaller: these arrays repeat themselves), unpacked at each save (some 10 µs a block).
+    A decision's wall time is its time on the governor's clock moved by the latest
+    decision's distance to the wall clock (the wall time itself for a decision made
+    with no clock to read: no event loop).
+
+    A governor that shares no ring (``rows`` None: the thread gate, whose decisions
+    reach its persistence later, on another thread) gets a ring of its own here.
+
+    Args:
+        size: How many decisions the record keeps (``state_history_size``), >= 1.
+        rows: The governor's ring of decisions (None until its first decision).
+        governor: The governor's name, for a ring of our own.
+        environment: Its environment, likewise.
+    """
+
+    __slots__ = (
+        "_offset",
+        "_older",
+        "_older_count",
+        "_own",
+        "_packed",
+        "_packed_count",
+        "_ring",
+        "_rows",
+        "_size",
+        "_skipped",
+        "_walls",
+    )
+
+    def __init__(
+        self,
+        size: int,
+        rows: Rows | None,
+        *,
+        governor: str,
+        environment: str,
+    ) -> None:
+        self._size = size
+        self._rows = rows
+        self._own: DecisionHistory | None = None
+        if rows is None:
+            self._own = DecisionHistory(min(size, _OWN_RING), governor=governor, environment=environment)
+            self._own.on_forget(self)
+        self._ring = self._own  # the ring read, once it exists (told to hand us what it forgets)
+        # The ring's decisions numbered in `_skipped` are restores: not saved. The decisions
+        # kept that the ring forgot (and those restored from the store) are in `_older`, as text.
+        self._skipped: tuple[int, ...] = ()
+        self._older = ""
+        self._older_count = 0
+        # Older still: blocks of `_older`'s text compressed (zlib), oldest first, with how
+        # many entries each holds. `_packed_count` is their sum; `_older_count` counts all.
+        self._packed: tuple[tuple[int, bytes], ...] = ()
+        self._packed_count = 0
+        self._offset = 0.0  # wall time minus the governor's clock, at the latest decision
+        # The wall time of each ring decision made when its clock read no time (no event loop).
+        self._walls: dict[int, float] | None = None
+
+    def _current(self) -> DecisionHistory | None:
+        ring = self._ring
+        if ring is None and self._rows is not None:
+            ring = self._ring = self._rows.decision_rows()
+            if ring is not None:
+                ring.on_forget(self)
+        return ring
+
+    def add(self, decision: Decision, wall_now: float, *, restored: bool) -> None:
+        """Keep ``decision`` (just made; a restore is kept out of the record)."""
+        if self._own is not None:
+            self._own.append(decision)
+        ring = self._current()
+        if ring is None or ring.last is not decision:
+            return  # pragma: no cover - the governor keeps every decision before telling us
+        number = ring.count - 1
+        if restored:
+            self._skipped = (*self._skipped, number)
+        elif math.isfinite(decision.at):
+            self._offset = wall_now - decision.at
+        else:
+            if self._walls is None:
+                self._walls = {}
+            self._walls[number] = wall_now
+
+    def forgotten(self, history: DecisionHistory, number: int) -> None:
+        """The ring forgets a decision: keep its entry as text (unless a restore, or too old to keep)."""
+        walls = self._walls
+        if number in self._skipped:
+            self._skipped = tuple(n for n in self._skipped if n != number)
+        else:
+            # Inside the governor's decision: a figure that cannot be written costs the record
+            # that one entry, never the decision.
+            try:
+                text, _ = history.entries(number, number + 1, offset=self._offset, walls=walls)
+            except ValueError:
+                text = ""
+            if text:
+                self._older = f"{self._older},{text}" if self._older else text
+                self._older_count += 1
+                self._trim(len(history) - 1 - len(self._skipped), slack=32)
+                if self._older_count - self._packed_count >= _BLOCK:
+                    self._pack()
+        if walls is not None and walls.pop(number, None) is not None and not walls:
+            self._walls = None
+
+    def _pack(self) -> None:
+        """Compress the text kept so far into a block: 45 B a decision becomes 3 to 10."""
+        count = self._older_count - self._packed_count
+        self._packed = (*self._packed, (count, zlib.compress(self._older.encode(), 1)))
+        self._packed_count += count
+        self._older = ""
+
+    def _trim(self, newer: int, slack: int = 0) -> None:
+        """Forget the oldest texts past ``size`` with ``newer`` decisions after them.
+
+        A block goes whole, once all its entries are past it (`entries` leaves out the
+        rest); the text not packed yet is cut once more than ``slack`` are past it: each cut
+        copies the text.
+        """
+        excess = self._older_count + newer - self._size
+        while self._packed and self._packed[0][0] <= excess:
+            count = self._packed[0][0]
+            self._packed = self._packed[1:]
+            self._packed_count -= count
+            self._older_count -= count
+            excess -= count
+        if not self._packed and excess > slack:
+            self._older = _drop_oldest(self._older, min(excess, self._older_count))
+            self._older_count = max(0, self._older_count - excess)
+
+    def _older_text(self, newer: int) -> str:
+        """All the text kept apart, unpacked, oldest first, without what is past ``size``."""
+        parts = [zlib.decompress(block).decode() for _, block in self._packed]
+        if self._older:
+            parts.append(self._older)
+        text = ",".join(parts)
+        excess = self._older_count + newer - self._size
+        return _drop_oldest(text, excess) if excess > 0 else text
+
+    def _newer(self) -> tuple[str, int]:
+        """The ring's decisions the record keeps (its restores left out, the latest ``size``), as text."""
+        ring = self._current()
+        if ring is None:
+            return "", 0
+        recorded = len(ring) - len(self._skipped)
+        first = ring.count - len(ring) + max(0, recorded - self._size)
+        text, count = ring.entries(first, offset=self._offset, walls=self._walls, skipped=self._skipped)
+        if count > self._size:  # a restore among the rows left out above
+            text, count = _drop_oldest(text, count - self._size), self._size
+        return text, count
+
+    def restore(self, history: tuple[KeptDecision, ...]) -> None:
+        """Keep the decisions of a saved record, older than any kept so far."""
+        if not history:
+            return
+        # One block, older than any kept so far (a block of its own whatever its size).
+        text = ",".join(d.json_text() for d in history)
+        self._packed = ((len(history), zlib.compress(text.encode(), 1)), *self._packed)
+        self._packed_count += len(history)
+        self._older_count += len(history)
+        self._trim(self._newer()[1])
+
+    def entries(self) -> tuple[str, int]:
+        """The kept decisions' entries as JSON text (comma-separated, oldest first), and how many.
+
+        Raises:
+            ValueError: If a figure cannot be written (a time or a latency that is not finite).
+        """
+        newer, count = self._newer()
+        self._trim(count)
+        older = self._older_text(count)
+        total = min(self._size, self._older_count + count)
+        if older and newer:
+            return f"{older},{newer}", total
+        return older or newer, total
 
 
 class GovernorPersistence:
@@ -389,6 +639,37 @@ class GovernorPersistence:
     never on the permit path; `flush` saves what is left.
     """
 
+    __slots__ = (
+        "_baseline_at",
+        "_chunk_size",
+        "_chunker",
+        "_dirty",
+        "_failing",
+        "_generation",
+        "_governor",
+        "_history",
+        "_history_size",
+        "_last_save_at",
+        "_latency_floor_s",
+        "_loaded",
+        "_loading",
+        "_lock",
+        "_max_age_s",
+        "_record_save",
+        "_restored",
+        "_restoring",
+        "_rows",
+        "_save_interval_s",
+        "_saved_chunk_size",
+        "_saved_seen",
+        "_scheduled",
+        "_scope",
+        "_seen",
+        "_store",
+        "_task",
+        "_wall_clock",
+    )
+
     def __init__(
         self,
         governor: Learner,
@@ -398,6 +679,7 @@ class GovernorPersistence:
         save_interval_s: float,
         history_size: int = 1000,
         wall_clock: Callable[[], float] = time.time,
+        rows: Rows | None = None,
     ) -> None:
         self._governor = governor
         self._store = store
@@ -415,25 +697,30 @@ class GovernorPersistence:
         self._scope: Any = None  # the cancel scope of the pending debounced save
         self._task: asyncio.Task[None] | None = None
         self._lock: Any = None
-        self._last_save_at = -math.inf
+        self._last_save_at = _NEVER
         self._failing = False
         # When each kept (size, latency) baseline pair was measured (wall time): a pair the
         # policy still holds unchanged keeps its time; a new one is stamped at the save.
-        self._baseline_at: dict[tuple[float, float], float] = {}
+        self._baseline_at: dict[tuple[float, float], float] = _NO_BANDS  # replaced, never changed
         self._chunker: Chunker | None = None
         self._chunk_size: int | None = None  # the latest chunk size known (restored or seen)
         self._saved_chunk_size: int | None = None
-        # The kept decisions, made at the first one (an empty deque is 760 bytes per governor).
+        # The kept decisions, made at the first one (most governors never decide).
         self._history_size = history_size
-        self._history: deque[KeptDecision] | None = None
+        self._rows = rows
+        self._history: KeptDecisions | None = None
         self._seen = 0  # units of work seen, as of the last snapshot
         self._saved_seen = 0  # ... as of the last save
+        self._record_save: bool | None = None  # whether the store takes a record's text (`RecordSave`)
         governor.add_listener(self._on_decision)
 
-    def _kept(self) -> deque[KeptDecision] | None:
+    def _kept(self) -> KeptDecisions | None:
         """The kept decisions (made now if none were yet); None when none are kept."""
         if self._history is None and self._history_size:
-            self._history = deque(maxlen=self._history_size)
+            gov = self._governor
+            self._history = KeptDecisions(
+                self._history_size, self._rows, governor=gov.name, environment=gov.environment
+            )
         return self._history
 
     @property
@@ -453,7 +740,10 @@ class GovernorPersistence:
 
     @property
     def restored(self) -> LearnedState | None:
-        """The state the governor started from, if one was loaded and used."""
+        """The state the governor started from, if one was loaded and used (its ``history`` left empty).
+
+        The decisions restored are kept with the record (`KeptDecisions`), once.
+        """
         return self._restored
 
     # -- loading ------------------------------------------------------------
@@ -503,7 +793,9 @@ class GovernorPersistence:
                 self._max_age_s,
             )
             return
-        self._restored = state
+        # Kept without its decisions: the record keeps them (as text, `KeptDecisions.restore`),
+        # and a thousand `KeptDecision` objects would weigh some 170 KB for as long as we live.
+        self._restored = dataclasses.replace(state, history=()) if state.history else state
         self._latency_floor_s = state.latency_floor_s
         self._restore_baseline(state)
         if state.chunk_size is not None:
@@ -511,11 +803,7 @@ class GovernorPersistence:
             self._resize_chunker()
         history = self._kept() if state.history else None
         if history is not None:
-            # Older than anything decided in this process (a reset before the load).
-            newer = list(history)
-            history.clear()
-            history.extend(state.history)
-            history.extend(newer)
+            history.restore(state.history)  # older than anything decided in this process
         self._restoring = True
         try:
             saved = f"{state.policy}, saved {max(0.0, age_s):.0f}s ago"
@@ -593,6 +881,13 @@ class GovernorPersistence:
 
     def snapshot(self) -> LearnedState:
         """What the governor knows now, as a record."""
+        head, entries = self._snapshot_parts()
+        if not entries:
+            return head
+        return dataclasses.replace(head, history=_decoded(entries))
+
+    def _snapshot_parts(self) -> tuple[LearnedState, str]:
+        """What the governor knows now: the record without its history, and the history's entries as text."""
         gov = self._governor
         base = self._restored
         # At exit, a paused governor's clock may be gone with its loop: keep the last count.
@@ -601,7 +896,7 @@ class GovernorPersistence:
         if self._chunker is not None:
             self._chunk_size = self._chunker.size
         now = self._wall_clock()
-        return LearnedState(
+        head = LearnedState(
             limit=gov.policy.limit,
             policy=gov.policy.name,
             updated_at=now,
@@ -609,33 +904,21 @@ class GovernorPersistence:
             latency_floor_s=self._latency_floor_s,
             chunk_size=self._chunk_size,
             latency_baseline=self._baseline_bands(now),
-            history=tuple(self._history) if self._history is not None else (),
         )
+        return head, self._history.entries()[0] if self._history is not None else ""
 
     def _on_decision(self, decision: Decision) -> None:
-        if self._restoring:
-            return
         w = decision.window
         # Decisions given to listeners carry the whole window (a kept summary has no minimum).
-        if isinstance(w, Window) and w.count > 0 and w.ok > 0:
+        if not self._restoring and isinstance(w, Window) and w.count > 0 and w.ok > 0:
             floor = self._latency_floor_s
             if floor is None or w.latency_min_s < floor:
                 self._latency_floor_s = w.latency_min_s
         history = self._kept()
         if history is not None:
-            history.append(
-                KeptDecision(
-                    round(self._wall_clock(), 3),
-                    decision.old_limit,
-                    decision.new_limit,
-                    _reason_code(decision),
-                    None if w is None or not w.ok else round(w.latency_p50_s, 6),
-                    0 if w is None else w.ok,
-                    0 if w is None else w.overload + w.stale_overload,
-                    0 if w is None else w.peak_inflight,
-                )
-            )
-        self._mark_dirty()
+            history.add(decision, self._wall_clock(), restored=self._restoring)
+        if not self._restoring:
+            self._mark_dirty()
 
     def _mark_dirty(self) -> None:
         self._dirty = True
@@ -696,12 +979,22 @@ class GovernorPersistence:
             if not self._dirty:
                 return False
             gov = self._governor
-            state = self.snapshot()
+            store = self._store
+            if self._record_save is None:
+                self._record_save = _takes_records(store)
+            state, entries = self._snapshot_parts()
             self._dirty = False
             self._last_save_at = anyio.current_time()
             try:
                 with anyio.CancelScope(shield=True):
-                    await self._store.save(gov.environment, gov.name, state)
+                    if self._record_save:
+                        # The history's entries as they are: each kept decision encoded once.
+                        record = record_text(state, entries)
+                        await cast("RecordSave", store).save_record(gov.environment, gov.name, record)
+                    else:
+                        if entries:
+                            state = dataclasses.replace(state, history=_decoded(entries))
+                        await store.save(gov.environment, gov.name, state)
             except Exception as exc:
                 self._dirty = True
                 if not self._failing:
@@ -750,9 +1043,15 @@ class GovernorPersistence:
             return False
         gov = self._governor
         try:
-            state = self.snapshot()
-            self._dirty = False
-            store.save_blocking(gov.environment, gov.name, state)
+            if _takes_records(store, "save_blocking", "save_record_blocking"):
+                state, entries = self._snapshot_parts()  # the record's text, its decisions as they are
+                self._dirty = False
+                save_record = store.save_record_blocking  # type: ignore[attr-defined]
+                save_record(gov.environment, gov.name, record_text(state, entries))
+            else:
+                state = self.snapshot()
+                self._dirty = False
+                store.save_blocking(gov.environment, gov.name, state)
         except Exception as exc:
             self._dirty = True
             logger.debug("cannot save learned state for %s at exit (%s)", self.label, exc)

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["REASON_CODES", "SCHEMA_VERSION", "BaselineBand", "KeptDecision", "LearnedState"]
+__all__ = ["REASON_CODES", "SCHEMA_VERSION", "BaselineBand", "KeptDecision", "LearnedState", "record_text"]
 
 SCHEMA_VERSION = 1
 """The version of the persisted record; a store refuses records of another version."""
@@ -213,6 +213,19 @@ def _history(data: object) -> tuple[KeptDecision, ...]:
     return tuple(KeptDecision.from_json(entry) for entry in data)
 
 
+def record_text(state: LearnedState, history: str) -> str:
+    """``state``'s JSON text (as `LearnedState.to_json_text` writes it) with ``history`` as its history.
+
+    ``history`` is the kept decisions' entries (`KeptDecision.json_text`), comma-separated,
+    oldest first; ``state.history`` is not read.
+
+    Raises:
+        ValueError: If a number is not finite.
+    """
+    head = json.dumps(state._head(), allow_nan=False)
+    return f'{head[:-1]}, "history": [{history}]}}'
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LearnedState:
     """What one governor learned in one environment, as persisted by a `StateStore`.
@@ -292,9 +305,7 @@ class LearnedState:
         Raises:
             ValueError: If a number is not finite.
         """
-        head = json.dumps(self._head(), allow_nan=False)
-        history = ",".join(d.json_text() for d in self.history)
-        return f'{head[:-1]}, "history": [{history}]}}'
+        return record_text(self, ",".join(d.json_text() for d in self.history))
 
     def _head(self) -> dict[str, Any]:
         return {

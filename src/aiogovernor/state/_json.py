@@ -453,6 +453,18 @@ class JsonFileStore:
         check_environment(environment)
         await _committer().save(self, environment, name, record)
 
+    async def save_record(self, environment: str, name: str, record: str) -> None:
+        """`save` of a record already turned into JSON text (`LearnedState.to_json_text`).
+
+        What a governor calls: the decisions it keeps are kept as text, joined into
+        the record as they are rather than built again as objects at every save.
+
+        Raises:
+            StateStoreError: If the file cannot be written.
+        """
+        check_environment(environment)
+        await _committer().save(self, environment, name, record)
+
     def save_blocking(self, environment: str, name: str, state: LearnedState) -> None:
         """`save`, blocking the calling thread: how a governor's state is written at interpreter exit.
 
@@ -461,7 +473,14 @@ class JsonFileStore:
         Raises:
             StateStoreError: If the file cannot be written.
         """
-        record = state.to_json_text()
+        self.save_record_blocking(environment, name, state.to_json_text())
+
+    def save_record_blocking(self, environment: str, name: str, record: str) -> None:
+        """`save_blocking` of a record already turned into JSON text (what a governor writes at exit).
+
+        Raises:
+            StateStoreError: If the file cannot be written.
+        """
         check_environment(environment)
         try:
             self._save_sync(environment, name, record)

@@ -226,6 +226,18 @@ class RedisStore:
         doc = {"environment": environment, "name": name, "state": state.to_json()}
         await self._call("set", self.key(environment, name), json.dumps(doc, allow_nan=False))
 
+    async def save_record(self, environment: str, name: str, record: str) -> None:
+        """`save` of a record already turned into JSON text (`LearnedState.to_json_text`).
+
+        What a governor calls: the decisions it keeps are kept as text, joined into the
+        record as they are rather than built again as objects at every save.
+
+        Raises:
+            StateStoreError: When Redis cannot be reached.
+        """
+        doc = f'{{"environment": {json.dumps(environment)}, "name": {json.dumps(name)}, "state": {record}}}'
+        await self._call("set", self.key(environment, name), doc)
+
     async def delete(self, environment: str, name: str) -> bool:
         """Forget ``name`` in ``environment``; return whether it was there.
 

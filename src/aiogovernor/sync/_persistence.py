@@ -67,6 +67,8 @@ def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
 class ThreadPersistence(GovernorPersistence):
     """`GovernorPersistence` for a thread gate: `load_blocking`, `flush_blocking`, saves on the store loop."""
 
+    __slots__ = ()
+
     def load_blocking(self) -> None:
         """Load and apply the learned state once (the caller must not hold the gate's lock)."""
         run_on_store_loop(self.load())
