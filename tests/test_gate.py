@@ -566,7 +566,7 @@ async def test_a_sized_block_in_a_thinned_window_is_kept_and_closes_it() -> None
     for _ in range(50):
         async with gov:
             clock.advance(0.001)
-    assert gov._stride > 1 and not list(gov.decisions)
+    assert gov._thin.stride > 1 and not list(gov.decisions)
     sized = 0
     while not list(gov.decisions):  # its size bands need every sized call: it closes at the cap
         async with gov as permit:
@@ -592,7 +592,7 @@ async def test_a_map_worker_keeping_its_permit_counts_every_item_in_a_thinned_wi
         return i
 
     assert await governed_map(work, range(3000), governor=gov) == list(range(3000))
-    assert gov._stride > 1  # thinned, the workers renewing their permits
+    assert gov._thin.stride > 1  # thinned, the workers renewing their permits
     assert gov.stats().counts["ok"] == 3000
     assert len(gov._ok_latencies) <= 16
 

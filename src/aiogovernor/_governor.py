@@ -335,6 +335,16 @@ def check_gate_args(
     return policy, check_environment(_default_environment() if environment is None else environment)
 
 
+class _Thinning:
+    """Where a thinned window's groups stand (see ``_thin`` in `Governor.__init__`)."""
+
+    __slots__ = ("kept_base", "stride")
+
+    def __init__(self) -> None:
+        self.stride = 1
+        self.kept_base = 0
+
+
 class Governor:
     """An async semaphore whose limit a feedback loop resizes while work runs.
 
@@ -391,6 +401,11 @@ class Governor:
         state_history_size: How many of the latest decisions are kept with
             the learned state (``aiogovernor state history``); 0 keeps none.
     """
+
+    # An instance's dict shares its keys with the class's other instances only up to 29
+    # attributes (CPython); past that each governor's dict costs ~1.3 KB more. What is
+    # rarely set lives here until it is (the nesting warning, given once).
+    _warned_nested = False
 
     def __init__(
         self,
@@ -458,16 +473,15 @@ class Governor:
         # stale value is only ever too low, which sends a caller the long way once.
         self._fast_below = 0
         self._saw_waiters = False  # whether anyone queued during the open window
-        self._warned_nested = False
         # What tells how many `async with` blocks are open (entered, not yet exited), without
         # a count on the fast path: every permit held is a block's, a hand-held one's (from
         # acquire or try_acquire) or a queued caller's granted but not yet resumed, and open
         # blocks also count those that gave their permit back before their exit (by hand,
-        # or renewed away by a map). So open blocks = inflight - hand-held - granted + spare
-        # (`_blocks_open`): blocks never hold more permits than are open, whatever context
-        # their exits run in (see `_exit_elsewhere`).
-        self._hand_held = 0
-        self._granted = 0
+        # or renewed away by a map). So open blocks = inflight - apart + spare, where
+        # `_apart` counts the hand-held and the granted ones together (`_blocks_open`):
+        # blocks never hold more permits than are open, whatever context their exits run
+        # in (see `_exit_elsewhere`).
+        self._apart = 0
         self._spare_blocks = 0
         self._lag_probe: SharedLagProbe | None = None  # the loop's, watched from window closes (asyncio)
 
@@ -486,18 +500,16 @@ class Governor:
         # window and looks no further until its duration or count is reached.
         self._ok_latencies = feedback.ok_latencies
         self._close_at = feedback.close_at
-        self._max_samples = feedback.max_samples
-        # A window past `max_samples` keeps one successful latency in `_stride` (see
+        # A window past `max_samples` keeps one successful latency in `_thin.stride` (see
         # `WindowConfig`). The gate thins them itself: `_skip` counts down the blocks
         # whose latency is counted but neither computed nor kept before the next one
         # kept (0: keep the next), and the skipped ones are reported in bulk
-        # (`_flush_skipped`): every latency kept since `_kept_base` (an index into
-        # `_ok_latencies`) closed a group of `_stride` blocks. The fast path calls in once
-        # `_ok_latencies` holds `_check_len` (`max_samples`; 0 while thinning, so that each
-        # kept latency starts the next group).
-        self._stride = 1
+        # (`_flush_skipped`): every latency kept since `_thin.kept_base` (an index into
+        # `_ok_latencies`) closed a group of `_thin.stride` blocks. The fast path calls in
+        # once `_ok_latencies` holds `_check_len` (`max_samples`; 0 while thinning, so that
+        # each kept latency starts the next group).
+        self._thin = _Thinning()
         self._skip = 0
-        self._kept_base = 0
         self._check_len = feedback.max_samples
 
         # A pause (Retry-After) and the optional rate ceiling.
@@ -714,7 +726,7 @@ class Governor:
                     except BaseException:
                         self._leave_queue(fut)
                         raise
-                    self._granted -= 1
+                    self._apart -= 1
                 else:
                     generation = await self._wait(None)
             else:
@@ -824,8 +836,8 @@ class Governor:
             self._dispatch()
 
     def _blocks_open(self) -> int:
-        """`async with` blocks entered and not yet exited (see ``_hand_held`` in ``__init__``)."""
-        return self._inflight - self._hand_held - self._granted + self._spare_blocks
+        """`async with` blocks entered and not yet exited (see ``_apart`` in ``__init__``)."""
+        return self._inflight - self._apart + self._spare_blocks
 
     async def acquire(self, *, timeout_s: float | None = None) -> Permit:
         """Wait for a permit; the caller must `Permit.release` it.
@@ -877,7 +889,7 @@ class Governor:
         if not self._clock_bound():
             self._bind_clock()
         permit = _grant_permit(self, self._time(), generation)
-        self._hand_held += 1
+        self._apart += 1
         return permit
 
     def _now(self) -> float:
@@ -960,7 +972,7 @@ class Governor:
         except BaseException:
             self._leave_queue(fut)
             raise
-        self._granted -= 1  # resumed: the caller makes it a block's or a hand-held permit
+        self._apart -= 1  # resumed: the caller makes it a block's or a hand-held permit
         return generation
 
     def _warn_if_nested(self, *, stacklevel: int) -> None:
@@ -993,7 +1005,7 @@ class Governor:
         except BaseException:
             self._leave_queue(waiter)
             raise
-        self._granted -= 1
+        self._apart -= 1
         return waiter.generation
 
     def _leave_queue(self, waiter: _Queued) -> None:
@@ -1001,7 +1013,7 @@ class Governor:
         if waiter.done() and not waiter.cancelled():
             # Granted, then cancelled before running: pass the permit on.
             self._inflight -= 1
-            self._granted -= 1
+            self._apart -= 1
             self._dispatch()
         else:
             self._waiters.pop(waiter, None)
@@ -1021,7 +1033,7 @@ class Governor:
                 continue
             waiter.set_result(self._generation)
             self._inflight += 1
-            self._granted += 1
+            self._apart += 1
         if not waiters:
             self._refresh_fast()
 
@@ -1077,7 +1089,7 @@ class Governor:
         if permit._token is not None:  # an `async with` block's: it still has to exit
             self._spare_blocks += 1
         else:
-            self._hand_held -= 1
+            self._apart -= 1
         self._record(permit, outcome)
 
     def _record(self, permit: Permit, outcome: Outcome) -> None:
@@ -1091,7 +1103,7 @@ class Governor:
         self._flush_skipped()  # this sample goes in as it is, outside the groups
         if feedback.sample(permit._start, now, outcome, fresh, self._limit, permit._size):
             self._close_window(now)
-        elif self._stride != 1 or feedback.ok_stride != 1:
+        elif self._thin.stride != 1 or feedback.ok_stride != 1:
             self._resync()  # a fold may have thinned the window further
         self._close_at = feedback.close_at
         if self._waiters:
@@ -1099,11 +1111,11 @@ class Governor:
 
     def _flush_skipped(self) -> None:
         """Report the blocks thinned out since the last report; start a new group."""
-        stride = self._stride
+        stride = self._thin.stride
         if stride != 1:
             kept = len(self._ok_latencies)
-            skipped = (kept - self._kept_base) * (stride - 1) + (stride - 1 - self._skip)
-            self._kept_base = kept
+            skipped = (kept - self._thin.kept_base) * (stride - 1) + (stride - 1 - self._skip)
+            self._thin.kept_base = kept
             self._skip = stride - 1
             if skipped:
                 self._feedback.count_skipped(skipped)
@@ -1111,10 +1123,10 @@ class Governor:
     def _resync(self) -> None:
         """After the feedback folded or closed the window (skipped blocks reported first): its stride."""
         stride = self._feedback.ok_stride
-        self._stride = stride
+        self._thin.stride = stride
         self._skip = stride - 1
-        self._kept_base = len(self._ok_latencies)
-        self._check_len = self._max_samples if stride == 1 else 0
+        self._thin.kept_base = len(self._ok_latencies)
+        self._check_len = self._feedback.max_samples if stride == 1 else 0
 
     def _sized_sample(self, permit: Permit, now: float) -> None:
         """A successful unit of work that said its size: its latency is kept, thinned or not."""
@@ -1123,8 +1135,8 @@ class Governor:
         lat = self._ok_latencies
         lat.append(latency)
         self._feedback.record_size(latency, permit._size)
-        if self._stride != 1:
-            self._kept_base = len(lat)  # it closed no group
+        if self._thin.stride != 1:
+            self._thin.kept_base = len(lat)  # it closed no group
         if now >= self._close_at or len(lat) >= self._check_len:
             self._window_check(now, permit._start, False)
 
@@ -1182,8 +1194,8 @@ class Governor:
         lat = self._ok_latencies
         lat.append(latency)
         self._feedback.record_size(latency, permit._size)
-        if self._stride != 1:
-            self._kept_base = len(lat)  # it closed no group
+        if self._thin.stride != 1:
+            self._thin.kept_base = len(lat)  # it closed no group
         permit._size = 1.0  # the next unit of work says its own size
         if now >= self._close_at or len(lat) >= self._check_len:
             return self._renew_due(permit, now, False)
@@ -1202,7 +1214,7 @@ class Governor:
             if permit._token is not None:  # an `async with` block's: it still has to exit
                 self._spare_blocks += 1
             else:
-                self._hand_held -= 1
+                self._apart -= 1
             if self._waiters:
                 self._dispatch()
             return False
@@ -1216,11 +1228,11 @@ class Governor:
         ``kept``: the sample's latency was appended as the last of its group (else it
         was counted only, or kept outside the groups).
         """
-        stride = self._stride
+        stride = self._thin.stride
         if stride != 1:
             if kept:
                 self._skip = stride - 1  # the next group starts
-            if now < self._close_at and len(self._ok_latencies) < self._max_samples:
+            if now < self._close_at and len(self._ok_latencies) < self._feedback.max_samples:
                 return
             self._flush_skipped()
         if not self._clock_bound():
@@ -1241,7 +1253,7 @@ class Governor:
         decision = feedback.close(
             now, self._limit, peak_inflight=self._peak_inflight, saw_waiters=self._saw_waiters
         )
-        if self._stride != 1:
+        if self._thin.stride != 1:
             self._resync()  # the next window keeps every latency again
         self._close_at = feedback.close_at
         # Work still running belongs to the next window too.
