@@ -20,7 +20,14 @@ import pathlib
 import pytest
 
 from aiogovernor.limits import LatencyAIMD
-from aiogovernor.sim import Oracle, ScenarioResult, noisy_scenarios, run_scenario, sweep_fixed
+from aiogovernor.sim import (
+    Oracle,
+    ScenarioResult,
+    noisy_scenarios,
+    run_scenario,
+    standard_scenarios,
+    sweep_fixed,
+)
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
 SCENARIOS = noisy_scenarios()
@@ -108,3 +115,22 @@ def test_golden_summary(name: str) -> None:
         path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     assert path.exists(), f"no golden file {path}: run with AIOGOVERNOR_UPDATE_GOLDEN=1"
     assert json.loads(path.read_text()) == summary, "summary changed: regenerate deliberately"
+
+
+def test_a_seed_draws_every_model_again() -> None:
+    # seed=0 is the standard draw (golden files, bounds); another seed is another draw of the
+    # same models, the same each time it is asked for.
+    def requests(seed: int, name: str) -> int:
+        standard = standard_scenarios(duration_s=2.0, seed=seed)
+        everything = {**standard, **noisy_scenarios(duration_s=2.0, seed=seed)}
+        return run_scenario(everything[name], 16).requests
+
+    for name in ("flaky", "stalls"):
+        assert requests(0, name) == requests(0, name)
+        assert requests(1, name) == requests(1, name)
+        assert requests(1, name) != requests(0, name)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="seed"):
+            standard_scenarios(seed=bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="seed"):
+            noisy_scenarios(seed=bad)  # type: ignore[arg-type]

@@ -1083,6 +1083,11 @@ class Governor:
 
     def _release(self, permit: Permit, outcome: Outcome) -> None:
         """`Permit.release`: give the permit back first, then measure."""
+        self._give_back(permit, outcome)
+        self._record(permit, outcome)
+
+    def _give_back(self, permit: Permit, outcome: Outcome) -> None:
+        """Return a permit before its block (if any) exits; its sample is taken elsewhere."""
         permit._released = True
         permit._outcome = outcome
         self._inflight -= 1
@@ -1090,7 +1095,6 @@ class Governor:
             self._spare_blocks += 1
         else:
             self._apart -= 1
-        self._record(permit, outcome)
 
     def _record(self, permit: Permit, outcome: Outcome) -> None:
         """Fold a released permit's sample in, close a window if due, and wake waiters."""
@@ -1208,13 +1212,7 @@ class Governor:
         self._window_check(now, permit._start, kept)
         if self._inflight > self._limit:
             # The decision lowered the limit: this permit goes back (its sample is in).
-            permit._released = True
-            permit._outcome = _OK
-            self._inflight -= 1
-            if permit._token is not None:  # an `async with` block's: it still has to exit
-                self._spare_blocks += 1
-            else:
-                self._apart -= 1
+            self._give_back(permit, _OK)
             if self._waiters:
                 self._dispatch()
             return False

@@ -40,7 +40,8 @@ class LatencyBaseline:
     Args:
         memory_windows: How many recent window medians it keeps, >= 1.
         quantile: Which quantile of them is the baseline, in (0, 1).
-        min_samples: Windows with fewer successful samples are not used.
+        min_samples: Windows with fewer successful samples are not used alone
+            (once a baseline is known, they are pooled until they hold that many).
     """
 
     __slots__ = ("_bands", "_memory", "_min_samples", "_pool", "_quantile", "_shortfall", "_value")
