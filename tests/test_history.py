@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import gc
+import pathlib
 import pickle
 import random
 import tracemalloc
@@ -13,6 +14,7 @@ import pytest
 
 from aiogovernor import AIMD, Decision, Governor, Outcome, WindowConfig, WindowSummary
 from aiogovernor._history import _REASONS, DecisionHistory
+from aiogovernor.state import JsonFileStore
 from aiogovernor.limits import Window
 from aiogovernor.testing import ManualClock, window
 
@@ -53,15 +55,16 @@ def test_kept_decisions_read_back_with_their_figures_the_latest_whole() -> None:
     assert kept[-1] is made[-1] is history.last  # the latest is the very object listeners got
     for got, want in zip(kept[:-1], made[2:4], strict=True):
         assert isinstance(got.window, WindowSummary) and isinstance(want.window, Window)
-        assert (got.at, got.old_limit, got.new_limit, got.policy_limit, got.reason) == (
+        assert (got.at, got.old_limit, got.new_limit, got.reason) == (
             want.at,
             want.old_limit,
             want.new_limit,
-            want.policy_limit,
             want.reason,
         )
-        # The confidence is kept in single precision; the window's times exactly.
-        assert got.confidence == pytest.approx(want.confidence, rel=1e-6)
+        # The policy's limit past the new one is kept in single precision.
+        assert got.policy_limit == pytest.approx(want.policy_limit, abs=1e-6)
+        # The confidence is kept to 1/65 535; the window's times exactly.
+        assert got.confidence == pytest.approx(want.confidence, abs=1 / 65535 / 2)
         for name in WindowSummary.__slots__:
             if name == "sized":
                 assert got.window.sized is bool(want.window.bands)
@@ -80,6 +83,31 @@ def test_decisions_without_a_window_and_big_numbers() -> None:
     first, second, _ = history.decisions()
     assert first.window is None and (first.old_limit, first.new_limit) == (3, 70_000)
     assert (second.old_limit, second.new_limit) == (70_000, 2**70)
+
+
+def test_rare_counts_are_kept_once_a_window_has_one_and_widen_past_a_byte() -> None:
+    """Errors, ignored calls and stale overloads read back exactly, before and after the first one."""
+    history = DecisionHistory(5, governor="api", environment="prod")
+    plain = [window(ok=10, start=float(i), duration_s=1.0, limit=4) for i in range(2)]
+    rare = window(ok=10, error=300, ignored=2, stale_overload=70_000, start=2.0, duration_s=1.0, limit=4)
+    after = window(ok=10, start=3.0, duration_s=1.0, limit=4)
+    made = [decision(i, window=w, old=4, new=4) for i, w in enumerate((*plain, rare, after))]
+    made.append(decision(4, window=None, old=4, new=4))
+    for d in made:
+        history.append(d)
+    for got, want in zip(history.decisions(), made, strict=True):
+        if want.window is None:
+            assert got.window is None
+            continue
+        assert got.window is not None
+        assert (got.window.error, got.window.ignored, got.window.stale_overload) == (
+            want.window.error,
+            want.window.ignored,
+            want.window.stale_overload,
+        )
+    # The record's overload count includes the stale ones.
+    text, count = history.entries(0, offset=0.0)
+    assert count == 5 and ",70000," in text
 
 
 def test_a_governor_with_a_full_history_stays_small() -> None:
@@ -115,6 +143,37 @@ def test_a_governor_with_a_full_history_stays_small() -> None:
     # of 71 B, ~50 KB with whole decisions and windows.
     assert hundred < 5_800
     assert more < hundred + 500  # bounded: the rows are reused
+
+
+def test_a_default_governor_weighs_under_8_kb_after_100_decisions(tmp_path: pathlib.Path) -> None:
+    """The default policy and the default (JSON file) store, 100 decisions kept: at most 8 000 bytes each."""
+    clock = ManualClock()
+    config = WindowConfig(min_samples=10, min_duration_s=0.0, latency_multiple=0.0)
+    store = JsonFileStore(tmp_path)
+
+    def run(gov: Governor) -> None:  # windows of 10 calls, an overload now and then
+        while gov.stats().decision_count < 100:
+            permits = [gov.try_acquire() for _ in range(4)]
+            clock.advance(0.011)
+            for j, permit in enumerate(permits):
+                if permit is not None:
+                    permit.release(Outcome.OVERLOAD if j == 0 and clock() % 3 < 0.011 else Outcome.OK)
+
+    def weigh(n: int) -> float:
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            govs = [Governor(f"g{i}", clock=clock, window=config, store=store) for i in range(n)]
+            for gov in govs:
+                run(gov)
+            gc.collect()
+            return (tracemalloc.get_traced_memory()[0] - before) / n
+        finally:
+            tracemalloc.stop()
+
+    weigh(2)  # the first governors import what saving needs: not a governor's weight
+    assert weigh(30) <= 8_000
 
 
 def made_decision(
@@ -171,14 +230,15 @@ def test_rows_told_from_their_neighbours_read_back_exactly() -> None:
         kept = history.decisions()
         assert len(kept) == min(i + 1, 7)
         for got, want in zip(kept[:-1], made[i + 1 - len(kept) : i], strict=True):
-            assert (got.at, got.old_limit, got.new_limit, got.policy_limit, got.reason) == (
+            assert (got.at, got.old_limit, got.new_limit, got.reason) == (
                 want.at,
                 want.old_limit,
                 want.new_limit,
-                want.policy_limit,
                 want.reason,
             )
-            assert got.confidence == pytest.approx(want.confidence, rel=1e-6)
+            # The policy's limit past the new one is kept in single precision.
+            assert got.policy_limit == pytest.approx(want.policy_limit, abs=1e-6)
+            assert got.confidence == pytest.approx(want.confidence, abs=1 / 65535 / 2)
             if want.window is None:
                 assert got.window is None
                 continue

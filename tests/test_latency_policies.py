@@ -134,6 +134,23 @@ def test_the_baseline_folds_in_small_windows_only_when_asked() -> None:
         baseline.observe(small, min_samples=0)
 
 
+def test_a_median_folds_in_as_its_window_would() -> None:
+    """`observe_median` from a window's three figures is `observe(window, min_samples=2)`."""
+    by_window, by_median = LatencyBaseline(), LatencyBaseline()
+    for ok, latency_s in ((4, 0.05), (2, 0.08), (7, 0.03)):
+        w = dataclasses.replace(window(ok=ok, latency_s=latency_s), latency_cv=0.4)
+        by_window.observe(w, min_samples=2)
+        by_median.observe_median(w.ok, w.latency_p50_s, w.latency_cv)
+    assert by_median.references() == by_window.references() and by_median.value == by_window.value
+    by_median.observe_median(1, 0.001, 0.0)  # one call: no median to trust
+    by_median.observe_median(5, 0.0, 0.0)  # no latency measured
+    assert by_median.references() == by_window.references()
+    with pytest.raises(ValueError, match="latency_cv"):
+        by_median.observe_median(5, 0.05, -1.0)
+    with pytest.raises(ValueError, match="ok"):
+        by_median.observe_median(-1, 0.05, 0.1)
+
+
 def _seeded(**kwargs: object) -> LatencyAIMD:
     baseline = LatencyBaseline()
     baseline.seed(0.05)

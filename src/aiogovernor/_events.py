@@ -93,6 +93,10 @@ class Decision:
             one kept; a `WindowSummary` (its headline figures, same names)
             for older decisions in `Governor.decisions`.
         confidence: How much the window could be trusted, in [0, 1].
+
+    Older decisions in `Governor.decisions` are rebuilt from compact rows:
+    their ``policy_limit`` past ``new_limit`` is kept in single precision,
+    and their ``confidence`` to 1/65 535; every other figure is exact.
     """
 
     governor: str

@@ -4,9 +4,13 @@ A `Decision` with its whole `Window` is some 500 bytes of Python objects (two
 dataclasses, a dozen boxed floats, a formatted reason); a governor keeping
 100 of them weighs ~54 KB, and a process with one governor per upstream host
 keeps thousands. Here each kept decision is one row of a few flat arrays, some
-38 bytes: three numbers unboxed in double precision, the confidence in single
-precision, seven counts and limits in one byte each while they fit (wider when
-one does not), a flag byte and a two-byte code for its reason text.
+29 bytes: the time and the median latency unboxed in double precision, the
+policy's float limit as its part past the new limit in single precision, the
+confidence to 1/65 535 in two bytes, four counts and limits in one byte each
+while they fit (wider when one does not), a flag byte and a two-byte code for
+its reason text. The window's
+error, ignored and stale-overload counts get columns of their own only once a
+window has one: most governors' windows never do.
 
 What a row can be told from its neighbours is not stored: a decision's old
 limit is the previous one's new limit, a window's limit is the decision's old
@@ -36,8 +40,16 @@ from ._events import Decision, WindowSummary
 __all__ = ["DecisionHistory", "ForgetListener"]
 
 # Numbers per kept decision, by row.
-_FLOATS = 3  # at, policy_limit, latency_p50_s, in double precision
-_INTS = 7  # new_limit, and the window's ok, overload, error, ignored, stale, peak
+_FLOATS = 2  # at, latency_p50_s, in double precision
+# The policy's float limit is kept as its part past the new (integer) limit, in single
+# precision: most often a fraction, and a figure shown, never read back into a decision.
+_INTS = 4  # new_limit, and the window's ok, overload, peak
+# The window's error, ignored and stale-overload counts, in columns made when a window first
+# has one (most governors' windows have none): what a row without them reads.
+_RARE = 3
+# The window's confidence, in [0, 1], is kept as a multiple of 1 / this (in two bytes).
+_CONFIDENCE = 65535
+_NO_RARE = (0, 0, 0)
 # The window's size_mean, loop_lag_s and loop_pause_s, in single precision, each in a column
 # of its own made when a window first reports it, and what a row without it reads.
 _NO_SMALLS = (1.0, 0.0, 0.0)
@@ -123,6 +135,20 @@ class _Reasons:
 _REASONS = _Reasons()
 
 
+def _written(values: MutableSequence[int], i: int, row: tuple[int, ...]) -> MutableSequence[int]:
+    """``values`` (or a wider copy, returned) with ``row`` written from index ``i``."""
+    while True:
+        try:
+            if isinstance(values, array):
+                values[i : i + len(row)] = array(values.typecode, row)
+            else:
+                values[i : i + len(row)] = row
+            return values
+        except OverflowError:
+            # A count or a limit past 255, 65 535, then 2**64: wider integers from now on.
+            values = _widen(values)
+
+
 def _widen(values: MutableSequence[int]) -> MutableSequence[int]:
     """The same integers in a wider array: one byte, then two, then eight, then a list."""
     typecode = values.typecode if isinstance(values, array) else ""
@@ -164,6 +190,8 @@ class DecisionHistory:
         "_len",
         "_next",
         "_on_forget",
+        "_past",
+        "_rare",
         "_size",
         "_smalls",
     )
@@ -182,11 +210,13 @@ class DecisionHistory:
         # Allocated at the first decision, at their full size: most governors never decide.
         # Until then, empty ones shared by every history (never written to).
         self._floats: array[float] | None = None
-        self._confidence: array[float] = _EMPTY_FLOATS
+        self._confidence: MutableSequence[int] = _EMPTY_INTS
+        self._past: array[float] = _EMPTY_FLOATS  # policy_limit - new_limit
         self._ints: MutableSequence[int] = _EMPTY_INTS
         self._flags = _EMPTY_FLAGS
         self._codes: MutableSequence[int] = _EMPTY_INTS
         self._smalls: list[array[float] | None] | None = None  # made when a window first reports one
+        self._rare: MutableSequence[int] | None = None  # made when a window first has one (`_RARE`)
         # Rows whose old limit, window limit or window start are not what their neighbours
         # say: row -> (old_limit, window limit, window start), exactly.
         self._aside: dict[int, tuple[int, int, float]] | None = None
@@ -238,7 +268,8 @@ class DecisionHistory:
         size = self._size
         if floats is None:
             floats = self._floats = array("d", [0.0]) * (_FLOATS * size)
-            self._confidence = array("f", [0.0]) * size
+            self._confidence = array("H", [0]) * size
+            self._past = array("f", [0.0]) * size
             self._ints = array("B", [0]) * (_INTS * size)
             self._flags = bytearray(size)
             self._codes = array("H", [0]) * size
@@ -260,13 +291,17 @@ class DecisionHistory:
             self._base_new = self._last_new = old
         f = row * _FLOATS
         floats[f] = at = decision.at
-        floats[f + 1] = decision.policy_limit
-        self._confidence[row] = decision.confidence
+        # Kept to 1/65 535 in two bytes: a value outside [0, 1] reads back as the nearer end, NaN as 0.
+        confidence = decision.confidence
+        clamped = min(max(confidence, 0.0), 1.0) if confidence >= 0.0 else 0.0
+        self._confidence[row] = round(clamped * _CONFIDENCE)
         new = decision.new_limit
+        self._past[row] = decision.policy_limit - new
         if w is None:
             flags = 0
-            floats[f + 2] = 0.0
-            values: tuple[int, ...] = (new, 0, 0, 0, 0, 0, 0)
+            floats[f + 1] = 0.0
+            values: tuple[int, ...] = (new, 0, 0, 0)
+            rare = _NO_RARE
             aside = old != self._last_new
             limit, start = old, 0.0
             if self._smalls is not None:
@@ -275,13 +310,14 @@ class DecisionHistory:
             start = w.start
             if self._last_at is None:
                 self._base_at = self._last_at = start
-            floats[f + 2] = w.latency_p50_s
+            floats[f + 1] = w.latency_p50_s
             flags = (
                 _WINDOWED
                 | (_LIMIT_BOUND if w.limit_bound else 0)
                 | (_SIZED if (w.sized if isinstance(w, WindowSummary) else w.bands) else 0)
             )
-            values = (new, w.ok, w.overload, w.error, w.ignored, w.stale_overload, w.peak_inflight)
+            values = (new, w.ok, w.overload, w.peak_inflight)
+            rare = (w.error, w.ignored, w.stale_overload)
             limit = w.limit
             aside = old != self._last_new or limit != old or start != self._last_at
             extra = (w.size_mean, w.loop_lag_s, w.loop_pause_s)
@@ -305,7 +341,11 @@ class DecisionHistory:
         try:
             self._ints[i : i + _INTS] = array(self._ints.typecode, values)  # type: ignore[attr-defined]
         except (OverflowError, AttributeError):
-            self._write_ints(i, values)
+            self._ints = _written(self._ints, i, values)
+        if self._rare is not None or rare != _NO_RARE:
+            if self._rare is None:
+                self._rare = array("B", [0]) * (_RARE * self._size)
+            self._rare = _written(self._rare, row * _RARE, rare)
 
     def _write_smalls(self, row: int, values: tuple[float, float, float]) -> None:
         smalls = self._smalls
@@ -329,19 +369,6 @@ class DecisionHistory:
             self._aside.pop(row, None)
             if not self._aside:
                 self._aside = None
-
-    def _write_ints(self, i: int, values: tuple[int, ...]) -> None:
-        while True:
-            ints = self._ints
-            try:
-                if isinstance(ints, array):
-                    ints[i : i + _INTS] = array(ints.typecode, values)
-                else:
-                    ints[i : i + _INTS] = values
-                return
-            except OverflowError:
-                # A count or a limit past 255, 65 535, then 2**64: wider integers from now on.
-                self._ints = _widen(ints)
 
     def decisions(self) -> tuple[Decision, ...]:
         """The kept decisions, oldest first: the latest whole, the others with a `WindowSummary`."""
@@ -391,7 +418,7 @@ class DecisionHistory:
         floats = self._floats
         assert floats is not None
         size = self._size
-        ints, flags_of, aside = self._ints, self._flags, self._aside
+        ints, flags_of, aside, rare = self._ints, self._flags, self._aside, self._rare
         row = ((self._next - n) % size + start - (count - n)) % size
         # The decision before the first one read: its new limit is the first one's old limit.
         prev_new = self._base_new if start == count - n else ints[((row - 1) % size) * _INTS]
@@ -412,19 +439,19 @@ class DecisionHistory:
                     at = 0.0
                 if flags & _WINDOWED:
                     ok = ints[i + 1]
-                    overload = ints[i + 2] + ints[i + 5]
+                    overload = ints[i + 2] + (0 if rare is None else rare[row * _RARE + 2])
                     reason = (
                         "up" if new > old else ("overload" if overload else "down") if new < old else "hold"
                     )
                     if ok:
-                        p50 = floats[row * _FLOATS + 2]
+                        p50 = floats[row * _FLOATS + 1]
                         if not 0.0 <= p50 < _NEVER_S:
                             raise ValueError(f"a decision's latency is not finite: {p50!r}")
                         out.append(
-                            f'[{at:.3f},{old},{new},"{reason}",{p50:.6f},{ok},{overload},{ints[i + 6]}]'
+                            f'[{at:.3f},{old},{new},"{reason}",{p50:.6f},{ok},{overload},{ints[i + 3]}]'
                         )
                     else:
-                        out.append(f'[{at:.3f},{old},{new},"{reason}",null,0,{overload},{ints[i + 6]}]')
+                        out.append(f'[{at:.3f},{old},{new},"{reason}",null,0,{overload},{ints[i + 3]}]')
                 else:
                     out.append(f'[{at:.3f},{old},{new},"reset",null,0,0,0]')
             prev_new = new
@@ -437,7 +464,9 @@ class DecisionHistory:
         assert floats is not None
         f = row * _FLOATS
         i = row * _INTS
-        new, ok, overload, error, ignored, stale, peak = self._ints[i : i + _INTS]
+        new, ok, overload, peak = self._ints[i : i + _INTS]
+        rare = self._rare
+        error, ignored, stale = _NO_RARE if rare is None else rare[row * _RARE : (row + 1) * _RARE]
         flags = self._flags[row]
         at = floats[f]
         if flags & _ASIDE:
@@ -460,7 +489,7 @@ class DecisionHistory:
                 error=error,
                 ignored=ignored,
                 stale_overload=stale,
-                latency_p50_s=floats[f + 2],
+                latency_p50_s=floats[f + 1],
                 peak_inflight=peak,
                 limit=limit,
                 limit_bound=bool(flags & _LIMIT_BOUND),
@@ -476,10 +505,10 @@ class DecisionHistory:
             at=at,
             old_limit=old,
             new_limit=new,
-            policy_limit=floats[f + 1],
+            policy_limit=new + self._past[row],
             reason=_REASONS.text(self._codes[row]),
             window=window,
-            confidence=self._confidence[row],
+            confidence=self._confidence[row] / _CONFIDENCE,
         )
         return decision, new, prev_at
 

@@ -106,6 +106,24 @@ class LatencyBaseline:
         noise = median_noise(window)
         self._note(0, window.latency_p50_s * (1.0 + self._shortfall * noise), 1.0)
 
+    def observe_median(self, ok: int, latency_p50_s: float, latency_cv: float) -> None:
+        """Fold in the median latency of ``ok`` plain (unsized) calls, whatever their number.
+
+        What `observe` does with an unsized window given ``min_samples=2``, from the three
+        figures it reads of it, for a caller that keeps those instead of whole windows.
+        The median is raised by its expected shortfall as in `observe`; fewer than 2
+        calls, or a median that is not positive, are not folded in.
+
+        Raises:
+            ValueError: For a negative ``ok`` or ``latency_cv``.
+        """
+        check_int("ok", ok, low=0)
+        check_float("latency_cv", latency_cv, low=0.0)
+        if ok < 2 or latency_p50_s <= 0:
+            return
+        noise = 1.25 * latency_cv / math.sqrt(ok)
+        self._note(0, latency_p50_s * (1.0 + self._shortfall * noise), 1.0)
+
     def _pooled(self, window: Window) -> None:
         """Pool a small window with the next ones; fold the pool in once it holds ``min_samples``."""
         pool = self._pool

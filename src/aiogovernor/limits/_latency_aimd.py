@@ -253,7 +253,8 @@ class LatencyAIMD(BoundedPolicy):
         self._good_floor_ratio = check_float("good_floor_ratio", good_floor_ratio, low=1.0)
         self._queue_allowance = check_float("queue_allowance", queue_allowance, low=0.0)
         # (window, limit / ratio) of the latest limit-bound windows: their delivered concurrency
-        self._delivered: list[tuple[int, float]] = []
+        # (None until the first: most governors never have a limit-bound window)
+        self._delivered: list[tuple[int, float]] | None = None
         self._max_probe_backoff = check_int("max_probe_backoff", max_probe_backoff, low=1)
         self._goodput_memory = check_int("goodput_memory_windows", goodput_memory_windows, low=0)
         self._slow_start = check_bool("slow_start", slow_start)
@@ -282,9 +283,12 @@ class LatencyAIMD(BoundedPolicy):
         self._windows_at_floor = 0
         self._resume: float | None = None  # the limit to return to after measuring the baseline
         self._probe_ok = 0
-        self._probe_medians: list[tuple[int, float]] = []
-        # Limit-bound windows of a climb from the probe limit up while no baseline is known.
-        self._climb: list[Window] = []
+        # (calls, median) of each window measured at the probe limit, while measuring.
+        self._probe_medians: list[tuple[int, float]] | None = None
+        # Limit-bound windows of a climb from the probe limit up while no baseline is known
+        # (None when there are none): an unsized one as (calls, median, cv), which is all the
+        # baseline reads of it.
+        self._climb: list[Window | tuple[int, float, float]] | None = None
         self._restored = False  # the baseline came from learned state and no window has confirmed it
 
     @property
@@ -324,7 +328,7 @@ class LatencyAIMD(BoundedPolicy):
             # the no-load latency at the probe limit first.
             self._resume = self._limit
             self._probe_ok = 0
-            self._probe_medians = []
+            self._probe_medians = None
             self._limit = self._clamp(self._probe_limit)
             return Adjustment(self._limit, "no latency baseline: measure it at the probe limit")
         if self._resume is not None:
@@ -367,10 +371,13 @@ class LatencyAIMD(BoundedPolicy):
         noise = 2.0 * median_noise(window) if window.ok >= self._min_latency_samples else math.inf
         self._baseline.observe(window)
         if self._baseline.known:
-            self._climb.clear()
+            self._climb = None
         elif self._on_the_climb(window):
-            self._climb.append(window)
-            del self._climb[: -(self._probe_limit + 2)]
+            climb = self._climb
+            if climb is None:
+                climb = self._climb = []
+            climb.append(_climbed(window))
+            del climb[: -(self._probe_limit + 2)]
         cooldown, self._cooldown = self._cooldown, False
         queueing = ratio > 1.0 + self._tolerance + noise
         if self._restored and math.isfinite(noise):
@@ -398,6 +405,8 @@ class LatencyAIMD(BoundedPolicy):
                 )
         paid = queueing and not cooldown and self._paid_for(window, ratio)
         if window.limit_bound and math.isfinite(noise):
+            if self._delivered is None:
+                self._delivered = []
             self._delivered.append((self._windows, window.limit / ratio))
             if len(self._delivered) > _DELIVERED_WINDOWS:
                 del self._delivered[0]
@@ -529,17 +538,21 @@ class LatencyAIMD(BoundedPolicy):
         limit would, without the drop back there. A climb that holds fewer calls (steps that
         double, windows that are few) is measured at the probe limit as before.
         """
-        climb = self._climb
-        calls = sum(w.ok for w in climb)
+        climb = self._climb or []
+        self._climb = None
+        calls = sum(w[0] if isinstance(w, tuple) else w.ok for w in climb)
         if self._on_the_climb(window):
             calls += window.ok
             if window.ok < self._baseline.min_samples:
-                climb.append(window)  # a larger one is folded in by `update` as usual
+                climb.append(_climbed(window))  # a larger one is folded in by `update` as usual
         enough = calls >= self._probe_samples
         if enough:
+            baseline = self._baseline
             for climbed in climb:
-                self._baseline.observe(climbed, min_samples=2)
-        climb.clear()
+                if isinstance(climbed, tuple):
+                    baseline.observe_median(*climbed)
+                else:
+                    baseline.observe(climbed, min_samples=2)
         return enough
 
     def _allowance(self, limit: float) -> float:
@@ -561,6 +574,7 @@ class LatencyAIMD(BoundedPolicy):
             or not window.limit_bound
             or good is None
             or limit > good + self._allowance(good)
+            or self._delivered is None
             or len(self._delivered) < _DELIVERED_WINDOWS
         ):
             return False
@@ -657,6 +671,8 @@ class LatencyAIMD(BoundedPolicy):
             self._probe_ok += window.ok
             if window.bands:
                 self._baseline.observe(window)  # sized calls: measured per size band
+            elif self._probe_medians is None:
+                self._probe_medians = [(window.ok, window.latency_p50_s)]
             else:
                 self._probe_medians.append((window.ok, window.latency_p50_s))
         if self._probe_ok < self._probe_samples:
@@ -665,9 +681,10 @@ class LatencyAIMD(BoundedPolicy):
             )
         resume, self._resume = self._resume, None
         self._step = 1.0
-        if not self._probe_medians:
+        measured, self._probe_medians = self._probe_medians, None
+        if not measured:
             return self._set(resume, f"latency baseline measured per call size; back to {resume:g}")
-        medians = sorted(m for _, m in self._probe_medians)
+        medians = sorted(m for _, m in measured)
         baseline = medians[len(medians) // 2]
         self._baseline.seed(baseline)
         return self._set(resume, f"latency baseline {baseline * 1000:.1f} ms measured; back to {resume:g}")
@@ -699,7 +716,7 @@ class LatencyAIMD(BoundedPolicy):
             return self._hold(f"{why}: stale, measured again from this run's windows")
         self._resume = self._limit
         self._probe_ok = 0
-        self._probe_medians = []
+        self._probe_medians = None
         self._limit = self._clamp(self._probe_limit)
         return Adjustment(self._limit, f"{why}: stale, measure it again at the probe limit")
 
@@ -719,10 +736,10 @@ class LatencyAIMD(BoundedPolicy):
         self._cooldown = False
         self._windows_at_floor = 0
         self._resume = None
-        self._climb.clear()
+        self._climb = None
         self._good = None
         self._floored_at = None
-        self._delivered.clear()
+        self._delivered = None
         self._rates = None
 
 
@@ -735,3 +752,10 @@ def _forget(records: array[float] | None, stride: int, oldest: float) -> None:
         end += stride
     if end:
         del records[:end]
+
+
+def _climbed(window: Window) -> Window | tuple[int, float, float]:
+    """What a climb keeps of a window: an unsized one's calls, median and cv (a whole one is ~0.5 kB)."""
+    if window.bands:
+        return window
+    return (window.ok, window.latency_p50_s, window.latency_cv)
