@@ -23,11 +23,13 @@ UPLOAD_ITEMS = 100_000
 
 
 def rows_per_second(
-    policy: LimitPolicy | None, size: int | None = None, *, count: int = ROWS
+    policy: LimitPolicy | None, size: int | None = None, *, count: int = ROWS, seed: int = 5
 ) -> tuple[float, Governor]:
     async def main() -> tuple[float, Governor]:
         loop = asyncio.get_running_loop()
-        upstream = ServerUpstream(workers=16, service_time_s=0.02, per_item_s=0.001, backlog=100_000, seed=5)
+        upstream = ServerUpstream(
+            workers=16, service_time_s=0.02, per_item_s=0.001, backlog=100_000, seed=seed
+        )
         gov = Governor("batches", policy, store=None)
         chunker = (
             AdaptiveChunker(clock=loop.time)
@@ -60,6 +62,28 @@ def test_the_default_governor_and_the_chunker_reach_the_best_fixed_pair() -> Non
     assert any("size=" in line for line in described), described[-3:]
     assert any("at size" in d.reason for d in gov.decisions)
     assert 12 <= gov.limit <= 24, gov.limit
+
+
+def test_a_cold_first_run_of_governed_batches_reaches_the_best_fixed_pair() -> None:
+    # As benchmarks/two_knobs.py runs it: 100 000 rows, a fresh governor and chunker, the
+    # start included (slow start from 4 while the batches grow from 1). Before a window of
+    # sized calls lasted as long as calls of its size, windows as short as the small
+    # batches' calls let the limit climb to 43-63 before the first queued batch came back,
+    # and the cuts that followed went down to 9: 0.851-0.864 of the best pair on seeds 1-5.
+    ratios = []
+    for seed in (1, 2, 3, 4, 5):
+        best = max(
+            rows_per_second(Fixed(limit), size, count=100_000, seed=seed)[0]
+            for limit, size in ((12, 400), (16, 200), (16, 400), (24, 400))
+        )
+        adaptive, gov = rows_per_second(None, count=100_000, seed=seed)
+        ratios.append(adaptive / best)
+        limits = [d.new_limit for d in gov.decisions]
+        peak = limits.index(max(limits))
+        assert min(limits[peak:]) >= 12, limits  # the cuts back stop near the knee (16)
+        assert 12 <= gov.limit <= 24, gov.limit
+    ratios.sort()
+    assert ratios[2] >= 0.9 and ratios[0] >= 0.89, ratios
 
 
 def items_per_second(
@@ -125,10 +149,11 @@ def test_uploads_and_governed_batches_behave_alike() -> None:
 
 def test_uploads_with_an_adaptive_chunker_under_the_default_governor(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AIOGOVERNOR_DISABLE_STATE", raising=False)  # the second run restores
-    # Over seeds 1-7 of the upstream (benchmarks/two_knobs.py) uploads reach 0.901 of the
-    # best fixed pair in the median, 0.838 at worst (0.862 and 0.744 before slow start): the
-    # first ~0.7 s of the ~7.5 s run goes to slow start from 4 and an overshoot past 16 while
-    # the batches grow, and the cuts back. Over 400 000 items the start is amortised.
+    # Over seeds 1-7 of the upstream (benchmarks/two_knobs.py) uploads reach 0.912 of the
+    # best fixed pair in the median, 0.900 at worst (0.901 and 0.838 before a window of sized
+    # calls lasted as long as calls of its size; 0.862 and 0.744 before slow start): the
+    # first ~0.5 s of the ~7.4 s run goes to slow start from 4 while the batches grow, an
+    # overshoot to about 28 and the cuts back. Over 400 000 items the start is amortised.
     items = uploaded_items(UPLOAD_ITEMS)
     store = MemoryStore()
     adaptive = items_per_second(items, None, store=store)
@@ -138,7 +163,7 @@ def test_uploads_with_an_adaptive_chunker_under_the_default_governor(monkeypatch
         items_per_second(items, None, seed=seed) / items_per_second(items, Fixed(16), 400, seed=seed)
         for seed in (6, 7)
     ]
-    assert sorted(ratios)[1] >= 0.885 and min(ratios) >= 0.86, ratios
+    assert sorted(ratios)[1] >= 0.9 and min(ratios) >= 0.895, ratios
     # The same job run again starts from what the first run learned: its limit, its chunk
     # size and its latency baseline per size, so it measures no baseline at 3 permits first
     # (before the baseline was kept, the second run was the slower one: 0.80 of the pair).

@@ -138,6 +138,43 @@ def test_duration_follows_the_recent_minimum_latency() -> None:
     assert agg.should_close(2.0, 10)
 
 
+def test_a_window_of_sized_calls_lasts_as_long_as_calls_of_its_size() -> None:
+    # A chunker growing its batches: the recent minimum remembers the short calls of small
+    # batches, but a window must outlast the calls it judges, or it judges only work that
+    # started before the last decision. Per unit of size, the large calls are the quickest.
+    config = WindowConfig(min_samples=1, min_duration_s=0.1, latency_multiple=2.0, min_latency_memory=10)
+    agg = WindowAggregator(config)
+    fill(agg, [0.021], now=1.0)  # a plain call (size 1)
+    agg.close(1.0, 10, peak_inflight=1)
+    now = 1.0
+    for size, latency in ((10.0, 0.03), (80.0, 0.1), (160.0, 0.18)):
+        agg.add(Sample(0.0, latency, 1, Outcome.OK, size=size), now=now, limit=10)
+        w = agg.close(now, 10, peak_inflight=1)
+        assert w.size_mean == size
+        now += 1.0
+    assert agg.recent_min_latency_s == pytest.approx(0.021)  # the plain rule alone: 0.1 s
+    # 2 x (0.18 / 160) per unit x 160 units: 0.36 s, as long as two calls of that size.
+    start = now - 1.0
+    assert not agg.add(Sample(0.0, 0.18, 1, Outcome.OK, size=160.0), now=start + 0.35, limit=10)
+    assert agg.should_close(start + 0.36, 10)
+
+
+def test_a_window_of_sized_calls_is_never_shorter_than_the_plain_rule() -> None:
+    config = WindowConfig(min_samples=1, min_duration_s=0.0, latency_multiple=2.0)
+    agg = WindowAggregator(config)
+    agg.add(Sample(0.0, 0.2, 1, Outcome.OK, size=100.0), now=0.0, limit=10)
+    agg.close(0.0, 10, peak_inflight=1)
+    # Smaller batches that take as long (a cost per call, none per item): per unit of size
+    # the window would last 2 x 0.002 x 10 = 0.04 s; it lasts 2 x the recent minimum.
+    agg.add(Sample(0.0, 0.2, 1, Outcome.OK, size=10.0), now=0.0, limit=10)
+    agg.close(0.0, 10, peak_inflight=1)
+    assert not fill(agg, [0.2], now=0.39)
+    assert agg.should_close(0.4, 10)
+    agg.close(0.4, 10, peak_inflight=1)  # a plain window (mean size 1): the plain rule
+    assert not fill(agg, [0.2], now=0.79)
+    assert agg.should_close(0.8, 10)
+
+
 def test_confidence_grows_with_samples_and_falls_with_spread() -> None:
     def window_of(latencies: list[float]) -> float:
         agg = WindowAggregator(WindowConfig(min_samples=1, min_duration_s=0.0))

@@ -171,7 +171,13 @@ class WindowConfig:
     A window closes once it has lasted ``max(latency_multiple × recent minimum
     latency, min_duration_s)`` *and* holds at least ``min_samples`` counted
     samples (or as many as the limit, when the limit is smaller, so that a
-    limit of 1 still decides). A window that reaches ``max_samples`` before its
+    limit of 1 still decides). When calls say their size (a batch), it lasts
+    at least ``latency_multiple`` × the recent minimum latency per unit of size
+    × the last window's mean size too: a chunker that grows its batches makes
+    each call longer than the short calls the recent minimum remembers, and a
+    window shorter than its calls judges only work started before the last
+    decision (a limit in slow start then climbs far past the knee before the
+    first queued call comes back). A window that reaches ``max_samples`` before its
     duration keeps counting every sample but keeps only a uniform subsample of
     their latencies (every k-th in arrival order, k doubling as needed, at most
     ``max_samples`` of them), and closes on its duration: at high rates the
@@ -293,6 +299,7 @@ class WindowAggregator:
         "_max",
         "_min_latencies",
         "_min_next",
+        "_min_unit_latencies",
         "_need",
         "_presampled",
         "_sized",
@@ -311,6 +318,9 @@ class WindowAggregator:
         # made at the first close (an empty deque alone is 760 bytes, and every governor kept one).
         self._min_latencies: array[float] | None = None
         self._min_next = 0  # the slot the next one overwrites, once the ring is full
+        # The same windows' minimum latencies per unit of size (latency / size; a plain call
+        # is size 1), in the same slots: made at the first window holding a sized call.
+        self._min_unit_latencies: array[float] | None = None
         self._target_s = self._config.min_duration_s
         self._need = self._config.min_samples
         self._max = self._config.max_samples
@@ -513,6 +523,28 @@ class WindowAggregator:
             raise RuntimeError("samples can be left out only once a window is thinned")
         thin.seen += n
 
+    def _note_unit_min(self, floor_s: float, plain: bool) -> None:
+        """Note the closing window's minimum latency per unit of size, in the slot `_note_min` just wrote.
+
+        ``floor_s`` is its minimum latency over all calls; ``plain``, whether any
+        call said no size (size 1, whose latency per unit is its latency).
+        """
+        mins = self._min_latencies
+        assert mins is not None  # `_note_min` ran first
+        sized = self._sized
+        per_unit = floor_s
+        if sized:
+            per_unit = min(latency / size for latency, size in sized)
+            if plain:
+                per_unit = min(per_unit, floor_s)
+        units = self._min_unit_latencies
+        if units is None:
+            # Windows before held only plain calls: their minimum per unit is their minimum.
+            units = self._min_unit_latencies = array("d", mins)
+        elif len(units) < len(mins):
+            units.append(per_unit)
+        units[(self._min_next - 1) % len(mins)] = per_unit
+
     def _note_min(self, latency_s: float) -> None:
         mins = self._min_latencies
         if mins is None:
@@ -625,6 +657,10 @@ class WindowAggregator:
             w.latency_p99_s = latencies[_ceil(0.99 * n) - 1]
             floor = min(low, min(other)) if other else low
             self._note_min(floor if floor > 0 else low)
+            if self._sized or self._min_unit_latencies is not None:
+                # Calls that said no size (failed ones included) count as size 1.
+                plain = ok > len(self._sized or ()) or bool(other)
+                self._note_unit_min(floor if floor > 0 else low, plain)
         else:
             w.latency_min_s = w.latency_mean_s = w.latency_p50_s = 0.0
             w.latency_p90_s = w.latency_p99_s = w.latency_cv = 0.0
@@ -655,5 +691,9 @@ class WindowAggregator:
         self._target_s = max(
             config.min_duration_s, config.latency_multiple * recent if recent is not None else 0.0
         )
+        units = self._min_unit_latencies
+        if units is not None and w.size_mean != 1.0:
+            # Calls that say their size last about their size's latency (see `WindowConfig`).
+            self._target_s = max(self._target_s, config.latency_multiple * min(units) * w.size_mean)
         self._reset(now)
         return w  # type: ignore[no-any-return]
