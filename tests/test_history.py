@@ -14,8 +14,8 @@ import pytest
 
 from aiogovernor import AIMD, Decision, Governor, Outcome, WindowConfig, WindowSummary
 from aiogovernor._history import _REASONS, DecisionHistory
-from aiogovernor.state import JsonFileStore
 from aiogovernor.limits import Window
+from aiogovernor.state import JsonFileStore
 from aiogovernor.testing import ManualClock, window
 
 

@@ -256,3 +256,30 @@ async def test_acquire_timeout_covers_the_first_load() -> None:
         await gov.acquire(timeout_s=2)
     assert anyio.current_time() - start == pytest.approx(2)
     assert gov.inflight == 0 and gov.waiting == 0
+
+
+def test_pending_saves_on_asyncio_are_timers_not_tasks() -> None:
+    """A governor with unsaved changes waits for its save on a timer: no task per governor."""
+    import asyncio
+
+    async def main() -> None:
+        store = CountingStore()
+        govs = [
+            Governor(f"g{i}", AIMD(), environment="prod", store=store, save_interval_s=3600)
+            for i in range(50)
+        ]
+        baseline = len(asyncio.all_tasks())
+        for gov in govs:
+            async with gov:  # loads what was learned (nothing)
+                pass
+            gov.reset_limit(8)  # a decision: the first save runs at once
+        await wait_until(lambda: len(store.saves) == 50)
+        for gov in govs:
+            gov.reset_limit(9)  # the next one waits for the interval
+        assert len(asyncio.all_tasks()) == baseline  # 50 saves pending, none of them a task
+        for gov in govs:
+            await gov.aclose()  # flushes: the pending save is written now, its timer cancelled
+        assert len(store.saves) == 100 and {s.limit for s in store.saves[50:]} == {9}
+        assert len(asyncio.all_tasks()) == baseline
+
+    asyncio.run(main())

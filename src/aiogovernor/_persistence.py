@@ -694,8 +694,10 @@ class GovernorPersistence:
         self._dirty = False
         self._scheduled = False
         self._generation = 0  # bumped by each schedule and by flush: an older save task is void
-        self._scope: Any = None  # the cancel scope of the pending debounced save
-        self._task: asyncio.Task[None] | None = None
+        self._scope: Any = None  # the cancel scope of the pending debounced save (trio)
+        # On asyncio, the pending debounced save is a timer (a task, a cancel scope and a sleep
+        # weigh ~2 KB, held by every governor with unsaved changes), and then the save's task.
+        self._task: asyncio.TimerHandle | asyncio.Task[bool] | None = None
         self._lock: Any = None
         self._last_save_at = _NEVER
         self._failing = False
@@ -942,8 +944,25 @@ class GovernorPersistence:
             except (ImportError, RuntimeError):
                 return  # no event loop at all: `flush` saves it
         else:
-            self._task = loop.create_task(self._save_later(generation))
+            # Capped: see `_save_later`.
+            delay = min(self._save_interval_s, self._last_save_at + self._save_interval_s - loop.time())
+            self._task = loop.call_later(max(delay, 0.0), self._save_due, loop, generation)
         self._scheduled = True
+
+    def _save_due(self, loop: asyncio.AbstractEventLoop, generation: int) -> None:
+        """The debounced save's timer fired (asyncio): save, unless flushed or scheduled again since."""
+        self._task = None
+        if generation != self._generation:
+            return
+        self._scheduled = False
+        task = self._task = loop.create_task(self.save())
+        task.add_done_callback(self._save_done)
+
+    def _save_done(self, task: asyncio.Task[bool]) -> None:
+        if self._task is task:
+            self._task = None  # a finished task is not kept
+        if not task.cancelled():
+            task.exception()  # retrieved: `save` logs its own failures
 
     async def _save_later(self, generation: int) -> None:
         import anyio
@@ -971,49 +990,61 @@ class GovernorPersistence:
         """Save now if anything changed since the last save; return whether it was written."""
         import anyio
 
-        if self._lock is None:
-            self._lock = anyio.Lock()
-        async with self._lock:
-            if not self._dirty and self._moved_since_save():
-                self._dirty = True
-            if not self._dirty:
-                return False
-            gov = self._governor
-            store = self._store
-            if self._record_save is None:
-                self._record_save = _takes_records(store)
-            state, entries = self._snapshot_parts()
-            self._dirty = False
-            self._last_save_at = anyio.current_time()
-            try:
-                with anyio.CancelScope(shield=True):
-                    if self._record_save:
-                        # The history's entries as they are: each kept decision encoded once.
-                        record = record_text(state, entries)
-                        await cast("RecordSave", store).save_record(gov.environment, gov.name, record)
-                    else:
-                        if entries:
-                            state = dataclasses.replace(state, history=_decoded(entries))
-                        await store.save(gov.environment, gov.name, state)
-            except Exception as exc:
-                self._dirty = True
-                if not self._failing:
-                    self._failing = True
-                    logger.warning(
-                        "cannot save learned state for %s[%s] to %r (%s); carrying on in memory",
-                        gov.name,
-                        gov.environment,
-                        self._store,
-                        exc,
-                    )
-                return False
-            except BaseException:
-                # Cancelled all the same (asyncio.run cancels what is left as the loop ends, and
-                # a shield guards only against cancel scopes): not saved, so the exit hook must.
-                self._dirty = True
-                raise
-            self._saved(state)
-            return True
+        lock = self._lock
+        if lock is None:
+            lock = self._lock = anyio.Lock()
+        try:
+            async with lock:
+                return await self._save_locked()
+        finally:
+            # An idle lock is dropped (it weighs ~0.8 KB, and a governor saves once per interval
+            # at most); one handed on to a waiting save stays held, so it is kept.
+            if self._lock is lock and not lock.locked():
+                self._lock = None
+
+    async def _save_locked(self) -> bool:
+        import anyio
+
+        if not self._dirty and self._moved_since_save():
+            self._dirty = True
+        if not self._dirty:
+            return False
+        gov = self._governor
+        store = self._store
+        if self._record_save is None:
+            self._record_save = _takes_records(store)
+        state, entries = self._snapshot_parts()
+        self._dirty = False
+        self._last_save_at = anyio.current_time()
+        try:
+            with anyio.CancelScope(shield=True):
+                if self._record_save:
+                    # The history's entries as they are: each kept decision encoded once.
+                    record = record_text(state, entries)
+                    await cast("RecordSave", store).save_record(gov.environment, gov.name, record)
+                else:
+                    if entries:
+                        state = dataclasses.replace(state, history=_decoded(entries))
+                    await store.save(gov.environment, gov.name, state)
+        except Exception as exc:
+            self._dirty = True
+            if not self._failing:
+                self._failing = True
+                logger.warning(
+                    "cannot save learned state for %s[%s] to %r (%s); carrying on in memory",
+                    gov.name,
+                    gov.environment,
+                    self._store,
+                    exc,
+                )
+            return False
+        except BaseException:
+            # Cancelled all the same (asyncio.run cancels what is left as the loop ends, and
+            # a shield guards only against cancel scopes): not saved, so the exit hook must.
+            self._dirty = True
+            raise
+        self._saved(state)
+        return True
 
     def _moved_since_save(self) -> bool:
         """Whether what moves without a decision (the chunk size, work counted) moved since the last save."""
@@ -1069,4 +1100,7 @@ class GovernorPersistence:
             if self._scope is not None:
                 self._scope.cancel()
                 self._scope = None
+            if isinstance(self._task, asyncio.TimerHandle):
+                self._task.cancel()
+                self._task = None
         await self.save()
