@@ -270,6 +270,38 @@ def _history_bytes(decisions: int, *, lagged: bool, sized: bool = False) -> floa
         tracemalloc.stop()
 
 
+def _loop_bytes_per_governor(n: int, decisions: int, store: Any) -> float:
+    """Bytes per default governor after ``decisions`` on a running asyncio loop, a save pending.
+
+    Windows of 10 calls taking ~0.5 ms each (real time), so every window reports the loop's
+    lag; a save interval of an hour, so each governor holds what waits for its next save.
+    """
+    window = WindowConfig(min_samples=10, min_duration_s=0.0, latency_multiple=0.0)
+
+    async def drive(gov: Governor) -> None:
+        while gov.stats().decision_count < decisions:
+            permits = [gov.try_acquire() for _ in range(4)]
+            await asyncio.sleep(0.0005)
+            for permit in permits:
+                if permit is not None:
+                    permit.release()
+
+    async def main() -> float:
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            govs = [Governor(f"g{i}", window=window, store=store, save_interval_s=3600) for i in range(n)]
+            for gov in govs:
+                await drive(gov)
+            gc.collect()
+            return (tracemalloc.get_traced_memory()[0] - before) / n
+        finally:
+            tracemalloc.stop()
+
+    return asyncio.run(main())
+
+
 def _baseline_bytes(windows: int) -> float:
     """Bytes of the default policy's latency baseline after ``windows`` plain windows of 50 calls."""
     made = [testing_window(ok=50, latency_s=0.01 + 0.0001 * i) for i in range(windows)]
@@ -402,6 +434,14 @@ def _memory_tables(default_store: Any) -> None:
         lagged = _history_bytes(decisions, lagged=True)
         sized = _history_bytes(decisions, lagged=True, sized=True)
         print(f"| {decisions} | {plain:,.0f} | {lagged:,.0f} | {sized:,.0f} |")
+    with tempfile.TemporaryDirectory() as directory:
+        on_loop = JsonFileStore(directory)
+        _loop_bytes_per_governor(2, 5, on_loop)  # imports and first uses: not a governor's weight
+        weight = _loop_bytes_per_governor(50, 100, on_loop)
+        print(
+            "\nA default governor with the default store on a running asyncio loop (windows report the"
+            f" loop's lag; a save pending), B each after 100 decisions: {weight:,.0f}"
+        )
     print(
         "\nThe default policy's latency baseline (one size band, 50 window medians kept), B each: "
         + ", ".join(f"after {n} windows {_baseline_bytes(n):,.0f}" for n in (10, 200))
