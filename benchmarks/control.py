@@ -143,7 +143,7 @@ def walls() -> None:
         "| moving wall 16 → 32 → 8: windows to within 10 % | cold start: refused in 3 s, 6 s |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
-    for backoff in (1, 2, 4):
+    for backoff in (1, 2, 3, 4):
 
         def policy(backoff: int = backoff) -> LimitPolicy:
             return LatencyAIMD(max_probe_backoff=backoff)

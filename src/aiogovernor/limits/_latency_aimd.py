@@ -21,6 +21,9 @@ _DELIVERED_WINDOWS = 5
 _GOODPUT_MIN_WINDOWS = 8
 _GOODPUT_T = 2.5
 _GOODPUT_ELASTICITY = -0.2
+# The probe pace at a wall that refused the last probe: its longest wait grows by one
+# probe interval per this many permits of the wall (up to ``max_probe_backoff`` intervals).
+_PERMITS_PER_PROBE_INTERVAL = 3.0
 
 
 class LatencyAIMD(BoundedPolicy):
@@ -55,9 +58,12 @@ class LatencyAIMD(BoundedPolicy):
     ``probe_interval_windows`` clean windows before probing one past it,
     which keeps the refusals of a hard wall rare and the limit steady at a
     knee. A probe refused at the same limit as the one before doubles that
-    wait, up to ``max_probe_backoff`` times, since each refused probe costs
-    refusals; the cut stays multiplicative, so governors sharing one wall
-    still converge to fair shares. A probe that stays clean forgets the
+    wait, since each refused probe costs refusals, up to one
+    ``probe_interval_windows`` per three permits of the wall and at most
+    ``max_probe_backoff`` of them: a governor with fewer permits gains more
+    from a probe and probes sooner, which is also how governors sharing a
+    wall reach fair shares where a cut of ×``backoff_ratio`` is less than one
+    permit (the cut stays multiplicative above that). A probe that stays clean forgets the
     ceiling and brings the first pace back, so a capacity that grows is
     followed; so does a refusal at another limit (the wall moved). A
     refusal above the last limit that was not refused (a growth step into
@@ -140,7 +146,9 @@ class LatencyAIMD(BoundedPolicy):
         max_probe_backoff: The longest wait before probing past a ceiling that
             refused the probes before, as a multiple of
             ``probe_interval_windows``, >= 1 (1: a fixed pace). The wait doubles
-            after each probe refused at the same limit.
+            after each probe refused at the same limit, up to one interval per
+            three permits of the wall (so at most this many intervals from a
+            wall of 3 × ``max_probe_backoff`` permits up).
         goodput_memory_windows: How many windows back goodput is fitted against
             the limit, >= 0 (0: the goodput rule is off).
         slow_start: Grow by ``max_step_ratio`` of the limit per clean window
@@ -222,7 +230,7 @@ class LatencyAIMD(BoundedPolicy):
         lag_allowance: float = 2.0,
         good_floor_ratio: float = 1.5,
         queue_allowance: float = 0.75,
-        max_probe_backoff: int = 2,
+        max_probe_backoff: int = 3,
         goodput_memory_windows: int = 30,
         slow_start: bool = True,
     ) -> None:
@@ -620,6 +628,21 @@ class LatencyAIMD(BoundedPolicy):
             bins.setdefault(lim, []).append(x)
         return max(bins, key=lambda lim: (sum(bins[lim]) / len(bins[lim]), -lim))
 
+    def _longest_wait(self, wall: float) -> int:
+        """The most clean windows spent below a wall that refused the last probe before probing it again.
+
+        A refused probe costs a refusal to learn one permit, which is worth 1/limit of a
+        governor's goodput: the wait grows with the wall, one ``probe_interval_windows`` per
+        three permits, from one interval up to ``max_probe_backoff`` of them. At a wall
+        several governors share this is also what lets them converge to fair shares. Below
+        ten permits a cut of x0.9 is less than the one permit every refusal takes, so
+        multiplicative decrease no longer separates large shares from small ones and every
+        probe past a saturated wall is refused; a governor with fewer permits probes
+        sooner, and takes the room a larger one leaves first.
+        """
+        intervals = min(float(self._max_probe_backoff), max(1.0, wall / _PERMITS_PER_PROBE_INTERVAL))
+        return round(self._probe_interval * intervals)
+
     def _cut(self, target: float, window: Window, reason: str, *, ceiling: bool) -> Adjustment:
         limit = self._limit
         if ceiling:
@@ -629,7 +652,7 @@ class LatencyAIMD(BoundedPolicy):
                 # failed probe costs refusals. The cut stays multiplicative: several
                 # governors sharing one wall only converge to fair shares that way
                 # (Chiu-Jain), as the one holding the most is refused on its probes alone.
-                self._wait = min(2 * self._wait, self._probe_interval * self._max_probe_backoff)
+                self._wait = min(2 * self._wait, self._longest_wait(wall))
                 reason += f"; the same wall again, next probe in {self._wait} windows"
             else:
                 self._wait = self._probe_interval  # a new wall: probe it at the first pace
