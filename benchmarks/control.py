@@ -60,6 +60,7 @@ NOISY_SWEEPS = {
     "flaky-5xx": [10, 12, 14, 16, 18, 20, 24],
     "shared-host": [4, 6, 7, 8, 9, 10, 12, 16, 24],
     "shared-host-cpu": [1, 2, 3, 4, 6, 8],
+    "client-collapse": [24, 28, 30, 32, 34, 36, 40],
 }
 Entry = Callable[[], LimitPolicy | Gate] | int
 
@@ -185,6 +186,7 @@ COLD_SWEEPS = {
     "backlog": [8, 10, 12],
     "token-bucket": [8, 10, 12, 16],
     "flaky-5xx": [14, 16, 18, 20],
+    "client-collapse": [28, 32, 36],
 }
 STEADY_DRAWN = (
     "knee",
@@ -195,6 +197,7 @@ STEADY_DRAWN = (
     "flaky-5xx",
     "stalls",
     "shared-host",
+    "client-collapse",
 )
 
 

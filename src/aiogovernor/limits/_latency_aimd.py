@@ -103,6 +103,16 @@ class LatencyAIMD(BoundedPolicy):
     explains the latency rise (so the loop-lag rule forgives it), and past
     the best limit every permit more costs goodput.
 
+    With ``step_paid_ratio`` (off by default), a growth step of several permits that
+    goodput does not pay for is undone: when the first limit-bound window after it
+    does not deliver ``step_paid_ratio`` of the step's relative growth more work per
+    second than the window before it, and the next delivers less than before the
+    step, the limit goes back, slow start ends, and later steps stop one below the
+    unpaid limit. A client whose CPU per response grows with its idle connections
+    collapses past some pool size and stays collapsed a little below it; a step into
+    that collapse shows no latency rise in its first window, only goodput that
+    stopped rising.
+
     Without a baseline, a policy started above twice ``probe_limit`` (a high
     start, a learned limit) first pins the limit at ``probe_limit`` to measure the no-load
     latency, as Envoy's adaptive concurrency filter does, then return. A climb from a low
@@ -154,6 +164,11 @@ class LatencyAIMD(BoundedPolicy):
         slow_start: Grow by ``max_step_ratio`` of the limit per clean window
             until the first decrease. `reset` to a limit above
             ``initial_limit`` (a learned one) starts without it.
+        step_paid_ratio: The share of a step's relative growth that goodput must
+            show in the first limit-bound window after a step of several permits,
+            in [0, 1]; 0 (the default) leaves steps unjudged. 0.25 holds a client
+            that collapses past some pool size (docs/control.md, "A client that
+            collapses").
     """
 
     name = "latency-aimd"
@@ -199,9 +214,12 @@ class LatencyAIMD(BoundedPolicy):
         "_start_limit",
         "_starting",
         "_step",
+        "_step_paid",
+        "_stepped",
         "_streak",
         "_threshold",
         "_tolerance",
+        "_unpaid",
         "_wait",
         "_windows",
         "_windows_at_floor",
@@ -233,6 +251,7 @@ class LatencyAIMD(BoundedPolicy):
         max_probe_backoff: int = 3,
         goodput_memory_windows: int = 30,
         slow_start: bool = True,
+        step_paid_ratio: float = 0.0,
     ) -> None:
         if initial_limit is None and isinstance(min_limit, int) and isinstance(max_limit, int):
             initial_limit = min(max(min_limit, 4), max_limit)
@@ -266,6 +285,12 @@ class LatencyAIMD(BoundedPolicy):
         self._max_probe_backoff = check_int("max_probe_backoff", max_probe_backoff, low=1)
         self._goodput_memory = check_int("goodput_memory_windows", goodput_memory_windows, low=0)
         self._slow_start = check_bool("slow_start", slow_start)
+        self._step_paid = check_float("step_paid_ratio", step_paid_ratio, low=0.0, high=1.0)
+        # (limit before, limit after, goodput before) of the last growth step of several permits
+        # and how many windows after it have not paid for it yet
+        self._stepped: tuple[float, float, float, int] | None = None
+        # (window, limit) of the last step that goodput did not pay for: steps stop below it
+        self._unpaid: tuple[int, float] | None = None
         self._starting = self._slow_start  # in slow start: no decrease yet
         self._start_limit = self._limit
         # (window, gate limit, goodput per second) of the latest limit-bound windows, flat in
@@ -348,6 +373,8 @@ class LatencyAIMD(BoundedPolicy):
         while self._delivered and self._delivered[0][0] <= self._windows - self._good_memory:
             del self._delivered[0]
         _forget(self._rates, 3, self._windows - self._goodput_memory)
+        if self._unpaid is not None and self._unpaid[0] <= self._windows - self._good_memory:
+            self._unpaid = None
         if window.count and window.overload / window.count > self._threshold:
             return self._cut(
                 limit * self._backoff,
@@ -411,6 +438,9 @@ class LatencyAIMD(BoundedPolicy):
                     f"goodput falls as the limit grows: back below {best:g}, where it was best",
                     ceiling=False,
                 )
+        unpaid = self._step_unpaid(window, noise)
+        if unpaid is not None and not (queueing and not cooldown):
+            return unpaid
         paid = queueing and not cooldown and self._paid_for(window, ratio)
         if window.limit_bound and math.isfinite(noise):
             if self._delivered is None:
@@ -518,6 +548,16 @@ class LatencyAIMD(BoundedPolicy):
             step = 1.0  # the step was chosen on the window before; this one says the knee is near
         if ceiling is not None:
             step = min(step, ceiling - 1.0 - limit)
+        if self._unpaid is not None:
+            # Past a step that goodput did not pay for, one permit at a time.
+            step = min(step, max(1.0, self._unpaid[1] - 1.0 - limit))
+        pending = ""
+        if self._stepped is not None:
+            # The last step is not paid for yet: one permit until the next window says.
+            step = 1.0
+            pending = f" (the step to {self._stepped[1]:g} not paid for yet)"
+        elif step >= 2.0 and self._step_paid:
+            self._stepped = (limit, limit + step, window.throughput * window.size_mean, 0)
         # Steps double only after a run of clean windows: that finds a grown capacity in a
         # few windows, while near a knee steps stay additive, which makes sharing fair
         # (Chiu-Jain: additive increase, multiplicative decrease).
@@ -526,7 +566,8 @@ class LatencyAIMD(BoundedPolicy):
         else:
             self._step = 1.0
         why = f"latency {ratio:.2f}x baseline{at}" + (", rising" if rising else "")
-        return self._set(limit + step, f"limit-bound{', slow start' if starting else ''}, {why}: +{step:g}")
+        growth = f"limit-bound{', slow start' if starting else ''}, {why}: +{step:g}{pending}"
+        return self._set(limit + step, growth)
 
     def _on_the_climb(self, window: Window) -> bool:
         """Whether a window of a climb from a low start can help measure the baseline."""
@@ -562,6 +603,48 @@ class LatencyAIMD(BoundedPolicy):
                 else:
                     baseline.observe(climbed, min_samples=2)
         return enough
+
+    def _step_unpaid(self, window: Window, noise: float) -> Adjustment | None:
+        """Go back from a growth step of several permits that goodput did not pay for.
+
+        A client whose own CPU per response grows with its connections (an HTTP pool that
+        walks every connection on every response) collapses past some pool size, and stays
+        collapsed at that limit: a step into the collapse must not be kept, nor the next
+        cut left inside it. A step of several permits (slow start, or doubled steps) is paid
+        for when the first limit-bound window at the new limit delivers at least
+        ``step_paid_ratio`` of the step's relative growth more work per second than the
+        window before it; if not, growth is one permit for one more window, and if that one
+        delivers less than before the step (the step cost goodput), the limit goes back to
+        where it was, slow start ends, and later steps stop one below the unpaid limit
+        (growth past it is one permit a window). A step onto a plateau costs nothing and
+        stays.
+        """
+        stepped, self._stepped = self._stepped, None
+        if stepped is None or not window.limit_bound or not math.isfinite(noise):
+            return None
+        before, after, rate, strikes = stepped
+        if window.limit <= before:
+            return None
+        now = window.throughput * window.size_mean
+        wanted = rate * (1.0 + self._step_paid * (after / before - 1.0))
+        if now >= wanted:
+            return None
+        if not strikes:
+            # One window's goodput is noisy (a stall, a heavy tail): the next one confirms, and
+            # meanwhile growth is one permit (`update` reads the strike).
+            self._stepped = (before, after, rate, 1)
+            return None
+        if now >= rate:
+            # Goodput no lower than before the step (a plateau: a saturated CPU, a FIFO
+            # backlog, or a rise slower than the step): the limit costs nothing; it stays.
+            return None
+        self._unpaid = (self._windows, after)
+        return self._cut(
+            before,
+            window,
+            f"step to {after:g} not paid for: {now:.4g}/s against {rate:.4g}/s at {before:g}: back to it",
+            ceiling=False,
+        )
 
     def _allowance(self, limit: float) -> float:
         """How many requests may queue at the upstream while goodput holds: ~√limit."""
@@ -681,6 +764,7 @@ class LatencyAIMD(BoundedPolicy):
                 self._good = kept
         self._clean = 0
         self._step = 1.0
+        self._stepped = None
         self._quiet = 0
         self._cooldown = True
         self._windows_at_floor = 0
@@ -764,6 +848,8 @@ class LatencyAIMD(BoundedPolicy):
         self._floored_at = None
         self._delivered = None
         self._rates = None
+        self._stepped = None
+        self._unpaid = None
 
 
 def _forget(records: array[float] | None, stride: int, oldest: float) -> None:

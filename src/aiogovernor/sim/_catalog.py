@@ -153,7 +153,13 @@ def noisy_scenarios(*, duration_s: float = 20.0, seed: int = 0) -> dict[str, Sce
       (the knee server with 32 workers, beside the benchmark, on this 2-core host);
     - ``shared-host-cpu``: 8 sync worker processes, 27 ms of CPU each, the client
       (3 ms + 0.06 ms per connection) sharing 1.9 cores with them: flat past 3
-      (gunicorn with CPU work, beside the benchmark).
+      (gunicorn with CPU work, beside the benchmark);
+    - ``client-collapse``: 64 workers at 60 ms, the client's own CPU the bottleneck:
+      1 ms per response plus 0.02 ms per idle connection per pooled connection
+      (httpx's pool walk). Goodput rises with the limit up to about 32, and past it a
+      lagging loop leaves connections idle, which makes each response cost more:
+      the client collapses (to 0.3 of the peak at 40), and a collapse can outlast the
+      load that caused it (the knee server with 32 or 64 workers on a quiet 2-core host).
 
     Steady state is measured from ``0.375 × duration_s``. Every model is seeded.
 
@@ -172,6 +178,7 @@ def noisy_scenarios(*, duration_s: float = 20.0, seed: int = 0) -> dict[str, Sce
         *,
         client_cost_s: float = 0.0005,
         client_cost_per_connection_s: float = 0.0,
+        client_cost_per_idle_pair_s: float = 0.0,
         host_cores: float | None = None,
         client_pause_every_s: float | None = None,
         seed: int = 0,
@@ -185,6 +192,7 @@ def noisy_scenarios(*, duration_s: float = 20.0, seed: int = 0) -> dict[str, Sce
             initial_limit=1,
             client_cost_s=client_cost_s,
             client_cost_per_connection_s=client_cost_per_connection_s,
+            client_cost_per_idle_pair_s=client_cost_per_idle_pair_s,
             host_cores=host_cores,
             client_pause_every_s=client_pause_every_s,
             seed=seed + o,
@@ -253,5 +261,14 @@ def noisy_scenarios(*, duration_s: float = 20.0, seed: int = 0) -> dict[str, Sce
             client_cost_per_connection_s=0.00006,
             host_cores=1.9,
             seed=20,
+        ),
+        # Calibrated against fixed limits on the quiet host's knee32 and knee64 rows
+        # (docs/control.md, "A client that collapses").
+        "client-collapse": make(
+            "client-collapse",
+            lambda: ServerUpstream(workers=64, service_time_s=0.06, cpu_s=0.0008, cores=1, seed=21 + o),
+            client_cost_s=0.001,
+            client_cost_per_idle_pair_s=0.00002,
+            seed=21,
         ),
     }

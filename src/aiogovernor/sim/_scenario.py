@@ -111,6 +111,16 @@ class Scenario:
             limit plus a margin (``limit + max(2, limit // 4)``) are closed after
             each response, as `GovernedTransport` does. At a steady limit L a
             response costs about ``client_cost_s + L × client_cost_per_connection_s``.
+        client_cost_per_idle_pair_s: Client CPU added to each response's cost per idle
+            connection per pooled connection: for each idle connection httpx's pool
+            rebuilds a list of all of them. A connection counts as idle from the
+            moment its response is done until the caller woken for its permit sends
+            the next request (at most the limit's worth: connections kept beyond the
+            limit do not count). While the client's loop keeps up that is zero or
+            one; a loop that lags leaves many idle at once, each response then costs
+            more, and the loop lags further. Past a point (about 32 connections at
+            60 ms on the host it was calibrated on) the client collapses, and a
+            collapse can outlast the load that caused it: a metastable state.
         host_cores: The client and the server share one host with this many cores
             (None: each has its own). The client's one thread (its cost per response
             and its pauses) and the server's busy CPU threads (up to the server's
@@ -136,6 +146,7 @@ class Scenario:
     window: WindowConfig | None = None
     client_cost_s: float = 0.0
     client_cost_per_connection_s: float = 0.0
+    client_cost_per_idle_pair_s: float = 0.0
     host_cores: float | None = None
     client_pause_every_s: float | None = None
     client_pause_s: tuple[float, float] = (0.015, 0.07)
@@ -145,6 +156,7 @@ class Scenario:
         check_float("duration_s", self.duration_s, low=0.0, low_open=True)
         check_float("client_cost_s", self.client_cost_s, low=0.0)
         check_float("client_cost_per_connection_s", self.client_cost_per_connection_s, low=0.0)
+        check_float("client_cost_per_idle_pair_s", self.client_cost_per_idle_pair_s, low=0.0)
         if self.host_cores is not None:
             check_float("host_cores", self.host_cores, low=0.0, low_open=True)
         if self.client_pause_every_s is not None:
@@ -320,7 +332,9 @@ async def _run(scenario: Scenario, policy_spec: PolicyFactory | int) -> Scenario
     delay = scenario.retry_delay_s
     cost = scenario.client_cost_s
     per_connection = scenario.client_cost_per_connection_s
-    noisy = cost or per_connection or scenario.client_pause_every_s
+    per_idle_pair = scenario.client_cost_per_idle_pair_s
+    pooled = per_connection or per_idle_pair
+    noisy = cost or pooled or scenario.client_pause_every_s
     if noisy and not isinstance(loop, VirtualTimeEventLoop):
         raise RuntimeError("client-side noise needs a VirtualTimeEventLoop (run_scenario makes one)")
     host = None if scenario.host_cores is None else _host_server(upstream, scenario.host_cores)
@@ -349,8 +363,11 @@ async def _run(scenario: Scenario, policy_spec: PolicyFactory | int) -> Scenario
                     try:
                         await upstream()
                     finally:
-                        if per_connection:
-                            busy(cost + per_connection * pools[i])
+                        if pooled:
+                            # Idle: permits handed back whose callers, woken, have not yet sent
+                            # their next request (this request's connection is still busy).
+                            idle = max(0, min(pools[i], gov.limit) - inflight[i])
+                            busy(cost + (per_connection + per_idle_pair * idle) * pools[i])
                         elif cost:
                             busy(cost)
                         inflight[i] -= 1
