@@ -283,3 +283,30 @@ def test_pending_saves_on_asyncio_are_timers_not_tasks() -> None:
         assert len(asyncio.all_tasks()) == baseline
 
     asyncio.run(main())
+
+
+def test_a_save_left_pending_by_an_ended_loop_is_scheduled_again_on_the_next() -> None:
+    """A loop that ends with a save pending (its timer never fires) does not stop the next loop's saves."""
+    store = CountingStore()
+    gov = Governor("api", AIMD(), environment="prod", store=store, save_interval_s=5.0)
+
+    async def decide(limit: int) -> None:
+        async with gov:  # loads what was learned, once
+            pass
+        gov.reset_limit(limit)
+
+    async def first() -> None:
+        await decide(8)  # saved at once
+        await anyio.sleep(1.0)
+        assert len(store.saves) == 1
+        await decide(9)  # waits for the interval: the loop ends first
+
+    async def second() -> None:
+        await decide(10)
+        await anyio.sleep(10.0)  # virtual time: past the interval
+        assert len(store.saves) == 2, "saved by this loop, not only at the exit"
+        assert store.saves[-1].limit == 10
+
+    run_virtual(first)
+    assert len(store.saves) == 1
+    run_virtual(second)

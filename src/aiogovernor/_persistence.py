@@ -654,6 +654,7 @@ class GovernorPersistence:
         "_loaded",
         "_loading",
         "_lock",
+        "_loop",
         "_max_age_s",
         "_record_save",
         "_restored",
@@ -698,6 +699,7 @@ class GovernorPersistence:
         # On asyncio, the pending debounced save is a timer (a task, a cancel scope and a sleep
         # weigh ~2 KB, held by every governor with unsaved changes), and then the save's task.
         self._task: asyncio.TimerHandle | asyncio.Task[bool] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of that timer
         self._lock: Any = None
         self._last_save_at = _NEVER
         self._failing = False
@@ -928,8 +930,21 @@ class GovernorPersistence:
             _unsaved[id(self)] = self
             if not _exit_hook_registered:
                 _register_exit_hook()
-        if not self._scheduled:
+        if not self._scheduled or self._pending_elsewhere():
             self._schedule()
+
+    def _pending_elsewhere(self) -> bool:
+        """Whether the pending save's timer is on a loop other than the running one.
+
+        A loop that ended (``asyncio.run`` returned) with a save pending never fires its
+        timer: the next loop must schedule the save again, not wait for it.
+        """
+        if self._loop is None:
+            return False
+        try:
+            return asyncio.get_running_loop() is not self._loop
+        except RuntimeError:
+            return False
 
     def _schedule(self) -> None:
         self._generation += 1
@@ -947,13 +962,14 @@ class GovernorPersistence:
             # Capped: see `_save_later`.
             delay = min(self._save_interval_s, self._last_save_at + self._save_interval_s - loop.time())
             self._task = loop.call_later(max(delay, 0.0), self._save_due, loop, generation)
+            self._loop = loop
         self._scheduled = True
 
     def _save_due(self, loop: asyncio.AbstractEventLoop, generation: int) -> None:
         """The debounced save's timer fired (asyncio): save, unless flushed or scheduled again since."""
-        self._task = None
         if generation != self._generation:
-            return
+            return  # void: its successor's timer may be pending
+        self._task = self._loop = None
         self._scheduled = False
         task = self._task = loop.create_task(self.save())
         task.add_done_callback(self._save_done)
@@ -1101,6 +1117,7 @@ class GovernorPersistence:
                 self._scope.cancel()
                 self._scope = None
             if isinstance(self._task, asyncio.TimerHandle):
-                self._task.cancel()
-                self._task = None
+                if not self._pending_elsewhere():
+                    self._task.cancel()  # (another loop's timer is void by the generation)
+                self._task = self._loop = None
         await self.save()
