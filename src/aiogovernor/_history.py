@@ -293,7 +293,7 @@ class DecisionHistory:
         floats[f] = at = decision.at
         # Kept to 1/65 535 in two bytes: a value outside [0, 1] reads back as the nearer end, NaN as 0.
         confidence = decision.confidence
-        clamped = min(max(confidence, 0.0), 1.0) if confidence >= 0.0 else 0.0
+        clamped = min(confidence, 1.0) if confidence >= 0.0 else 0.0
         self._confidence[row] = round(clamped * _CONFIDENCE)
         new = decision.new_limit
         self._past[row] = decision.policy_limit - new
