@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import gc
+import math
 import pathlib
 import pickle
 import random
@@ -284,3 +285,15 @@ def test_a_copied_history_keeps_its_own_reasons() -> None:
     assert [d.reason for d in copied.decisions()] == ["copied 2", "copied 3", "copied 4"]
     restored = pickle.loads(pickle.dumps(copied))
     assert restored.decisions() == copied.decisions()
+
+
+def test_a_confidence_outside_zero_to_one_reads_back_as_the_nearer_end() -> None:
+    history = DecisionHistory(4, governor="api", environment="prod")
+    made = [
+        dataclasses.replace(decision(i, window=None), confidence=c)
+        for i, c in enumerate((1.5, -0.2, math.nan))
+    ]
+    made.append(decision(3, window=None))  # the latest is kept whole
+    for d in made:
+        history.append(d)
+    assert [d.confidence for d in history.decisions()[:3]] == [1.0, 0.0, 0.0]
