@@ -5,7 +5,8 @@ uvicorn app when nginx is missing) is driven through `GovernedTransport` so that
 client's own CPU is what is measured: this process's CPU time over the responses it got.
 
 1. Fixed limits of 1 to 96, as many callers as the limit (so the pool holds that many
-   connections): responses/s and client CPU per response.
+   connections): responses/s and client CPU per response, with one httpx pool and with
+   `GovernedTransport`'s default `ShardedTransport` (pools of 8), side by side.
 2. A governor that once ran at 64 and now admits 16: the pool trimmed to the limit
    (what `GovernedTransport` does) beside the same pool left at 64 idle-or-busy
    connections (the pool hidden from the transport, so nothing trims it).
@@ -25,7 +26,7 @@ import statistics
 import time
 
 import httpx
-from real_upstreams import Servers, _Opaque, _TimedTransport, free_port, start_uvicorn
+from real_upstreams import Servers, _Opaque, client_transport, free_port, start_uvicorn
 
 from aiogovernor import Fixed, Governor
 from aiogovernor.httpx import GovernedTransport
@@ -79,14 +80,19 @@ class _Held(BoundedPolicy):
 
 
 async def measure(
-    url: str, gov: Governor, *, callers: int, seconds: float, trim: bool, peak: int | None = None
+    url: str,
+    gov: Governor,
+    *,
+    callers: int,
+    seconds: float,
+    trim: bool,
+    peak: int | None = None,
+    pool: str = "single",
 ) -> tuple[float, float, int]:
     """(responses/s, client CPU ms per response, open connections at the end)."""
     records: list[tuple[float, float, int]] = []
     size = max(gov.policy.max_limit, peak or 0)
-    inner = _TimedTransport(
-        records, limits=httpx.Limits(max_connections=size, max_keepalive_connections=size)
-    )
+    inner, open_connections = client_transport(records, pool=pool, max_limit=size)
     transport = GovernedTransport(gov, transport=inner if trim else _Opaque(inner))
     done = 0
     stop = asyncio.Event()
@@ -112,7 +118,7 @@ async def measure(
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        connections = len([c for c in inner._pool.connections if not c.is_closed()])
+        connections = open_connections()
     return n / (t1 - t0), (cpu1 - cpu0) * 1000 / max(n, 1), connections
 
 
@@ -127,12 +133,15 @@ def main() -> None:
     try:
         url, what = start_cheap_upstream(servers)
         limits = (1, 4, 16, 32, 64, 96)
-        ceiling: dict[int, list[tuple[float, float, int]]] = {c: [] for c in limits}
+        kinds = ("single", "shards")
+        ceiling = {(c, kind): list[tuple[float, float, int]]() for c in limits for kind in kinds}
         pool: dict[str, list[tuple[float, float, int]]] = {"trimmed to the limit": [], "left at 64": []}
         for _ in range(args.reps):
             for c in limits:
-                gov = Governor("client-cost", Fixed(c), store=None)
-                ceiling[c].append(asyncio.run(measure(url, gov, callers=c, seconds=args.seconds, trim=True)))
+                for kind in kinds:
+                    gov = Governor("client-cost", Fixed(c), store=None)
+                    run = measure(url, gov, callers=c, seconds=args.seconds, trim=True, pool=kind)
+                    ceiling[c, kind].append(asyncio.run(run))
             for name in pool:
                 gov = Governor("client-cost", _Held(min_limit=16, max_limit=64, initial_limit=16), store=None)
                 run = measure(
@@ -142,14 +151,19 @@ def main() -> None:
     finally:
         servers.stop()
     print(f"upstream: {what}; {args.reps} interleaved repetitions of {args.seconds:g} s; medians (worst)\n")
-    print("| limit = callers = connections | responses/s | client CPU ms/response |")
-    print("| ---: | ---: | ---: |")
-    for c, runs in ceiling.items():
-        rates, cpus = [r[0] for r in runs], [r[1] for r in runs]
-        print(
-            f"| {c} | {statistics.median(rates):.0f} ({min(rates):.0f}) "
-            f"| {statistics.median(cpus):.2f} ({max(cpus):.2f}) |"
-        )
+    print(
+        "| limit = callers = connections | one pool: responses/s | client CPU ms/response "
+        "| shards of 8: responses/s | client CPU ms/response |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    for c in limits:
+        cells = []
+        for kind in kinds:
+            runs = ceiling[c, kind]
+            rates, cpus = [r[0] for r in runs], [r[1] for r in runs]
+            rate = f"{statistics.median(rates):.0f} ({min(rates):.0f})"
+            cells.append(f"{rate} | {statistics.median(cpus):.2f} ({max(cpus):.2f})")
+        print(f"| {c} | {' | '.join(cells)} |")
     print("\nlimit 16 after a peak of 64, 64 callers:\n")
     print("| pool | open connections | responses/s | client CPU ms/response |")
     print("| --- | ---: | ---: | ---: |")

@@ -90,7 +90,7 @@ import httpx
 from _real_method import best_fixed, rotation, same_rep_ratios, summary, sweep_max
 
 from aiogovernor import Decision, Governor, WindowConfig
-from aiogovernor.httpx import GovernedTransport
+from aiogovernor.httpx import GovernedTransport, ShardedTransport
 from aiogovernor.limits import (
     AIMD,
     PROFILES,
@@ -371,19 +371,19 @@ ROWS: list[Row] = [
     Row(
         "knee32",
         "Python knee server, 32 workers, 60 ms",
-        (8, 12, 16, 24, 32),
+        (8, 16, 24, 32, 40, 48),
         lambda s: start_knee(s, workers=32, service_time_s=0.06),
     ),
     Row(
         "knee64",
         "Python knee server, 64 workers, 60 ms",
-        (8, 12, 16, 24, 32, 40),
+        (16, 24, 32, 48, 64, 80, 96),
         lambda s: start_knee(s, workers=64, service_time_s=0.06),
     ),
     Row(
         "knee16-20ms",
         "Python knee server, 16 workers, 20 ms",
-        (4, 6, 8, 12, 16, 20, 24),
+        (4, 8, 12, 16, 20, 24, 32),
         lambda s: start_knee(s, workers=16, service_time_s=0.02),
     ),
     Row(
@@ -568,8 +568,35 @@ def burn_cpu(seconds: float) -> None:
         pass
 
 
+def client_transport(
+    records: list[tuple[float, float, int]], *, pool: str, max_limit: int
+) -> tuple[httpx.AsyncBaseTransport, Callable[[], int]]:
+    """The transport under the permit and a count of its open connections.
+
+    ``pool="shards"``: what `GovernedTransport` uses by default, a `ShardedTransport`
+    (pools of 8), each shard timed. ``pool="single"``: one httpx pool of ``max_limit``,
+    whose cost per response grows with the square of its connections.
+    """
+    if pool == "single":
+        single = _TimedTransport(
+            records, limits=httpx.Limits(max_connections=max_limit, max_keepalive_connections=max_limit)
+        )
+        return single, single.pool_connections
+    size = 8
+    shards: list[_TimedTransport] = []
+
+    def make_shard() -> httpx.AsyncBaseTransport:
+        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+        shard = _TimedTransport(records, limits=limits)
+        shards.append(shard)
+        return shard
+
+    sharded = ShardedTransport(make_shard, shard_connections=size)
+    return sharded, lambda: sum(s.pool_connections() for s in shards)
+
+
 async def run_once(
-    url: str, entry: Entry, *, duration_s: float, warmup_s: float, client_cpu_s: float
+    url: str, entry: Entry, *, duration_s: float, warmup_s: float, client_cpu_s: float, pool: str = "shards"
 ) -> RunResult:
     if entry.fixed is not None:
         policy: LimitPolicy | None
@@ -579,9 +606,7 @@ async def run_once(
     gov = Governor("real-upstream", policy, store=None, window=window)
     max_limit = gov.policy.max_limit
     records: list[tuple[float, float, int]] = []
-    inner = _TimedTransport(
-        records, limits=httpx.Limits(max_connections=max_limit, max_keepalive_connections=max_limit)
-    )
+    inner, pool_connections = client_transport(records, pool=pool, max_limit=max_limit)
     wrapped: httpx.AsyncBaseTransport = inner if entry.trim_pool else _Opaque(inner)
     transport = GovernedTransport(gov, transport=wrapped)
     decisions: list[tuple[float, int, int, str]] = []
@@ -638,7 +663,7 @@ async def run_once(
     async def sample() -> None:
         nonlocal peak_connections
         while not stop.is_set():
-            connections = inner.pool_connections()
+            connections = pool_connections()
             trace.append((time.monotonic() - t0, gov.limit, gov.inflight, connections))
             peak_connections = max(peak_connections, connections)
             due = time.monotonic() + 0.02
@@ -760,7 +785,12 @@ def run_phase(
         for position, e in enumerate(order):
             r = asyncio.run(
                 run_once(
-                    url, e, duration_s=args.duration_s, warmup_s=args.warmup_s, client_cpu_s=row.client_cpu_s
+                    url,
+                    e,
+                    duration_s=args.duration_s,
+                    warmup_s=args.warmup_s,
+                    client_cpu_s=row.client_cpu_s,
+                    pool=args.pool,
                 )
             )
             r.phase, r.rep, r.position = phase, rep, position
@@ -794,7 +824,7 @@ def run_row(row: Row, entries: list[Entry], args: argparse.Namespace) -> RowResu
         print(f"  started in {time.monotonic() - t_start:.1f} s: {url}", flush=True)
         sweep = [Entry(f"fixed {c}", lambda: (None, None), fixed=c) for c in row.sweep]
         # A short warm-up: imports, worker start, first connections.
-        asyncio.run(run_once(url, sweep[0], duration_s=0.5, warmup_s=0.25, client_cpu_s=0.0))
+        asyncio.run(run_once(url, sweep[0], duration_s=0.5, warmup_s=0.25, client_cpu_s=0.0, pool=args.pool))
         drain(url)
         swept: dict[str, list[RunResult]] = {}
         run_phase(url, row, sweep, "sweep", args, swept)
@@ -1041,6 +1071,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--policy", action="append", default=[], metavar="[NAME=]module:callable")
     parser.add_argument("--pool-compare", action="store_true", help="add 'default, pool not trimmed'")
+    parser.add_argument(
+        "--pool",
+        choices=("shards", "single"),
+        default="shards",
+        help="the client's connections: GovernedTransport's default ShardedTransport, pools of 8 "
+        "(default), or one httpx pool, whose cost per response grows with the square of its size",
+    )
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument(
         "--twins",

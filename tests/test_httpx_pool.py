@@ -1,6 +1,6 @@
 """GovernedTransport keeps its connection pool near the governor's limit.
 
-A real local upstream (uvicorn in a thread) and httpx's own pool: requests
+A real local upstream (uvicorn in a thread) and the default transport's pools: requests
 held open at once each take a connection; once the limit falls, the idle
 connections beyond it (and a little slack) are closed as responses come back,
 and while the limit holds, connections are reused, not churned.
@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from aiogovernor import Governor
-from aiogovernor.httpx import GovernedTransport
+from aiogovernor.httpx import GovernedTransport, ShardedTransport
 from aiogovernor.limits import Adjustment, BoundedPolicy, Window
 from aiogovernor.testing.servers import LocalUpstream, UpstreamConfig
 
@@ -37,9 +37,14 @@ def upstream() -> Iterator[LocalUpstream]:
 
 
 def _open(transport: GovernedTransport) -> list[httpcore.AsyncConnectionInterface]:
+    """The open connections of the default transport's shards (pools of 8), all together."""
     inner = transport.transport
-    assert isinstance(inner, httpx.AsyncHTTPTransport)
-    return [c for c in inner._pool.connections if not c.is_closed()]
+    assert isinstance(inner, ShardedTransport)
+    pools = []
+    for shard in inner.shards:
+        assert isinstance(shard, httpx.AsyncHTTPTransport)
+        pools.append(shard._pool)
+    return [c for pool in pools for c in pool.connections if not c.is_closed()]
 
 
 class _Manual(BoundedPolicy):
@@ -119,3 +124,28 @@ async def test_a_transport_without_a_visible_pool_is_left_alone(upstream: LocalU
         gov.reset_limit(1, reason="test")
         await _together(client, f"{upstream.url}/work", 1)
         assert len([c for c in wrapper.inner._pool.connections if not c.is_closed()]) == 8
+
+
+async def test_the_default_transport_keeps_each_pool_at_8_and_trims_the_last_shards_first(
+    upstream: LocalUpstream,
+) -> None:
+    gov = _governor(20)
+    transport = GovernedTransport(gov)
+    sharded = transport.transport
+    assert isinstance(sharded, ShardedTransport)
+
+    def per_shard() -> list[int]:
+        counts = []
+        for shard in sharded.shards:
+            assert isinstance(shard, httpx.AsyncHTTPTransport)
+            counts.append(sum(1 for c in shard._pool.connections if not c.is_closed()))
+        return counts
+
+    async with httpx.AsyncClient(transport=transport) as client:
+        await _together(client, f"{upstream.url}/work", 20)
+        assert per_shard() == [8, 8, 4]  # httpcore's cost per response is that of a pool of 8
+        gov.reset_limit(6, reason="test: the upstream shrank")
+        await _together(client, f"{upstream.url}/work", 6)
+        # The limit (6) plus the slack (2) stay open, in the shards requests fill first.
+        assert per_shard() == [8, 0, 0]
+    assert sharded.inflight == 0

@@ -44,12 +44,14 @@ from ._http import classify_status, classify_with_default, retry_after_header
 from ._permit import PermitMarks
 from ._retry import Retry, RetryBudget
 from ._samples import Outcome
+from ._shards import ShardedTransport, _pool_size
 from ._validate import check_float, check_int
 
 __all__ = [
     "GovernedTransport",
     "HTTPAttempts",
     "HTTPClassifier",
+    "ShardedTransport",
     "classify_http",
     "origin_of",
     "retry_after_s",
@@ -277,8 +279,11 @@ class GovernedTransport(httpx.AsyncBaseTransport):
       one, which loads that state.
 
     The governor, not the pool, must decide how many requests run: the
-    default transport's pool is sized to the governor's ``max_limit`` (no
-    bound at all with ``per_host``), and a transport whose pool is smaller
+    default transport, a `ShardedTransport`, opens as many connections as
+    requests are in flight, in pools of 8 (httpcore's pool costs the client
+    CPU per response that grows with the square of its size), and idle
+    connections beyond the governor's limit and some slack are closed after
+    each response. A transport whose pool is smaller than ``max_limit``
     gets a `RuntimeWarning`, since requests would then queue in the pool
     and fail with `httpx.PoolTimeout` (httpx issue #1171). An HTTP/2-only
     transport (``http2=True, http1=False``) is not warned about: it sends
@@ -289,7 +294,7 @@ class GovernedTransport(httpx.AsyncBaseTransport):
         governor: The governor (or, with ``per_host``, the template whose
             name, environment, policy and store each origin's governor copies).
             None makes ``Governor("http")``.
-        transport: The transport to wrap; defaults to `httpx.AsyncHTTPTransport`.
+        transport: The transport to wrap; defaults to `ShardedTransport()`.
         per_host: One governor per origin instead of one for every request.
         classify: Maps a response or an exception to an outcome; returning
             None defers to `classify_http`.
@@ -383,12 +388,7 @@ class GovernedTransport(httpx.AsyncBaseTransport):
 
         max_limit = governor.policy.max_limit
         if transport is None:
-            transport = httpx.AsyncHTTPTransport(
-                limits=httpx.Limits(
-                    max_connections=None if self._per_host else max_limit,
-                    max_keepalive_connections=max_limit,
-                )
-            )
+            transport = ShardedTransport()
         else:
             pool_size = _pool_size(transport)
             if pool_size is not None and pool_size < max_limit:
@@ -401,7 +401,7 @@ class GovernedTransport(httpx.AsyncBaseTransport):
                     stacklevel=2,
                 )
         self._transport = transport
-        self._pool = _connection_pool(transport)
+        self._pools = _connection_pools(transport)
         self._closing: set[httpcore.AsyncConnectionInterface] = set()
 
     @property
@@ -543,11 +543,13 @@ class GovernedTransport(httpx.AsyncBaseTransport):
         The slack keeps a limit that moves by a step or two from closing and
         reopening connections. Called after each response is closed.
         """
-        pool = self._pool
-        if pool is None:
+        pools = self._pools()
+        if not pools:
             return
         closing = self._closing
-        connections = [c for c in pool.connections if not c.is_closed() and c not in closing]
+        connections = [
+            c for pool in pools for c in pool.connections if not c.is_closed() and c not in closing
+        ]
         limit = sum(g.limit for g in self._governors.values()) if self._per_host else self._governor.limit
         surplus = len(connections) - (limit + max(2, limit // 4))
         if surplus <= 0:
@@ -580,33 +582,33 @@ def retry_after_s(response: httpx.Response) -> float | None:
     return retry_after_header(response.headers.get("retry-after"), response.headers.get("date"))
 
 
-def _connection_pool(transport: httpx.AsyncBaseTransport) -> httpcore.AsyncConnectionPool | None:
-    """httpx's own transport's httpcore pool, whose idle connections `GovernedTransport` trims.
+def _connection_pools(
+    transport: httpx.AsyncBaseTransport,
+) -> Callable[[], list[httpcore.AsyncConnectionPool]]:
+    """What reads, at each trim, the httpcore pools whose idle connections `GovernedTransport` trims.
 
-    This reads httpx's private ``AsyncHTTPTransport._pool`` (as `_pool_size` does); what
-    is done with the pool is httpcore's public API: ``AsyncConnectionPool.connections``
-    and each connection's ``is_idle()``, ``is_closed()`` and ``aclose()``. Any other
-    transport (a mock, a wrapper) gets None: nothing is trimmed.
+    httpx's own transport has one pool; a `ShardedTransport` has one per shard
+    (shards made later are read then too), in the order requests fill them,
+    so the last shards' idle connections are closed first. This reads httpx's
+    private ``AsyncHTTPTransport._pool`` (as `_pool_size` does); what is done
+    with the pool is httpcore's public API: ``AsyncConnectionPool.connections``
+    and each connection's ``is_idle()``, ``is_closed()`` and ``aclose()``. Any
+    other transport (a mock, a wrapper) has none: nothing is trimmed.
     """
-    if isinstance(transport, httpx.AsyncHTTPTransport):
-        pool = getattr(transport, "_pool", None)
-        if isinstance(pool, httpcore.AsyncConnectionPool):
-            return pool
-    return None
 
+    def pool_of(transport: httpx.AsyncBaseTransport) -> httpcore.AsyncConnectionPool | None:
+        if isinstance(transport, httpx.AsyncHTTPTransport):
+            pool = getattr(transport, "_pool", None)
+            if isinstance(pool, httpcore.AsyncConnectionPool):
+                return pool
+        return None
 
-def _pool_size(transport: httpx.AsyncBaseTransport) -> int | None:
-    """The most connections the transport's pool opens, when it can be read (httpx's own transport).
+    if isinstance(transport, ShardedTransport):
+        sharded = transport
 
-    None for a pool that speaks HTTP/2 only (``http2=True, http1=False``): one
-    connection there carries many requests as streams, so the number of
-    connections bounds nothing, and a request beyond a connection's stream
-    limit waits inside that connection, never in the pool (no PoolTimeout).
-    """
-    if isinstance(transport, httpx.AsyncHTTPTransport):
-        pool = transport._pool
-        if getattr(pool, "_http2", False) and not getattr(pool, "_http1", True):
-            return None
-        size = getattr(pool, "_max_connections", None)
-        return size if isinstance(size, int) else None
-    return None
+        def shard_pools() -> list[httpcore.AsyncConnectionPool]:
+            return [pool for shard in sharded.shards if (pool := pool_of(shard)) is not None]
+
+        return shard_pools
+    pools = [pool] if (pool := pool_of(transport)) is not None else []
+    return lambda: pools

@@ -463,9 +463,13 @@ class JobClient:
         if self._http is None:
             import httpx
 
+            from aiogovernor._shards import ShardedTransport
+
             # The governors bound the calls in flight; a connection pool smaller than
-            # they allow would turn their headroom into PoolTimeouts (httpx #1171).
-            self._http = httpx.AsyncClient(limits=httpx.Limits(max_connections=None))
+            # they allow would turn their headroom into PoolTimeouts (httpx #1171), and
+            # one large pool costs the client CPU per call that grows with the square
+            # of its size: a connection per call in flight, in pools of 8.
+            self._http = httpx.AsyncClient(transport=ShardedTransport())
         if self._auth is None and self._api_key is not None:
             from ._auth import SecretAuth
 
