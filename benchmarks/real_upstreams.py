@@ -52,6 +52,11 @@ instance, or a `aiogovernor.limits.Profile` (its window rules are used too). Run
 script with the Python environment where that policy is importable, e.g. another
 checkout's ``.venv/bin/python path/to/real_upstreams.py --policy ...``.
 
+The client's connections go through `GovernedTransport`'s default transport, a
+`ShardedTransport` (httpx pools of 8, each shard timed); ``--pool single`` uses one httpx
+pool of the governor's ``max_limit`` instead, whose client CPU per response grows with the
+square of its connections (the client then collapses past about 32 in flight).
+
 ``--pool-compare`` adds "default, pool not trimmed": the same default governor with the
 connection pool hidden from `GovernedTransport`, so idle connections beyond the limit stay
 open (as with a transport that does not trim them); compare its client CPU per response.
