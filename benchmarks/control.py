@@ -10,6 +10,8 @@ through the adapters in ``_adapters.py``, on the same scenarios.
     .venv/bin/python benchmarks/control.py --only noisy   # the models of real servers' noise only
     .venv/bin/python benchmarks/control.py --walls        # the default's probe pace at hard walls
     .venv/bin/python benchmarks/control.py --draws 6      # the default over 6 draws, cold and steady
+                                                          # (beside itself without slow start, and
+                                                          # without the pause rule)
 
 The noisy scenarios (`noisy_scenarios()`: worker pools with a FIFO backlog, CPU-bound
 servers, a proxy wall, a token bucket, correlated stalls, a client whose loop lags) are
@@ -215,7 +217,7 @@ def cold_scenarios(seed: int) -> dict[str, Scenario]:
 
 
 def draws(n: int) -> None:
-    """The default beside itself without slow start, over ``n`` draws of every model's randomness.
+    """The default beside itself without slow start and without the pause rule, over ``n`` draws.
 
     A closed loop is chaotic: one draw of a model can be lucky or unlucky for a policy, so the
     figures are the median (worst) over draws 1..n of goodput over the best fixed limit of the
@@ -225,6 +227,7 @@ def draws(n: int) -> None:
     contenders: dict[str, Callable[[], LimitPolicy]] = {
         "default": LatencyAIMD,
         "without slow start": lambda: LatencyAIMD(slow_start=False),
+        "without the pause rule": lambda: LatencyAIMD(pause_allowance=0.0),
     }
     cold: dict[str, dict[str, list[float]]] = {}
     refused: dict[str, dict[str, list[float]]] = {}
@@ -279,7 +282,10 @@ def main() -> None:
     parser.add_argument("--only", choices=["standard", "noisy"], help="one set of scenarios")
     parser.add_argument("--walls", action="store_true", help="only the default's probe pace at hard walls")
     parser.add_argument(
-        "--draws", type=int, metavar="N", help="only the default, with and without slow start, over N draws"
+        "--draws",
+        type=int,
+        metavar="N",
+        help="only the default, beside itself without slow start and without the pause rule",
     )
     args = parser.parse_args()
     if args.walls:

@@ -105,6 +105,19 @@ def test_the_window_reports_the_loop_lag() -> None:
     assert w.loop_lag_s == 0.0  # the median lateness of the ticks: no steady backlog
     # A pause delays what arrives during it by what is left of it: 0.05² / 2 over 0.15 s.
     assert w.loop_pause_s == pytest.approx(0.05**2 / 2 / 0.15)
+    assert w.loop_pause_longest_s == pytest.approx(0.05)  # the one pause, beyond the steady lag
+
+
+def test_the_longest_pause_is_taken_beyond_the_steady_lag() -> None:
+    agg = WindowAggregator(WindowConfig(min_samples=1, min_duration_s=0.0))
+    for lag in (0.002, 0.002, 0.003, 0.002, 0.032):
+        agg.record_lag(lag, 0.01)
+    agg.add(Sample(0.0, 0.02, 1, Outcome.OK), now=0.1, limit=1)
+    w = agg.close(0.1, 1, peak_inflight=1)
+    assert w.loop_lag_s == 0.002
+    assert w.loop_pause_longest_s == pytest.approx(0.030)
+    agg.add(Sample(0.1, 0.02, 1, Outcome.OK), now=0.2, limit=1)
+    assert agg.close(0.2, 1, peak_inflight=1).loop_pause_longest_s == 0.0  # no reading: not measured
 
 
 def test_client_cost_and_pauses_slow_the_client_in_virtual_time() -> None:
@@ -251,6 +264,53 @@ def test_loop_lag_explains_a_rise_but_not_one_several_times_larger() -> None:
     assert adj.limit < 16 and "loop lag" in adj.reason
 
 
+def _paused(latency_s: float, *, longest_s: float, lag_s: float = 0.0005) -> Window:
+    # One pause of ``longest_s`` in a window of 0.13 s, over a steady lag of ``lag_s``: the
+    # mean delay it causes a response is longest² / 2 / 0.13 (`Window.loop_pause_s`).
+    w = window(ok=40, latency_s=latency_s, limit=16)
+    return dataclasses.replace(
+        w, loop_lag_s=lag_s, loop_pause_s=longest_s**2 / 2 / 0.13, loop_pause_longest_s=longest_s
+    )
+
+
+@pytest.mark.parametrize("rule", [True, False])
+def test_a_rise_one_pause_of_the_client_explains_holds_and_a_larger_one_cuts(rule: bool) -> None:
+    def policy() -> LatencyAIMD:
+        baseline = LatencyBaseline()
+        baseline.seed(0.06)
+        if rule:  # the default
+            p = LatencyAIMD(initial_limit=16, baseline=baseline, slow_start=False)
+        else:
+            p = LatencyAIMD(initial_limit=16, baseline=baseline, slow_start=False, pause_allowance=0.0)
+        _clean(p, 16, latency_s=0.06)  # limit-bound at its baseline: grows to 17
+        assert p.limit == 17
+        return p
+
+    # The median 25 ms over a 60 ms baseline in a window where the client's whole loop
+    # paused for 30 ms once (its mean delay, 3.5 ms, explains a seventh of the rise): the
+    # pause delayed every call sent or answered during it.
+    p = policy()
+    adj = p.update(_paused(0.085, longest_s=0.030))
+    if rule:
+        assert adj.limit == 17 and "30 ms pause of the client's loop" in adj.reason  # no cut, no growth
+        # The same pause again in the next window is no outlier: the loop is starved every
+        # window (a loaded host), and the rise is cut as queueing.
+        adj = p.update(_paused(0.085, longest_s=0.030))
+        assert adj.limit < 17 and "latency p50" in adj.reason
+    else:
+        assert adj.limit < 17 and "latency p50" in adj.reason  # the rule off: cut as before it
+    # A rise several times the pause is still queueing.
+    adj = policy().update(_paused(0.150, longest_s=0.030))
+    assert adj.limit < 17 and "latency p50" in adj.reason
+    # So is a rise the pause would explain when it is no outlier beyond a steady lag of 10 ms
+    # (a busy loop's ticks all run late: only the steady lag's allowance is taken off).
+    adj = policy().update(_paused(0.105, longest_s=0.030, lag_s=0.010))
+    assert adj.limit < 17 and "latency p50" in adj.reason
+    # And overload always cuts, whatever the client's loop did.
+    w = dataclasses.replace(_paused(0.085, longest_s=0.030), overload=3, count=43)
+    assert policy().update(w).limit < 17
+
+
 @pytest.mark.parametrize(
     ("make", "match"),
     [
@@ -264,6 +324,7 @@ def test_loop_lag_explains_a_rise_but_not_one_several_times_larger() -> None:
         ),
         (lambda: LatencyAIMD(lag_allowance=-1.0), "lag_allowance"),
         (lambda: LatencyAIMD(queue_allowance=-0.5), "queue_allowance"),
+        (lambda: LatencyAIMD(pause_allowance=-0.5), "pause_allowance"),
         (lambda: WindowConfig(lag_probe_period_s=0.0), "lag_probe_period_s"),
     ],
 )

@@ -132,6 +132,10 @@ class Window:
     """The delay the client's whole-loop pauses (its garbage collector, CPU stolen from it)
     caused a response arriving at a random moment of the window, on average: noise unrelated
     to how much is in flight."""
+    loop_pause_longest_s: float = 0.0
+    """The longest of those pauses: how much later than the steady lag the latest probe tick
+    ran (0 when not measured). A pause delays every call whose sending or response falls in
+    it, so one pause can move the window's median by up to its length."""
 
     @property
     def duration_s(self) -> float:
@@ -434,21 +438,23 @@ class WindowAggregator:
         self._lags.append(lag_s)
         self._lag_span += period_s + lag_s
 
-    def _loop_lag(self) -> tuple[float, float]:
-        """The client loop's steady lag and the delay its pauses cause, as `Window` reports them.
+    def _loop_lag(self) -> tuple[float, float, float]:
+        """The client loop's steady lag, its pauses' mean delay and its longest pause (see `Window`).
 
         A steadily backlogged loop runs every tick about equally late: the median
         lateness. A pause delays only what arrives during it, by what is left of it: on
         average ``Σ excess² / 2 / Σ span`` over the window, the excess being each tick's
-        lateness beyond the steady one.
+        lateness beyond the steady one. The longest pause is the largest excess (a tick
+        falls in every pause longer than the probe's period, up to a period after its start).
         """
         lags = self._lags
         if not lags:
-            return 0.0, 0.0
-        steady = sorted(lags)[len(lags) // 2]
+            return 0.0, 0.0, 0.0
+        ordered = sorted(lags)
+        steady = ordered[len(lags) // 2]
         # Summed in the order read (a list, not a generator: fewer steps, the same sum).
         excess = sum([(lag - steady) ** 2 for lag in lags if lag > steady])
-        return steady, excess / (2.0 * self._lag_span)
+        return steady, excess / (2.0 * self._lag_span), ordered[-1] - steady
 
     def record(self, latency_s: float, outcome: Outcome, fresh: bool, now: float, limit: int) -> bool:
         """Fold one sample in and say whether the window should close (the allocation-free `add`).
@@ -682,9 +688,9 @@ class WindowAggregator:
         else:
             w.size_mean, w.bands = 1.0, ()
         if self._lags:
-            w.loop_lag_s, w.loop_pause_s = self._loop_lag()
+            w.loop_lag_s, w.loop_pause_s, w.loop_pause_longest_s = self._loop_lag()
         else:
-            w.loop_lag_s = w.loop_pause_s = 0.0
+            w.loop_lag_s = w.loop_pause_s = w.loop_pause_longest_s = 0.0
         w.__class__ = Window
         recent = self.recent_min_latency_s
         config = self._config
