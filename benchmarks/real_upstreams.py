@@ -530,8 +530,9 @@ class _Opaque(httpx.AsyncBaseTransport):
 
 # One decision as kept for the JSON output: seconds since the run began, old limit, new limit,
 # reason, the window's p50 (ms), its loop lag and loop pause (ms, `Window.loop_lag_s` and
-# `Window.loop_pause_s`), its sample count, and whether the limit was the bottleneck.
-WindowRecord = tuple[float, int, int, str, float, float, float, int, bool]
+# `Window.loop_pause_s`), its sample count, whether the limit was the bottleneck, and its
+# longest loop pause (ms, `Window.loop_pause_longest_s`).
+WindowRecord = tuple[float, int, int, str, float, float, float, int, bool, float]
 
 
 @dataclass
@@ -635,6 +636,7 @@ async def run_once(
                     round(w.loop_pause_s * 1000, 3),
                     w.count,
                     w.limit_bound,
+                    round(w.loop_pause_longest_s * 1000, 3),
                 )
             )
 
@@ -1050,6 +1052,7 @@ def to_json(results: list[RowResult]) -> list[dict[str, Any]]:
                 "loop_pause_ms",
                 "count",
                 "limit_bound",
+                "loop_pause_longest_ms",
             ],
             "fixed": {str(c): [run(r) for r in runs] for c, runs in rr.fixed.items()},
             "entries": {name: [run(r) for r in runs] for name, runs in rr.entries.items()},
