@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from contextlib import AsyncExitStack
 
 import httpcore
 import httpx
@@ -149,3 +150,34 @@ async def test_the_default_transport_keeps_each_pool_at_8_and_trims_the_last_sha
         # The limit (6) plus the slack (2) stay open, in the shards requests fill first.
         assert per_shard() == [8, 0, 0]
     assert sharded.inflight == 0
+
+
+async def test_a_shard_with_an_idle_connection_is_chosen_before_one_would_open_a_connection(
+    upstream: LocalUpstream,
+) -> None:
+    # Shards of 2, no governor: four streamed responses held open fill shards 0 and 1.
+    sharded = ShardedTransport(shard_connections=2)
+
+    def pool(index: int) -> list[httpcore.AsyncConnectionInterface]:
+        shard = sharded.shards[index]
+        assert isinstance(shard, httpx.AsyncHTTPTransport)
+        return [c for c in shard._pool.connections if not c.is_closed()]
+
+    async with httpx.AsyncClient(transport=sharded) as client, AsyncExitStack() as stack:
+        url = f"{upstream.url}/work"
+        held = [await stack.enter_async_context(client.stream("GET", url)) for _ in range(4)]
+        assert [len(pool(0)), len(pool(1))] == [2, 2]
+        # Shard 1's two responses close: two idle connections there. One of shard 0's closes
+        # too, and its connection is lost (as a server's 503 closes one): shard 0 has room,
+        # and no idle connection.
+        for response in [held[2], held[3], held[1]]:
+            await response.aread()  # read whole, so that its connection is kept for reuse
+            await response.aclose()
+        [idle] = [c for c in pool(0) if c.is_idle()]
+        await idle.aclose()
+        assert [len(pool(0)), len(pool(1))] == [1, 2]
+        # The next request reuses an idle connection of shard 1 instead of opening one in shard 0,
+        # so no more connections are open than requests in flight need.
+        async with client.stream("GET", f"{upstream.url}/work"):
+            assert [len(pool(0)), len(pool(1))] == [1, 2]
+            assert sharded.inflight == 2

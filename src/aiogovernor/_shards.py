@@ -19,11 +19,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 
+import httpcore
 import httpx
 
 from ._validate import check_int
 
 __all__ = ["ShardedTransport"]
+
+
+def _connection_pool(transport: httpx.AsyncBaseTransport) -> httpcore.AsyncConnectionPool | None:
+    """httpx's own transport's httpcore pool (httpx's private ``_pool``), or None for any other."""
+    if isinstance(transport, httpx.AsyncHTTPTransport):
+        pool = getattr(transport, "_pool", None)
+        if isinstance(pool, httpcore.AsyncConnectionPool):
+            return pool
+    return None
 
 
 def _pool_size(transport: httpx.AsyncBaseTransport) -> int | None:
@@ -48,10 +58,14 @@ class ShardedTransport(httpx.AsyncBaseTransport):
 
     Each shard is a transport of its own (by default `httpx.AsyncHTTPTransport`
     with a pool of ``shard_connections``). A request goes to the first shard
-    with fewer than ``shard_connections`` requests in flight, so the first
-    shards stay busy and reuse their connections; a new shard is made only
-    when every shard is full, and a shard's request counts as in flight until
-    its response is closed. Shards are kept until `aclose`; their idle
+    with an idle connection, else to the first with fewer than
+    ``shard_connections`` requests in flight (which opens one), so that
+    connections are reused before new ones are opened (a server that counts
+    open connections, idle ones included, sees no more than the requests in
+    flight need) and the first shards stay busy. A new shard is made only when
+    every shard is full, and a shard's request counts as in flight until its
+    response is closed. (Idle connections are seen in httpx's own transport;
+    a factory's other transports are filled in order.) Shards are kept until `aclose`; their idle
     connections close as httpx's keep-alive expiry (or `GovernedTransport`'s
     trimming) closes them.
 
@@ -101,6 +115,7 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         self._factory = transport_factory
         self._size = size
         self._shards: list[httpx.AsyncBaseTransport] = []
+        self._pools: list[httpcore.AsyncConnectionPool | None] = []
         self._inflight: list[int] = []
         self._closed = False
         self._add_shard()  # the first one now, so a factory that is wrong fails here
@@ -132,15 +147,23 @@ class ShardedTransport(httpx.AsyncBaseTransport):
                 f"limits=httpx.Limits(max_connections={self._size}) or a smaller shard_connections"
             )
         self._shards.append(shard)
+        self._pools.append(_connection_pool(shard))
         self._inflight.append(0)
         return len(self._shards) - 1
 
     def _choose(self) -> int:
-        size = self._size
+        size, pools = self._size, self._pools
+        room = -1
         for index, inflight in enumerate(self._inflight):
             if inflight < size:
-                return index
-        return self._add_shard()
+                pool = pools[index]
+                # More open connections than requests in flight: one is idle. (A closed one
+                # stays listed until the pool's next pass.) Unknown: fill the shards in order.
+                if pool is None or sum(not c.is_closed() for c in pool.connections) > inflight:
+                    return index
+                if room < 0:
+                    room = index
+        return room if room >= 0 else self._add_shard()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send the request on the first shard with room; it counts there until its response is closed."""

@@ -44,7 +44,7 @@ from ._http import classify_status, classify_with_default, retry_after_header
 from ._permit import PermitMarks
 from ._retry import Retry, RetryBudget
 from ._samples import Outcome
-from ._shards import ShardedTransport, _pool_size
+from ._shards import ShardedTransport, _connection_pool, _pool_size
 from ._validate import check_float, check_int
 
 __all__ = [
@@ -596,19 +596,12 @@ def _connection_pools(
     other transport (a mock, a wrapper) has none: nothing is trimmed.
     """
 
-    def pool_of(transport: httpx.AsyncBaseTransport) -> httpcore.AsyncConnectionPool | None:
-        if isinstance(transport, httpx.AsyncHTTPTransport):
-            pool = getattr(transport, "_pool", None)
-            if isinstance(pool, httpcore.AsyncConnectionPool):
-                return pool
-        return None
-
     if isinstance(transport, ShardedTransport):
         sharded = transport
 
         def shard_pools() -> list[httpcore.AsyncConnectionPool]:
-            return [pool for shard in sharded.shards if (pool := pool_of(shard)) is not None]
+            return [pool for shard in sharded.shards if (pool := _connection_pool(shard)) is not None]
 
         return shard_pools
-    pools = [pool] if (pool := pool_of(transport)) is not None else []
+    pools = [pool] if (pool := _connection_pool(transport)) is not None else []
     return lambda: pools
