@@ -65,9 +65,9 @@ class ShardedTransport(httpx.AsyncBaseTransport):
     flight need) and the first shards stay busy. A new shard is made only when
     every shard is full, and a shard's request counts as in flight until its
     response is closed. (Idle connections are seen in httpx's own transport;
-    a factory's other transports are filled in order.) Shards are kept until `aclose`; their idle
-    connections close as httpx's keep-alive expiry (or `GovernedTransport`'s
-    trimming) closes them.
+    a factory's other transports are filled in order.) Shards are kept until
+    `aclose`; their idle connections close as httpx's keep-alive expiry (or
+    `GovernedTransport`'s trimming) closes them.
 
     Why: httpcore's pool costs the client CPU per response that grows with
     the square of its number of connections (quadratic bookkeeping on every
