@@ -60,6 +60,9 @@ square of its connections (the client then collapses past about 32 in flight).
 ``--pool-compare`` adds "default, pool not trimmed": the same default governor with the
 connection pool hidden from `GovernedTransport`, so idle connections beyond the limit stay
 open (as with a transport that does not trim them); compare its client CPU per response.
+``--tls-compare`` adds "default, TLS context per shard": shards made as httpx makes a
+transport by default, each loading its own TLS context (~20 ms of the client's CPU, on
+its loop, each time a shard is added) where the default shards share one.
 
 Needs gunicorn (``pip install --group bench``) and nginx (``scripts/bootstrap.sh`` installs
 both); rows whose server is missing are skipped with a message. Figures are ratios taken in
@@ -82,6 +85,7 @@ import pickle
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -419,6 +423,9 @@ class Entry:
     make: Callable[[], PolicySpec]
     fixed: int | None = None
     trim_pool: bool = True
+    # A TLS context made for each shard (httpx's default) instead of one shared by all:
+    # ~20 ms of the client's CPU each time a shard is added (``--tls-compare``).
+    tls_per_shard: bool = False
 
 
 def _profile_spec(name: str) -> Callable[[], PolicySpec]:
@@ -575,13 +582,15 @@ def burn_cpu(seconds: float) -> None:
 
 
 def client_transport(
-    records: list[tuple[float, float, int]], *, pool: str, max_limit: int
+    records: list[tuple[float, float, int]], *, pool: str, max_limit: int, tls_per_shard: bool = False
 ) -> tuple[httpx.AsyncBaseTransport, Callable[[], int]]:
     """The transport under the permit and a count of its open connections.
 
     ``pool="shards"``: what `GovernedTransport` uses by default, a `ShardedTransport`
-    (pools of 8), each shard timed. ``pool="single"``: one httpx pool of ``max_limit``,
-    whose cost per response grows with the square of its connections.
+    (pools of 8, sharing one TLS context as its default shards do), each shard timed;
+    ``tls_per_shard`` makes a TLS context for each shard instead. ``pool="single"``: one
+    httpx pool of ``max_limit``, whose cost per response grows with the square of its
+    connections.
     """
     if pool == "single":
         single = _TimedTransport(
@@ -590,10 +599,12 @@ def client_transport(
         return single, single.pool_connections
     size = 8
     shards: list[_TimedTransport] = []
+    tls = httpx.create_ssl_context()
 
     def make_shard() -> httpx.AsyncBaseTransport:
         limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-        shard = _TimedTransport(records, limits=limits)
+        verify: ssl.SSLContext | bool = True if tls_per_shard else tls
+        shard = _TimedTransport(records, limits=limits, verify=verify)
         shards.append(shard)
         return shard
 
@@ -612,7 +623,9 @@ async def run_once(
     gov = Governor("real-upstream", policy, store=None, window=window)
     max_limit = gov.policy.max_limit
     records: list[tuple[float, float, int]] = []
-    inner, pool_connections = client_transport(records, pool=pool, max_limit=max_limit)
+    inner, pool_connections = client_transport(
+        records, pool=pool, max_limit=max_limit, tls_per_shard=entry.tls_per_shard
+    )
     wrapped: httpx.AsyncBaseTransport = inner if entry.trim_pool else _Opaque(inner)
     transport = GovernedTransport(gov, transport=wrapped)
     decisions: list[tuple[float, int, int, str]] = []
@@ -1080,6 +1093,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--policy", action="append", default=[], metavar="[NAME=]module:callable")
     parser.add_argument("--pool-compare", action="store_true", help="add 'default, pool not trimmed'")
     parser.add_argument(
+        "--tls-compare", action="store_true", help="add 'default, TLS context per shard' (httpx's default)"
+    )
+    parser.add_argument(
         "--pool",
         choices=("shards", "single"),
         default="shards",
@@ -1150,6 +1166,8 @@ def choose(args: argparse.Namespace) -> tuple[list[Row], list[Entry]]:
     entries = [builtins[n] for n in names]
     if args.pool_compare:
         entries.append(Entry("default, pool not trimmed", lambda: (None, None), trim_pool=False))
+    if args.tls_compare:
+        entries.append(Entry("default, TLS context per shard", lambda: (None, None), tls_per_shard=True))
     for spec in args.policy:
         _, entry = load_callable(spec)
         entries.append(entry)

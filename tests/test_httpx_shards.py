@@ -176,6 +176,19 @@ def test_the_default_shard_is_httpx_own_transport_with_a_pool_of_shard_connectio
     assert repr(transport) == "ShardedTransport(shards=1, shard_connections=5, inflight=0)"
 
 
+def test_the_default_shards_share_one_tls_context() -> None:
+    # Making a TLS context costs ~20 ms of CPU: one per shard would stall the event loop
+    # each time the concurrency passes a multiple of shard_connections.
+    transport = ShardedTransport(shard_connections=2)
+    transport._add_shard()
+    transport._add_shard()
+    contexts = set()
+    for shard in transport.shards:
+        assert isinstance(shard, httpx.AsyncHTTPTransport)
+        contexts.add(id(shard._pool._ssl_context))
+    assert len(transport.shards) == 3 and len(contexts) == 1
+
+
 async def test_governed_transport_uses_shards_by_default_and_passes_permits_through_them() -> None:
     assert isinstance(GovernedTransport(Governor("g", Fixed(4), store=None)).transport, ShardedTransport)
     gov = Governor("g", Fixed(3), store=None)
