@@ -4,7 +4,8 @@ Kept apart so that the method can be read in one place and tested on made-up num
 Every ratio pairs a contender's repetition ``k`` with a denominator from repetition ``k``:
 
 - **vs best fixed** (the benchmark's first ratio, kept): the best fixed limit is the sweep's
-  limit with the best median goodput over the repetitions; repetition ``k``'s goodput is
+  limit with the best median goodput over the repetitions, among those whose median
+  overload is at most 1 % (as the simulator's oracle chooses); repetition ``k``'s goodput is
   divided by that limit's goodput in the sweep's repetition ``k``. The same runs choose the
   limit and serve as the denominator, so the denominator is biased upward (the winner's
   curse: among limits whose goodputs differ by less than the noise, the one that got lucky
@@ -29,16 +30,33 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
-__all__ = ["best_fixed", "rotation", "same_rep_ratios", "summary", "sweep_max"]
+__all__ = ["MAX_OVERLOAD", "best_fixed", "rotation", "same_rep_ratios", "summary", "sweep_max"]
 
 T = TypeVar("T")
 
 
-def best_fixed(fixed: Mapping[int, Sequence[float]]) -> int:
-    """The limit with the best median goodput over the repetitions (ties: the smallest limit)."""
+# The most overload (refused and timed-out requests, as a share of all) a fixed limit may have
+# in the median repetition to be the best fixed limit: the simulator's oracle's rule
+# (`aiogovernor.sim.sweep_fixed`). A limit that buys its goodput with refusals (a wall
+# that answers 503 at once, and callers that retry) is not one a user would choose.
+MAX_OVERLOAD = 0.01
+
+
+def best_fixed(
+    fixed: Mapping[int, Sequence[float]], overload: Mapping[int, Sequence[float]] | None = None
+) -> int:
+    """The limit with the best median goodput over the repetitions (ties: the smallest limit).
+
+    With ``overload`` (each limit's overload share per repetition), only the limits whose
+    median share is at most `MAX_OVERLOAD` compete, when there are any.
+    """
     if not fixed:
         raise ValueError("no fixed limits were swept")
-    return max(sorted(fixed), key=lambda c: statistics.median(fixed[c]))
+    limits = sorted(fixed)
+    if overload is not None:
+        within = [c for c in limits if statistics.median(overload[c]) <= MAX_OVERLOAD]
+        limits = within or limits
+    return max(limits, key=lambda c: statistics.median(fixed[c]))
 
 
 def sweep_max(fixed: Mapping[int, Sequence[float]]) -> list[float]:

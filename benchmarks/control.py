@@ -12,6 +12,8 @@ through the adapters in ``_adapters.py``, on the same scenarios.
     .venv/bin/python benchmarks/control.py --draws 6      # the default over 6 draws, cold and steady
                                                           # (beside itself without slow start, and
                                                           # without the pause rule)
+    .venv/bin/python benchmarks/control.py --draws 6 --policy mine=path/to/mine.py:make
+                                                          # and a policy under development beside them
 
 The noisy scenarios (`noisy_scenarios()`: worker pools with a FIFO backlog, CPU-bound
 servers, a proxy wall, a token bucket, correlated stalls, a client whose loop lags) are
@@ -29,7 +31,9 @@ import pathlib
 import statistics
 from collections.abc import Callable
 
-from aiogovernor.limits import AIMD, Gradient, LatencyAIMD, LimitPolicy, ThroughputAIMD, Vegas
+from _policy_arg import load_factory
+
+from aiogovernor.limits import AIMD, Gradient, LatencyAIMD, LimitPolicy, Profile, ThroughputAIMD, Vegas
 from aiogovernor.sim import (
     Client,
     Gate,
@@ -38,6 +42,7 @@ from aiogovernor.sim import (
     WallUpstream,
     noisy_scenarios,
     run_scenario,
+    shared_wall_scenario,
     standard_scenarios,
     sweep_fixed,
 )
@@ -80,25 +85,10 @@ def outside_limiters(scenario: Scenario) -> dict[str, tuple[Entry, contextlib.Ab
 SHARED_WALL_SEEDS = (7, 8, 9, 10, 11)
 
 
-def shared_wall(seed: int) -> Scenario:
-    """Four governors of 64 callers join a 429 wall at 32 one by one; the first leaves early."""
-    return Scenario(
-        name="shared-wall",
-        upstream=lambda: WallUpstream(capacity=32, service_time_s=0.05, seed=seed),
-        duration_s=60.0,
-        settle_s=15.0,
-        clients=tuple(
-            Client(callers=64, start_s=i * 40 / 15, stop_s=54.0 if i == 0 else None) for i in range(4)
-        ),
-        initial_limit=1,
-        seed=seed,
-    )
-
-
 def wall_scenarios() -> dict[str, Scenario]:
     """Hard walls beyond the standard ones: several governors sharing one, and one that moves."""
     return {
-        **{f"shared wall {seed}": shared_wall(seed) for seed in SHARED_WALL_SEEDS},
+        **{f"shared wall {seed}": shared_wall_scenario(seed=seed) for seed in SHARED_WALL_SEEDS},
         # A 429 wall at 16 that moves to 32, then down to 8.
         "moving wall": Scenario(
             name="moving-wall",
@@ -216,18 +206,20 @@ def cold_scenarios(seed: int) -> dict[str, Scenario]:
     return {name: dataclasses.replace(scenario, **cold) for name, scenario in made.items()}
 
 
-def draws(n: int) -> None:
+def draws(n: int, more: dict[str, Callable[[], LimitPolicy]] | None = None) -> None:
     """The default beside itself without slow start and without the pause rule, over ``n`` draws.
 
     A closed loop is chaotic: one draw of a model can be lucky or unlucky for a policy, so the
     figures are the median (worst) over draws 1..n of goodput over the best fixed limit of the
     same draw. Three tables: cold 3 s runs (as the reality benchmark runs a row), the steady
     state of the scenarios above, and Jain's index of the four governors of ``shared``.
+    ``more`` adds contenders (``--policy``).
     """
     contenders: dict[str, Callable[[], LimitPolicy]] = {
         "default": LatencyAIMD,
         "without slow start": lambda: LatencyAIMD(slow_start=False),
         "without the pause rule": lambda: LatencyAIMD(pause_allowance=0.0),
+        **(more or {}),
     }
     cold: dict[str, dict[str, list[float]]] = {}
     refused: dict[str, dict[str, list[float]]] = {}
@@ -274,6 +266,22 @@ def draws(n: int) -> None:
     print("| shared | " + " | ".join(cell(jain[p]) for p in names) + " |")
 
 
+def policy_arg(spec: str) -> tuple[str, Callable[[], LimitPolicy]]:
+    """A ``--policy`` as a contender: its callable returns a policy (or a `Profile`'s policy)."""
+    name, factory = load_factory(spec)
+
+    def make() -> LimitPolicy:
+        made = factory()
+        if isinstance(made, Profile):
+            return made.policy()
+        if not isinstance(made, LimitPolicy):
+            raise TypeError(f"--policy {spec!r} returned {made!r}, not a policy or a Profile")
+        return made
+
+    make()  # fail now, not halfway through the run
+    return name, make
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--capacity", type=int, default=16)
@@ -287,14 +295,23 @@ def main() -> None:
         metavar="N",
         help="only the default, beside itself without slow start and without the pause rule",
     )
+    parser.add_argument(
+        "--policy",
+        action="append",
+        default=[],
+        metavar="[NAME=]module:callable",
+        help="with --draws: a policy under development beside the default (module may be a .py path)",
+    )
     args = parser.parse_args()
+    if args.policy and args.draws is None:
+        parser.error("--policy runs with --draws")
     if args.walls:
         walls()
         return
     if args.draws is not None:
         if args.draws < 1:
             parser.error("--draws must be at least 1")
-        draws(args.draws)
+        draws(args.draws, dict(policy_arg(spec) for spec in args.policy))
         return
     c = args.capacity
     scenarios = {} if args.only == "noisy" else standard_scenarios(capacity=c)

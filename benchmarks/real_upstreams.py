@@ -6,7 +6,9 @@ and stopped when the row ends (each server in its own process group; nothing is 
 behind, also on Ctrl-C). For each row, two phases:
 
 1. **the sweep**: fixed concurrencies (``Fixed(c)``), every one once per repetition, picks
-   the best fixed limit: the one with the best median goodput over the repetitions;
+   the best fixed limit: the one with the best median goodput over the repetitions, among
+   those whose median overload is at most 1 % (the simulator's oracle's rule: a limit at a
+   wall that refuses most requests while retried callers keep it busy is not one to choose);
 2. **the contest**: a copy of that best limit, ``Fixed(best)``, called the *twin*
    (``--twins 2``: two copies, half a cycle apart), then every policy and profile, with the
    same 200 callers through `GovernedTransport`, once per repetition.
@@ -96,6 +98,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from _policy_arg import load_factory
 from _real_method import best_fixed, rotation, same_rep_ratios, summary, sweep_max
 
 from aiogovernor import Decision, Governor, WindowConfig
@@ -348,7 +351,7 @@ ROWS: list[Row] = [
     Row(
         "uvicorn-sleep",
         "uvicorn --limit-concurrency 16, 50 ms sleep (503 past 16)",
-        (8, 10, 12, 14, 16),
+        (8, 10, 12, 14, 15, 16),
         lambda s: start_uvicorn(s, limit=16, sleep_s=0.05),
         quick=True,
     ),
@@ -463,22 +466,7 @@ DEFAULT_POLICIES = ["default", "Gradient", "Vegas", "AIMD", *PROFILES]
 
 def load_callable(spec: str) -> tuple[str, Entry]:
     """``[NAME=]module:callable`` (module may be a path to a .py file) as an entry."""
-    name, _, target = spec.rpartition("=") if "=" in spec else ("", "", spec)
-    module_name, _, attr = target.rpartition(":")
-    if not module_name or not attr:
-        raise SystemExit(f"--policy {spec!r}: expected [NAME=]module:callable")
-    if module_name.endswith(".py") or os.sep in module_name:
-        path = pathlib.Path(module_name).resolve()
-        loaded = importlib.util.spec_from_file_location(path.stem, path)
-        if loaded is None or loaded.loader is None:
-            raise SystemExit(f"--policy {spec!r}: cannot load {path}")
-        module = importlib.util.module_from_spec(loaded)
-        sys.modules[path.stem] = module
-        loaded.loader.exec_module(module)
-    else:
-        module = importlib.import_module(module_name)
-    factory = getattr(module, attr)
-    name = name or attr
+    name, factory = load_factory(spec)
 
     def make() -> PolicySpec:
         made = factory()
@@ -849,7 +837,10 @@ def run_row(row: Row, entries: list[Entry], args: argparse.Namespace) -> RowResu
         swept: dict[str, list[RunResult]] = {}
         run_phase(url, row, sweep, "sweep", args, swept)
         fixed = {c: swept[f"fixed {c}"] for c in row.sweep}
-        best = best_fixed({c: [r.goodput for r in runs] for c, runs in fixed.items()})
+        best = best_fixed(
+            {c: [r.goodput for r in runs] for c, runs in fixed.items()},
+            {c: [r.overload / r.total if r.total else 0.0 for r in runs] for c, runs in fixed.items()},
+        )
         names = twin_names(args.twins)
         twins = [Entry(n, lambda: (None, None), fixed=best) for n in names]
         print(f"  best fixed: {best}; {', '.join(names) or 'no twin'} = Fixed({best})", flush=True)

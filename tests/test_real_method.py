@@ -32,6 +32,16 @@ def test_best_fixed_is_the_limit_with_the_best_median() -> None:
         method.best_fixed({})
 
 
+def test_best_fixed_leaves_out_limits_that_buy_goodput_with_refusals() -> None:
+    # 16 refuses most requests (a wall answering 503 at once, callers retrying): not a limit to choose.
+    overload = {8: [0.0, 0.0, 0.0], 12: [0.0, 0.005, 0.02], 16: [0.7, 0.7, 0.69]}
+    sweep = {**SWEEP, 16: [170.0, 171.0, 169.0]}
+    assert method.best_fixed(sweep) == 16
+    assert method.best_fixed(sweep, overload) == 12  # median overload 0.5 %: within 1 %
+    # When every limit is over, the best goodput wins as without overload figures.
+    assert method.best_fixed(sweep, {c: [0.5] for c in sweep}) == 16
+
+
 def test_sweep_max_takes_each_repetitions_own_winner() -> None:
     assert method.sweep_max(SWEEP) == [152.0, 140.0, 160.0]
     with pytest.raises(ValueError):

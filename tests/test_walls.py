@@ -24,6 +24,7 @@ from aiogovernor.sim import (
     WallUpstream,
     noisy_scenarios,
     run_scenario,
+    shared_wall_scenario,
     standard_scenarios,
 )
 from aiogovernor.testing import wait_until, window
@@ -257,21 +258,6 @@ def test_a_moving_wall_is_followed() -> None:
     assert r.overload_rate <= 0.005, r.summary()
 
 
-def _shared_wall(seed: int) -> Scenario:
-    """Four governors of 64 callers join a 429 wall at 32 one by one; the first leaves early."""
-    return Scenario(
-        name="shared-wall",
-        upstream=lambda: WallUpstream(capacity=32, service_time_s=0.05, seed=seed),
-        duration_s=60.0,
-        settle_s=15.0,
-        clients=tuple(
-            Client(callers=64, start_s=i * 40 / 15, stop_s=54.0 if i == 0 else None) for i in range(4)
-        ),
-        initial_limit=1,
-        seed=seed,
-    )
-
-
 def test_governors_sharing_a_wall_get_fair_shares_at_few_refusals() -> None:
     # Four governors on a wall of 32 hold about 8 permits each, where a cut of x0.9 is less
     # than the one permit a refusal takes: every probe past the saturated wall is refused
@@ -280,7 +266,7 @@ def test_governors_sharing_a_wall_get_fair_shares_at_few_refusals() -> None:
     # takes the room others leave first. Measured on these seeds (benchmarks/control.py
     # --walls runs five): Jain 0.952, 0.960, 0.985 (0.943, 0.945, 0.915 before), refused
     # 0.52 %, 0.47 %, 0.45 % (0.62 %, 0.64 %, 0.65 % before).
-    results = [run_scenario(_shared_wall(seed), LatencyAIMD) for seed in (7, 10, 11)]
+    results = [run_scenario(shared_wall_scenario(seed=seed), LatencyAIMD) for seed in (7, 10, 11)]
     fairness = sorted(r.fairness for r in results)
     refused = sorted(r.overload_rate for r in results)
     assert fairness[1] >= 0.95 and fairness[0] >= 0.94, fairness

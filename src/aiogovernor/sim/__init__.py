@@ -22,6 +22,7 @@ print(result.goodput / oracle.goodput, result.mean_limit, oracle.limit)
 from __future__ import annotations
 
 from ._catalog import noisy_scenarios as noisy_scenarios
+from ._catalog import shared_wall_scenario as shared_wall_scenario
 from ._catalog import standard_scenarios as standard_scenarios
 from ._loop import VirtualTimeEventLoop as VirtualTimeEventLoop
 from ._loop import run_virtual as run_virtual
@@ -59,6 +60,7 @@ __all__ = [
     "noisy_scenarios",
     "run_scenario",
     "run_virtual",
+    "shared_wall_scenario",
     "standard_scenarios",
     "sweep_fixed",
 ]

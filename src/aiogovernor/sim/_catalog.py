@@ -11,7 +11,7 @@ from ._scenario import Client, Scenario
 from ._servers import ConnectionWall, ServerUpstream, TokenBucketUpstream, Upstream
 from ._upstreams import KneeUpstream, WallUpstream
 
-__all__ = ["noisy_scenarios", "standard_scenarios"]
+__all__ = ["noisy_scenarios", "shared_wall_scenario", "standard_scenarios"]
 
 
 def standard_scenarios(
@@ -120,6 +120,31 @@ def standard_scenarios(
             initial_limit=1,
         ),
     }
+
+
+def shared_wall_scenario(*, seed: int) -> Scenario:
+    """Four governors of 64 callers join a 429 wall at 32 one by one; the first leaves early.
+
+    A wall shared by governors that each hold about 8 permits, where a cut of
+    ×0.9 is less than the one permit a refusal takes: what is measured is how
+    fairly they share it (`ScenarioResult.fairness`) and how often they are
+    refused. Run over several seeds: one draw can be lucky for a policy.
+
+    Args:
+        seed: The draw of the wall's service times and of the callers.
+    """
+    n = check_int("seed", seed, low=0)
+    return Scenario(
+        name="shared-wall",
+        upstream=lambda: WallUpstream(capacity=32, service_time_s=0.05, seed=n),
+        duration_s=60.0,
+        settle_s=15.0,
+        clients=tuple(
+            Client(callers=64, start_s=i * 40 / 15, stop_s=54.0 if i == 0 else None) for i in range(4)
+        ),
+        initial_limit=1,
+        seed=n,
+    )
 
 
 def noisy_scenarios(*, duration_s: float = 20.0, seed: int = 0) -> dict[str, Scenario]:
