@@ -62,6 +62,10 @@ square of its connections (the client then collapses past about 32 in flight).
 ``--pool-compare`` adds "default, pool not trimmed": the same default governor with the
 connection pool hidden from `GovernedTransport`, so idle connections beyond the limit stay
 open (as with a transport that does not trim them); compare its client CPU per response.
+``--second-run`` adds "default, second run": the default governor with a store (a
+`MemoryStore` per row), started from what its previous run learned (its limit and latency
+baseline), as a job run again on the same machine starts; an untimed first run fills the
+store, and each repetition starts where the one before ended.
 ``--tls-compare`` adds "default, TLS context per shard": shards made as httpx makes a
 transport by default, each loading its own TLS context (~20 ms of the client's CPU, on
 its loop, each time a shard is added) where the default shards share one.
@@ -115,6 +119,8 @@ from aiogovernor.limits import (
     default_policy,
 )
 from aiogovernor.limits import profile as profile_named
+from aiogovernor.sim import jain_index
+from aiogovernor.state import MemoryStore
 
 HERE = pathlib.Path(__file__).resolve().parent
 CALLERS = 200
@@ -319,6 +325,10 @@ class Row:
     start: Callable[[Servers], str]
     client_cpu_s: float = 0.0
     quick: bool = False
+    # Governors sharing the upstream, each with its own client and an equal share of the
+    # callers, the k-th joining ``stagger_s`` × k after the first; a fixed limit is per governor.
+    governors: int = 1
+    stagger_s: float = 0.0
 
 
 def _need_gunicorn() -> None:
@@ -405,6 +415,14 @@ ROWS: list[Row] = [
         lambda s: start_knee(s, workers=16, service_time_s=0.06, failure_rate=0.05),
     ),
     Row(
+        "knee16-shared",
+        "Python knee server, 16 workers, 60 ms, two governors (the second 0.3 s later; limits per governor)",
+        (4, 6, 8, 10, 12, 16),
+        lambda s: start_knee(s, workers=16, service_time_s=0.06),
+        governors=2,
+        stagger_s=0.3,
+    ),
+    Row(
         "knee16-busy-client",
         "Python knee server, 16 workers, 60 ms, client burns ~1 ms CPU per response",
         (6, 8, 12, 16, 20, 24),
@@ -429,6 +447,8 @@ class Entry:
     # A TLS context made for each shard (httpx's default) instead of one shared by all:
     # ~20 ms of the client's CPU each time a shard is added (``--tls-compare``).
     tls_per_shard: bool = False
+    # Starts from what its previous run learned (a store per row; ``--second-run``).
+    learned: bool = False
 
 
 def _profile_spec(name: str) -> Callable[[], PolicySpec]:
@@ -550,6 +570,7 @@ class RunResult:
     gc_ms_per_s: float = math.nan  # the client's time in its garbage collector, per second measured
     gc_max_ms: float = math.nan  # its longest collection in the measured span
     ok_bins: list[int] = field(default_factory=list)  # 200s per BIN_S from the run's start
+    shares: list[int] = field(default_factory=list)  # each governor's 200s in the measured span
     phase: str = ""  # "sweep" or "contest"
     rep: int = 0
     position: int = 0  # place in its repetition's running order (0: first)
@@ -601,21 +622,46 @@ def client_transport(
 
 
 async def run_once(
-    url: str, entry: Entry, *, duration_s: float, warmup_s: float, client_cpu_s: float, pool: str = "shards"
+    url: str,
+    entry: Entry,
+    *,
+    duration_s: float,
+    warmup_s: float,
+    client_cpu_s: float,
+    pool: str = "shards",
+    store: MemoryStore | None = None,
+    governors: int = 1,
+    stagger_s: float = 0.0,
 ) -> RunResult:
-    if entry.fixed is not None:
-        policy: LimitPolicy | None
-        policy, window = Fixed(entry.fixed), None
-    else:
-        policy, window = entry.make()
-    gov = Governor("real-upstream", policy, store=None, window=window)
-    max_limit = gov.policy.max_limit
-    records: list[tuple[float, float, int]] = []
-    inner, pool_connections = client_transport(
-        records, pool=pool, max_limit=max_limit, tls_per_shard=entry.tls_per_shard
-    )
-    wrapped: httpx.AsyncBaseTransport = inner if entry.trim_pool else _Opaque(inner)
-    transport = GovernedTransport(gov, transport=wrapped)
+    """One run of ``CALLERS`` callers; with several ``governors``, each has its own client.
+
+    The decisions and windows recorded are the first governor's; the trace sums the limits.
+    """
+    govs: list[Governor] = []
+    transports: list[GovernedTransport] = []
+    shared: list[list[tuple[float, float, int]]] = []  # each governor's requests
+    counts: list[Callable[[], int]] = []
+    for _ in range(governors):
+        if entry.fixed is not None:
+            policy: LimitPolicy | None
+            policy, window = Fixed(entry.fixed), None
+        else:
+            policy, window = entry.make()
+        gov = Governor("real-upstream", policy, store=store, window=window)
+        own: list[tuple[float, float, int]] = []
+        inner, connections = client_transport(
+            own, pool=pool, max_limit=gov.policy.max_limit, tls_per_shard=entry.tls_per_shard
+        )
+        wrapped: httpx.AsyncBaseTransport = inner if entry.trim_pool else _Opaque(inner)
+        govs.append(gov)
+        transports.append(GovernedTransport(gov, transport=wrapped))
+        shared.append(own)
+        counts.append(connections)
+    gov = govs[0]
+
+    def pool_connections() -> int:
+        return sum(count() for count in counts)
+
     decisions: list[tuple[float, int, int, str]] = []
     windows: list[WindowRecord] = []
     t0 = time.monotonic()
@@ -659,7 +705,8 @@ async def run_once(
     late: list[tuple[float, float]] = []  # the sampler's wake-ups: when (since t0), how late (s)
     peak_connections = 0
 
-    async def caller(client: httpx.AsyncClient) -> None:
+    async def caller(client: httpx.AsyncClient, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
         while not stop.is_set():
             try:
                 await client.get(url)
@@ -672,15 +719,19 @@ async def run_once(
         nonlocal peak_connections
         while not stop.is_set():
             connections = pool_connections()
-            trace.append((time.monotonic() - t0, gov.limit, gov.inflight, connections))
+            limit, inflight = sum(g.limit for g in govs), sum(g.inflight for g in govs)
+            trace.append((time.monotonic() - t0, limit, inflight, connections))
             peak_connections = max(peak_connections, connections)
             due = time.monotonic() + 0.02
             await asyncio.sleep(0.02)
             now = time.monotonic()
             late.append((now - t0, max(0.0, now - due)))
 
-    async with httpx.AsyncClient(transport=transport, timeout=5.0) as client:
-        tasks = [asyncio.create_task(caller(client)) for _ in range(CALLERS)]
+    async with contextlib.AsyncExitStack() as clients:
+        tasks = []
+        for k, transport in enumerate(transports):
+            client = await clients.enter_async_context(httpx.AsyncClient(transport=transport, timeout=5.0))
+            tasks += [asyncio.create_task(caller(client, k * stagger_s)) for _ in range(CALLERS // governors)]
         sampler = asyncio.create_task(sample())
         await asyncio.sleep(warmup_s)
         cpu0, start = time.process_time(), time.monotonic()
@@ -692,8 +743,13 @@ async def run_once(
         for t in [*tasks, sampler]:
             t.cancel()
         await asyncio.gather(*tasks, sampler, return_exceptions=True)
+    if store is not None:
+        for g in govs:
+            await g.aclose()  # what it learned, saved as a script's end saves it
 
     gc.callbacks.remove(on_gc)
+    records = [r for own in shared for r in own]
+    shares = [sum(1 for r in own if start <= r[0] < end and r[2] == 200) for own in shared]
     measured = [r for r in records if start <= r[0] < end]
     ok = sum(1 for r in measured if r[2] == 200)
     overload = sum(1 for r in measured if r[2] in OVERLOAD_CODES or r[2] == -1)
@@ -727,6 +783,7 @@ async def run_once(
         gc_ms_per_s=sum(gcs) * 1000 / (end - start),
         gc_max_ms=max(gcs, default=0.0) * 1000,
         ok_bins=bins,
+        shares=shares,
     )
 
 
@@ -786,8 +843,12 @@ def run_phase(
     phase: str,
     args: argparse.Namespace,
     results: dict[str, list[RunResult]],
+    stores: dict[str, MemoryStore] | None = None,
 ) -> None:
-    """Run every contender once per repetition, in each repetition's order, into ``results``."""
+    """Run every contender once per repetition, in each repetition's order, into ``results``.
+
+    A contender with a store in ``stores`` starts each run from what the store holds.
+    """
     for rep in range(args.reps):
         order = rotation(contenders, rep, args.reps) if args.order == "rotate" else list(contenders)
         for position, e in enumerate(order):
@@ -799,6 +860,9 @@ def run_phase(
                     warmup_s=args.warmup_s,
                     client_cpu_s=row.client_cpu_s,
                     pool=args.pool,
+                    store=(stores or {}).get(e.name),
+                    governors=row.governors,
+                    stagger_s=row.stagger_s,
                 )
             )
             r.phase, r.rep, r.position = phase, rep, position
@@ -846,8 +910,27 @@ def run_row(row: Row, entries: list[Entry], args: argparse.Namespace) -> RowResu
         print(f"  best fixed: {best}; {', '.join(names) or 'no twin'} = Fixed({best})", flush=True)
         # A second twin sits half a cycle from the first, so that the two run at different places.
         contest = [*twins[:1], *entries[: len(entries) // 2], *twins[1:], *entries[len(entries) // 2 :]]
+        # A second run starts where a first run, untimed, ended; each repetition then starts
+        # where the one before ended, as a job run again and again with a store does.
+        stores = {e.name: MemoryStore() for e in entries if e.learned}
+        for e in entries:
+            if e.learned:
+                first = run_once(
+                    url,
+                    e,
+                    duration_s=args.duration_s,
+                    warmup_s=args.warmup_s,
+                    client_cpu_s=row.client_cpu_s,
+                    pool=args.pool,
+                    store=stores[e.name],
+                    governors=row.governors,
+                    stagger_s=row.stagger_s,
+                )
+                learned = asyncio.run(first)
+                print(f"  {e.name}: an untimed first run (limit mean {learned.limit_mean:.1f})", flush=True)
+                drain(url)
         results: dict[str, list[RunResult]] = {}
-        run_phase(url, row, contest, "contest", args, results)
+        run_phase(url, row, contest, "contest", args, results, stores)
     finally:
         servers.stop()
     return RowResult(
@@ -940,6 +1023,22 @@ def row_table(rr: RowResult) -> str:
     return "\n".join(lines)
 
 
+def fairness_table(rr: RowResult) -> str:
+    """Jain's index of the governors' goodputs (each one's 200s in the measured span), per contender."""
+    lines = [
+        f"**{rr.row.title}**: Jain's index of the {rr.row.governors} governors' goodputs, median (worst)",
+        "",
+        "| contender | Jain | shares, median repetition |",
+        "| --- | ---: | --- |",
+    ]
+    named: list[tuple[str, list[RunResult]]] = [(f"fixed {c}", runs) for c, runs in rr.fixed.items()]
+    for name, runs in [*named, *rr.entries.items()]:
+        indices = [jain_index(r.shares) for r in runs]
+        middle = sorted(runs, key=lambda r: jain_index(r.shares))[len(runs) // 2]
+        lines.append(f"| {name} | {_cell(indices)} | {' / '.join(map(str, middle.shares))} |")
+    return "\n".join(lines)
+
+
 def summary_table(results: list[RowResult], names: list[str], *, held_out: bool) -> str:
     """One cell per row and contender: median (worst) vs the twin, or vs the best fixed limit."""
     if held_out:
@@ -1026,6 +1125,7 @@ def to_json(results: list[RowResult]) -> list[dict[str, Any]]:
             "position": r.position,
             "previous": r.previous,
             "ok_bins": r.ok_bins,
+            "shares": r.shares,
             "trace": r.trace,
             "decisions": r.decisions,
             "windows": r.windows,
@@ -1085,6 +1185,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pool-compare", action="store_true", help="add 'default, pool not trimmed'")
     parser.add_argument(
         "--tls-compare", action="store_true", help="add 'default, TLS context per shard' (httpx's default)"
+    )
+    parser.add_argument(
+        "--second-run",
+        action="store_true",
+        help="add 'default, second run': the default started from what its last run learned",
     )
     parser.add_argument(
         "--pool",
@@ -1159,6 +1264,8 @@ def choose(args: argparse.Namespace) -> tuple[list[Row], list[Entry]]:
         entries.append(Entry("default, pool not trimmed", lambda: (None, None), trim_pool=False))
     if args.tls_compare:
         entries.append(Entry("default, TLS context per shard", lambda: (None, None), tls_per_shard=True))
+    if args.second_run:
+        entries.append(Entry("default, second run", lambda: (None, None), learned=True))
     for spec in args.policy:
         _, entry = load_callable(spec)
         entries.append(entry)
@@ -1209,6 +1316,9 @@ def main(argv: list[str] | None = None) -> None:
         for rr in results:
             print(row_table(rr))
             print()
+            if rr.row.governors > 1:
+                print(fairness_table(rr))
+                print()
     if args.plot and results:
         plot(results, args.plot, args.warmup_s)
     if args.json:

@@ -204,6 +204,34 @@ def test_a_reset_above_the_start_skips_slow_start() -> None:
     assert p.update(window(ok=40, latency_s=0.05, limit=2)).limit == 3  # x1.5, at least +1
 
 
+def test_the_first_calls_at_a_restored_limit_are_a_warm_up() -> None:
+    # A second run starts at its learned limit with its learned baseline: the first call of
+    # each permit opens a connection, all at once, and the windows that answer those calls
+    # read high for that. Held until a window has answered a limit's worth of calls.
+    def restored() -> LatencyAIMD:
+        p = LatencyAIMD()
+        p.restore_baseline(((1.0, 0.05),))
+        p.reset(40)
+        return p
+
+    p = restored()
+    first = p.update(window(ok=13, latency_s=0.075, limit=40))
+    assert first.limit == 40 and "warm-up at a learned limit" in first.reason, first
+    assert "warm-up" in p.update(window(ok=80, latency_s=0.075, limit=40)).reason  # 13 < 40 before it
+    assert p.update(window(ok=80, latency_s=0.05, limit=40)).limit == 41  # judged: clean
+    # After the warm-up the restored baseline is judged as before: still 1.5x, it is stale.
+    p = restored()
+    p.update(window(ok=40, latency_s=0.075, limit=40))
+    assert "stale" in p.update(window(ok=80, latency_s=0.075, limit=40)).reason
+    # Overload is never warm-up.
+    p = restored()
+    assert p.update(window(ok=30, overload=5, latency_s=0.05, limit=40)).limit < 40
+    # A reset without a restored baseline (a limit set by hand) judges its first window.
+    p = _seeded()
+    p.reset(40)
+    assert p.update(window(ok=40, latency_s=0.1, limit=40)).limit < 40
+
+
 def test_slow_start_reaches_a_knee_of_32_in_under_half_the_time() -> None:
     # Closed loop, virtual time: from the default start of 4 to within reach of a knee at
     # 32 workers (60 ms each), with and without slow start (measured: 0.68 s and 1.5 s).

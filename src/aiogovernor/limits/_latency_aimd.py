@@ -128,6 +128,14 @@ class LatencyAIMD(BoundedPolicy):
     ``probe_limit``, from the climb's windows taken together when they hold
     ``probe_samples`` calls; only a climb with fewer drops back to measure.
 
+    After `restore_baseline` and a `reset` to a limit above ``initial_limit`` (the
+    learned state of an earlier run), the limit is held, judged on overload only, until
+    a window has answered a limit's worth of calls: the first call of each permit opened
+    a connection, all at once, and on real servers the windows that answered them read
+    1.2-1.5× a baseline the windows after them confirmed (the restored baseline was
+    taken for stale and measured again at ``probe_limit``, which cost the second run
+    more than the first).
+
     Args:
         min_limit: The floor, at least 1.
         max_limit: The ceiling.
@@ -237,6 +245,7 @@ class LatencyAIMD(BoundedPolicy):
         "_tolerance",
         "_unpaid",
         "_wait",
+        "_warming",
         "_windows",
         "_windows_at_floor",
     )
@@ -342,6 +351,8 @@ class LatencyAIMD(BoundedPolicy):
         # baseline reads of it.
         self._climb: list[Window | tuple[int, float, float]] | None = None
         self._restored = False  # the baseline came from learned state and no window has confirmed it
+        # Calls still to be answered at a restored limit before a window is judged (`reset`).
+        self._warming = 0.0
 
     @property
     def baseline_s(self) -> float | None:
@@ -404,6 +415,14 @@ class LatencyAIMD(BoundedPolicy):
         if window.stale_overload:
             self._cooldown = False
             return self._hold("overload from before the last decrease")
+        if self._warming > 0:
+            # At a learned limit, the first call of each permit opened a connection, all at
+            # once (handshakes, a server accepting them in a burst), and the windows that
+            # answer them read 1.2-1.5x a baseline the windows after them confirmed on real
+            # servers. Neither a cut nor a stale baseline, nor goodput: the window after the
+            # one in which a limit's worth of calls has been answered judges.
+            self._warming -= window.count
+            return self._hold("warm-up at a learned limit: the first calls opened the connections")
 
         ratio = self._baseline.ratio(window)
         # Calls that carry a size are judged against the no-load latency at their size.
@@ -878,11 +897,19 @@ class LatencyAIMD(BoundedPolicy):
         return Adjustment(self._limit, f"{why}: stale, measure it again at the probe limit")
 
     def reset(self, limit: float) -> None:
-        """Start over from ``limit`` (e.g. a learned value); the latency baseline is kept."""
+        """Start over from ``limit`` (e.g. a learned value); the latency baseline is kept.
+
+        With a restored baseline (`restore_baseline`) and ``limit`` above ``initial_limit``,
+        the windows until a limit's worth of calls is answered are a warm-up: only overload
+        cuts.
+        """
         # A start no higher than the policy's own is a cold start; a higher one (a learned
         # limit) already knows roughly where the knee is.
         self._starting = self._slow_start and limit <= self._start_limit
+        # A learned limit with its learned baseline (`restore_baseline` first): the first
+        # calls there open the connections, and read high against that baseline.
         super().reset(limit)
+        self._warming = self._limit if self._restored and limit > self._start_limit else 0.0
         self._step = 1.0
         self._ceiling = None
         self._quiet = 0
