@@ -219,10 +219,26 @@ def test_the_first_calls_at_a_restored_limit_are_a_warm_up() -> None:
     assert first.limit == 40 and "warm-up at a learned limit" in first.reason, first
     assert "warm-up" in p.update(window(ok=80, latency_s=0.075, limit=40)).reason  # 13 < 40 before it
     assert p.update(window(ok=80, latency_s=0.05, limit=40)).limit == 41  # judged: clean
-    # After the warm-up the restored baseline is judged as before: still 1.5x, it is stale.
+    # After the warm-up the restored baseline is on trial. A first 1.5x reading is cut on
+    # (a learned limit can lie past the knee); after the cut's cooldown, 1.5x again is a
+    # stale baseline: measured again, the limit then goes back to the learned 40.
     p = restored()
     p.update(window(ok=40, latency_s=0.075, limit=40))
-    assert "stale" in p.update(window(ok=80, latency_s=0.075, limit=40)).reason
+    cut = p.update(window(ok=80, latency_s=0.075, limit=40))
+    assert cut.limit < 40 and "stale" not in cut.reason, cut
+    p.update(window(ok=80, latency_s=0.075, limit=int(cut.limit)))  # work from before the cut
+    stale = p.update(window(ok=80, latency_s=0.075, limit=int(cut.limit)))
+    assert "stale, measure it again" in stale.reason and stale.limit == 3, stale
+    for _ in range(4):
+        back = p.update(window(ok=6, latency_s=0.05, limit=3, peak_inflight=3))
+    assert back.limit == 40, back
+    # A learned limit past the knee: cut once, the next window clean, the baseline kept.
+    p = restored()
+    p.update(window(ok=40, latency_s=0.075, limit=40))
+    cut = p.update(window(ok=80, latency_s=0.075, limit=40))
+    p.update(window(ok=80, latency_s=0.075, limit=int(cut.limit)))
+    assert p.update(window(ok=80, latency_s=0.05, limit=int(cut.limit))).limit == cut.limit + 1
+    assert p.learned_baseline() == ((1.0, 0.05),)
     # Overload is never warm-up.
     p = restored()
     assert p.update(window(ok=30, overload=5, latency_s=0.05, limit=40)).limit < 40

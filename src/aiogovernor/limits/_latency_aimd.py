@@ -243,6 +243,7 @@ class LatencyAIMD(BoundedPolicy):
         "_streak",
         "_threshold",
         "_tolerance",
+        "_trial_cut",
         "_unpaid",
         "_wait",
         "_warming",
@@ -351,6 +352,7 @@ class LatencyAIMD(BoundedPolicy):
         # baseline reads of it.
         self._climb: list[Window | tuple[int, float, float]] | None = None
         self._restored = False  # the baseline came from learned state and no window has confirmed it
+        self._trial_cut: float | None = None  # the limit before a cut made while it was on trial
         # Calls still to be answered at a restored limit before a window is judged (`reset`).
         self._warming = 0.0
 
@@ -461,10 +463,19 @@ class LatencyAIMD(BoundedPolicy):
         paused = queueing and paused_ratio <= 1.0 + self._tolerance + noise
         if paused:
             queueing = False
-        if self._restored and math.isfinite(noise) and not paused:
-            self._restored = False
-            if queueing:
-                return self._remeasure(f"learned latency baseline reads {ratio:.2f}x{at}")
+        if self._restored and math.isfinite(noise) and not paused and not cooldown:
+            if not queueing:
+                self._restored = False  # confirmed
+                self._trial_cut = None
+            elif self._trial_cut is None:
+                # A learned limit can lie past the knee (a run ends anywhere on its
+                # sawtooth): cut as any window would, and judge the baseline again there.
+                self._trial_cut = self._limit
+            else:
+                # Queueing again after that cut: the baseline is stale (a slower upstream).
+                self._restored = False
+                resume, self._trial_cut = self._trial_cut, None
+                return self._remeasure(f"learned latency baseline reads {ratio:.2f}x{at} again", resume)
         best: float | None = None
         if self._goodput_memory and window.limit_bound and not cooldown and math.isfinite(noise):
             # A limit whose goodput is below a lower limit's is not kept, whatever latency
@@ -877,20 +888,27 @@ class LatencyAIMD(BoundedPolicy):
         """Start from a baseline measured before (`learned_baseline`), e.g. in the last run.
 
         With a baseline, a high start (a learned limit) needs no measurement at the
-        probe limit. The restored baseline is on trial: if the first window that can
-        judge it reads queueing, the baseline is taken for stale (the upstream got
-        slower, or it is another one) and measured again, rather than cut on. An empty
-        ``references`` forgets the baseline.
+        probe limit. The restored baseline is on trial: the first window that can judge
+        it and reads queueing is cut on as any window is (a learned limit can lie past
+        the knee), and if the first window after that cut reads queueing again, the
+        baseline is taken for stale (the upstream got slower, or it is another one):
+        measured again at the probe limit, the limit then returns to the learned one
+        rather than being cut further. An empty ``references`` forgets the baseline.
         """
         self._baseline.restore(references)
         self._restored = bool(references)
+        self._trial_cut = None
 
-    def _remeasure(self, why: str) -> Adjustment:
-        """Forget a restored baseline that read queueing, and measure it again where the limit allows."""
+    def _remeasure(self, why: str, resume: float) -> Adjustment:
+        """Forget a restored baseline that read queueing, and measure it again where the limit allows.
+
+        ``resume`` is the limit to return to once measured (the learned one, before the cut
+        that tried it).
+        """
         self._baseline.restore(())
         if self._limit <= 2 * self._probe_limit:
             return self._hold(f"{why}: stale, measured again from this run's windows")
-        self._resume = self._limit
+        self._resume = resume
         self._probe_ok = 0
         self._probe_medians = None
         self._limit = self._clamp(self._probe_limit)
@@ -910,6 +928,7 @@ class LatencyAIMD(BoundedPolicy):
         # calls there open the connections, and read high against that baseline.
         super().reset(limit)
         self._warming = self._limit if self._restored and limit > self._start_limit else 0.0
+        self._trial_cut = None
         self._step = 1.0
         self._ceiling = None
         self._quiet = 0
