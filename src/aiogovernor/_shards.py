@@ -88,9 +88,10 @@ class ShardedTransport(httpx.AsyncBaseTransport):
             ``shard_connections``, every shard with the same TLS context
             (`httpx.create_ssl_context`, made once). A factory of your own
             should share one context too: making one costs ~20 ms of CPU,
-            spent on the event loop each time a shard is added. A factory's transport whose pool is
-            smaller than ``shard_connections`` is refused (`ValueError`):
-            requests would queue in it.
+            spent on the event loop each time a shard is added. A
+            factory's transport whose pool is smaller than
+            ``shard_connections`` is refused (`ValueError`): requests would
+            queue in it.
         shard_connections: The most requests in flight on one shard, so
             about the most connections its pool opens (default 8).
 
