@@ -271,3 +271,11 @@ def test_governors_sharing_a_wall_get_fair_shares_at_few_refusals() -> None:
     refused = sorted(r.overload_rate for r in results)
     assert fairness[1] >= 0.95 and fairness[0] >= 0.94, fairness
     assert refused[1] <= 0.005 and refused[-1] <= 0.0055, refused
+
+
+def test_the_shared_wall_scenario_refuses_a_bad_seed() -> None:
+    assert shared_wall_scenario(seed=3).name == "shared-wall"
+    with pytest.raises(ValueError, match="seed"):
+        shared_wall_scenario(seed=-1)
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        shared_wall_scenario(seed=1.5)  # type: ignore[arg-type]
