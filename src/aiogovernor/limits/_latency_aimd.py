@@ -20,7 +20,13 @@ _DELIVERED_WINDOWS = 5
 # change of the limit) under which a fall is material.
 _GOODPUT_MIN_WINDOWS = 8
 _GOODPUT_T = 2.5
-_GOODPUT_ELASTICITY = -0.2
+_GOODPUT_ELASTICITY = 0.2
+# How long a fall of goodput is remembered once the fit stops showing it, in multiples of
+# goodput_memory_windows.
+_FELL_MEMORY = 4
+# Goodput past a remembered fall that grows at least this elastically with the limit says
+# the upstream grew (no queue: goodput in proportion to the limit, elasticity 1).
+_ROOM_ELASTICITY = 0.8
 # The probe pace at a wall that refused the last probe: its longest wait grows by one
 # probe interval per this many permits of the wall (up to ``max_probe_backoff`` intervals).
 _PERMITS_PER_PROBE_INTERVAL = 3.0
@@ -108,7 +114,15 @@ class LatencyAIMD(BoundedPolicy):
     a client whose own CPU per call grows with its connections (an HTTP pool
     that walks every connection per call) is its own bottleneck, its loop lag
     explains the latency rise (so the loop-lag rule forgives it), and past
-    the best limit every permit more costs goodput.
+    the best limit every permit more costs goodput. Once the fit no longer shows
+    the fall (every window since ran at or below the best limit), growth climbs
+    back to that limit and waits ``fall_wait_windows`` limit-bound windows there
+    before each permit past it: without that wait, doubled steps ran deep into
+    the fall again within a second, and a client whose collapse outlasts its
+    cause stayed collapsed after each cut. The fall is forgotten when goodput
+    past it grows about in proportion to the limit (a fit of the windows at or
+    past it with an elasticity of 0.8 or more: the upstream grew), and four
+    times ``goodput_memory_windows`` windows after it was last seen.
 
     With ``step_paid_ratio`` (off by default), a growth step of several permits that
     goodput does not pay for is undone: when the first limit-bound window after it
@@ -191,6 +205,9 @@ class LatencyAIMD(BoundedPolicy):
             cuts as before, and overload always does. The pause counts only when it
             is over four times both the loop's steady lag and the longest pause of
             the window before (docs/control.md, "One pause of the client's loop").
+        fall_wait_windows: How many limit-bound windows growth waits at the limit
+            past which goodput last fell before each permit past it, >= 0 (0: no
+            wait; growth past it is paced only while the fit still shows the fall).
     """
 
     name = "latency-aimd"
@@ -207,6 +224,10 @@ class LatencyAIMD(BoundedPolicy):
         "_climb",
         "_cooldown",
         "_delivered",
+        "_fall_wait",
+        "_fell_at",
+        "_fell_limit",
+        "_fell_waited",
         "_floor_probe",
         "_floored_at",
         "_good",
@@ -279,6 +300,7 @@ class LatencyAIMD(BoundedPolicy):
         slow_start: bool = True,
         step_paid_ratio: float = 0.0,
         pause_allowance: float = 0.75,
+        fall_wait_windows: int = 16,
     ) -> None:
         if initial_limit is None and isinstance(min_limit, int) and isinstance(max_limit, int):
             initial_limit = min(max(min_limit, 4), max_limit)
@@ -314,6 +336,12 @@ class LatencyAIMD(BoundedPolicy):
         self._slow_start = check_bool("slow_start", slow_start)
         self._step_paid = check_float("step_paid_ratio", step_paid_ratio, low=0.0, high=1.0)
         self._pause_allowance = check_float("pause_allowance", pause_allowance, low=0.0)
+        self._fall_wait = check_int("fall_wait_windows", fall_wait_windows, low=0)
+        # The limit of the best goodput the last time goodput fell past it, and when (a window
+        # number); growth waits there (`fall_wait_windows`). None: no fall remembered.
+        self._fell_limit: float | None = None
+        self._fell_at = 0
+        self._fell_waited = 0  # limit-bound windows waited at or past it since the last permit
         self._pause = 0.0  # the longest pause of the client's loop in the window before
         # (limit before, limit after, goodput before) of the last growth step of several permits
         # and how many windows after it have not paid for it yet
@@ -487,6 +515,8 @@ class LatencyAIMD(BoundedPolicy):
                 rates = self._rates = array("d")
             rates.extend((self._windows, float(window.limit), window.throughput * window.size_mean))
             best = self._best_before_fall()
+            if best is not None:
+                self._fell_limit, self._fell_at = best, self._windows
             if best is not None and limit > best:
                 # One below the best, so that the climb back samples both sides of it.
                 return self._cut(
@@ -613,6 +643,35 @@ class LatencyAIMD(BoundedPolicy):
         if self._unpaid is not None:
             # Past a step that goodput did not pay for, one permit at a time.
             step = min(step, max(1.0, self._unpaid[1] - 1.0 - limit))
+        fell = self._fell_limit
+        if fell is not None and self._windows - self._fell_at > _FELL_MEMORY * self._goodput_memory:
+            self._fell_limit = fell = None  # long ago: the upstream may have changed
+        if fell is not None and limit > fell and self._goodput_trend(fell, _ROOM_ELASTICITY) > 0:
+            # Goodput past that limit grows about as the limit does (Little's law with no
+            # queue: twice the calls in flight, twice the calls per second): the upstream
+            # grew. Near a peak it grows by less, and the wait goes on.
+            self._fell_limit = fell = None
+        paced = ""
+        if fell is not None and self._fall_wait and limit + step > fell:
+            # Goodput fell past this limit lately, and the fit no longer shows it only
+            # because every window since ran below it. Climb back to it, then wait
+            # there before each permit past it, as below a wall's ceiling: past a cliff
+            # that latency does not show, a doubled step runs deep into the fall (and a
+            # client whose collapse outlasts its cause stays collapsed after the cut).
+            self._step = 1.0
+            if limit < fell:
+                step = fell - limit
+                paced = f" (goodput fell past {fell:g} lately: no further for now)"
+            elif self._fell_waited < self._fall_wait:
+                self._fell_waited += 1
+                self._clean = 0  # a wait is no clean growth: no doubled step right after it
+                return self._hold(
+                    f"goodput fell past {fell:g} lately: wait {self._fell_waited}/{self._fall_wait}"
+                )
+            else:
+                self._fell_waited = 0
+                step = 1.0
+                paced = f" (goodput fell past {fell:g} lately: one permit past it)"
         pending = ""
         if self._stepped is not None:
             # The last step is not paid for yet: one permit until the next window says.
@@ -623,12 +682,12 @@ class LatencyAIMD(BoundedPolicy):
         # Steps double only after a run of clean windows: that finds a grown capacity in a
         # few windows, while near a knee steps stay additive, which makes sharing fair
         # (Chiu-Jain: additive increase, multiplicative decrease).
-        if self._clean >= self._probe_interval:
+        if self._clean >= self._probe_interval and not paced:
             self._step = min(step * 2.0, max(1.0, limit * self._max_step_ratio))
         else:
             self._step = 1.0
         why = f"latency {ratio:.2f}x baseline{at}" + (", rising" if rising else "")
-        growth = f"limit-bound{', slow start' if starting else ''}, {why}: +{step:g}{pending}"
+        growth = f"limit-bound{', slow start' if starting else ''}, {why}: +{step:g}{pending}{paced}"
         return self._set(limit + step, growth)
 
     def _pause_excused(self, window: Window, before: float) -> float:
@@ -753,42 +812,59 @@ class LatencyAIMD(BoundedPolicy):
             return False  # less goodput than lately: congestion
         return limit * (1.0 - 1.0 / ratio) <= self._allowance(limit)
 
-    def _best_before_fall(self) -> float | None:
-        """The limit of the best goodput lately, when goodput falls as the limit grows; else None.
+    def _goodput_trend(self, low: float = 0.0, material: float = _GOODPUT_ELASTICITY) -> int:
+        """-1 when goodput falls as the limit grows lately, +1 when it rises, else 0.
 
         A least-squares slope of goodput (successful calls per second) on the gate's limit
-        over the latest limit-bound windows: a fall counts when the slope is more than
-        2.5 standard errors below zero (its own residuals say how noisy goodput is) and
-        material (a 10 % larger limit losing over 2 % of goodput). The best limit is the
-        one whose windows' mean goodput is highest.
+        over the latest limit-bound windows (those at ``low`` or above) counts when it is
+        more than 2.5 standard errors from zero (its own residuals say how noisy goodput
+        is) and material: an elasticity (the relative change of goodput over the relative
+        change of the limit) of at least ``material`` either way (0.2: a 10 % larger
+        limit losing, or gaining, over 2 % of goodput).
         """
         rates = self._rates
-        n = len(rates) // 3 if rates is not None else 0
-        if rates is None or n < _GOODPUT_MIN_WINDOWS:
-            return None
-        pairs = list(zip(rates[1::3], rates[2::3], strict=True))
+        if rates is None:
+            return 0
         # One pass of sums (this runs on every limit-bound window).
+        n = 0
         sl = sx = sll = slx = sxx = 0.0
-        for lim, x in pairs:
+        for i in range(1, len(rates), 3):
+            lim, x = rates[i], rates[i + 1]
+            if lim < low:
+                continue
+            n += 1
             sl += lim
             sx += x
             sll += lim * lim
             slx += lim * x
             sxx += x * x
+        if n < _GOODPUT_MIN_WINDOWS:
+            return 0
         var_l = sll - sl * sl / n  # n times the variance of the limits
         mean_x = sx / n
         if var_l <= 1e-9 or mean_x <= 0:
-            return None
+            return 0
         cov = slx - sl * sx / n
         slope = cov / var_l
-        if slope * (sl / n) / mean_x > _GOODPUT_ELASTICITY:
-            return None
+        if abs(slope * (sl / n) / mean_x) < material:
+            return 0
         resid = max(0.0, (sxx - sx * sx / n) - slope * cov)
-        if slope > -_GOODPUT_T * math.sqrt(resid / (n - 2) / var_l):
+        if abs(slope) < _GOODPUT_T * math.sqrt(resid / (n - 2) / var_l):
+            return 0
+        return 1 if slope > 0 else -1
+
+    def _best_before_fall(self) -> float | None:
+        """The limit of the best goodput lately, when goodput falls as the limit grows; else None.
+
+        The fall is `_goodput_trend`'s; the best limit is the one whose windows' mean
+        goodput is highest.
+        """
+        rates = self._rates
+        if rates is None or self._goodput_trend() >= 0:
             return None
         bins: dict[float, list[float]] = {}
-        for lim, x in pairs:
-            bins.setdefault(lim, []).append(x)
+        for i in range(1, len(rates), 3):
+            bins.setdefault(rates[i], []).append(rates[i + 1])
         return max(bins, key=lambda lim: (sum(bins[lim]) / len(bins[lim]), -lim))
 
     def _longest_wait(self, wall: float) -> int:
@@ -947,6 +1023,8 @@ class LatencyAIMD(BoundedPolicy):
         self._stepped = None
         self._unpaid = None
         self._pause = 0.0
+        self._fell_limit = None
+        self._fell_waited = 0
 
 
 def _forget(records: array[float] | None, stride: int, oldest: float) -> None:
