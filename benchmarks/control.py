@@ -14,6 +14,7 @@ through the adapters in ``_adapters.py``, on the same scenarios.
                                                           # without the pause rule)
     .venv/bin/python benchmarks/control.py --draws 6 --policy mine=path/to/mine.py:make
                                                           # and a policy under development beside them
+    .venv/bin/python benchmarks/control.py --late-joiner 10   # two governors, the second 0.3 s later
 
 The noisy scenarios (`noisy_scenarios()`: worker pools with a FIFO backlog, CPU-bound
 servers, a proxy wall, a token bucket, correlated stalls, a client whose loop lags) are
@@ -37,6 +38,7 @@ from aiogovernor.limits import AIMD, Gradient, LatencyAIMD, LimitPolicy, Profile
 from aiogovernor.sim import (
     Client,
     Gate,
+    KneeUpstream,
     Scenario,
     ScenarioResult,
     WallUpstream,
@@ -266,6 +268,44 @@ def draws(n: int, more: dict[str, Callable[[], LimitPolicy]] | None = None) -> N
     print("| shared | " + " | ".join(cell(jain[p]) for p in names) + " |")
 
 
+def late_joiner_scenario(seed: int, duration_s: float) -> Scenario:
+    """Two governors of 100 callers on a knee of 16 at 60 ms, the second 0.3 s later.
+
+    The simulated twin of ``real_upstreams.py``'s row ``knee16-shared``.
+    """
+    return Scenario(
+        name="late-joiner",
+        upstream=lambda: KneeUpstream(capacity=16, service_time_s=0.06, seed=seed),
+        duration_s=duration_s,
+        settle_s=0.8,
+        clients=(Client(callers=100), Client(callers=100, start_s=0.3)),
+        initial_limit=None,
+        seed=seed,
+    )
+
+
+def late_joiner(n: int, more: dict[str, Callable[[], LimitPolicy]] | None = None) -> None:
+    """Jain's index of two governors, the second joining 0.3 s later, over draws 1..n of 3 s and 10 s runs.
+
+    Shares are counted from 0.8 s, as the reality benchmark counts its row with two governors.
+    """
+    contenders: dict[str, Callable[[], LimitPolicy]] = {"default": LatencyAIMD, **(more or {})}
+    names = list(contenders)
+    print(
+        f"Two governors on a knee of 16, the second 0.3 s later: Jain's index over {n} draws, median (worst)"
+    )
+    print("| run | " + " | ".join(names) + " |\n| --- |" + " ---: |" * len(names))
+    for duration_s in (3.0, 10.0):
+        cells = []
+        for make in contenders.values():
+            indices = [
+                run_scenario(late_joiner_scenario(seed, duration_s), make).fairness
+                for seed in range(1, n + 1)
+            ]
+            cells.append(f"{statistics.median(indices):.3f} ({min(indices):.3f})")
+        print(f"| {duration_s:g} s | " + " | ".join(cells) + " |")
+
+
 def policy_arg(spec: str) -> tuple[str, Callable[[], LimitPolicy]]:
     """A ``--policy`` as a contender: its callable returns a policy (or a `Profile`'s policy)."""
     name, factory = load_factory(spec)
@@ -300,11 +340,22 @@ def main() -> None:
         action="append",
         default=[],
         metavar="[NAME=]module:callable",
-        help="with --draws: a policy under development beside the default (module may be a .py path)",
+        help="with --draws or --late-joiner: a policy under development beside the default",
+    )
+    parser.add_argument(
+        "--late-joiner",
+        type=int,
+        metavar="N",
+        help="only two governors on one knee, the second 0.3 s later: Jain's index over N draws",
     )
     args = parser.parse_args()
-    if args.policy and args.draws is None:
-        parser.error("--policy runs with --draws")
+    if args.policy and args.draws is None and args.late_joiner is None:
+        parser.error("--policy runs with --draws or --late-joiner")
+    if args.late_joiner is not None:
+        if args.late_joiner < 1:
+            parser.error("--late-joiner must be at least 1")
+        late_joiner(args.late_joiner, dict(policy_arg(spec) for spec in args.policy))
+        return
     if args.walls:
         walls()
         return
