@@ -13,6 +13,7 @@ from aiogovernor.limits import (
     LatencyAIMD,
     LatencyBaseline,
     ResourceCeiling,
+    SizeBand,
     Vegas,
     default_policy,
     profile,
@@ -285,3 +286,42 @@ def test_once_known_the_baseline_pools_small_windows() -> None:
     one.seed(0.05)
     one.observe(window(ok=2, latency_s=0.2))
     assert one.value == pytest.approx(0.05)
+
+
+def _climb(latencies_s: list[float], calls: list[int], cv: float) -> LatencyAIMD:
+    """A fresh default policy fed a climb from 4 permits: one window per latency, one more permit each."""
+    p = LatencyAIMD()
+    for k, (latency_s, ok) in enumerate(zip(latencies_s, calls, strict=True)):
+        w = window(ok=ok, latency_s=latency_s, limit=4 + k, duration_s=0.12)
+        p.update(dataclasses.replace(w, latency_cv=cv))
+    return p
+
+
+def test_a_late_joiners_first_small_windows_set_its_baseline() -> None:
+    # A governor joining an upstream that another one already queues at: its windows at 4 and 5
+    # permits (5 and 9 calls, too few to measure alone) came before the other's queue reached
+    # it; the first window large enough, at 6 permits, has that queue in it. Pooled, the
+    # small windows read lower beyond their noise, so they measure the baseline.
+    joined = _climb([0.060, 0.059, 0.075], [5, 9, 11], cv=0.2)
+    assert joined.baseline_s is not None and joined.baseline_s < 0.066, joined.baseline_s
+    # The same climb on an idle upstream (every window within noise of the others): the first
+    # large window measures it alone, as it always did.
+    idle = _climb([0.060, 0.059, 0.061], [5, 9, 11], cv=0.2)
+    alone = LatencyAIMD()
+    first = window(ok=11, latency_s=0.061, limit=6, duration_s=0.12)
+    alone.update(dataclasses.replace(first, latency_cv=0.2))
+    assert idle.baseline_s == alone.baseline_s
+
+
+def test_a_sized_window_is_not_judged_against_the_plain_climb() -> None:
+    # Calls that carry a size are measured per size band: the plain climb before them is not
+    # folded in as if it were the same calls.
+    baseline = LatencyBaseline()
+    p = LatencyAIMD(baseline=baseline)
+    for k, (latency_s, ok) in enumerate(((0.060, 5), (0.059, 9))):
+        w = window(ok=ok, latency_s=latency_s, limit=4 + k, duration_s=0.12)
+        p.update(dataclasses.replace(w, latency_cv=0.2))
+    band = SizeBand(band=6, count=11, latency_p50_s=0.075, latency_cv=0.2, size_mean=100.0)
+    sized = window(ok=11, latency_s=0.075, limit=6, duration_s=0.12)
+    p.update(dataclasses.replace(sized, latency_cv=0.2, bands=(band,)))
+    assert [size for size, _ in baseline.references()] == [100.0], baseline.references()

@@ -140,7 +140,11 @@ class LatencyAIMD(BoundedPolicy):
     start measures it on the way: from each window that holds enough calls
     (`LatencyBaseline`), or, on a slow upstream where none does before twice
     ``probe_limit``, from the climb's windows taken together when they hold
-    ``probe_samples`` calls; only a climb with fewer drops back to measure.
+    ``probe_samples`` calls; only a climb with fewer drops back to measure. When the
+    first window that measures it reads higher than the climb's smaller windows before
+    it, pooled, by more than twice their combined noise, those count too: a governor
+    that joins an upstream others already queue at sees no queue only in its first,
+    smallest windows.
 
     After `restore_baseline` and a `reset` to a limit above ``initial_limit`` (the
     learned state of an earlier run), the limit is held, judged on overload only, until
@@ -475,9 +479,12 @@ class LatencyAIMD(BoundedPolicy):
             lag_ms = (window.loop_lag_s + window.loop_pause_s) * 1000
             lagged = f" (less the client's loop lag {lag_ms:.1f} ms)"
         noise = 2.0 * median_noise(window) if window.ok >= self._min_latency_samples else math.inf
+        known = self._baseline.known
         self._baseline.observe(window)
         if self._baseline.known:
-            self._climb = None
+            climb, self._climb = self._climb, None
+            if climb and not known:
+                self._fold_climb(climb, window)
         elif self._on_the_climb(window):
             climb = self._climb
             if climb is None:
@@ -716,6 +723,38 @@ class LatencyAIMD(BoundedPolicy):
             and self._probe_limit <= window.limit
             and window.peak_inflight <= 2 * self._probe_limit + 1
         )
+
+    def _fold_climb(self, climb: list[Window | tuple[int, float, float]], window: Window) -> None:
+        """Fold the climb's small windows into a baseline ``window`` just measured, if they read lower.
+
+        A governor that joins an upstream others already queue at climbs from a few permits,
+        and its first windows, too small to measure the baseline alone, are often the only
+        ones without the others' queue in them (on a knee of 16 with a first governor near
+        it: 59-60 ms at 4 and 5 permits, 75 ms at the 6 of the first window large enough).
+        A baseline measured from that window alone reads the others' queue as no load, so
+        the same latency is 0.9x to the newcomer and 1.2x to the others, which give way
+        window after window. Pooled, the climb's calls count when their median is lower
+        than the window's by more than twice the two medians' combined noise; within
+        noise (a climb on an idle upstream) the baseline is the window's alone, as before.
+        Calls that carry a size are judged per size band (`LatencyBaseline`) and not pooled.
+        """
+        if window.bands:
+            return
+        entries = [c for c in climb if isinstance(c, tuple)]
+        calls = sum(n for n, _, _ in entries)
+        if calls < 2:
+            return
+        entries.sort(key=lambda entry: entry[1])
+        seen, median = 0, entries[-1][1]
+        for n, latency, _ in entries:
+            seen += n
+            if seen >= calls / 2.0:
+                median = latency
+                break
+        cv = sum(n * c for n, _, c in entries) / calls
+        noise = math.hypot(1.25 * cv / math.sqrt(calls), median_noise(window))
+        if median * (1.0 + 2.0 * noise) < window.latency_p50_s:
+            self._baseline.observe_median(calls, median, cv)
 
     def _measured_on_the_climb(self, window: Window) -> bool:
         """Measure the baseline from the climb's windows, if they hold as many calls as a probe needs.
