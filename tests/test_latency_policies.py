@@ -18,6 +18,7 @@ from aiogovernor.limits import (
     default_policy,
     profile,
 )
+from aiogovernor.limits._baseline import pooled_median
 from aiogovernor.sim import run_scenario, standard_scenarios
 from aiogovernor.testing import window
 
@@ -325,3 +326,12 @@ def test_a_sized_window_is_not_judged_against_the_plain_climb() -> None:
     sized = window(ok=11, latency_s=0.075, limit=6, duration_s=0.12)
     p.update(dataclasses.replace(sized, latency_cv=0.2, bands=(band,)))
     assert [size for size, _ in baseline.references()] == [100.0], baseline.references()
+
+
+def test_small_windows_pool_to_their_calls_weighted_median() -> None:
+    # 9 calls at 59 ms and 5 at 60: the 7th of 14 calls is at 59 ms.
+    calls, median, cv = pooled_median([(5, 0.060, 0.1), (9, 0.059, 0.3)])
+    assert (calls, median) == (14, 0.059) and cv == pytest.approx((0.5 + 2.7) / 14)
+    assert pooled_median([(2, 0.070, 0.0), (1, 0.050, 0.0)]) == (3, 0.070, 0.0)
+    with pytest.raises(ValueError, match="at least one call"):
+        pooled_median([(0, 0.05, 0.0)])

@@ -10,7 +10,7 @@ from bisect import bisect_left, bisect_right
 from aiogovernor._samples import Window, size_band
 from aiogovernor._validate import check_float, check_int
 
-__all__ = ["LatencyBaseline", "median_noise"]
+__all__ = ["LatencyBaseline", "median_noise", "pooled_median"]
 
 _SHORTFALLS: dict[float, float] = {}  # quantile -> minus the standard normal's quantile there
 
@@ -130,17 +130,9 @@ class LatencyBaseline:
         if pool is None:
             pool = self._pool = []
         pool.append((window.ok, window.latency_p50_s, window.latency_cv))
-        calls = sum(n for n, _, _ in pool)
-        if calls < self._min_samples:
+        if sum(n for n, _, _ in pool) < self._min_samples:
             return
-        pool.sort(key=lambda entry: entry[1])
-        half, seen, median = calls / 2.0, 0, pool[-1][1]
-        for n, latency, _ in pool:
-            seen += n
-            if seen >= half:
-                median = latency
-                break
-        cv = sum(n * c for n, _, c in pool) / calls
+        calls, median, cv = pooled_median(pool)
         pool.clear()
         noise = 1.25 * cv / math.sqrt(calls)
         self._note(0, median * (1.0 + self._shortfall * noise), 1.0)
@@ -321,6 +313,28 @@ class _Pairs:
             return sorted(zip(self._latencies, sizes, strict=True))[rank]
         order_sizes = self._order_sizes
         return order[rank], 1.0 if order_sizes is None else order_sizes[rank]
+
+
+def pooled_median(windows: list[tuple[int, float, float]]) -> tuple[int, float, float]:
+    """Several small windows' calls taken together, from each window's ``(calls, median, cv)``.
+
+    Returns their calls, the calls-weighted median of the windows' medians and the
+    calls-weighted mean of their coefficients of variation.
+
+    Raises:
+        ValueError: For no calls at all.
+    """
+    calls = sum(n for n, _, _ in windows)
+    if calls <= 0:
+        raise ValueError("pooled_median needs at least one call")
+    ordered = sorted(windows, key=lambda entry: entry[1])
+    half, seen, median = calls / 2.0, 0, ordered[-1][1]
+    for n, latency, _ in ordered:
+        seen += n
+        if seen >= half:
+            median = latency
+            break
+    return calls, median, sum(n * c for n, _, c in windows) / calls
 
 
 def median_noise(window: Window) -> float:

@@ -9,7 +9,7 @@ from aiogovernor._samples import Window
 from aiogovernor._validate import check_bool, check_float, check_int
 
 from ._base import Adjustment, BoundedPolicy
-from ._baseline import LatencyBaseline, median_noise
+from ._baseline import LatencyBaseline, median_noise, pooled_median
 
 __all__ = ["LatencyAIMD"]
 
@@ -741,17 +741,9 @@ class LatencyAIMD(BoundedPolicy):
         if window.bands:
             return
         entries = [c for c in climb if isinstance(c, tuple)]
-        calls = sum(n for n, _, _ in entries)
-        if calls < 2:
+        if sum(n for n, _, _ in entries) < 2:
             return
-        entries.sort(key=lambda entry: entry[1])
-        seen, median = 0, entries[-1][1]
-        for n, latency, _ in entries:
-            seen += n
-            if seen >= calls / 2.0:
-                median = latency
-                break
-        cv = sum(n * c for n, _, c in entries) / calls
+        calls, median, cv = pooled_median(entries)
         noise = math.hypot(1.25 * cv / math.sqrt(calls), median_noise(window))
         if median * (1.0 + 2.0 * noise) < window.latency_p50_s:
             self._baseline.observe_median(calls, median, cv)
