@@ -214,7 +214,7 @@ def draws(n: int, more: dict[str, Callable[[], LimitPolicy]] | None = None) -> N
     A closed loop is chaotic: one draw of a model can be lucky or unlucky for a policy, so the
     figures are the median (worst) over draws 1..n of goodput over the best fixed limit of the
     same draw. Three tables: cold 3 s runs (as the reality benchmark runs a row), the steady
-    state of the scenarios above, and Jain's index of the four governors of ``shared``.
+    state of the scenarios above, and Jain's index and goodput of the four governors of ``shared``.
     ``more`` adds contenders (``--policy``).
     """
     contenders: dict[str, Callable[[], LimitPolicy]] = {
@@ -227,6 +227,7 @@ def draws(n: int, more: dict[str, Callable[[], LimitPolicy]] | None = None) -> N
     refused: dict[str, dict[str, list[float]]] = {}
     steady: dict[str, dict[str, list[float]]] = {}
     jain: dict[str, list[float]] = {name: [] for name in contenders}
+    shared_goodput: dict[str, list[float]] = {name: [] for name in contenders}
     for seed in range(1, n + 1):
         for sname, scenario in cold_scenarios(seed).items():
             best = max(run_scenario(scenario, limit).goodput for limit in COLD_SWEEPS[sname])
@@ -242,10 +243,12 @@ def draws(n: int, more: dict[str, Callable[[], LimitPolicy]] | None = None) -> N
                 r = run_scenario(everything[sname], make)
                 steady.setdefault(sname, {}).setdefault(pname, []).append(r.goodput / best)
         for pname, make in contenders.items():
-            jain[pname].append(run_scenario(everything["shared"], make).fairness)
+            r = run_scenario(everything["shared"], make)
+            jain[pname].append(r.fairness)
+            shared_goodput[pname].append(r.goodput)
 
-    def cell(values: list[float]) -> str:
-        return f"{statistics.median(values):.3f} ({min(values):.3f})"
+    def cell(values: list[float], digits: int = 3) -> str:
+        return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f})"
 
     names = list(contenders)
     header = "| scenario | " + " | ".join(names) + " |\n| --- |" + " ---: |" * len(names)
@@ -263,9 +266,10 @@ def draws(n: int, more: dict[str, Callable[[], LimitPolicy]] | None = None) -> N
     print(header)
     for sname, per in steady.items():
         print(f"| {sname} | " + " | ".join(cell(per[p]) for p in names) + " |")
-    print(f"\nshared: Jain's index over {n} draws, median (worst)")
+    print(f"\nshared: Jain's index and goodput (requests/s, all four) over {n} draws, median (worst)")
     print(header)
-    print("| shared | " + " | ".join(cell(jain[p]) for p in names) + " |")
+    print("| Jain | " + " | ".join(cell(jain[p]) for p in names) + " |")
+    print("| goodput | " + " | ".join(cell(shared_goodput[p], 0) for p in names) + " |")
 
 
 def late_joiner_scenario(seed: int, duration_s: float) -> Scenario:
