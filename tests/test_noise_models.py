@@ -199,6 +199,48 @@ def test_a_latency_cut_stops_at_the_good_floor_until_queueing_comes_back() -> No
     assert p.good_floor is None
 
 
+def _delivering(**options: int) -> LatencyAIMD:
+    """A policy clean and limit-bound at 20, 21, 22 whose windows each delivered 20 calls' worth.
+
+    40 calls answered in 0.1 s at the 50 ms baseline: 20 in flight without a queue. No good
+    floor (``good_memory_windows=0``), so that only the delivered floor can stop a cut.
+    """
+    baseline = LatencyBaseline()
+    baseline.seed(0.05)
+    p = LatencyAIMD(initial_limit=20, baseline=baseline, slow_start=False, good_memory_windows=0, **options)
+    for _ in range(3):
+        p.update(window(ok=40, latency_s=0.05, limit=int(p.limit), duration_s=0.1))
+    assert p.limit == 23
+    return p
+
+
+def test_a_spike_after_a_clean_window_stops_at_the_concurrency_delivered_lately() -> None:
+    p = _delivering()
+    # 3x the baseline, 30 answered (15 delivered): Little's law says 23 / 3, half at most: 11.5.
+    adj = p.update(window(ok=30, latency_s=0.15, limit=23, duration_s=0.1))
+    assert adj.limit == 20, adj.reason
+    assert "delivered lately 20.0" in adj.reason
+    p.update(window(ok=30, latency_s=0.15, limit=20, duration_s=0.1))  # not cut again right after a cut
+    # Queueing lasted (three windows in a row): a queue, not a spike, so Little's law cuts.
+    adj = p.update(window(ok=30, latency_s=0.15, limit=20, duration_s=0.1))
+    assert adj.limit == 10 and "delivered" not in adj.reason
+
+
+def test_the_delivered_floor_reads_only_recent_limit_bound_windows_and_can_be_off() -> None:
+    # The spike's own window delivered 10 (20 answered in 0.1 s): below Little's law's 11.5.
+    p = _delivering(delivered_floor_windows=0)
+    assert p.update(window(ok=20, latency_s=0.15, limit=23, duration_s=0.1)).limit == 11.5
+    p = _delivering()
+    for _ in range(3):  # demand fell: windows not limit-bound, the limit held
+        p.update(window(ok=20, latency_s=0.05, limit=23, peak_inflight=10, duration_s=0.1))
+    assert p.update(window(ok=20, latency_s=0.15, limit=23, duration_s=0.1)).limit == 11.5
+    # A gentle rise (under good_floor_ratio) cuts as Little's law says, whatever was delivered.
+    p = _delivering()
+    assert p.update(window(ok=40, latency_s=0.07, limit=23, duration_s=0.1)).limit == pytest.approx(23 / 1.4)
+    with pytest.raises(ValueError, match="delivered_floor_windows"):
+        LatencyAIMD(delivered_floor_windows=-1)
+
+
 def _climbed(queue_allowance: float = 0.75) -> LatencyAIMD:
     """A policy that climbed from 16 to 21 while latency rose gently (goodput still rising)."""
     baseline = LatencyBaseline()

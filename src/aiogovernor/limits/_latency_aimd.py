@@ -82,7 +82,13 @@ class LatencyAIMD(BoundedPolicy):
 
     Three rules keep the real world's noise from reading as queueing: a deep
     latency cut stops at the *good floor*, the highest limit with a clean,
-    limit-bound window lately, unless queueing lasts; the client loop's own
+    limit-bound window lately, unless queueing lasts, and one whose window
+    follows a window without queueing (a spike, not a queue that grew) stops at
+    the *delivered floor* too, the most concurrency the upstream delivered in
+    the limit-bound windows of the last ``delivered_floor_windows``, measured as BBR
+    measures it (calls answered times the no-load latency, over the window's
+    length), which a heavy tail's noisy medians seldom leave a clean window to
+    set the good floor by; the client loop's own
     lag (`Window.loop_lag_s`, `Window.loop_pause_s`) is taken off the median,
     a rise that only the client's steady backlog explains holds the limit, and
     so does one that a single pause of the client's whole loop explains
@@ -212,6 +218,10 @@ class LatencyAIMD(BoundedPolicy):
         fall_wait_windows: How many limit-bound windows growth waits at the limit
             past which goodput last fell before each permit past it, >= 0 (0: no
             wait; growth past it is paced only while the fit still shows the fall).
+        delivered_floor_windows: How many windows back the delivered floor reads the
+            limit-bound ones, >= 0 (0: no delivered floor). It applies to a
+            latency cut over ``good_floor_ratio`` whose window follows one without
+            queueing, and to calls that carry no size.
     """
 
     name = "latency-aimd"
@@ -228,6 +238,8 @@ class LatencyAIMD(BoundedPolicy):
         "_climb",
         "_cooldown",
         "_delivered",
+        "_delivered_floor",
+        "_delivered_measured",
         "_fall_wait",
         "_fell_at",
         "_fell_limit",
@@ -305,6 +317,7 @@ class LatencyAIMD(BoundedPolicy):
         step_paid_ratio: float = 0.0,
         pause_allowance: float = 0.75,
         fall_wait_windows: int = 16,
+        delivered_floor_windows: int = 3,
     ) -> None:
         if initial_limit is None and isinstance(min_limit, int) and isinstance(max_limit, int):
             initial_limit = min(max(min_limit, 4), max_limit)
@@ -341,6 +354,10 @@ class LatencyAIMD(BoundedPolicy):
         self._step_paid = check_float("step_paid_ratio", step_paid_ratio, low=0.0, high=1.0)
         self._pause_allowance = check_float("pause_allowance", pause_allowance, low=0.0)
         self._fall_wait = check_int("fall_wait_windows", fall_wait_windows, low=0)
+        self._delivered_floor = check_int("delivered_floor_windows", delivered_floor_windows, low=0)
+        # (window, concurrency delivered) of the latest limit-bound windows of plain calls,
+        # measured: calls answered x the no-load latency / the window's length.
+        self._delivered_measured: list[tuple[int, float]] | None = None
         # The limit of the best goodput the last time goodput fell past it, and when (a window
         # number); growth waits there (`fall_wait_windows`). None: no fall remembered.
         self._fell_limit: float | None = None
@@ -542,6 +559,14 @@ class LatencyAIMD(BoundedPolicy):
             self._delivered.append((self._windows, window.limit / ratio))
             if len(self._delivered) > _DELIVERED_WINDOWS:
                 del self._delivered[0]
+            baseline_s = self._baseline.value
+            if self._delivered_floor and not window.bands and baseline_s is not None:
+                measured = self._delivered_measured
+                if measured is None:
+                    measured = self._delivered_measured = []
+                measured.append((self._windows, window.throughput * baseline_s))
+                while measured[0][0] <= self._windows - self._delivered_floor:
+                    del measured[0]
         if paid:
             # Not congestion, but not room to grow either: hold where goodput is.
             self._streak = 0
@@ -560,14 +585,25 @@ class LatencyAIMD(BoundedPolicy):
                 self._good = None
                 self._floored_at = None
                 why += ", again soon after a floored cut: floor forgotten"
-            else:
+            elif ratio > self._good_floor_ratio:
                 good = self.good_floor
-                if good is not None and target < good and ratio > self._good_floor_ratio:
+                if good is not None and target < good:
                     # One noisy window (a stall, a pause of the client) does not take the
                     # limit below where it recently ran clean while limit-bound.
                     target = min(good, limit - 1.0)
                     self._floored_at = self._windows
                     why += f": cut to the good floor {good:g}"
+                delivered = self._delivered_lately()
+                if delivered is not None and self._streak == 1 and target < delivered:
+                    # A spike after a window without queueing: not below what the upstream
+                    # delivered just before it (and in it). A queue that grew over several
+                    # windows (one more governor at a shared upstream, whose incumbents
+                    # delivered more than their share until then) cuts as Little's law
+                    # says. The depth is read less the client's own loop lag, as for the
+                    # good floor: a client collapsing under its own load lags, and its
+                    # spikes read gentler here (floored, it stayed in its collapse longer).
+                    target = min(delivered, limit - 1.0)
+                    why += f": cut to the concurrency delivered lately {delivered:.1f}"
             return self._cut(target, window, why, ceiling=False)
         if queueing:
             return self._hold(f"latency {ratio:.2f}x baseline, from work started before the last cut")
@@ -696,6 +732,18 @@ class LatencyAIMD(BoundedPolicy):
         why = f"latency {ratio:.2f}x baseline{at}" + (", rising" if rising else "")
         growth = f"limit-bound{', slow start' if starting else ''}, {why}: +{step:g}{pending}{paced}"
         return self._set(limit + step, growth)
+
+    def _delivered_lately(self) -> float | None:
+        """The most concurrency delivered in the limit-bound windows of the last ``delivered_floor_windows``.
+
+        BBR's estimate of what a path holds without a queue: the calls a window answered
+        times the no-load latency, over the window's length, which is the concurrency the
+        upstream served whatever the latency read. Older windows say little of now.
+        """
+        measured = self._delivered_measured
+        if not measured or measured[-1][0] <= self._windows - self._delivered_floor:
+            return None
+        return max(d for at, d in measured if at > self._windows - self._delivered_floor)
 
     def _pause_excused(self, window: Window, before: float) -> float:
         """How much of a window's median latency its longest pause of the client's loop may explain.
@@ -1050,6 +1098,7 @@ class LatencyAIMD(BoundedPolicy):
         self._good = None
         self._floored_at = None
         self._delivered = None
+        self._delivered_measured = None
         self._rates = None
         self._stepped = None
         self._unpaid = None
