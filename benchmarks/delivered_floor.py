@@ -3,13 +3,15 @@
 BBR estimates the concurrency a path holds without a queue as the best delivery rate seen
 times the lowest latency seen. Here, each limit-bound window's successful calls per second
 times `LatencyAIMD.baseline_s` is the concurrency that window delivered, and a latency cut
-stops at the highest of the last ``keep`` windows' (with ``cap``, never keeping more than
-``cap`` of the limit, so that every latency cut is still a multiplicative one; with
-``deeper_than``, only for windows that read over that many times the baseline; with
-``isolated``, only when the window before did not queue). Each variant is built on the
-default without its own delivered floor (``delivered_floor_windows=0``). The default keeps
-``deeper_than=1.5, isolated=True`` (`LatencyAIMD`'s ``delivered_floor_windows``);
-docs/control.md, "The delivered floor", has every variant's figures and what each cost:
+stops at the highest of the last ``keep`` windows'. With ``cap``, the floor never keeps more
+than ``cap`` of the limit, so that every latency cut is still a multiplicative one; with
+``deeper_than``, it applies only to windows whose median read over that many times the
+baseline (before the client's loop lag is taken off); with ``isolated``, only when the
+window before did not queue. Each variant is built on the default without its own delivered
+floor (``delivered_floor_windows=0``). The default keeps ``deeper_than=1.5,
+isolated=True``, the depth read less the client's loop lag (`LatencyAIMD`'s
+``delivered_floor_windows``). docs/control.md, "The delivered floor", has every variant's
+figures and what each cost:
 
     .venv/bin/python benchmarks/control.py --draws 6 \\
         --policy "every cut=benchmarks/delivered_floor.py:every_cut" \\

@@ -85,10 +85,10 @@ class LatencyAIMD(BoundedPolicy):
     limit-bound window lately, unless queueing lasts, and one whose window
     follows a window without queueing (a spike, not a queue that grew) stops at
     the *delivered floor* too, the most concurrency the upstream delivered in
-    the limit-bound windows of the last ``delivered_floor_windows``, measured as BBR
-    measures it (calls answered times the no-load latency, over the window's
-    length), which a heavy tail's noisy medians seldom leave a clean window to
-    set the good floor by; the client loop's own
+    the limit-bound windows of the last ``delivered_floor_windows`` windows,
+    measured as BBR measures it (calls answered times the no-load latency, over
+    the window's length): a heavy tail's noisy medians seldom leave a window
+    clean enough to set the good floor by; the client loop's own
     lag (`Window.loop_lag_s`, `Window.loop_pause_s`) is taken off the median,
     a rise that only the client's steady backlog explains holds the limit, and
     so does one that a single pause of the client's whole loop explains
@@ -734,11 +734,12 @@ class LatencyAIMD(BoundedPolicy):
         return self._set(limit + step, growth)
 
     def _delivered_lately(self) -> float | None:
-        """The most concurrency delivered in the limit-bound windows of the last ``delivered_floor_windows``.
+        """The most concurrency delivered in the limit-bound windows of the last few windows.
 
         BBR's estimate of what a path holds without a queue: the calls a window answered
         times the no-load latency, over the window's length, which is the concurrency the
-        upstream served whatever the latency read. Older windows say little of now.
+        upstream delivered whatever the latency read. Windows older than the last
+        ``delivered_floor_windows`` say little of now.
         """
         measured = self._delivered_measured
         if not measured or measured[-1][0] <= self._windows - self._delivered_floor:
