@@ -13,11 +13,15 @@ isolated=True``, the depth read less the client's loop lag (`LatencyAIMD`'s
 ``delivered_floor_windows``). docs/control.md, "The delivered floor", has every variant's
 figures and what each cost:
 
-    .venv/bin/python benchmarks/control.py --draws 6 \\
-        --policy "every cut=benchmarks/delivered_floor.py:every_cut" \\
-        --policy "at most 0.8=benchmarks/delivered_floor.py:at_most_80"
-    .venv/bin/python benchmarks/control.py --late-joiner 10 \\
-        --policy "deeper than 1.5=benchmarks/delivered_floor.py:deeper_than_15"
+    B=benchmarks/delivered_floor.py
+    .venv/bin/python benchmarks/control.py --draws 6 --policy "no delivered floor=$B:no_floor" \\
+        --policy "every cut=$B:every_cut" --policy "this window=$B:this_window" \\
+        --policy "slow start exit=$B:slow_start_exit" --policy "at most 0.8=$B:at_most_80" \\
+        --policy "at most 0.85=$B:at_most_85" --policy "deeper than 1.3=$B:deeper_than_13" \\
+        --policy "deeper than 1.5=$B:deeper_than_15" --policy "isolated 1.3=$B:isolated_13" \\
+        --policy "isolated 1.5=$B:isolated_15"
+
+and the same contenders with ``--late-joiner 10`` instead of ``--draws 6``.
 
 This subclasses the default and overrides a private method (`LatencyAIMD._cut`): it is a
 measurement of an idea, pinned to today's default, not an extension point.
@@ -42,7 +46,6 @@ class DeliveredFloor(LatencyAIMD):
         cap: float = 1.0,
         slow_start_only: bool = False,
         deeper_than: float = 1.0,
-        after_slow_start: bool = False,
         isolated: bool = False,
     ) -> None:
         super().__init__(delivered_floor_windows=0)
@@ -50,7 +53,6 @@ class DeliveredFloor(LatencyAIMD):
         self._cap = cap
         self._slow_start_only = slow_start_only
         self._deeper_than = deeper_than
-        self._after_slow_start = after_slow_start
         self._isolated = isolated
         self._floor_memory: list[float] = []
         self._ratio = 1.0
@@ -70,7 +72,6 @@ class DeliveredFloor(LatencyAIMD):
             and self._floor_memory
             and (self.in_slow_start or not self._slow_start_only)
             and self._ratio > self._deeper_than
-            and not (self._after_slow_start and self.in_slow_start)
             and not (self._isolated and self._streak > 1)
         ):
             floor = min(max(self._floor_memory), self.limit * self._cap)
@@ -84,6 +85,11 @@ def _variant(**options: Any) -> Callable[[], LatencyAIMD]:
     return functools.partial(DeliveredFloor, **options)
 
 
+def no_floor() -> LatencyAIMD:
+    """The default without its delivered floor: what each variant is measured against."""
+    return LatencyAIMD(delivered_floor_windows=0)
+
+
 # Every latency cut stops at the best of the last three windows' delivered concurrency,
 # or of the cutting window's alone, or only the cut that ends slow start.
 every_cut = _variant()
@@ -92,15 +98,9 @@ slow_start_exit = _variant(slow_start_only=True)
 # As every_cut, but the floor never keeps more than this share of the limit.
 at_most_80 = _variant(cap=0.8)
 at_most_85 = _variant(cap=0.85)
-at_most_90 = _variant(cap=0.9)
 # Only for windows that read over this many times the baseline.
-deeper_than_12 = _variant(deeper_than=1.2)
 deeper_than_13 = _variant(deeper_than=1.3)
-deeper_than_14 = _variant(deeper_than=1.4)
 deeper_than_15 = _variant(deeper_than=1.5)
-deeper_than_15_keep_1 = _variant(deeper_than=1.5, keep=1)
-deeper_than_15_keep_5 = _variant(deeper_than=1.5, keep=5)
-deeper_than_15_after_slow_start = _variant(deeper_than=1.5, after_slow_start=True)
 # And only when the window before did not queue: 1.5 is the rule the default keeps.
 isolated_13 = _variant(deeper_than=1.3, isolated=True)
 isolated_15 = _variant(deeper_than=1.5, isolated=True)
