@@ -233,7 +233,8 @@ def test_the_delivered_floor_reads_only_recent_limit_bound_windows_and_can_be_of
     p = _delivering()
     for _ in range(3):  # demand fell: windows not limit-bound, the limit held
         p.update(window(ok=20, latency_s=0.05, limit=23, peak_inflight=10, duration_s=0.1))
-    assert p.update(window(ok=20, latency_s=0.15, limit=23, duration_s=0.1)).limit == 11.5
+    # The windows that delivered 20 are four windows old now.
+    assert p.update(window(ok=20, latency_s=0.15, limit=23, peak_inflight=10, duration_s=0.1)).limit == 11.5
     # A gentle rise (under good_floor_ratio) cuts as Little's law says, whatever was delivered.
     p = _delivering()
     assert p.update(window(ok=40, latency_s=0.07, limit=23, duration_s=0.1)).limit == pytest.approx(23 / 1.4)
