@@ -208,6 +208,11 @@ def cold_scenarios(seed: int) -> dict[str, Scenario]:
     return {name: dataclasses.replace(scenario, **cold) for name, scenario in made.items()}
 
 
+def cell(values: list[float], digits: int = 3) -> str:
+    """A table cell: the median of ``values`` and, in brackets, the worst (lowest)."""
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f})"
+
+
 def draws(n: int, more: dict[str, Callable[[], LimitPolicy]] | None = None) -> None:
     """The default beside itself without slow start and without the pause rule, over ``n`` draws.
 
@@ -246,9 +251,6 @@ def draws(n: int, more: dict[str, Callable[[], LimitPolicy]] | None = None) -> N
             r = run_scenario(everything["shared"], make)
             jain[pname].append(r.fairness)
             shared_goodput[pname].append(r.goodput)
-
-    def cell(values: list[float], digits: int = 3) -> str:
-        return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f})"
 
     names = list(contenders)
     header = "| scenario | " + " | ".join(names) + " |\n| --- |" + " ---: |" * len(names)
@@ -306,7 +308,7 @@ def late_joiner(n: int, more: dict[str, Callable[[], LimitPolicy]] | None = None
                 run_scenario(late_joiner_scenario(seed, duration_s), make).fairness
                 for seed in range(1, n + 1)
             ]
-            cells.append(f"{statistics.median(indices):.3f} ({min(indices):.3f})")
+            cells.append(cell(indices))
         print(f"| {duration_s:g} s | " + " | ".join(cells) + " |")
 
 
