@@ -13,7 +13,7 @@ together hold far more than the upstream serves, and the one whose baseline rose
 reads the most queueing and gives way until it is starved.
 
 Two ways to give the shallow cut that drain back are measured too: Little's law's cut
-whenever the baseline has crept above the lowest it read (``anchored``), and a drain of
+whenever the baseline has crept above the lowest it read at a cut (``anchored``), and a drain of
 every governor at once on the clock's beat (`DrainedCut`, after Envoy's periodic minimum
 latency measurement and BBR's ProbeRTT), which needs the governors' clocks to agree.
 
@@ -115,7 +115,7 @@ power_75_isolated = _variant(0.75, isolated=True)
 # Only for the cut that ends slow start (the first decrease).
 power_75_exit = _variant(0.75, slow_start_exit=True)
 power_50_exit = _variant(0.5, slow_start_exit=True)
-# Only while the baseline is within 10 % / 5 % of the lowest it has read: a baseline that crept
+# Only while the baseline is within 10 % / 5 % of the lowest it read at a cut: a baseline that crept
 # up (a standing queue it learned) gets Little's law's cut, which drains the queue.
 power_75_anchored = _variant(0.75, anchored=0.10)
 power_75_anchored_5 = _variant(0.75, anchored=0.05)
@@ -153,6 +153,8 @@ class DrainedCut(ShallowCut):
         self._drain: tuple[float, int] | None = None  # (the limit to return to, windows left)
 
     def update(self, window: Window) -> Adjustment:
+        # The drain's two windows are not shown to the default: its memories (goodput, what
+        # was delivered, the window count) skip them, and an overload in them is not cut on.
         if self._drain is not None:
             resume, left = self._drain
             if left > 1:
